@@ -1,0 +1,198 @@
+"""Evaluate the objectives over a `Pair`, in memory (numpy) or block by block (dask).
+
+Two things are computed over the data: the spectral statistics (one pass; they add up over frames
+and blocks) and, for L1/Huber/masked fits, the loss at a given sigma (one pass per evaluation).
+For dask arrays each block is a group of whole frames, so nothing larger than one block is ever in
+memory, and the same code runs on a `dask.distributed` cluster.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+
+import numpy as np
+
+from ._kernels import transfer
+from ._losses import irls_sums, l1_gain_offset, loss_sum, robust_gain_offset
+from ._spectral import SpectralStats, frame_dct, frame_idct, stats_from_transforms
+from ._validate import Pair, fill_nonfinite
+
+TREE_WIDTH = 8  # blocks summed per node of the dask reduction tree
+
+
+def blur_coefficients(ref_hat: np.ndarray, sigma, ndim: int, truncate: float) -> np.ndarray:
+    """``H(sigma) * ref_hat`` (a new array) for frames with spatial axes last."""
+    out = ref_hat.copy()
+    for i, (s, n) in enumerate(zip(sigma, ref_hat.shape[ref_hat.ndim - ndim :])):
+        h = transfer([s], n, truncate)[:, 0].astype(out.dtype)
+        shape = [1] * out.ndim
+        shape[out.ndim - ndim + i] = n
+        out *= h.reshape(shape)
+    return out
+
+
+def blurred(ref_hat, sigma, ndim, truncate, workers=None) -> np.ndarray:
+    """``gaussian_filter(reference, sigma)`` over the spatial axes, from the reference's DCT."""
+    return frame_idct(blur_coefficients(ref_hat, sigma, ndim, truncate), ndim, workers=workers)
+
+
+def _tree_sum(items):
+    """Sum dask delayed objects in a shallow tree, so memory does not grow with their number."""
+    from dask import delayed
+
+    while len(items) > 1:
+        items = [delayed(lambda *xs: reduce(lambda a, b: a + b, xs))(*items[i : i + TREE_WIDTH])
+                 for i in range(0, len(items), TREE_WIDTH)]
+    return items[0]
+
+
+def _frame_blocks(pair: Pair):
+    """Delayed (reference, target, used) blocks of whole frames of a dask pair."""
+    import dask.array as da
+
+    nd = pair.ndim
+    whole = {ax: -1 for ax in range(pair.reference.ndim - nd, pair.reference.ndim)}
+    ref = pair.reference.rechunk(whole)
+    tgt = pair.target.rechunk(ref.chunks)
+    refs, tgts = ref.to_delayed().ravel(), tgt.to_delayed().ravel()
+    if pair.used is None:
+        useds = [None] * len(refs)
+    else:
+        used = da.from_array(np.broadcast_to(pair.used, ref.shape), chunks=ref.chunks)
+        useds = used.to_delayed().ravel()
+    return list(zip(refs, tgts, useds))
+
+
+def _block_stats(ref, tgt, ndim, swap, workers):
+    ref, tgt, finite, count = fill_nonfinite(ref, tgt)
+    if swap:
+        ref, tgt = tgt, ref
+    return stats_from_transforms(frame_dct(ref, ndim, workers=workers),
+                                 frame_dct(tgt, ndim, workers=workers), ndim), count
+
+
+class _StatsCount:
+    """Statistics plus a non-finite pixel count, summable in the dask tree."""
+
+    def __init__(self, pair):
+        self.stats, self.count = pair
+
+    def __add__(self, other):
+        out = _StatsCount((self.stats + other.stats, self.count + other.count))
+        return out
+
+
+def compute_stats(pair: Pair, *, swap: bool = False, workers=None):
+    """Spectral statistics of the whole pair; returns ``(stats, ref_hat, n_nonfinite)``.
+
+    ``ref_hat`` (the reference's DCT, kept for spatial evaluations) is None for dask pairs.
+    ``swap`` computes the statistics of the reverse direction.
+    """
+    nd = pair.ndim
+    if not pair.dask:
+        ref, tgt = (pair.target, pair.reference) if swap else (pair.reference, pair.target)
+        ref_hat = frame_dct(ref, nd, workers=workers)
+        stats = stats_from_transforms(ref_hat, frame_dct(tgt, nd, workers=workers), nd)
+        return stats, ref_hat, pair.n_nonfinite
+    import dask
+    from dask import delayed
+
+    parts = [delayed(lambda r, t: _StatsCount(_block_stats(r, t, nd, swap, workers)))(r, t)
+             for r, t, _ in _frame_blocks(pair)]
+    (total,) = dask.compute(_tree_sum(parts))
+    return total.stats, None, total.count
+
+
+class SpatialObjective:
+    """Loss sum of ``gain * G_sigma * A + offset`` against ``B`` over the used pixels.
+
+    Each call is one filter pass (an inverse DCT of the cached reference transform in memory, or a
+    pass over the blocks for dask). With ``gain_offset`` the best gain/offset for the loss are
+    found by IRLS, warm-started from the previous call. Every evaluation is recorded in ``trace``.
+    """
+
+    def __init__(self, pair: Pair, ref_hat, *, loss, gain_offset, delta, truncate, workers,
+                 start=(1.0, 0.0)):
+        self.pair, self.loss, self.gain_offset = pair, loss, gain_offset
+        self.delta, self.truncate, self.workers = delta, truncate, workers
+        self.ref_hat = ref_hat
+        self.gain, self.offset = start
+        self.trace: list[tuple[tuple[float, ...], float]] = []
+        self.n_used = pair.n_pixels
+        if not pair.dask:
+            used = pair.used
+            self._used = None if used is None else np.broadcast_to(used, pair.target.shape)
+            self._target = pair.target if used is None else pair.target[self._used]
+        else:
+            self._blocks = _frame_blocks(pair)
+
+    def _model(self, sigma):
+        """The blurred reference at the used pixels (in memory only)."""
+        model = blurred(self.ref_hat, sigma, self.pair.ndim, self.truncate, self.workers)
+        return model if self._used is None else model[self._used]
+
+    def _sums_function(self, sigma, loss):
+        nd, tr, w = self.pair.ndim, self.truncate, self.workers
+        if not self.pair.dask:
+            model = self._model(sigma)
+            return lambda g, o: irls_sums(model, self._target, g, o, loss, self.delta)
+        import dask
+        from dask import delayed
+
+        def block(r, t, u, g, o):
+            r, t, finite, _ = fill_nonfinite(r, t)
+            keep = finite if u is None else (u if finite is None else u & finite)
+            model = blurred(frame_dct(r, nd, workers=w), sigma, nd, tr, w)
+            if keep is not None:
+                model, t = model[keep], t[keep]
+            return irls_sums(model, t, g, o, loss, self.delta)
+
+        def sums(g, o):
+            parts = [delayed(block)(r, t, u, g, o) for r, t, u in self._blocks]
+            (total,) = dask.compute(_tree_sum(parts))
+            return total
+
+        return sums
+
+    def evaluate(self, sigma, loss=None):
+        """``(loss_sum, gain, offset)`` at ``sigma`` (per-axis pixels)."""
+        loss = loss or self.loss
+        if self.gain_offset and loss == "l1" and not self.pair.dask:
+            g, o, value = l1_gain_offset(self._model(sigma), self._target, self.gain)
+        elif self.gain_offset:
+            sums_at = self._sums_function(sigma, loss)
+            g, o, value = robust_gain_offset(sums_at, self.gain, self.offset, loss)
+        else:
+            g, o, value = 1.0, 0.0, self._fixed_loss(sigma, loss)
+        if loss == self.loss:
+            self.gain, self.offset = g, o
+            self.trace.append((tuple(float(s) for s in sigma), value / self.n_used))
+        return value, g, o
+
+    def _fixed_loss(self, sigma, loss) -> float:
+        """Loss sum with gain 1 and offset 0: one filter pass, no weights."""
+        if not self.pair.dask:
+            return loss_sum(self._model(sigma) - self._target, loss, self.delta)
+        return float(self._sums_function(sigma, loss)(1.0, 0.0)[5])
+
+    def robust_scale(self, sigma, gain, offset) -> float:
+        """1.4826 * median absolute deviation of the residuals (a robust noise sigma).
+
+        For dask pairs only the first block is used (a median does not add up over blocks).
+        """
+        if not self.pair.dask:
+            r = gain * self._model(sigma) + offset - self._target
+        else:
+            ref, tgt, used = (np.asarray(x.compute()) if x is not None else None
+                              for x in self._blocks[0])
+            ref, tgt, finite, _ = fill_nonfinite(ref, tgt)
+            model = blurred(frame_dct(ref, self.pair.ndim), sigma, self.pair.ndim, self.truncate)
+            r = gain * model + offset - tgt
+            keep = finite if used is None else (used if finite is None else used & finite)
+            r = r if keep is None else r[keep]
+        r = r.astype(np.float64, copy=False)
+        return float(1.4826 * np.median(np.abs(r - np.median(r))))
+
+    def sum_squares(self, sigma, gain, offset) -> float:
+        """Sum of squared residuals at fixed parameters (for the standard error)."""
+        return float(self._sums_function(sigma, "l2")(gain, offset)[5])

@@ -1,0 +1,139 @@
+"""Global and local minimisation over log-sigma.
+
+Work is in ``t = log(sigma)``: blur scales multiplicatively, so relative steps are the natural unit.
+`grid_zoom` is global: a dense grid over the whole box (cheap, because the spectral L2 objective
+evaluates a whole grid in one tensor contraction), then grids shrinking around each of the best
+local minima. `local_minimize` polishes an objective that costs a filter pass per evaluation
+(L1, Huber, masked) from the L2 optimum: bracket then Brent in 1-D, Nelder-Mead in 2-D/3-D.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy import ndimage, optimize
+
+
+def _local_minima(values: np.ndarray, count: int) -> list[tuple[int, ...]]:
+    """Indices of up to ``count`` lowest grid points that are no higher than their neighbours."""
+    finite = np.where(np.isfinite(values), values, np.inf)
+    is_min = finite <= ndimage.minimum_filter(finite, size=3, mode="nearest")
+    flat = np.flatnonzero(is_min.ravel())
+    order = flat[np.argsort(finite.ravel()[flat], kind="stable")][:count]
+    return [np.unravel_index(i, values.shape) for i in order]
+
+
+def grid_zoom(
+    evaluate: Callable[[list[np.ndarray]], np.ndarray],
+    lower: np.ndarray,
+    upper: np.ndarray,
+    *,
+    first: int = 48,
+    points: int = 13,
+    candidates: int = 3,
+    tol: float = 1e-7,
+) -> tuple[np.ndarray, float, list[tuple[np.ndarray, np.ndarray]]]:
+    """Minimise over a box in log-sigma with shrinking grids.
+
+    Parameters
+    ----------
+    evaluate : callable
+        Takes one 1-D array of log-sigma values per search dimension and returns the objective on
+        their outer grid.
+    lower, upper : ndarray
+        Box in log-sigma, one entry per search dimension.
+    first, points : int
+        Grid points per dimension on the first grid and on each zoomed grid.
+    candidates : int
+        Local minima of the first grid that are each zoomed into.
+    tol : float
+        Stop when the grid spacing (in log-sigma) is below this.
+
+    Returns
+    -------
+    best : ndarray
+        Log-sigma of the lowest value found.
+    value : float
+        The objective there.
+    grids : list
+        Every ``(axes, values)`` evaluated, first grid first (used for profiles).
+    """
+    lower = np.asarray(lower, dtype=np.float64)
+    upper = np.asarray(upper, dtype=np.float64)
+    axes = [np.linspace(lo, hi, first) if hi > lo else np.array([lo]) for lo, hi in zip(lower, upper)]
+    values = evaluate(axes)
+    grids = [(axes, values)]
+    best_t, best_v = None, np.inf
+    for index in _local_minima(values, candidates):
+        center = np.array([ax[i] for ax, i in zip(axes, index)])
+        value = float(values[index])
+        width = np.array([(ax[1] - ax[0]) if len(ax) > 1 else 0.0 for ax in axes])
+        while np.max(width) > tol:
+            zoomed = []
+            for c, w, lo, hi in zip(center, width, lower, upper):
+                a, b = max(lo, c - w), min(hi, c + w)
+                zoomed.append(np.linspace(a, b, points) if b > a else np.array([c]))
+            zvalues = evaluate(zoomed)
+            zi = np.unravel_index(int(np.nanargmin(zvalues)), zvalues.shape)
+            if zvalues[zi] <= value:
+                center = np.array([ax[i] for ax, i in zip(zoomed, zi)])
+                value = float(zvalues[zi])
+            width = width * 2.0 / (points - 1)
+        if value < best_v:
+            best_t, best_v = center, value
+    return best_t, best_v, grids
+
+
+def local_minimize(
+    f: Callable[[np.ndarray], float],
+    start: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    *,
+    step: float = 0.05,
+    xtol: float = 2e-5,
+) -> tuple[np.ndarray, float]:
+    """Polish ``f`` (of log-sigma) from ``start`` within the box; returns ``(t, f(t))``."""
+    start = np.clip(np.asarray(start, dtype=np.float64), lower, upper)
+    if start.size == 1:
+        return _bracket_brent(lambda t: f(np.array([t])), float(start[0]), float(lower[0]),
+                              float(upper[0]), step, xtol)
+    simplex = [start]
+    for i in range(start.size):
+        vertex = start.copy()
+        vertex[i] = vertex[i] + step if vertex[i] + step <= upper[i] else vertex[i] - step
+        simplex.append(vertex)
+    # scipy stops when both the simplex and its values have shrunk: fatol relative to the start
+    fatol = 1e-9 * abs(f(start))
+    res = optimize.minimize(
+        f, start, method="Nelder-Mead", bounds=list(zip(lower, upper)),
+        options={"initial_simplex": np.array(simplex), "xatol": xtol, "fatol": fatol,
+                 "maxfev": 400 * start.size},
+    )
+    return np.asarray(res.x), float(res.fun)
+
+
+def _bracket_brent(f, t0, lo, hi, step, xtol):
+    """Walk downhill from ``t0`` with growing steps until bracketed, then bounded Brent."""
+    cache: dict[float, float] = {}
+
+    def g(t):
+        t = min(max(t, lo), hi)
+        if t not in cache:
+            cache[t] = f(t)
+        return cache[t]
+
+    left, right = max(lo, t0 - step), min(hi, t0 + step)
+    f0 = g(t0)
+    while g(left) < f0 and left > lo:  # minimum lies further left
+        t0, f0, left = left, g(left), max(lo, left - 2 * (t0 - left))
+    while g(right) < f0 and right < hi:
+        t0, f0, right = right, g(right), min(hi, right + 2 * (right - t0))
+    if right > left:
+        res = optimize.minimize_scalar(g, bounds=(left, right), method="bounded",
+                                       options={"xatol": xtol})
+        if res.fun < f0:
+            t0, f0 = float(res.x), float(res.fun)
+    best = min(cache, key=cache.get)
+    return np.array([best]), cache[best]

@@ -1,0 +1,196 @@
+"""Exact L2 objective in the DCT domain from summable sufficient statistics (DESIGN.md sections 2-4).
+
+After one DCT of the reference and one of the target, ``sum (gain * G_s * A + offset - B)^2`` for any
+sigma is a contraction of ``P_AA = sum_frames A_hat^2`` and ``P_AB = sum_frames A_hat * B_hat`` with
+1-D transfer vectors, plus scalars. The statistics of several frames or pairs add up, so a joint
+fit over a stack or a dataset is map (transform each pair), reduce (sum), solve once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import fft
+
+from ._kernels import transfer
+
+
+@dataclass
+class SpectralStats:
+    """Sufficient statistics of the L2 objective for frames of one spatial shape.
+
+    Attributes
+    ----------
+    paa, pab : ndarray
+        ``sum_f A_hat_f**2`` and ``sum_f A_hat_f * B_hat_f`` (float64, spatial shape).
+    cbb : float
+        ``sum_f sum B_hat_f**2`` (equals the sum of squared target pixels).
+    dc_a, dc_b : ndarray
+        DC coefficient of each frame's reference and target (one per frame).
+    """
+
+    paa: np.ndarray
+    pab: np.ndarray
+    cbb: float
+    dc_a: np.ndarray
+    dc_b: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.paa.shape
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.dc_a)
+
+    @property
+    def n_pixels(self) -> int:
+        """Pixels per frame."""
+        return int(np.prod(self.paa.shape))
+
+    def __add__(self, other: SpectralStats) -> SpectralStats:
+        if other.shape != self.shape:
+            raise ValueError(f"cannot add statistics of shapes {self.shape} and {other.shape}")
+        return SpectralStats(
+            self.paa + other.paa,
+            self.pab + other.pab,
+            self.cbb + other.cbb,
+            np.concatenate([self.dc_a, other.dc_a]),
+            np.concatenate([self.dc_b, other.dc_b]),
+        )
+
+
+def frame_dct(frames: np.ndarray, ndim: int, *, workers: int | None = None) -> np.ndarray:
+    """Orthonormal DCT-II over the last ``ndim`` axes (the spatial ones)."""
+    axes = tuple(range(frames.ndim - ndim, frames.ndim))
+    return fft.dctn(frames, axes=axes, norm="ortho", workers=workers)
+
+
+def frame_idct(coefs: np.ndarray, ndim: int, *, workers: int | None = None) -> np.ndarray:
+    """Inverse of `frame_dct`."""
+    axes = tuple(range(coefs.ndim - ndim, coefs.ndim))
+    return fft.idctn(coefs, axes=axes, norm="ortho", workers=workers)
+
+
+def stats_from_transforms(ref_hat: np.ndarray, tgt_hat: np.ndarray, ndim: int) -> SpectralStats:
+    """Statistics of frames already transformed with `frame_dct` (frames on leading axes)."""
+    spatial = ref_hat.shape[ref_hat.ndim - ndim :]
+    a = ref_hat.reshape((-1, *spatial))
+    b = tgt_hat.reshape((-1, *spatial))
+    paa = np.zeros(spatial)
+    pab = np.zeros(spatial)
+    cbb = 0.0
+    for af, bf in zip(a, b):  # frame by frame: no float64 temporary of the whole block
+        paa += np.multiply(af, af, dtype=np.float64)
+        pab += np.multiply(af, bf, dtype=np.float64)
+        cbb += float(np.vdot(bf.ravel(), bf.ravel().astype(np.float64)))
+    origin = (slice(None),) + (0,) * ndim
+    return SpectralStats(paa, pab, cbb, a[origin].astype(np.float64), b[origin].astype(np.float64))
+
+
+def block_stats(ref: np.ndarray, tgt: np.ndarray, ndim: int, *, workers=None) -> SpectralStats:
+    """Statistics of a block of frame pairs (spatial axes last)."""
+    return stats_from_transforms(
+        frame_dct(ref, ndim, workers=workers), frame_dct(tgt, ndim, workers=workers), ndim
+    )
+
+
+def contract(p: np.ndarray, vectors: list[np.ndarray], *, joint: bool) -> np.ndarray:
+    """``sum_k p[k] prod_i vectors[i][k_i, j_i]``.
+
+    ``vectors[i]`` has shape (p.shape[i], m_i). With ``joint`` every axis uses the same column
+    (result shape (m,)); otherwise the result is the outer grid, shape (m_0, ..., m_{d-1}).
+    """
+    d = p.ndim
+    t = p @ vectors[-1]  # the heavy step: one matrix product over the whole array
+    if joint:
+        for axis in range(d - 2, -1, -1):
+            t = np.einsum("...kj,kj->...j", t, vectors[axis])
+        return t
+    # t axes: (N_0, ..., N_{d-2}, m_{d-1}); contract the remaining spatial axes from the last
+    for axis in range(d - 2, -1, -1):
+        t = np.tensordot(t, vectors[axis], axes=([axis], [0]))
+    # axes now (m_{d-1}, m_{d-2}, ..., m_0)
+    return np.transpose(t, tuple(range(d - 1, -1, -1)))
+
+
+def project(qaa, qab, stats: SpectralStats, *, gain_offset: bool):
+    """Residual sum of squares and the best gain/offset for given contractions.
+
+    Without gain/offset the model is ``G_s * A``. With them, ``gain * G_s * A + offset`` where the
+    offset is shared by all frames; the DC coefficient of frame f is ``offset * sqrt(n)`` (H[0] = 1).
+    """
+    qaa = np.asarray(qaa, dtype=np.float64)
+    qab = np.asarray(qab, dtype=np.float64)
+    if not gain_offset:
+        rss = qaa - 2.0 * qab + stats.cbb
+        return np.maximum(rss, 0.0), np.ones_like(rss), np.zeros_like(rss)
+    f = stats.n_frames
+    sa, sb = stats.dc_a.sum(), stats.dc_b.sum()
+    caa = qaa - sa * sa / f
+    cab = qab - sa * sb / f
+    cbb = stats.cbb - sb * sb / f
+    tiny = 1e-14 * max(float(np.max(np.abs(qaa))), 1e-300)
+    ok = caa > tiny
+    gain = np.where(ok, cab / np.where(ok, caa, 1.0), 0.0)
+    rss = np.where(ok, cbb - gain * cab, cbb)
+    offset = (sb - gain * sa) / (f * np.sqrt(stats.n_pixels))
+    return np.maximum(rss, 0.0), gain, offset
+
+
+def l2_grid(stats, axis_sigmas, *, joint: bool, gain_offset: bool, truncate: float = 4.0):
+    """RSS, gain and offset on a grid of sigmas.
+
+    ``axis_sigmas[i]`` holds the sigma values tried along spatial axis i. With ``joint`` all axes
+    share one list of (per-axis) values taken column by column; otherwise the grid is their outer
+    product.
+    """
+    hs = [transfer(s, n, truncate) for s, n in zip(axis_sigmas, stats.shape)]
+    qaa = contract(stats.paa, [h * h for h in hs], joint=joint)
+    qab = contract(stats.pab, hs, joint=joint)
+    return project(qaa, qab, stats, gain_offset=gain_offset)
+
+
+def l2_at(stats, sigma, *, gain_offset: bool, truncate: float = 4.0):
+    """RSS, gain and offset at one per-axis sigma."""
+    rss, gain, offset = l2_grid(
+        stats, [[s] for s in sigma], joint=True, gain_offset=gain_offset, truncate=truncate
+    )
+    return float(rss[0]), float(gain[0]), float(offset[0])
+
+
+def normal_matrix(stats, sigma, gain: float, *, per_axis: bool, gain_offset: bool, truncate=4.0):
+    """Gauss-Newton ``J^T J`` for the parameters (sigmas..., [gain, offset]), from ``P_AA``.
+
+    The Jacobian columns are ``gain * dH/dsigma_i * A_hat`` for the sigmas, ``H * A_hat`` for the
+    gain and the unit DC vector (times sqrt(n), per frame) for the offset.
+    """
+    d = len(sigma)
+    pairs = [transfer([s], n, truncate, derivative=True) for s, n in zip(sigma, stats.shape)]
+    h = [p[0] for p in pairs]
+    dh = [p[1] for p in pairs]
+
+    def term(i: int | None, j: int | None) -> float:
+        vecs = []
+        for axis in range(d):
+            left = dh[axis] if axis == i else h[axis]
+            right = dh[axis] if axis == j else h[axis]
+            vecs.append(left * right)
+        return float(contract(stats.paa, vecs, joint=True)[0])
+
+    ss = np.array([[term(i, j) for j in range(d)] for i in range(d)]) * gain**2
+    sg = np.array([term(i, None) for i in range(d)]) * gain
+    if not per_axis:  # one sigma moves every axis: its column is the sum of the axis columns
+        ss = np.array([[ss.sum()]])
+        sg = np.array([sg.sum()])
+    if not gain_offset:
+        return ss
+    p = len(sg)
+    jtj = np.zeros((p + 2, p + 2))
+    jtj[:p, :p] = ss
+    jtj[:p, p] = jtj[p, :p] = sg
+    jtj[p, p] = term(None, None)
+    jtj[p, p + 1] = jtj[p + 1, p] = np.sqrt(stats.n_pixels) * stats.dc_a.sum()
+    jtj[p + 1, p + 1] = stats.n_frames * stats.n_pixels
+    return jtj

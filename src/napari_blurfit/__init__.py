@@ -1,11 +1,13 @@
 """napari-blurfit: which Gaussian blur turns image A into image B?
 
-The fitting core (`fit_blur`, `fit_blur_stack`, `blur_map`) needs only numpy and scipy (dask
-optionally); the napari widget lives in `napari_blurfit._widget` and is imported only by napari.
+The fitting core (`fit_blur`, `fit_blur_stack`, `blur_map`) needs only numpy and scipy (dask for
+lazy inputs); the napari widget lives in `napari_blurfit._widget` and is imported only by napari.
 """
 
 from ._result import BlurFit, BlurFitWarning
+from .blurmap import BlurMap, blur_map
 from .fit import fit_blur
+from .stack import fit_blur_stack
 
 __version__ = "0.1.0"
-__all__ = ["BlurFit", "BlurFitWarning", "fit_blur"]
+__all__ = ["BlurFit", "BlurFitWarning", "BlurMap", "blur_map", "fit_blur", "fit_blur_stack"]

@@ -16,7 +16,7 @@ from ._validate import Pair, prepare_pair
 IDENTITY_BELOW = 0.125  # scipy's kernel radius is 0 below this: the filter is the identity
 IDENTIFIABLE_FROM = 0.3  # below this the sampled kernel is nearly [0, 1, 0] (DESIGN.md section 7)
 SEARCH_FLOOR = 0.1  # the log-sigma search starts here; everything below is the identity
-HUBER_K = 1.345  # default Huber threshold in units of the L2 fit's robust residual scale
+HUBER_K = 1.345  # default Huber threshold in units of the L2 fit's residual noise scale
 
 
 def fit_blur(
@@ -35,6 +35,7 @@ def fit_blur(
     truncate: float = 4.0,
     workers: int | None = None,
     warn: bool = True,
+    callback=None,
 ) -> BlurFit:
     """Fit the Gaussian blur that turns ``reference`` into ``target``.
 
@@ -70,14 +71,18 @@ def fit_blur(
         Fit the other direction, ``reference ~ G_sigma * target``; use it when the target is the
         sharper image.
     huber_delta : float, optional
-        Huber threshold in intensity units. Default: 1.345 times the robust scale
-        (1.4826 * MAD) of the L2 fit's residuals.
+        Huber threshold in intensity units. Default: 1.345 times the noise scale of the L2
+        fit's residuals, estimated as ``sqrt(pi/2) * mean|r|``; stored in ``huber_delta``.
     truncate : float
         Kernel truncation in sigmas, as in `scipy.ndimage.gaussian_filter`.
     workers : int, optional
         Threads for the FFTs (`scipy.fft` ``workers``).
     warn : bool
         Emit a `BlurFitWarning` for findings that need care (also listed in ``notes``).
+    callback : callable, optional
+        Called as ``callback(stage)`` with a short text before each step (transform, grid level,
+        filter pass). An exception raised in it stops the fit and propagates: this is how the
+        napari widget cancels a running fit.
 
     Returns
     -------
@@ -116,26 +121,31 @@ def fit_blur(
         raise ValueError(f"truncate must be a positive number, got {truncate!r}")
     if huber_delta is not None and not (np.isfinite(huber_delta) and huber_delta > 0):
         raise ValueError(f"huber_delta must be a positive number, got {huber_delta!r}")
+    tick = callback if callback is not None else _no_callback
     if reverse:
         reference, target = target, reference
+    tick("checking inputs")
     pair = prepare_pair(reference, target, spatial_axes=spatial_axes, mask=mask,
                         exclude_border=exclude_border)
     lower, upper = _bounds(sigma_bounds, pair.spatial_shape, per_axis)
+    tick("transforming")
     stats, ref_hat, n_nonfinite = compute_stats(pair, workers=workers)
     _check_not_constant(stats, reverse)
 
     sigma, rss, gain, offset, profile = _spectral_fit(stats, lower, upper, per_axis, gain_offset,
-                                                      truncate)
+                                                      truncate, tick)
     notes: list[str] = []
     if not gain_offset:
         rss_go = l2_at(stats, sigma, gain_offset=True, truncate=truncate)[0]
-        if rss_go < 0.5 * rss:
+        structure = stats.cbb - float(stats.dc_b.sum()) ** 2 / stats.n_frames
+        if rss_go < 0.5 * rss and rss - rss_go > 1e-3 * structure:
             notes.append("a gain/offset would more than halve the L2 loss: the images differ in "
                          "brightness or background; consider gain_offset=True")
     target_sharper = False
     if max(sigma) < IDENTIFIABLE_FROM and lower.max() < IDENTIFIABLE_FROM:
+        tick("checking the reverse direction")
         target_sharper = _looks_sharper(pair, stats, rss, lower, upper, per_axis, gain_offset,
-                                        truncate, workers, notes, reverse)
+                                        truncate, workers, notes, reverse, tick)
 
     n_total = int(np.prod(pair.reference.shape))
     scale = np.sqrt(max(stats.cbb - stats.dc_b @ stats.dc_b, 0.0) / n_total)
@@ -144,11 +154,11 @@ def fit_blur(
     if spatial:
         objective = SpatialObjective(
             pair, ref_hat, loss=loss, gain_offset=gain_offset, delta=1e-9 * scale,
-            truncate=truncate, workers=workers, start=(gain, offset),
+            truncate=truncate, workers=workers, start=(gain, offset), callback=tick,
         )
         if loss == "huber":
             delta = huber_delta
-            if delta is None:  # robust noise scale of the L2 fit's residuals
+            if delta is None:  # noise scale of the L2 fit's residuals
                 delta = HUBER_K * objective.robust_scale(sigma, gain, offset)
             objective.delta = delta = max(float(delta), 1e-9 * scale)
         sigma, value, gain, offset = _spatial_fit(objective, sigma, lower, upper, per_axis)
@@ -192,6 +202,10 @@ def fit_blur(
     )
 
 
+def _no_callback(stage: str) -> None:
+    pass
+
+
 def _per_axis(values: np.ndarray, ndim: int) -> np.ndarray:
     return np.broadcast_to(values, (ndim,)) if values.size == 1 else values
 
@@ -229,11 +243,12 @@ def _log_box(lower, upper):
     return np.log(np.maximum(lower, SEARCH_FLOOR)), np.log(upper)
 
 
-def _spectral_fit(stats, lower, upper, per_axis, gain_offset, truncate):
+def _spectral_fit(stats, lower, upper, per_axis, gain_offset, truncate, tick=_no_callback):
     """Global L2 optimum from the spectral statistics; returns sigma, rss, gain, offset, profile."""
     d = len(stats.shape)
 
     def evaluate(axes):
+        tick("searching sigma (L2 grid)")
         sig = [np.exp(a) for a in axes]
         if per_axis:
             return l2_grid(stats, sig, joint=False, gain_offset=gain_offset, truncate=truncate)[0]
@@ -312,10 +327,10 @@ def _check_not_constant(stats, reverse):
 
 
 def _looks_sharper(pair: Pair, stats, rss, lower, upper, per_axis, gain_offset, truncate,
-                   workers, notes, reverse) -> bool:
+                   workers, notes, reverse, tick) -> bool:
     """Sigma collapsed to ~0: does the other direction find a real blur that fits better?"""
     back, _, _ = compute_stats(pair, swap=True, workers=workers)
-    sigma_b, rss_b, *_ = _spectral_fit(back, lower, upper, per_axis, gain_offset, truncate)
+    sigma_b, rss_b, *_ = _spectral_fit(back, lower, upper, per_axis, gain_offset, truncate, tick)
     # compare goodness relative to each direction's own target energy
     rel = rss / max(stats.cbb - (stats.dc_b @ stats.dc_b if gain_offset else 0.0), 1e-300)
     rel_b = rss_b / max(back.cbb - (back.dc_b @ back.dc_b if gain_offset else 0.0), 1e-300)

@@ -161,10 +161,12 @@ class SpatialObjective:
         if self.callback is not None:
             self.callback(f"filter pass {len(self.trace) + 1} ({loss})")
         if self.gain_offset and loss == "l1" and not self.pair.dask:
-            g, o, value = l1_gain_offset(self._model(sigma), self._target, self.gain)
+            g, o, value = l1_gain_offset(self._model(sigma), self._target, self.gain,
+                                         self.callback)
         elif self.gain_offset:
             sums_at = self._sums_function(sigma, loss)
-            g, o, value = robust_gain_offset(sums_at, self.gain, self.offset, loss)
+            g, o, value = robust_gain_offset(sums_at, self.gain, self.offset, loss,
+                                             callback=self.callback)
         else:
             g, o, value = 1.0, 0.0, self._fixed_loss(sigma, loss)
         if loss == self.loss:

@@ -56,7 +56,7 @@ def solve_weighted(sums: np.ndarray) -> tuple[float, float]:
 
 
 def robust_gain_offset(sums_at, gain: float, offset: float, loss: str, *, iterations: int = 60,
-                       rtol: float = 1e-10) -> tuple[float, float, float]:
+                       rtol: float = 1e-10, callback=None) -> tuple[float, float, float]:
     """Iterate IRLS from ``(gain, offset)``; ``sums_at(g, o)`` returns `irls_sums` over all pixels.
 
     Returns the best ``(gain, offset, loss_sum)`` seen, so the loss never increases.
@@ -67,6 +67,8 @@ def robust_gain_offset(sums_at, gain: float, offset: float, loss: str, *, iterat
         g, o = solve_weighted(sums)
         return g, o, float(sums_at(g, o)[5])
     for _ in range(iterations):
+        if callback is not None:
+            callback("gain/offset iteration")
         gain, offset = solve_weighted(sums)
         sums = sums_at(gain, offset)
         value = float(sums[5])
@@ -78,7 +80,8 @@ def robust_gain_offset(sums_at, gain: float, offset: float, loss: str, *, iterat
     return best
 
 
-def l1_gain_offset(model: np.ndarray, target: np.ndarray, gain: float) -> tuple[float, float, float]:
+def l1_gain_offset(model: np.ndarray, target: np.ndarray, gain: float,
+                   callback=None) -> tuple[float, float, float]:
     """Exact least-absolute-deviation ``target ~ gain * model + offset`` for in-memory pixels.
 
     For a given gain the best offset is the median residual, and the remaining function of the
@@ -89,6 +92,8 @@ def l1_gain_offset(model: np.ndarray, target: np.ndarray, gain: float) -> tuple[
     b = target.astype(np.float64, copy=False)
 
     def cost(g):
+        if callback is not None:
+            callback("gain/offset step")
         r = b - g * f
         o = float(np.median(r))
         return float(np.abs(r - o).sum()), o

@@ -34,6 +34,13 @@ class FitCancelled(Exception):
     """Raised inside the worker when the user pressed Cancel or removed an input layer."""
 
 
+class _Failure:
+    """The worker's way of returning an exception to the GUI thread."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
 def _layers_of(viewer, *types):
     return [layer for layer in viewer.layers if isinstance(layer, types)]
 
@@ -58,8 +65,8 @@ class BlurFitWidget(Container):
             return [("none", None)] + [(layer.name, layer) for layer in
                                        _layers_of(viewer, Labels, Shapes)]
 
-        self.reference = ComboBox(label="reference", choices=images, nullable=True)
-        self.target = ComboBox(label="target", choices=images, nullable=True)
+        self.reference = ComboBox(label="reference", choices=images)
+        self.target = ComboBox(label="target", choices=images)
         self.mode = ComboBox(label="mode", choices=list(MODES), value="image")
         self.loss = ComboBox(label="loss", choices=["l2", "l1", "huber"], value="l2")
         self.per_axis = CheckBox(text="one sigma per axis", value=False)
@@ -109,6 +116,7 @@ class BlurFitWidget(Container):
     # --- inputs ---------------------------------------------------------------------------
     def _watch_names(self, event=None):
         event.value.events.name.connect(self._refresh)
+        self._refresh()
 
     def _refresh(self, event=None):
         self.reset_choices()
@@ -135,7 +143,7 @@ class BlurFitWidget(Container):
         self.tile.visible = self.mode.value == "blur map"
         self._check_inputs()
 
-    def _check_inputs(self, *args) -> bool:
+    def _check_inputs(self, *args, update_status: bool = True) -> bool:
         """Explain a problem with the chosen layers before anyone presses Fit."""
         from .layers import check_pair
 
@@ -150,7 +158,8 @@ class BlurFitWidget(Container):
                 problem = str(err)
         if self._worker is None:
             self.fit_button.enabled = not problem
-            self.status.value = problem
+            if update_status:
+                self.status.value = problem
         return not problem
 
     # --- running --------------------------------------------------------------------------
@@ -180,13 +189,15 @@ class BlurFitWidget(Container):
             self._stage = stage  # read by the GUI thread's timer; never touch Qt here
 
         def job():
-            return run_layer_fit(inputs[0], inputs[1], callback=check, **kwargs)
+            try:
+                return run_layer_fit(inputs[0], inputs[1], callback=check, **kwargs)
+            except Exception as err:  # shown in the widget; never an unhandled worker error
+                return _Failure(err)  # (a returned Exception would be re-raised by the worker)
 
         self._inputs = inputs
         self._stage = "starting"
         worker = create_worker(job, _start_thread=False)
         worker.returned.connect(self._done)
-        worker.errored.connect(self._failed)
         worker.finished.connect(self._finished)
         self._worker = worker
         self._set_running(True)
@@ -222,9 +233,7 @@ class BlurFitWidget(Container):
         self._timer.stop()
         self._worker = None
         self._set_running(False)
-        self._check_inputs()
-        if self.status.value.startswith(("fitting", "cancelling")):
-            self.status.value = "done"
+        self._check_inputs(update_status=False)
 
     def _failed(self, err):
         from napari.utils.notifications import show_error, show_info
@@ -238,6 +247,9 @@ class BlurFitWidget(Container):
         show_error(f"Blur fit failed: {message}")
 
     def _done(self, result):
+        if isinstance(result, _Failure):
+            self._failed(result.error)
+            return
         self.last_result = result
         show_layers(self._viewer, result.layers)
         self.result_text.value = _describe(result)

@@ -16,6 +16,7 @@ from ._validate import Pair, prepare_pair
 IDENTITY_BELOW = 0.125  # scipy's kernel radius is 0 below this: the filter is the identity
 IDENTIFIABLE_FROM = 0.3  # below this the sampled kernel is nearly [0, 1, 0] (DESIGN.md section 7)
 SEARCH_FLOOR = 0.1  # the log-sigma search starts here; everything below is the identity
+SPATIAL_SCAN = 16  # coarse grid points of a masked fit's image-space search
 HUBER_K = 1.345  # default Huber threshold in units of the L2 fit's residual noise scale
 
 
@@ -161,7 +162,8 @@ def fit_blur(
             if delta is None:  # noise scale of the L2 fit's residuals
                 delta = HUBER_K * objective.robust_scale(sigma, gain, offset)
             objective.delta = delta = max(float(delta), 1e-9 * scale)
-        sigma, value, gain, offset = _spatial_fit(objective, sigma, lower, upper, per_axis)
+        sigma, value, gain, offset = _spatial_fit(objective, sigma, lower, upper, per_axis,
+                                                  scan=pair.used is not None)
         n_used = objective.n_used
         mean_loss = value / n_used
         rss = objective.sum_squares(sigma, gain, offset) if loss != "l2" else value
@@ -270,8 +272,12 @@ def _spectral_fit(stats, lower, upper, per_axis, gain_offset, truncate, tick=_no
     return sigma, rss, gain, offset, profile
 
 
-def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis):
-    """Polish the loss in image space from the L2 optimum."""
+def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, scan: bool):
+    """Polish the loss in image space from the L2 optimum.
+
+    With ``scan`` (a mask, border or NaNs make the spectral L2 optimum a poor guide) a coarse
+    log-grid of one shared sigma is evaluated first and the search starts from its best point.
+    """
     d = len(sigma)
     lo, hi = _log_box(lower, upper)
 
@@ -280,6 +286,11 @@ def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis):
         return objective.evaluate(s)[0]
 
     start = np.log(np.maximum(sigma if per_axis else sigma[:1], SEARCH_FLOOR))
+    if scan:
+        shared = np.linspace(lo.max(), hi.min(), SPATIAL_SCAN)
+        tries = [np.full(start.shape, t) for t in shared] + [start]
+        values = [f(t) for t in tries]
+        start = tries[int(np.argmin(values))]
     best_t, _ = local_minimize(f, start, lo, hi)
     best = np.exp(best_t) if per_axis else np.full(d, np.exp(best_t[0]))
     value, gain, offset = objective.evaluate(best)

@@ -152,7 +152,8 @@ def run_layer_fit(reference, target, *, mask_layer=None, mode: str = "image", cu
         hi = float(finite.max()) if finite.size else 1.0
         lo = float(finite.min()) if finite.size else 0.0
         layer = (sigma_img, {"name": f"{target.name} blur map", "scale": tuple(scale),
-                             "translate": tuple(translate), "colormap": "viridis",
+                             "translate": tuple(translate), "units": tuple(target.units),
+                             "colormap": "viridis",
                              "contrast_limits": (lo, hi if hi > lo else lo + 1.0),
                              "metadata": {"blurfit": {**meta_base, "tile": tile}}}, "image")
         return LayerFit(None, [layer], blur_map=bm, units=units)
@@ -166,7 +167,8 @@ def run_layer_fit(reference, target, *, mask_layer=None, mode: str = "image", cu
     bound = float(np.nanpercentile(np.abs(residual), 99.9)) or 1.0
     lo, hi = float(np.nanmin(goal)), float(np.nanmax(goal))
     meta = {"blurfit": {**meta_base, **fit.to_dict()}}
-    common = {"scale": tuple(scale), "translate": tuple(translate), "metadata": meta}
+    common = {"scale": tuple(scale), "translate": tuple(translate), "metadata": meta,
+              "units": tuple(target.units)[-len(scale):]}
     name = (reference if fit.reverse else target).name
     layers = [
         (fitted, {"name": f"{name} fit", "colormap": "gray",
@@ -189,7 +191,7 @@ def show_layers(viewer, layer_tuples) -> list:
         if name in viewer.layers and isinstance(viewer.layers[name], Image):
             layer = viewer.layers[name]
             layer.data = data
-            for key in ("scale", "translate", "metadata", "contrast_limits", "colormap"):
+            for key in ("scale", "translate", "units", "metadata", "contrast_limits", "colormap"):
                 if key in kwargs:
                     setattr(layer, key, kwargs[key])
         else:

@@ -29,7 +29,8 @@ def sample_layers():
     """napari sample-data hook: two image layers with the micrograph's pixel size."""
     reference, target = load_sample_pair()
     scale = (PIXEL_SIZE_UM, PIXEL_SIZE_UM)
+    units = ("micrometer", "micrometer")
     return [
-        (reference, {"name": "cell reference", "scale": scale, "metadata": {"unit": "um"}}, "image"),
-        (target, {"name": "cell target", "scale": scale, "metadata": {"unit": "um"}}, "image"),
+        (reference, {"name": "cell reference", "scale": scale, "units": units}, "image"),
+        (target, {"name": "cell target", "scale": scale, "units": units}, "image"),
     ]

@@ -1,0 +1,144 @@
+"""The dock widget in a real napari viewer (under Xvfb): pickers, worker, cancel, outputs, errors."""
+
+import time
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_blurfit import fit_blur
+from napari_blurfit._widget import BlurFitWidget
+from napari_blurfit.layers import fit_layers
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def viewer_pair(make_napari_viewer, cell):
+    viewer = make_napari_viewer()
+    viewer.add_image(cell, name="ref", scale=(0.2, 0.2))
+    viewer.add_image(1.5 * ndimage.gaussian_filter(cell, 2.0) + 3, name="tgt", scale=(0.2, 0.2))
+    return viewer
+
+
+def run(widget, qtbot, timeout=60_000):
+    worker = widget.start_fit()
+    assert worker is not None
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=timeout)
+    return worker
+
+
+def test_pickers_offer_only_images_and_stay_distinct(viewer_pair, qtbot):
+    viewer = viewer_pair
+    viewer.add_labels(np.zeros((256, 256), int), name="lab")
+    widget = BlurFitWidget(viewer)
+    names = [c.name for c in widget.reference.choices if c is not None]
+    assert names == ["ref", "tgt"]
+    assert [c.name if c else None for c in widget.mask.choices] == [None, "lab"]
+    widget.reference.value = viewer.layers["tgt"]
+    widget.target.value = viewer.layers["tgt"]
+    widget.reset_choices()
+    assert widget.target.value is not widget.reference.value
+    viewer.layers["ref"].name = "renamed"
+    assert "renamed" in [c.name for c in widget.reference.choices if c is not None]
+    viewer.add_image(np.ones((5, 5)), name="small")
+    widget.reference.value = viewer.layers["small"]
+    assert not widget.fit_button.enabled
+    assert "differ in shape" in widget.status.value
+
+
+def test_fit_adds_layers_then_updates_them_in_place(viewer_pair, qtbot):
+    viewer = viewer_pair
+    widget = BlurFitWidget(viewer)
+    widget.reference.value = viewer.layers["ref"]
+    widget.target.value = viewer.layers["tgt"]
+    widget.gain_offset.value = True
+    run(widget, qtbot)
+    fit = widget.last_result.fit
+    np.testing.assert_allclose(fit.sigma, (2.0, 2.0), rtol=1e-3)
+    assert [layer.name for layer in viewer.layers] == ["ref", "tgt", "tgt fit", "tgt residual"]
+    res = viewer.layers["tgt residual"]
+    assert res.colormap.name == "bwr"
+    assert res.contrast_limits[0] == -res.contrast_limits[1]
+    assert tuple(res.scale) == (0.2, 0.2)
+    assert res.metadata["blurfit"]["gain"] == pytest.approx(1.5, rel=1e-4)
+    assert "sigma[0] = 2 +/-" in widget.result_text.value
+    assert "= 0.4 " in widget.result_text.value  # 2 px * 0.2 world units
+    widget.loss.value = "l1"
+    run(widget, qtbot)
+    assert len(viewer.layers) == 4  # updated in place, not piled up
+    assert viewer.layers["tgt fit"].metadata["blurfit"]["loss_name"] == "l1"
+    assert widget.result_json().startswith("{")
+
+
+def test_errors_show_in_widget_not_traceback(viewer_pair, qtbot):
+    viewer = viewer_pair
+    viewer.add_image(np.full((256, 256), 3.0), name="flat")
+    widget = BlurFitWidget(viewer)
+    widget.reference.value = viewer.layers["ref"]
+    widget.target.value = viewer.layers["flat"]
+    run(widget, qtbot)
+    assert widget.status.value == ("fit failed: ValueError: target is constant: a blur cannot be "
+                                   "measured from a flat image")
+    assert "flat fit" not in viewer.layers
+    assert widget.fit_button.enabled
+
+
+def test_cancel_stops_promptly_and_adds_nothing(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    big = ndimage.zoom(rng.random((256, 256)).astype(np.float32), 8)  # 2048 x 2048
+    viewer.add_image(big, name="big")
+    viewer.add_image(ndimage.gaussian_filter(big, 3.0), name="big blurred")
+    widget = BlurFitWidget(viewer)
+    widget.reference.value = viewer.layers["big"]
+    widget.target.value = viewer.layers["big blurred"]
+    widget.loss.value = "l1"
+    widget.per_axis.value = True
+    widget.gain_offset.value = True
+    widget.start_fit()
+    qtbot.waitUntil(lambda: "filter pass" in widget.status.value, timeout=60_000)
+    t0 = time.perf_counter()
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
+    stopped_after = time.perf_counter() - t0
+    assert widget.status.value.startswith("fit stopped: cancelled")
+    assert [layer.name for layer in viewer.layers] == ["big", "big blurred"]
+    print(f"cancel took {stopped_after:.2f} s")
+
+
+def test_removing_an_input_layer_ends_the_fit(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(1)
+    big = ndimage.zoom(rng.random((256, 256)).astype(np.float32), 8)
+    viewer.add_image(big, name="a")
+    viewer.add_image(ndimage.gaussian_filter(big, 2.0), name="b")
+    widget = BlurFitWidget(viewer)
+    widget.reference.value = viewer.layers["a"]
+    widget.target.value = viewer.layers["b"]
+    widget.loss.value = "l1"
+    widget.gain_offset.value = True
+    widget.start_fit()
+    qtbot.waitUntil(lambda: "filter pass" in widget.status.value, timeout=60_000)
+    viewer.layers.remove("a")
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
+    assert "layer 'a' was removed" in widget.status.value
+    assert [layer.name for layer in viewer.layers] == ["b"]
+
+
+def test_console_fit_layers_matches_widget(viewer_pair, qtbot):
+    viewer = viewer_pair
+    widget = BlurFitWidget(viewer)
+    widget.reference.value = viewer.layers["ref"]
+    widget.target.value = viewer.layers["tgt"]
+    widget.per_axis.value = True
+    widget.gain_offset.value = True
+    run(widget, qtbot)
+    from_widget = widget.last_result.fit
+    from_console = fit_layers(viewer, "ref", "tgt", per_axis=True, gain_offset=True)
+    assert from_console.sigma == from_widget.sigma
+    assert from_console.gain == from_widget.gain
+    core = fit_blur(viewer.layers["ref"].data, viewer.layers["tgt"].data, per_axis=True,
+                    gain_offset=True)
+    assert core.sigma == from_widget.sigma
+    assert len(viewer.layers) == 4

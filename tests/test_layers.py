@@ -70,3 +70,37 @@ def test_bad_layers(layers, cell):
         run_layer_fit(rgb, rgb)
     with pytest.raises(ValueError, match="target is constant"):
         run_layer_fit(ref, Image(np.ones_like(cell), name="flat"))
+
+
+@pytest.fixture
+def time_series(camera):
+    ref = np.stack([camera[i * 20 : i * 20 + 96, i * 20 : i * 20 + 96] for i in range(5)])
+    sigmas = [1.0, 1.5, 2.0, 2.5, 3.0]
+    tgt = np.stack([ndimage.gaussian_filter(f, s) for f, s in zip(ref, sigmas)])
+    return Image(ref, name="ref t", scale=(1, 0.5, 0.5)), Image(tgt, name="tgt t",
+                                                             scale=(1, 0.5, 0.5)), sigmas
+
+
+def test_modes_on_a_time_series(time_series):
+    ref, tgt, sigmas = time_series
+    one = run_layer_fit(ref, tgt, mode="slice", current_step=(3, 0, 0))
+    assert one.fit.sigma[0] == pytest.approx(2.5, rel=1e-3)
+    assert one.layers[0][0].shape == (96, 96) and one.layers[0][1]["scale"] == (0.5, 0.5)
+    joint = run_layer_fit(ref, tgt, mode="frames jointly")
+    assert 1.0 < joint.fit.sigma[0] < 3.0 and joint.layers[0][0].shape == (5, 96, 96)
+    assert joint.sigma_world == pytest.approx(tuple(0.5 * s for s in joint.fit.sigma))
+    per = run_layer_fit(ref, tgt, mode="per frame")
+    np.testing.assert_allclose([f.sigma[0] for f in per.frames], sigmas, rtol=1e-3)
+    with pytest.raises(ValueError, match="must be a 2D or 3D image; got a 4-D"):
+        run_layer_fit(Image(np.zeros((2, 2, 8, 8))), Image(np.ones((2, 2, 8, 8))))
+
+
+def test_blur_map_mode_layer(cell):
+    ref = Image(cell, name="c", scale=(0.1, 0.1))
+    tgt = Image(ndimage.gaussian_filter(cell, 2.0), name="c blurred", scale=(0.1, 0.1))
+    out = run_layer_fit(ref, tgt, mode="blur map", tile=64)
+    data, kwargs, kind = out.layers[0]
+    assert kind == "image" and kwargs["name"] == "c blurred blur map"
+    assert data.shape == cell.shape and kwargs["colormap"] == "viridis"
+    np.testing.assert_allclose(data, 2.0, rtol=1e-3)
+    assert kwargs["scale"] == (0.1, 0.1)

@@ -142,3 +142,23 @@ def test_console_fit_layers_matches_widget(viewer_pair, qtbot):
                     gain_offset=True)
     assert core.sigma == from_widget.sigma
     assert len(viewer.layers) == 4
+
+
+def test_per_frame_mode_plots_sigma_against_frame(make_napari_viewer, qtbot, camera):
+    viewer = make_napari_viewer()
+    ref = np.stack([camera[i * 30 : i * 30 + 80, :80] for i in range(4)])
+    viewer.add_image(ref, name="r")
+    viewer.add_image(np.stack([ndimage.gaussian_filter(f, 1 + i) for i, f in enumerate(ref)]),
+                     name="t")
+    widget = BlurFitWidget(viewer)
+    widget.reference.value = viewer.layers["r"]
+    widget.target.value = viewer.layers["t"]
+    widget.mode.value = "per frame"
+    run(widget, qtbot)
+    np.testing.assert_allclose([f.sigma[0] for f in widget.last_result.frames], [1, 2, 3, 4],
+                               rtol=1e-3)
+    line = widget._plot.axes.get_lines()[0]
+    np.testing.assert_allclose(line.get_ydata(), [1, 2, 3, 4], rtol=1e-3)
+    assert widget._plot.axes.get_xlabel() == "frame"
+    widget.mode.value = "blur map"
+    assert not widget.tile.native.isHidden()  # shown only in blur-map mode

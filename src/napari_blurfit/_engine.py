@@ -22,18 +22,22 @@ TREE_WIDTH = 8  # blocks summed per node of the dask reduction tree
 
 def blur_coefficients(ref_hat: np.ndarray, sigma, ndim: int, truncate: float) -> np.ndarray:
     """``H(sigma) * ref_hat`` (a new array) for frames with spatial axes last."""
-    out = ref_hat.copy()
+    out = None
     for i, (s, n) in enumerate(zip(sigma, ref_hat.shape[ref_hat.ndim - ndim :])):
-        h = transfer([s], n, truncate)[:, 0].astype(out.dtype)
-        shape = [1] * out.ndim
-        shape[out.ndim - ndim + i] = n
-        out *= h.reshape(shape)
+        h = transfer([s], n, truncate)[:, 0].astype(ref_hat.dtype)
+        shape = [1] * ref_hat.ndim
+        shape[ref_hat.ndim - ndim + i] = n
+        if out is None:
+            out = ref_hat * h.reshape(shape)
+        else:
+            out *= h.reshape(shape)
     return out
 
 
 def blurred(ref_hat, sigma, ndim, truncate, workers=None) -> np.ndarray:
     """``gaussian_filter(reference, sigma)`` over the spatial axes, from the reference's DCT."""
-    return frame_idct(blur_coefficients(ref_hat, sigma, ndim, truncate), ndim, workers=workers)
+    coefs = blur_coefficients(ref_hat, sigma, ndim, truncate)
+    return frame_idct(coefs, ndim, workers=workers, overwrite=True)
 
 
 def _tree_sum(items):
@@ -119,6 +123,7 @@ class SpatialObjective:
         self.ref_hat = ref_hat
         self.gain, self.offset = start
         self.trace: list[tuple[tuple[float, ...], float]] = []
+        self._cache: dict = {}
         self.n_used = pair.n_pixels
         if not pair.dask:
             used = pair.used
@@ -156,8 +161,11 @@ class SpatialObjective:
         return sums
 
     def evaluate(self, sigma, loss=None):
-        """``(loss_sum, gain, offset)`` at ``sigma`` (per-axis pixels)."""
+        """``(loss_sum, gain, offset)`` at ``sigma`` (per-axis pixels); repeated calls are cached."""
         loss = loss or self.loss
+        key = (tuple(float(s) for s in sigma), loss)
+        if key in self._cache:
+            return self._cache[key]
         if self.callback is not None:
             self.callback(f"filter pass {len(self.trace) + 1} ({loss})")
         if self.gain_offset and loss == "l1" and not self.pair.dask:
@@ -171,13 +179,16 @@ class SpatialObjective:
             g, o, value = 1.0, 0.0, self._fixed_loss(sigma, loss)
         if loss == self.loss:
             self.gain, self.offset = g, o
-            self.trace.append((tuple(float(s) for s in sigma), value / self.n_used))
+            self.trace.append((key[0], value / self.n_used))
+        self._cache[key] = (value, g, o)
         return value, g, o
 
     def _fixed_loss(self, sigma, loss) -> float:
         """Loss sum with gain 1 and offset 0: one filter pass, no weights."""
         if not self.pair.dask:
-            return loss_sum(self._model(sigma) - self._target, loss, self.delta)
+            residual = self._model(sigma)
+            np.subtract(residual, self._target, out=residual)
+            return loss_sum(residual, loss, self.delta)
         return float(self._sums_function(sigma, loss)(1.0, 0.0)[5])
 
     def robust_scale(self, sigma, gain, offset) -> float:
@@ -191,4 +202,10 @@ class SpatialObjective:
 
     def sum_squares(self, sigma, gain, offset) -> float:
         """Sum of squared residuals at fixed parameters (for the standard error)."""
-        return float(self._sums_function(sigma, "l2")(gain, offset)[5])
+        if self.pair.dask:
+            return float(self._sums_function(sigma, "l2")(gain, offset)[5])
+        r = self._model(sigma)
+        if gain != 1.0:
+            r *= r.dtype.type(gain)
+        np.subtract(r, self._target - r.dtype.type(offset) if offset else self._target, out=r)
+        return loss_sum(r, "l2", None)

@@ -15,6 +15,9 @@ import numpy as np
 from scipy import ndimage, optimize
 
 
+CANDIDATE_MARGIN = 0.05  # relative: local minima of the first grid worth zooming into
+
+
 def _local_minima(values: np.ndarray, count: int) -> list[tuple[int, ...]]:
     """Indices of up to ``count`` lowest grid points that are no higher than their neighbours."""
     finite = np.where(np.isfinite(values), values, np.inf)
@@ -30,9 +33,9 @@ def grid_zoom(
     upper: np.ndarray,
     *,
     first: int = 48,
-    points: int = 13,
+    points: int = 25,
     candidates: int = 3,
-    tol: float = 1e-7,
+    tol: float = 1e-6,
 ) -> tuple[np.ndarray, float, list[tuple[np.ndarray, np.ndarray]]]:
     """Minimise over a box in log-sigma with shrinking grids.
 
@@ -65,7 +68,12 @@ def grid_zoom(
     values = evaluate(axes)
     grids = [(axes, values)]
     best_t, best_v = None, np.inf
-    for index in _local_minima(values, candidates):
+    minima = _local_minima(values, candidates)
+    lowest = float(values[minima[0]])
+    for index in minima:
+        if float(values[index]) > lowest + CANDIDATE_MARGIN * abs(lowest):
+            continue  # far above the best grid point: a dip between grid points cannot be that deep
+
         center = np.array([ax[i] for ax, i in zip(axes, index)])
         value = float(values[index])
         width = np.array([(ax[1] - ax[0]) if len(ax) > 1 else 0.0 for ax in axes])
@@ -91,8 +99,8 @@ def local_minimize(
     lower: np.ndarray,
     upper: np.ndarray,
     *,
-    step: float = 0.05,
-    xtol: float = 2e-5,
+    step: float = 0.02,
+    xtol: float = 1e-4,
 ) -> tuple[np.ndarray, float]:
     """Polish ``f`` (of log-sigma) from ``start`` within the box; returns ``(t, f(t))``."""
     start = np.clip(np.asarray(start, dtype=np.float64), lower, upper)

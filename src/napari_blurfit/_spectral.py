@@ -67,10 +67,19 @@ def frame_dct(frames: np.ndarray, ndim: int, *, workers: int | None = None) -> n
     return fft.dctn(frames, axes=axes, norm="ortho", workers=workers)
 
 
-def frame_idct(coefs: np.ndarray, ndim: int, *, workers: int | None = None) -> np.ndarray:
-    """Inverse of `frame_dct`."""
+def frame_idct(coefs: np.ndarray, ndim: int, *, workers: int | None = None,
+               overwrite: bool = False) -> np.ndarray:
+    """Inverse of `frame_dct` (``overwrite`` lets it reuse ``coefs``' memory)."""
     axes = tuple(range(coefs.ndim - ndim, coefs.ndim))
-    return fft.idctn(coefs, axes=axes, norm="ortho", workers=workers)
+    return fft.idctn(coefs, axes=axes, norm="ortho", workers=workers, overwrite_x=overwrite)
+
+
+def _sum_squares(x: np.ndarray, rows: int = 256) -> float:
+    """``sum(x**2)`` accumulated in float64 (squares of float32 are exact there), in row chunks
+    so that no float64 copy of a large array is made."""
+    flat = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x[None]
+    return float(sum(np.square(flat[i : i + rows], dtype=np.float64).sum()
+                     for i in range(0, len(flat), rows)))
 
 
 def stats_from_transforms(ref_hat: np.ndarray, tgt_hat: np.ndarray, ndim: int) -> SpectralStats:
@@ -78,13 +87,12 @@ def stats_from_transforms(ref_hat: np.ndarray, tgt_hat: np.ndarray, ndim: int) -
     spatial = ref_hat.shape[ref_hat.ndim - ndim :]
     a = ref_hat.reshape((-1, *spatial))
     b = tgt_hat.reshape((-1, *spatial))
-    paa = np.zeros(spatial)
-    pab = np.zeros(spatial)
-    cbb = 0.0
-    for af, bf in zip(a, b):  # frame by frame: no float64 temporary of the whole block
+    paa = np.multiply(a[0], a[0], dtype=np.float64)
+    pab = np.multiply(a[0], b[0], dtype=np.float64)
+    for af, bf in zip(a[1:], b[1:]):  # frame by frame: no float64 temporary of the whole block
         paa += np.multiply(af, af, dtype=np.float64)
         pab += np.multiply(af, bf, dtype=np.float64)
-        cbb += float(np.vdot(bf.ravel(), bf.ravel().astype(np.float64)))
+    cbb = _sum_squares(b)
     origin = (slice(None),) + (0,) * ndim
     return SpectralStats(paa, pab, cbb, a[origin].astype(np.float64), b[origin].astype(np.float64))
 

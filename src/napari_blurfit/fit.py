@@ -77,7 +77,8 @@ def fit_blur(
     truncate : float
         Kernel truncation in sigmas, as in `scipy.ndimage.gaussian_filter`.
     workers : int, optional
-        Threads for the FFTs (`scipy.fft` ``workers``).
+        Threads for the FFTs (`scipy.fft` ``workers``). Default: all cores for in-memory
+        arrays, one per dask task (dask runs the tasks in parallel).
     warn : bool
         Emit a `BlurFitWarning` for findings that need care (also listed in ``notes``).
     callback : callable, optional
@@ -129,6 +130,8 @@ def fit_blur(
     pair = prepare_pair(reference, target, spatial_axes=spatial_axes, mask=mask,
                         exclude_border=exclude_border)
     lower, upper = _bounds(sigma_bounds, pair.spatial_shape, per_axis)
+    if workers is None:
+        workers = 1 if pair.dask else -1
     tick("transforming")
     stats, ref_hat, n_nonfinite = compute_stats(pair, workers=workers)
     _check_not_constant(stats, reverse)
@@ -258,7 +261,8 @@ def _spectral_fit(stats, lower, upper, per_axis, gain_offset, truncate, tick=_no
 
     lo, hi = _log_box(lower, upper)
     first = 48 if (not per_axis or d == 2) else 24
-    best_t, _, _ = grid_zoom(evaluate, lo, hi, first=first, points=13 if d < 3 or not per_axis else 9)
+    best_t, _, _ = grid_zoom(evaluate, lo, hi, first=first,
+                             points=25 if d < 3 or not per_axis else 11)
     sigma = np.exp(best_t) if per_axis else np.full(d, np.exp(best_t[0]))
     rss, gain, offset = l2_at(stats, sigma, gain_offset=gain_offset, truncate=truncate)
     # profile: the mean loss along the ray through the optimum, 1/4x to 4x

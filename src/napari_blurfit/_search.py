@@ -93,6 +93,34 @@ def grid_zoom(
     return best_t, best_v, grids
 
 
+def grid_brent(
+    evaluate: Callable[[list[np.ndarray]], np.ndarray],
+    lower: float,
+    upper: float,
+    *,
+    first: int = 32,
+    candidates: int = 3,
+    xtol: float = 1e-5,
+) -> tuple[np.ndarray, float, list[tuple[np.ndarray, np.ndarray]]]:
+    """One-dimensional version of `grid_zoom`: a dense grid, then bounded Brent between the grid
+    neighbours of each competitive local minimum (each Brent step is a single evaluation)."""
+    axis = np.linspace(lower, upper, first) if upper > lower else np.array([lower])
+    values = evaluate([axis])
+    grids = [([axis], values)]
+    minima = _local_minima(values, candidates)
+    lowest = float(values[minima[0]])
+    best_t, best_v = np.array([axis[minima[0][0]]]), lowest
+    for (i,) in minima:
+        if float(values[i]) > lowest + CANDIDATE_MARGIN * abs(lowest) or len(axis) < 3:
+            continue
+        a, b = axis[max(i - 1, 0)], axis[min(i + 1, len(axis) - 1)]
+        res = optimize.minimize_scalar(lambda t: float(evaluate([np.array([t])])[0]),
+                                       bounds=(a, b), method="bounded", options={"xatol": xtol})
+        if res.fun < best_v:
+            best_t, best_v = np.array([float(res.x)]), float(res.fun)
+    return best_t, best_v, grids
+
+
 def local_minimize(
     f: Callable[[np.ndarray], float],
     start: np.ndarray,

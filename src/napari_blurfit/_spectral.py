@@ -160,32 +160,33 @@ def l2_grid(stats, axis_sigmas, *, joint: bool, gain_offset: bool, truncate: flo
     return project(qaa, qab, stats, gain_offset=gain_offset)
 
 
-def l2_at(stats, sigma, *, gain_offset: bool, truncate: float = 4.0):
-    """RSS, gain and offset at one per-axis sigma."""
-    rss, gain, offset = l2_grid(
-        stats, [[s] for s in sigma], joint=True, gain_offset=gain_offset, truncate=truncate
-    )
-    return float(rss[0]), float(gain[0]), float(offset[0])
+def l2_at(stats, sigma, *, truncate: float = 4.0):
+    """``(rss, gain, offset)`` at one per-axis sigma, for both models: ``{False: ..., True: ...}``
+    keyed by ``gain_offset`` (one contraction serves both)."""
+    hs = [transfer([s], n, truncate) for s, n in zip(sigma, stats.shape)]
+    qaa = contract(stats.paa, [h * h for h in hs], joint=True)
+    qab = contract(stats.pab, hs, joint=True)
+    return {go: tuple(float(x[0]) for x in project(qaa, qab, stats, gain_offset=go))
+            for go in (False, True)}
 
 
 def normal_matrix(stats, sigma, gain: float, *, per_axis: bool, gain_offset: bool, truncate=4.0):
     """Gauss-Newton ``J^T J`` for the parameters (sigmas..., [gain, offset]), from ``P_AA``.
 
     The Jacobian columns are ``gain * dH/dsigma_i * A_hat`` for the sigmas, ``H * A_hat`` for the
-    gain and the unit DC vector (times sqrt(n), per frame) for the offset.
+    gain and the unit DC vector (times sqrt(n), per frame) for the offset. Every product needed is
+    one entry of a single outer-grid contraction of ``P_AA`` with ``[h^2, h*dh, dh^2]`` per axis.
     """
     d = len(sigma)
-    pairs = [transfer([s], n, truncate, derivative=True) for s, n in zip(sigma, stats.shape)]
-    h = [p[0] for p in pairs]
-    dh = [p[1] for p in pairs]
+    vecs = []
+    for s, n in zip(sigma, stats.shape):
+        h, dh = transfer([s], n, truncate, derivative=True)
+        vecs.append(np.concatenate([h * h, h * dh, dh * dh], axis=1))
+    table = contract(stats.paa, vecs, joint=False)  # table[c_0, ..., c_{d-1}]
 
     def term(i: int | None, j: int | None) -> float:
-        vecs = []
-        for axis in range(d):
-            left = dh[axis] if axis == i else h[axis]
-            right = dh[axis] if axis == j else h[axis]
-            vecs.append(left * right)
-        return float(contract(stats.paa, vecs, joint=True)[0])
+        # per axis: 0 -> h*h, 1 -> h*dh (one derivative on it), 2 -> dh*dh (both)
+        return float(table[tuple((axis == i) + (axis == j) for axis in range(d))])
 
     ss = np.array([[term(i, j) for j in range(d)] for i in range(d)]) * gain**2
     sg = np.array([term(i, None) for i in range(d)]) * gain

@@ -337,14 +337,18 @@ class _LossPlot:
         else:
             fit = result.fit
             prof = fit.profile
-            sig = np.atleast_2d(prof["sigma"]).reshape(len(prof["loss"]), -1)
-            x = np.exp(np.log(np.maximum(sig, 1e-12)).mean(axis=1))
-            order = np.argsort(x)
-            ax.plot(x[order], prof["loss"][order], marker="." if prof["objective"] != "l2" else None)
-            best = float(np.exp(np.mean(np.log(np.maximum(fit.sigma, 1e-12)))))
-            ax.axvline(best, color="tab:red", lw=1)
-            ax.set_xlabel("sigma (px)" + (" (geometric mean)" if len(fit.sigma) > 1 and
-                                          fit.per_axis else ""))
+            rows = prof["loss"]
+            for i, row in enumerate(rows):
+                label = f"axis {i} (others at their best)" if len(rows) > 1 else None
+                ax.plot(prof["sigma"], row, marker="." if prof["objective"] != "l2" else None,
+                        label=label)
+            for i, s in enumerate(sorted(set(fit.sigma)) if fit.per_axis else fit.sigma[:1]):
+                ax.axvline(s, color="tab:red", lw=1)
+            ax.set_xscale("log")
+            ax.set_xlabel("sigma (px)")
             ax.set_ylabel(f"mean {prof['objective']} loss")
-            ax.set_title(f"optimum {best:.3g} px", fontsize=9)
+            shown = ", ".join(f"{s:.3g}" for s in (fit.sigma if fit.per_axis else fit.sigma[:1]))
+            ax.set_title(f"optimum {shown} px", fontsize=9)
+            if len(rows) > 1:
+                ax.legend(fontsize=7)
         self.canvas.draw_idle()

@@ -102,19 +102,23 @@ def _starts(n: int, tile: int, step: int) -> list[int]:
     return starts
 
 
-def _fit_tile(a, b, core, options, flat_level):
-    """Fit one tile (with halo); returns (sigma, stderr, gain, offset, loss, reason)."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+def _fit_tile(a, b, pad, options, flat_level):
+    """Fit one tile with its halo; returns (sigma, stderr, gain, offset, loss, reason).
+
+    ``pad`` completes the halo where the tile meets the image edge by mirroring, which is what
+    scipy's reflect mode sees there, so every tile has a full halo and the border band that is
+    excluded from the loss is the same on all sides.
+    """
+    a = np.pad(np.asarray(a, dtype=np.float64), pad, mode="symmetric")
+    b = np.pad(np.asarray(b, dtype=np.float64), pad, mode="symmetric")
     d = a.ndim
     nan = np.full(d, np.nan)
-    inner = a[core]
+    halo = options.pop("exclude_border")
+    inner = a[tuple(slice(halo, n - halo) for n in a.shape)]
     if not np.isfinite(inner).any() or np.nanstd(inner) <= flat_level:
         return nan, nan, np.nan, np.nan, np.nan, "flat"
-    mask = np.zeros(a.shape, bool)
-    mask[core] = True
     try:
-        fit = fit_blur(a, b, mask=None if mask.all() else mask, warn=False, **options)
+        fit = fit_blur(a, b, exclude_border=halo, warn=False, **options)
     except (ValueError, TypeError) as err:
         return nan, nan, np.nan, np.nan, np.nan, f"failed: {err}"
     if not fit.identifiable:
@@ -191,20 +195,23 @@ def blur_map(reference, target, *, tile=128, overlap: float = 0.5, halo=None, ca
     for corner in itertools.product(*starts):
         outer = tuple(slice(max(0, c - halo), min(n, c + t + halo))
                       for c, t, n in zip(corner, tiles, ref.shape))
-        core = tuple(slice(c - o.start, c - o.start + t) for c, t, o in zip(corner, tiles, outer))
-        jobs.append((outer, core))
-    options = {k: v for k, v in options.items() if k not in ("warn", "mask")}
+        pad = tuple((halo - (c - o.start), c + t + halo - o.stop)
+                    for c, t, o in zip(corner, tiles, outer))
+        jobs.append((outer, pad))
+    options = {k: v for k, v in options.items() if k not in ("warn", "mask", "exclude_border")}
     if is_dask(ref) or is_dask(tgt):
         import dask
 
-        tasks = [dask.delayed(_fit_tile)(ref[o], tgt[o], c, options, flat_level) for o, c in jobs]
+        tasks = [dask.delayed(_fit_tile)(ref[o], tgt[o], p, {**options, "exclude_border": halo},
+                                         flat_level) for o, p in jobs]
         results = dask.compute(*tasks)
     else:
         results = []
-        for n, (outer, core) in enumerate(jobs):
+        for n, (outer, pad) in enumerate(jobs):
             if callback is not None:
                 callback(f"tile {n + 1}/{len(jobs)}")
-            results.append(_fit_tile(ref[outer], tgt[outer], core, options, flat_level))
+            results.append(_fit_tile(ref[outer], tgt[outer], pad,
+                                     {**options, "exclude_border": halo}, flat_level))
     sigma = np.array([r[0] for r in results]).reshape(*grid, d)
     centers = np.array([[c + t / 2 - 0.5 for c, t in zip(corner, tiles)]
                         for corner in itertools.product(*starts)]).reshape(*grid, d)

@@ -9,7 +9,7 @@ import numpy as np
 from ._engine import SpatialObjective, compute_stats
 from ._losses import LOSSES
 from ._result import BlurFit, BlurFitWarning
-from ._search import grid_zoom, local_minimize
+from ._search import grid_brent, grid_zoom, local_minimize
 from ._spectral import l2_at, l2_grid, normal_matrix
 from ._validate import Pair, prepare_pair
 
@@ -136,11 +136,12 @@ def fit_blur(
     stats, ref_hat, n_nonfinite = compute_stats(pair, workers=workers)
     _check_not_constant(stats, reverse)
 
-    sigma, rss, gain, offset, profile = _spectral_fit(stats, lower, upper, per_axis, gain_offset,
-                                                      truncate, tick)
+    sigma, models, profile = _spectral_fit(stats, lower, upper, per_axis, gain_offset, truncate,
+                                           tick)
+    rss, gain, offset = models[gain_offset]
     notes: list[str] = []
     if not gain_offset:
-        rss_go = l2_at(stats, sigma, gain_offset=True, truncate=truncate)[0]
+        rss_go = models[True][0]
         structure = stats.cbb - float(stats.dc_b.sum()) ** 2 / stats.n_frames
         if rss_go < 0.5 * rss and rss - rss_go > 1e-3 * structure:
             notes.append("a gain/offset would more than halve the L2 loss: the images differ in "
@@ -166,12 +167,13 @@ def fit_blur(
                 delta = HUBER_K * objective.robust_scale(sigma, gain, offset)
             objective.delta = delta = max(float(delta), 1e-9 * scale)
         sigma, value, gain, offset = _spatial_fit(objective, sigma, lower, upper, per_axis,
-                                                  scan=pair.used is not None)
+                                                  scan=mask is not None or n_nonfinite > 0)
         n_used = objective.n_used
         mean_loss = value / n_used
         rss = objective.sum_squares(sigma, gain, offset) if loss != "l2" else value
-        profile = {"sigma": np.array([t[0] for t in objective.trace]),
-                   "loss": np.array([t[1] for t in objective.trace]), "objective": loss}
+        order = sorted(objective.trace, key=lambda t: float(np.prod(t[0])))
+        profile = {"sigma": np.array([float(np.exp(np.mean(np.log(t[0])))) for t in order]),
+                   "loss": np.array([[t[1] for t in order]]), "objective": loss}
     else:
         n_used = n_total
         mean_loss = rss / n_total
@@ -249,7 +251,11 @@ def _log_box(lower, upper):
 
 
 def _spectral_fit(stats, lower, upper, per_axis, gain_offset, truncate, tick=_no_callback):
-    """Global L2 optimum from the spectral statistics; returns sigma, rss, gain, offset, profile."""
+    """Global L2 optimum from the spectral statistics.
+
+    Returns sigma, ``{gain_offset: (rss, gain, offset)}`` for both models at that sigma, and the
+    profile: the mean loss on the first (global) grid, per axis the minimum over the other axes.
+    """
     d = len(stats.shape)
 
     def evaluate(axes):
@@ -260,27 +266,27 @@ def _spectral_fit(stats, lower, upper, per_axis, gain_offset, truncate, tick=_no
         return l2_grid(stats, sig * d, joint=True, gain_offset=gain_offset, truncate=truncate)[0]
 
     lo, hi = _log_box(lower, upper)
-    first = 48 if (not per_axis or d == 2) else 24
-    best_t, _, _ = grid_zoom(evaluate, lo, hi, first=first,
-                             points=25 if d < 3 or not per_axis else 11)
-    sigma = np.exp(best_t) if per_axis else np.full(d, np.exp(best_t[0]))
-    rss, gain, offset = l2_at(stats, sigma, gain_offset=gain_offset, truncate=truncate)
-    # profile: the mean loss along the ray through the optimum, 1/4x to 4x
-    factors = np.geomspace(0.25, 4.0, 41)
-    rays = np.clip(factors[:, None] * sigma[None, :], np.exp(lo) if per_axis else np.exp(lo[0]),
-                   upper if per_axis else upper[0])
-    curve = l2_grid(stats, [rays[:, i] for i in range(d)], joint=True, gain_offset=gain_offset,
-                    truncate=truncate)[0]
+    if per_axis:
+        best_t, _, grids = grid_zoom(evaluate, lo, hi, first=40 if d == 2 else 24,
+                                     points=17 if d == 2 else 11, tol=1e-6)
+        sigma = np.exp(best_t)
+    else:
+        best_t, _, grids = grid_brent(evaluate, lo[0], hi[0])
+        sigma = np.full(d, np.exp(best_t[0]))
+    axes, values = grids[0]
     n = stats.n_frames * stats.n_pixels
-    profile = {"sigma": rays, "loss": curve / n, "objective": "l2"}
-    return sigma, rss, gain, offset, profile
+    rows = [values.min(axis=tuple(j for j in range(values.ndim) if j != i)) / n
+            for i in range(values.ndim)]
+    profile = {"sigma": np.exp(axes[0]), "loss": np.array(rows), "objective": "l2"}
+    return sigma, l2_at(stats, sigma, truncate=truncate), profile
 
 
 def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, scan: bool):
     """Polish the loss in image space from the L2 optimum.
 
-    With ``scan`` (a mask, border or NaNs make the spectral L2 optimum a poor guide) a coarse
-    log-grid of one shared sigma is evaluated first and the search starts from its best point.
+    With ``scan`` (a mask or NaNs can make the whole-image L2 optimum a poor guide: the excluded
+    pixels may be garbage) a coarse log-grid of one shared sigma is evaluated first and the search
+    starts from its best point. A border band alone needs no scan.
     """
     d = len(sigma)
     lo, hi = _log_box(lower, upper)
@@ -345,7 +351,8 @@ def _looks_sharper(pair: Pair, stats, rss, lower, upper, per_axis, gain_offset, 
                    workers, notes, reverse, tick) -> bool:
     """Sigma collapsed to ~0: does the other direction find a real blur that fits better?"""
     back, _, _ = compute_stats(pair, swap=True, workers=workers)
-    sigma_b, rss_b, *_ = _spectral_fit(back, lower, upper, per_axis, gain_offset, truncate, tick)
+    sigma_b, models_b, _ = _spectral_fit(back, lower, upper, per_axis, gain_offset, truncate, tick)
+    rss_b = models_b[gain_offset][0]
     # compare goodness relative to each direction's own target energy
     rel = rss / max(stats.cbb - (stats.dc_b @ stats.dc_b if gain_offset else 0.0), 1e-300)
     rel_b = rss_b / max(back.cbb - (back.dc_b @ back.dc_b if gain_offset else 0.0), 1e-300)

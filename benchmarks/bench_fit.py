@@ -26,7 +26,10 @@ from napari_blurfit import fit_blur
 
 
 def timed(fn, repeat=3):
+    """Median wall time of ``repeat`` runs after one warm-up run (FFT plans, page faults)."""
     times, out = [], None
+    if repeat > 1:
+        fn()
     for _ in range(repeat):
         t0 = time.perf_counter()
         out = fn()

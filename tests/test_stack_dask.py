@@ -127,6 +127,13 @@ def test_dask_with_nans_and_mask(frames):
                    spatial_axes=(-2, -1), mask=mask, warn=False)
     assert got.sigma == pytest.approx(want.sigma, rel=1e-5)
     assert got.n_nonfinite == want.n_nonfinite == 100
+    assert got.n_pixels == want.n_pixels == 6 * 96 * 88 - 100 + 0
+    # NaNs alone (no mask) also leave the spectral path: the filled pixels must not count
+    want = fit_blur(ref, tgt, spatial_axes=(-2, -1), warn=False)
+    got = fit_blur(da.from_array(ref, chunks=(1, 96, 96)), da.from_array(tgt, chunks=(1, 96, 96)),
+                   spatial_axes=(-2, -1), warn=False)
+    assert got.sigma == pytest.approx(want.sigma, rel=1e-5)
+    assert got.n_pixels == want.n_pixels == tgt.size - 100
 
 
 def test_dask_stack_and_map_match_numpy(frames, camera):

@@ -8,13 +8,15 @@ memory, and the same code runs on a `dask.distributed` cluster.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import reduce
 
 import numpy as np
 
 from ._kernels import transfer
 from ._losses import irls_sums, l1_gain_offset, loss_sum, robust_gain_offset
-from ._spectral import SpectralStats, frame_dct, frame_idct, stats_from_transforms
+from ._spectral import block_stats, frame_dct, frame_idct, stats_from_transforms
 from ._validate import Pair, fill_nonfinite
 
 TREE_WIDTH = 8  # blocks summed per node of the dask reduction tree
@@ -67,44 +69,64 @@ def _frame_blocks(pair: Pair):
     return list(zip(refs, tgts, useds))
 
 
-def _block_stats(ref, tgt, ndim, swap, workers):
+def _block_stats(ref, tgt, used, ndim, swap, workers):
     ref, tgt, finite, count = fill_nonfinite(ref, tgt)
+    keep = _keep(used, finite)
+    n_used = ref.size if keep is None else int(np.count_nonzero(np.broadcast_to(keep, ref.shape)))
     if swap:
         ref, tgt = tgt, ref
-    return stats_from_transforms(frame_dct(ref, ndim, workers=workers),
-                                 frame_dct(tgt, ndim, workers=workers), ndim), count
+    stats = stats_from_transforms(frame_dct(ref, ndim, workers=workers),
+                                  frame_dct(tgt, ndim, workers=workers), ndim)
+    return _StatsCount(stats, count, n_used)
+
+
+def _keep(used, finite):
+    """Pixels that count: the caller's mask and the finite ones (None: all)."""
+    if used is None:
+        return finite
+    return used if finite is None else used & finite
 
 
 class _StatsCount:
-    """Statistics plus a non-finite pixel count, summable in the dask tree."""
+    """Statistics plus non-finite and used pixel counts, summable in the dask tree."""
 
-    def __init__(self, pair):
-        self.stats, self.count = pair
+    def __init__(self, stats, nonfinite, used):
+        self.stats, self.nonfinite, self.used = stats, nonfinite, used
 
     def __add__(self, other):
-        out = _StatsCount((self.stats + other.stats, self.count + other.count))
-        return out
+        return _StatsCount(self.stats + other.stats, self.nonfinite + other.nonfinite,
+                           self.used + other.used)
 
 
 def compute_stats(pair: Pair, *, swap: bool = False, workers=None):
-    """Spectral statistics of the whole pair; returns ``(stats, ref_hat, n_nonfinite)``.
+    """Spectral statistics of the whole pair: ``(stats, ref_hat, n_nonfinite, n_used)``.
 
-    ``ref_hat`` (the reference's DCT, kept for spatial evaluations) is None for dask pairs.
-    ``swap`` computes the statistics of the reverse direction.
+    ``ref_hat`` (the reference's DCT, kept for spatial evaluations) is returned for a single
+    in-memory frame, where it comes for free; otherwise None. Stacks in memory are processed in
+    chunks of frames on a thread pool (numpy and the FFTs release the GIL), dask pairs block by
+    block on the active dask scheduler. ``swap`` gives the statistics of the reverse direction.
     """
     nd = pair.ndim
     if not pair.dask:
         ref, tgt = (pair.target, pair.reference) if swap else (pair.reference, pair.target)
-        ref_hat = frame_dct(ref, nd, workers=workers)
-        stats = stats_from_transforms(ref_hat, frame_dct(tgt, nd, workers=workers), nd)
-        return stats, ref_hat, pair.n_nonfinite
+        spatial = ref.shape[ref.ndim - nd :]
+        ref, tgt = ref.reshape((-1, *spatial)), tgt.reshape((-1, *spatial))
+        threads = min(len(ref), os.cpu_count() or 1)
+        if threads == 1:
+            ref_hat = frame_dct(ref, nd, workers=workers)
+            stats = stats_from_transforms(ref_hat, frame_dct(tgt, nd, workers=workers), nd)
+            return stats, ref_hat.reshape(pair.reference.shape), pair.n_nonfinite, pair.n_pixels
+        chunks = np.array_split(np.arange(len(ref)), min(len(ref), 4 * threads))
+        with ThreadPoolExecutor(threads) as pool:
+            parts = pool.map(lambda idx: block_stats(ref[idx], tgt[idx], nd, workers=1), chunks)
+            stats = reduce(lambda a, b: a + b, parts)
+        return stats, None, pair.n_nonfinite, pair.n_pixels
     import dask
     from dask import delayed
 
-    parts = [delayed(lambda r, t: _StatsCount(_block_stats(r, t, nd, swap, workers)))(r, t)
-             for r, t, _ in _frame_blocks(pair)]
+    parts = [delayed(_block_stats)(r, t, u, nd, swap, workers) for r, t, u in _frame_blocks(pair)]
     (total,) = dask.compute(_tree_sum(parts))
-    return total.stats, None, total.count
+    return total.stats, None, total.nonfinite, total.used
 
 
 class SpatialObjective:
@@ -116,15 +138,17 @@ class SpatialObjective:
     """
 
     def __init__(self, pair: Pair, ref_hat, *, loss, gain_offset, delta, truncate, workers,
-                 start=(1.0, 0.0), callback=None):
+                 n_used, start=(1.0, 0.0), callback=None):
         self.pair, self.loss, self.gain_offset = pair, loss, gain_offset
         self.callback = callback
         self.delta, self.truncate, self.workers = delta, truncate, workers
+        if ref_hat is None and not pair.dask:  # stacks: transform the reference once, here
+            ref_hat = frame_dct(pair.reference, pair.ndim, workers=workers)
         self.ref_hat = ref_hat
         self.gain, self.offset = start
         self.trace: list[tuple[tuple[float, ...], float]] = []
         self._cache: dict = {}
-        self.n_used = pair.n_pixels
+        self.n_used = n_used
         if not pair.dask:
             used = pair.used
             self._used = None if used is None else np.broadcast_to(used, pair.target.shape)
@@ -147,7 +171,7 @@ class SpatialObjective:
 
         def block(r, t, u, g, o):
             r, t, finite, _ = fill_nonfinite(r, t)
-            keep = finite if u is None else (u if finite is None else u & finite)
+            keep = _keep(u, finite)
             model = blurred(frame_dct(r, nd, workers=w), sigma, nd, tr, w)
             if keep is not None:
                 model, t = model[keep], t[keep]

@@ -87,10 +87,11 @@ def fill_nonfinite(ref: np.ndarray, tgt: np.ndarray):
     Returns ``(ref, tgt, finite, count)``; ``finite`` is None when every pixel is finite. Filled
     pixels are excluded from the loss by the caller; the fill only keeps the blur well defined.
     """
-    # fast path: a float64 sum is finite exactly when every pixel is (barring overflow near 1e308,
-    # which only sends us down the full check)
-    if np.isfinite(ref.sum(dtype=np.float64)) and np.isfinite(tgt.sum(dtype=np.float64)):
-        return ref, tgt, None, 0
+    # fast path: a sum is finite when every pixel is (an overflowing sum of huge but finite
+    # values only sends us down the full check)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(ref.sum()) and np.isfinite(tgt.sum()):
+            return ref, tgt, None, 0
     finite = np.isfinite(ref) & np.isfinite(tgt)
     count = int(finite.size - np.count_nonzero(finite))
     if count == 0:

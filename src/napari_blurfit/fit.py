@@ -133,7 +133,7 @@ def fit_blur(
     if workers is None:
         workers = 1 if pair.dask else -1
     tick("transforming")
-    stats, ref_hat, n_nonfinite = compute_stats(pair, workers=workers)
+    stats, ref_hat, n_nonfinite, n_used = compute_stats(pair, workers=workers)
     _check_not_constant(stats, reverse)
 
     sigma, models, profile = _spectral_fit(stats, lower, upper, per_axis, gain_offset, truncate,
@@ -155,11 +155,12 @@ def fit_blur(
     n_total = int(np.prod(pair.reference.shape))
     scale = np.sqrt(max(stats.cbb - stats.dc_b @ stats.dc_b, 0.0) / n_total)
     delta = None
-    spatial = loss != "l2" or pair.used is not None
+    spatial = loss != "l2" or n_used < n_total  # a mask, border or NaNs: not diagonal
     if spatial:
         objective = SpatialObjective(
             pair, ref_hat, loss=loss, gain_offset=gain_offset, delta=1e-9 * scale,
-            truncate=truncate, workers=workers, start=(gain, offset), callback=tick,
+            truncate=truncate, workers=workers, n_used=n_used, start=(gain, offset),
+            callback=tick,
         )
         if loss == "huber":
             delta = huber_delta
@@ -168,14 +169,12 @@ def fit_blur(
             objective.delta = delta = max(float(delta), 1e-9 * scale)
         sigma, value, gain, offset = _spatial_fit(objective, sigma, lower, upper, per_axis,
                                                   scan=mask is not None or n_nonfinite > 0)
-        n_used = objective.n_used
         mean_loss = value / n_used
         rss = objective.sum_squares(sigma, gain, offset) if loss != "l2" else value
         order = sorted(objective.trace, key=lambda t: float(np.prod(t[0])))
         profile = {"sigma": np.array([float(np.exp(np.mean(np.log(t[0])))) for t in order]),
                    "loss": np.array([[t[1] for t in order]]), "objective": loss}
     else:
-        n_used = n_total
         mean_loss = rss / n_total
 
     stderr = _stderr(stats, sigma, gain, rss, n_used, n_total, per_axis, gain_offset, truncate)
@@ -350,7 +349,7 @@ def _check_not_constant(stats, reverse):
 def _looks_sharper(pair: Pair, stats, rss, lower, upper, per_axis, gain_offset, truncate,
                    workers, notes, reverse, tick) -> bool:
     """Sigma collapsed to ~0: does the other direction find a real blur that fits better?"""
-    back, _, _ = compute_stats(pair, swap=True, workers=workers)
+    back = compute_stats(pair, swap=True, workers=workers)[0]
     sigma_b, models_b, _ = _spectral_fit(back, lower, upper, per_axis, gain_offset, truncate, tick)
     rss_b = models_b[gain_offset][0]
     # compare goodness relative to each direction's own target energy

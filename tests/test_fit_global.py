@@ -5,10 +5,10 @@ import io
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from brute import best_loss_at, brute_force
 from scipy import ndimage, special
 from skimage import restoration, transform
 
-from brute import best_loss_at, brute_force
 from napari_blurfit import fit_blur
 
 REL = 1e-4

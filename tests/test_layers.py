@@ -63,7 +63,8 @@ def test_bad_layers(layers, cell):
         run_layer_fit(ref, Labels(np.zeros((4, 4), int)))
     with pytest.raises(ValueError, match="same layer 'ref'"):
         run_layer_fit(ref, ref)
-    with pytest.raises(ValueError, match=r"reference 'ref' \(256, 256\) and target 'small' \(10, 10\) differ"):
+    msg = r"reference 'ref' \(256, 256\) and target 'small' \(10, 10\) differ"
+    with pytest.raises(ValueError, match=msg):
         run_layer_fit(ref, Image(np.ones((10, 10)), name="small"))
     rgb = Image(np.zeros((32, 32, 3), np.uint8), rgb=True, name="rgb")
     with pytest.raises(ValueError, match="'rgb' is RGB"):

@@ -6,9 +6,9 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+from brute import loss_value
 from scipy import ndimage, optimize
 
-from brute import loss_value
 from napari_blurfit import BlurFitWarning, blur_map, fit_blur, fit_blur_stack
 
 

@@ -1,4 +1,4 @@
-"""napari-blurfit: which Gaussian blur turns image A into image B?
+"""napari-blurfit: find the Gaussian blur that turns image A into image B.
 
 The fitting core (`fit_blur`, `fit_blur_stack`, `blur_map`) needs only numpy and scipy (dask for
 lazy inputs); the napari widget lives in `napari_blurfit._widget` and is imported only by napari.

@@ -23,7 +23,8 @@ class BlurFit:
     ----------
     sigma : tuple of float
         One sigma per spatial axis, in pixels, as `scipy.ndimage.gaussian_filter` takes it.
-        An axis whose sigma is below 0.125 px uses the identity kernel in scipy and is reported as 0.
+        An axis whose sigma is below 0.165 px (scipy's kernel is then the identity to within 1e-8)
+        is reported as 0.
     sigma_stderr : tuple of float
         Gauss-Newton standard error per axis (DESIGN.md section 8). It assumes independent
         residuals and so understates the spread for real, correlated residuals.
@@ -126,7 +127,8 @@ class BlurFit:
             f"gain, offset = {self.gain:.6g}, {self.offset:.6g}" + ("" if self.gain_offset else " (fixed)"),
             f"loss ({self.loss_name}) = {self.loss:.6g} over {self.n_pixels} pixels"
             + (f" ({self.n_excluded} excluded)" if self.n_excluded else ""),
-            "direction    = " + ("reference ~ G * target (reverse)" if self.reverse else "target ~ G * reference"),
+            "direction    = "
+            + ("reference ~ G * target (reverse)" if self.reverse else "target ~ G * reference"),
         ]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)

@@ -15,7 +15,6 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage, optimize
 
-
 CANDIDATE_MARGIN = 0.05  # relative: local minima of the first grid worth zooming into
 
 
@@ -103,8 +102,11 @@ def grid_brent(
     candidates: int = 3,
     xtol: float = 1e-5,
 ) -> tuple[np.ndarray, float, list[tuple[np.ndarray, np.ndarray]]]:
-    """One-dimensional version of `grid_zoom`: a dense grid, then bounded Brent between the grid
-    neighbours of each competitive local minimum (each Brent step is a single evaluation)."""
+    """One-dimensional version of `grid_zoom`.
+
+    A dense grid, then bounded Brent between the grid neighbours of each competitive local minimum
+    (each Brent step is a single evaluation).
+    """
     axis = np.linspace(lower, upper, first) if upper > lower else np.array([lower])
     values = evaluate([axis])
     grids = [([axis], values)]

@@ -74,25 +74,20 @@ def frame_idct(coefs: np.ndarray, ndim: int, *, workers: int | None = None,
     return fft.idctn(coefs, axes=axes, norm="ortho", workers=workers, overwrite_x=overwrite)
 
 
-def _sum_squares(x: np.ndarray, rows: int = 256) -> float:
-    """``sum(x**2)`` accumulated in float64 (squares of float32 are exact there), in row chunks
-    so that no float64 copy of a large array is made."""
-    flat = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x[None]
-    return float(sum(np.square(flat[i : i + rows], dtype=np.float64).sum()
-                     for i in range(0, len(flat), rows)))
-
-
 def stats_from_transforms(ref_hat: np.ndarray, tgt_hat: np.ndarray, ndim: int) -> SpectralStats:
-    """Statistics of frames already transformed with `frame_dct` (frames on leading axes)."""
+    """Statistics of frames already transformed with `frame_dct` (frames on leading axes).
+
+    Products are accumulated in float64 (products of float32 values are exact there), which the
+    cancellation in ``RSS = Qaa - 2 Qab + C`` needs; einsum casts in buffered chunks, so no
+    float64 copy of a large block is made.
+    """
     spatial = ref_hat.shape[ref_hat.ndim - ndim :]
     a = ref_hat.reshape((-1, *spatial))
     b = tgt_hat.reshape((-1, *spatial))
-    paa = np.multiply(a[0], a[0], dtype=np.float64)
-    pab = np.multiply(a[0], b[0], dtype=np.float64)
-    for af, bf in zip(a[1:], b[1:]):  # frame by frame: no float64 temporary of the whole block
-        paa += np.multiply(af, af, dtype=np.float64)
-        pab += np.multiply(af, bf, dtype=np.float64)
-    cbb = _sum_squares(b)
+    paa = np.einsum("f...,f...->...", a, a, dtype=np.float64)
+    pab = np.einsum("f...,f...->...", a, b, dtype=np.float64)
+    flat = b.reshape(-1)
+    cbb = float(np.einsum("i,i->", flat, flat, dtype=np.float64))
     origin = (slice(None),) + (0,) * ndim
     return SpectralStats(paa, pab, cbb, a[origin].astype(np.float64), b[origin].astype(np.float64))
 
@@ -161,8 +156,10 @@ def l2_grid(stats, axis_sigmas, *, joint: bool, gain_offset: bool, truncate: flo
 
 
 def l2_at(stats, sigma, *, truncate: float = 4.0):
-    """``(rss, gain, offset)`` at one per-axis sigma, for both models: ``{False: ..., True: ...}``
-    keyed by ``gain_offset`` (one contraction serves both)."""
+    """``(rss, gain, offset)`` at one per-axis sigma for both models.
+
+    Returns ``{False: ..., True: ...}`` keyed by ``gain_offset``: one contraction serves both.
+    """
     hs = [transfer([s], n, truncate) for s, n in zip(sigma, stats.shape)]
     qaa = contract(stats.paa, [h * h for h in hs], joint=True)
     qab = contract(stats.pab, hs, joint=True)

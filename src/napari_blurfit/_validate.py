@@ -123,7 +123,6 @@ class Pair:
     input_shape: tuple[int, ...]
     n_nonfinite: int
     dask: bool
-    exclude_border: tuple[int, ...]
 
     @property
     def ndim(self) -> int:
@@ -231,4 +230,4 @@ def prepare_pair(reference, target, *, spatial_axes=None, mask=None, exclude_bor
     if used is not None and not used.any():
         raise ValueError("mask selects no pixels" if mask is not None and not np.any(mask)
                          else "no pixel is left for the loss after the mask, border and NaN exclusion")
-    return Pair(ref, tgt, used, axes, shape, n_nonfinite, dask, border)
+    return Pair(ref, tgt, used, axes, shape, n_nonfinite, dask)

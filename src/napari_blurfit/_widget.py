@@ -342,7 +342,7 @@ class _LossPlot:
                 label = f"axis {i} (others at their best)" if len(rows) > 1 else None
                 ax.plot(prof["sigma"], row, marker="." if prof["objective"] != "l2" else None,
                         label=label)
-            for i, s in enumerate(sorted(set(fit.sigma)) if fit.per_axis else fit.sigma[:1]):
+            for s in sorted(set(fit.sigma)) if fit.per_axis else fit.sigma[:1]:
                 ax.axvline(s, color="tab:red", lw=1)
             ax.set_xscale("log")
             ax.set_xlabel("sigma (px)")

@@ -20,7 +20,7 @@ import warnings
 
 from . import __version__
 from ._result import BlurFitWarning
-from .dataset import fit_pairs, find_pairs, read_pairs_csv
+from .dataset import find_pairs, fit_pairs, read_pairs_csv
 from .fit import fit_blur
 from .io import read_image, write_image
 

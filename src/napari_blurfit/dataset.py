@@ -12,8 +12,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ._result import BlurFit
 from .fit import fit_blur
 from .io import read_image
@@ -39,6 +37,7 @@ class DatasetFit:
 
     @property
     def n_failed(self) -> int:
+        """Pairs that were skipped."""
         return sum(p.error is not None for p in self.pairs)
 
 
@@ -147,11 +146,8 @@ def _joint_fit(usable, options):
     read = dask.delayed(read_image, pure=True)
     refs = da.stack([da.from_delayed(read(r), shape, dtype=dr) for r, _, _, dr, _ in group])
     tgts = da.stack([da.from_delayed(read(t), shape, dtype=dt) for _, t, _, _, dt in group])
-    nd = len(shape) if options.get("spatial_axes") is None else None
-    spatial = options.pop("spatial_axes", None)
-    axes = tuple(range(1, 1 + nd)) if spatial is None else tuple(
-        (a % len(shape)) + 1 for a in spatial)
-    joint_options = {k: v for k, v in options.items() if k != "mask"}
-    if "mask" in options and options["mask"] is not None:
-        joint_options["mask"] = np.asarray(options["mask"])
-    return fit_blur(refs, tgts, spatial_axes=axes, **joint_options), note
+    options = dict(options)
+    spatial = options.pop("spatial_axes", None)  # axes of one image; the stack adds axis 0
+    axes = (tuple(range(1, 1 + len(shape))) if spatial is None
+            else tuple(a % len(shape) + 1 for a in spatial))
+    return fit_blur(refs, tgts, spatial_axes=axes, **options), note

@@ -13,7 +13,9 @@ from ._search import grid_brent, grid_zoom, local_minimize
 from ._spectral import l2_at, l2_grid, normal_matrix
 from ._validate import Pair, prepare_pair
 
-IDENTITY_BELOW = 0.125  # scipy's kernel radius is 0 below this: the filter is the identity
+# scipy's kernel is exactly the identity below 0.125 px and within 1e-8 of it below 0.165 px
+# (side weight exp(-1 / (2 sigma^2))): such a fit is reported as sigma 0
+IDENTITY_BELOW = 0.165
 IDENTIFIABLE_FROM = 0.3  # below this the sampled kernel is nearly [0, 1, 0] (DESIGN.md section 7)
 SEARCH_FLOOR = 0.1  # the log-sigma search starts here; everything below is the identity
 SPATIAL_SCAN = 16  # coarse grid points of a masked fit's image-space search
@@ -348,7 +350,7 @@ def _check_not_constant(stats, reverse):
 
 def _looks_sharper(pair: Pair, stats, rss, lower, upper, per_axis, gain_offset, truncate,
                    workers, notes, reverse, tick) -> bool:
-    """Sigma collapsed to ~0: does the other direction find a real blur that fits better?"""
+    """Check whether the other direction finds a real blur that fits better (sigma collapsed)."""
     back = compute_stats(pair, swap=True, workers=workers)[0]
     sigma_b, models_b, _ = _spectral_fit(back, lower, upper, per_axis, gain_offset, truncate, tick)
     rss_b = models_b[gain_offset][0]

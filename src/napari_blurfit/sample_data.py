@@ -26,7 +26,7 @@ def load_sample_pair() -> tuple[np.ndarray, np.ndarray]:
 
 
 def sample_layers():
-    """napari sample-data hook: two image layers with the micrograph's pixel size."""
+    """Napari sample-data hook: two image layers with the micrograph's pixel size."""
     reference, target = load_sample_pair()
     scale = (PIXEL_SIZE_UM, PIXEL_SIZE_UM)
     units = ("micrometer", "micrometer")

@@ -84,7 +84,7 @@ def time_series(camera):
 
 def test_modes_on_a_time_series(time_series):
     ref, tgt, sigmas = time_series
-    one = run_layer_fit(ref, tgt, mode="slice", current_step=(3, 0, 0))
+    one = run_layer_fit(ref, tgt, mode="current slice", world_point=(3, 0, 0))
     assert one.fit.sigma[0] == pytest.approx(2.5, rel=1e-3)
     assert one.layers[0][0].shape == (96, 96) and one.layers[0][1]["scale"] == (0.5, 0.5)
     joint = run_layer_fit(ref, tgt, mode="frames jointly")
@@ -105,3 +105,10 @@ def test_blur_map_mode_layer(cell):
     assert data.shape == cell.shape and kwargs["colormap"] == "viridis"
     np.testing.assert_allclose(data, 2.0, rtol=1e-3)
     assert kwargs["scale"] == (0.1, 0.1)
+
+
+def test_slice_mode_follows_world_coordinates(time_series):
+    ref, tgt, sigmas = time_series
+    ref.scale, tgt.scale = (2.0, 0.5, 0.5), (2.0, 0.5, 0.5)  # frame 2 sits at world t = 4
+    one = run_layer_fit(ref, tgt, mode="current slice", world_point=(4.0, 10.0, 10.0))
+    assert one.fit.sigma[0] == pytest.approx(sigmas[2], rel=1e-3)

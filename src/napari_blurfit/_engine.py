@@ -134,7 +134,8 @@ class SpatialObjective:
 
     Each call is one filter pass (an inverse DCT of the cached reference transform in memory, or a
     pass over the blocks for dask). With ``gain_offset`` the best gain/offset for the loss are
-    found by IRLS, warm-started from the previous call. Every evaluation is recorded in ``trace``.
+    found for each sigma: exactly for L1 in memory (a median per gain step), by IRLS otherwise,
+    warm-started from the previous call. Every evaluation is recorded in ``trace``.
     """
 
     def __init__(self, pair: Pair, ref_hat, *, loss, gain_offset, delta, truncate, workers,

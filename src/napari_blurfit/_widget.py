@@ -67,7 +67,7 @@ class BlurFitWidget(Container):
 
         self.reference = ComboBox(label="reference", choices=images)
         self.target = ComboBox(label="target", choices=images)
-        self.mode = ComboBox(label="mode", choices=list(MODES), value="image")
+        self.mode = ComboBox(label="mode", choices=list(MODES), value="whole image/volume")
         self.loss = ComboBox(label="loss", choices=["l2", "l1", "huber"], value="l2")
         self.per_axis = CheckBox(text="one sigma per axis", value=False)
         self.gain_offset = CheckBox(text="fit gain and offset", value=False)
@@ -180,7 +180,7 @@ class BlurFitWidget(Container):
         self._cancel.clear()
         inputs = (self.reference.value, self.target.value, self.mask.value)
         kwargs = dict(mask_layer=inputs[2], mode=self.mode.value,
-                      current_step=tuple(self._viewer.dims.current_step),
+                      world_point=tuple(self._viewer.dims.point),
                       tile=int(self.tile.value), **self.options())
 
         def check(stage):
@@ -345,6 +345,11 @@ class _LossPlot:
             for s in sorted(set(fit.sigma)) if fit.per_axis else fit.sigma[:1]:
                 ax.axvline(s, color="tab:red", lw=1)
             ax.set_xscale("log")
+            positive = [s for s in fit.sigma if s > 0] or [1.0]
+            ax.set_xlim(max(min(prof["sigma"]), min(positive) / 10),
+                        min(max(prof["sigma"]), max(positive) * 10))
+            if np.all(rows > 0):
+                ax.set_yscale("log")  # the loss spans decades; the dip shows on a log scale
             ax.set_xlabel("sigma (px)")
             ax.set_ylabel(f"mean {prof['objective']} loss")
             shown = ", ".join(f"{s:.3g}" for s in (fit.sigma if fit.per_axis else fit.sigma[:1]))

@@ -18,7 +18,7 @@ import numpy as np
 from ._result import BlurFit
 from .fit import fit_blur
 
-MODES = ("image", "slice", "frames jointly", "per frame", "blur map")
+MODES = ("whole image/volume", "current slice", "frames jointly", "per frame", "blur map")
 RESIDUAL_COLORMAP = "bwr"
 
 
@@ -82,12 +82,16 @@ def _units(layer, axes) -> tuple[str, ...]:
         return ("",) * len(axes)
 
 
-def _slice_of(step, ndim):
-    """Index of the current 2D plane of an nD layer (leading axes at the viewer's step)."""
-    return tuple(int(s) for s in step[: ndim - 2])
+def _plane_index(layer, world_point, ndim):
+    """Data index of the 2D plane of an nD layer that the viewer shows at ``world_point``."""
+    if world_point is None:
+        return (0,) * (ndim - 2)
+    data = np.asarray(layer.world_to_data(tuple(world_point)[-ndim:]))
+    shape = layer.data.shape
+    return tuple(int(np.clip(np.round(x), 0, n - 1)) for x, n in zip(data[: ndim - 2], shape))
 
 
-def run_layer_fit(reference, target, *, mask_layer=None, mode: str = "image", current_step=None,
+def run_layer_fit(reference, target, *, mask_layer=None, mode: str = "whole image/volume", world_point=None,
                   tile: int = 128, callback=None, **options) -> LayerFit:
     """Fit ``target`` against ``reference`` (napari image layers) and build the output layers.
 
@@ -98,11 +102,12 @@ def run_layer_fit(reference, target, *, mask_layer=None, mode: str = "image", cu
     reference, target : napari.layers.Image
     mask_layer : napari.layers.Labels or napari.layers.Shapes, optional
     mode : str
-        ``"image"`` (every axis spatial, 2D/3D), ``"slice"`` (the current 2D plane),
+        ``"whole image/volume"`` (every axis spatial, 2D/3D), ``"current slice"`` (the 2D plane
+        shown by the viewer),
         ``"frames jointly"`` (last two axes spatial, one sigma over the others), ``"per frame"``
         (one fit per 2D frame) or ``"blur map"`` (fits on tiles of a 2D image).
-    current_step : sequence of int, optional
-        The viewer's ``dims.current_step`` for ``"slice"`` mode.
+    world_point : sequence of float, optional
+        The viewer's ``dims.point`` (world coordinates) for ``"current slice"``; default: the first plane.
     tile : int
         Tile size for ``"blur map"``.
     callback : callable, optional
@@ -117,10 +122,10 @@ def run_layer_fit(reference, target, *, mask_layer=None, mode: str = "image", cu
     mask = mask_data(mask_layer, a.shape)
     scale, translate = np.asarray(target.scale), np.asarray(target.translate)
     ndim = a.ndim
-    if mode == "slice":
+    if mode == "current slice":
         if ndim < 2:
-            raise ValueError("slice mode needs at least 2D layers")
-        index = _slice_of(current_step if current_step is not None else (0,) * ndim, ndim)
+            raise ValueError("'current slice' mode needs at least 2D layers")
+        index = _plane_index(target, world_point, ndim)
         a, b = np.asarray(a[index]), np.asarray(b[index])
         mask = None if mask is None else mask[index]
         scale, translate = scale[-2:], translate[-2:]
@@ -200,7 +205,7 @@ def show_layers(viewer, layer_tuples) -> list:
     return out
 
 
-def fit_layers(viewer, reference, target, *, mask=None, mode: str = "image", show: bool = True,
+def fit_layers(viewer, reference, target, *, mask=None, mode: str = "whole image/volume", show: bool = True,
                **options):
     """Fit two layers of ``viewer`` (given by name or as layers) and show fit and residual.
 
@@ -227,7 +232,7 @@ def fit_layers(viewer, reference, target, *, mask=None, mode: str = "image", sho
         return viewer.layers[x] if isinstance(x, str) else x
 
     result = run_layer_fit(get(reference), get(target), mask_layer=get(mask), mode=mode,
-                           current_step=viewer.dims.current_step, **options)
+                           world_point=viewer.dims.point, **options)
     if show:
         show_layers(viewer, result.layers)
     if mode == "per frame":

@@ -84,10 +84,12 @@ def test_errors_show_in_widget_not_traceback(viewer_pair, qtbot):
     assert widget.fit_button.enabled
 
 
-def test_cancel_stops_promptly_and_adds_nothing(make_napari_viewer, qtbot):
+@pytest.fixture
+def running_big_fit(make_napari_viewer, qtbot):
+    """A widget running a slow (2048 x 2048, L1 with gain/offset) fit, caught mid-way."""
     viewer = make_napari_viewer()
     rng = np.random.default_rng(0)
-    big = ndimage.zoom(rng.random((256, 256)).astype(np.float32), 8)  # 2048 x 2048
+    big = ndimage.zoom(rng.random((256, 256)).astype(np.float32), 8)
     viewer.add_image(big, name="big")
     viewer.add_image(ndimage.gaussian_filter(big, 3.0), name="big blurred")
     widget = BlurFitWidget(viewer)
@@ -98,32 +100,25 @@ def test_cancel_stops_promptly_and_adds_nothing(make_napari_viewer, qtbot):
     widget.gain_offset.value = True
     widget.start_fit()
     qtbot.waitUntil(lambda: "filter pass" in widget.status.value, timeout=60_000)
+    return viewer, widget
+
+
+def test_cancel_stops_promptly_and_adds_nothing(running_big_fit, qtbot):
+    viewer, widget = running_big_fit
     t0 = time.perf_counter()
     widget.cancel()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
-    stopped_after = time.perf_counter() - t0
+    print(f"cancel took {time.perf_counter() - t0:.2f} s")
     assert widget.status.value.startswith("fit stopped: cancelled")
     assert [layer.name for layer in viewer.layers] == ["big", "big blurred"]
-    print(f"cancel took {stopped_after:.2f} s")
 
 
-def test_removing_an_input_layer_ends_the_fit(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    rng = np.random.default_rng(1)
-    big = ndimage.zoom(rng.random((256, 256)).astype(np.float32), 8)
-    viewer.add_image(big, name="a")
-    viewer.add_image(ndimage.gaussian_filter(big, 2.0), name="b")
-    widget = BlurFitWidget(viewer)
-    widget.reference.value = viewer.layers["a"]
-    widget.target.value = viewer.layers["b"]
-    widget.loss.value = "l1"
-    widget.gain_offset.value = True
-    widget.start_fit()
-    qtbot.waitUntil(lambda: "filter pass" in widget.status.value, timeout=60_000)
-    viewer.layers.remove("a")
+def test_removing_an_input_layer_ends_the_fit(running_big_fit, qtbot):
+    viewer, widget = running_big_fit
+    viewer.layers.remove("big")
     qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
-    assert "layer 'a' was removed" in widget.status.value
-    assert [layer.name for layer in viewer.layers] == ["b"]
+    assert "layer 'big' was removed" in widget.status.value
+    assert [layer.name for layer in viewer.layers] == ["big blurred"]
 
 
 def test_console_fit_layers_matches_widget(viewer_pair, qtbot):

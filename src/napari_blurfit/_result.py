@@ -49,6 +49,10 @@ class BlurFit:
         direction finds a blur); refit with ``reverse=True``.
     notes : tuple of str
         Plain-language findings, one sentence each.
+    profile : dict
+        How the loss varies with sigma, for plots: ``{"sigma": (m,), "loss": (rows, m),
+        "objective": str}``. For L2, the mean loss on the global search grid (per axis: the
+        minimum over the other axes); for image-space fits, the evaluated points.
     """
 
     sigma: tuple[float, ...]

@@ -166,9 +166,9 @@ def run_layer_fit(reference, target, *, mask_layer=None, mode: str = "whole imag
     fit = fit_blur(a, b, mask=mask, callback=callback, **options)
     if callback is not None:
         callback("making the fitted and residual images")
-    fitted = fit.fitted(np.asarray(a), np.asarray(b)).astype(np.float32)
-    residual = fit.residual(np.asarray(a), np.asarray(b)).astype(np.float32)
-    goal = np.asarray(a if fit.reverse else b)
+    source, goal = (np.asarray(b), np.asarray(a)) if fit.reverse else (np.asarray(a), np.asarray(b))
+    fitted = fit.apply(source).astype(np.float32)  # one filter pass serves both output layers
+    residual = (goal - fitted).astype(np.float32)
     bound = float(np.nanpercentile(np.abs(residual), 99.9)) or 1.0
     lo, hi = float(np.nanmin(goal)), float(np.nanmax(goal))
     meta = {"blurfit": {**meta_base, **fit.to_dict()}}

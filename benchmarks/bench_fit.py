@@ -25,7 +25,7 @@ from scipy import ndimage, optimize
 from napari_blurfit import fit_blur
 
 
-def timed(fn, repeat=3):
+def timed(fn, repeat=5):
     """Median wall time of ``repeat`` runs after one warm-up run (FFT plans, page faults)."""
     times, out = [], None
     if repeat > 1:

@@ -116,7 +116,8 @@ def compute_stats(pair: Pair, *, swap: bool = False, workers=None):
             ref_hat = frame_dct(ref, nd, workers=workers)
             stats = stats_from_transforms(ref_hat, frame_dct(tgt, nd, workers=workers), nd)
             return stats, ref_hat.reshape(pair.reference.shape), pair.n_nonfinite, pair.n_pixels
-        chunks = np.array_split(np.arange(len(ref)), min(len(ref), 4 * threads))
+        edges = np.linspace(0, len(ref), min(len(ref), 4 * threads) + 1).astype(int)
+        chunks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]  # views, not copies
         with ThreadPoolExecutor(threads) as pool:
             parts = pool.map(lambda idx: block_stats(ref[idx], tgt[idx], nd, workers=1), chunks)
             stats = reduce(lambda a, b: a + b, parts)

@@ -21,6 +21,16 @@ def viewer_pair(make_napari_viewer, cell):
     return viewer
 
 
+def widget_for(viewer, reference, target, **options):
+    """A widget on ``viewer`` with the two named layers picked and options set."""
+    widget = BlurFitWidget(viewer)
+    widget.reference.value = viewer.layers[reference]
+    widget.target.value = viewer.layers[target]
+    for name, value in options.items():
+        getattr(widget, name).value = value
+    return widget
+
+
 def run(widget, qtbot, timeout=60_000):
     worker = widget.start_fit()
     assert worker is not None
@@ -49,10 +59,7 @@ def test_pickers_offer_only_images_and_stay_distinct(viewer_pair, qtbot):
 
 def test_fit_adds_layers_then_updates_them_in_place(viewer_pair, qtbot):
     viewer = viewer_pair
-    widget = BlurFitWidget(viewer)
-    widget.reference.value = viewer.layers["ref"]
-    widget.target.value = viewer.layers["tgt"]
-    widget.gain_offset.value = True
+    widget = widget_for(viewer, "ref", "tgt", gain_offset=True)
     run(widget, qtbot)
     fit = widget.last_result.fit
     np.testing.assert_allclose(fit.sigma, (2.0, 2.0), rtol=1e-3)
@@ -74,9 +81,7 @@ def test_fit_adds_layers_then_updates_them_in_place(viewer_pair, qtbot):
 def test_errors_show_in_widget_not_traceback(viewer_pair, qtbot):
     viewer = viewer_pair
     viewer.add_image(np.full((256, 256), 3.0), name="flat")
-    widget = BlurFitWidget(viewer)
-    widget.reference.value = viewer.layers["ref"]
-    widget.target.value = viewer.layers["flat"]
+    widget = widget_for(viewer, "ref", "flat")
     run(widget, qtbot)
     assert widget.status.value == ("fit failed: ValueError: target is constant: a blur cannot be "
                                    "measured from a flat image")
@@ -92,12 +97,7 @@ def running_big_fit(make_napari_viewer, qtbot):
     big = ndimage.zoom(rng.random((256, 256)).astype(np.float32), 8)
     viewer.add_image(big, name="big")
     viewer.add_image(ndimage.gaussian_filter(big, 3.0), name="big blurred")
-    widget = BlurFitWidget(viewer)
-    widget.reference.value = viewer.layers["big"]
-    widget.target.value = viewer.layers["big blurred"]
-    widget.loss.value = "l1"
-    widget.per_axis.value = True
-    widget.gain_offset.value = True
+    widget = widget_for(viewer, "big", "big blurred", loss="l1", per_axis=True, gain_offset=True)
     widget.start_fit()
     qtbot.waitUntil(lambda: "filter pass" in widget.status.value, timeout=60_000)
     return viewer, widget
@@ -123,11 +123,7 @@ def test_removing_an_input_layer_ends_the_fit(running_big_fit, qtbot):
 
 def test_console_fit_layers_matches_widget(viewer_pair, qtbot):
     viewer = viewer_pair
-    widget = BlurFitWidget(viewer)
-    widget.reference.value = viewer.layers["ref"]
-    widget.target.value = viewer.layers["tgt"]
-    widget.per_axis.value = True
-    widget.gain_offset.value = True
+    widget = widget_for(viewer, "ref", "tgt", per_axis=True, gain_offset=True)
     run(widget, qtbot)
     from_widget = widget.last_result.fit
     from_console = fit_layers(viewer, "ref", "tgt", per_axis=True, gain_offset=True)
@@ -145,9 +141,7 @@ def test_per_frame_mode_plots_sigma_against_frame(make_napari_viewer, qtbot, cam
     viewer.add_image(ref, name="r")
     viewer.add_image(np.stack([ndimage.gaussian_filter(f, 1 + i) for i, f in enumerate(ref)]),
                      name="t")
-    widget = BlurFitWidget(viewer)
-    widget.reference.value = viewer.layers["r"]
-    widget.target.value = viewer.layers["t"]
+    widget = widget_for(viewer, "r", "t")
     widget.mode.value = "per frame"
     run(widget, qtbot)
     np.testing.assert_allclose([f.sigma[0] for f in widget.last_result.frames], [1, 2, 3, 4],

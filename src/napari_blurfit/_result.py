@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from ._validate import working_dtype
+
 
 class BlurFitWarning(UserWarning):
     """A fit returned, but its answer needs care (at a bound, not identifiable, wrong direction)."""
@@ -83,7 +85,7 @@ class BlurFit:
         Spatial axes are those of the fit; other axes (frames) are not blurred.
         """
         arr = np.asarray(image)
-        dtype = np.float32 if arr.dtype.itemsize <= 2 or arr.dtype == np.float32 else np.float64
+        dtype = working_dtype(arr.dtype, "image").type  # the fit's own dtype rule
         arr = arr.astype(dtype, copy=False)
         sigma = [0.0] * arr.ndim
         for axis, s in zip(self.spatial_axes, self.sigma):

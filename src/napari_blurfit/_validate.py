@@ -49,6 +49,17 @@ def as_image(x, name: str):
     return arr
 
 
+def as_image_pair(reference, target):
+    """Both inputs as arrays (`as_image`), checked to have the same shape."""
+    ref, tgt = as_image(reference, "reference"), as_image(target, "target")
+    if tuple(ref.shape) != tuple(tgt.shape):
+        raise ValueError(
+            "reference and target must have the same shape; got reference "
+            f"{tuple(ref.shape)} and target {tuple(tgt.shape)}"
+        )
+    return ref, tgt
+
+
 def normalize_spatial_axes(spatial_axes, ndim: int, shape, name: str) -> tuple[int, ...]:
     """Positive, sorted spatial axes; checks that the image is 2D/3D when they are not given."""
     if spatial_axes is None:
@@ -190,13 +201,7 @@ def _mask_frames(mask, input_shape, spatial_axes) -> np.ndarray:
 
 def prepare_pair(reference, target, *, spatial_axes=None, mask=None, exclude_border=0) -> Pair:
     """Check and convert the inputs of a fit (see `napari_blurfit.fit_blur`)."""
-    ref = as_image(reference, "reference")
-    tgt = as_image(target, "target")
-    if tuple(ref.shape) != tuple(tgt.shape):
-        raise ValueError(
-            "reference and target must have the same shape; got reference "
-            f"{tuple(ref.shape)} and target {tuple(tgt.shape)}"
-        )
+    ref, tgt = as_image_pair(reference, target)
     shape = tuple(int(n) for n in ref.shape)
     axes = normalize_spatial_axes(spatial_axes, ref.ndim, shape, "reference")
     for a in axes:

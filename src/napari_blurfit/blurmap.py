@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import interpolate, ndimage
 
-from ._validate import as_image, is_dask, normalize_spatial_axes
+from ._validate import as_image_pair, is_dask, normalize_spatial_axes
 from .fit import fit_blur
 
 FLAT_CONTRAST = 1e-3  # a tile whose reference std is below this fraction of the image's is flat
@@ -102,7 +102,7 @@ def _starts(n: int, tile: int, step: int) -> list[int]:
     return starts
 
 
-def _fit_tile(a, b, pad, options, flat_level):
+def _fit_tile(a, b, pad, halo, options, flat_level):
     """Fit one tile with its halo; returns (sigma, stderr, gain, offset, loss, reason).
 
     ``pad`` completes the halo where the tile meets the image edge by mirroring, which is what
@@ -113,7 +113,6 @@ def _fit_tile(a, b, pad, options, flat_level):
     b = np.pad(np.asarray(b, dtype=np.float64), pad, mode="symmetric")
     d = a.ndim
     nan = np.full(d, np.nan)
-    halo = options.pop("exclude_border")
     inner = a[tuple(slice(halo, n - halo) for n in a.shape)]
     if not np.isfinite(inner).any() or np.nanstd(inner) <= flat_level:
         return nan, nan, np.nan, np.nan, np.nan, "flat"
@@ -172,10 +171,7 @@ def blur_map(reference, target, *, tile=128, overlap: float = 0.5, halo=None, ca
     >>> m.sigma.shape, bool(np.allclose(m.sigma, 2.0, rtol=1e-3))
     ((3, 3, 2), True)
     """
-    ref, tgt = as_image(reference, "reference"), as_image(target, "target")
-    if tuple(ref.shape) != tuple(tgt.shape):
-        raise ValueError("reference and target must have the same shape; got reference "
-                         f"{tuple(ref.shape)} and target {tuple(tgt.shape)}")
+    ref, tgt = as_image_pair(reference, target)
     normalize_spatial_axes(None, ref.ndim, ref.shape, "reference")
     d = ref.ndim
     tiles = tuple(int(t) for t in np.broadcast_to(tile, (d,)))
@@ -202,16 +198,15 @@ def blur_map(reference, target, *, tile=128, overlap: float = 0.5, halo=None, ca
     if is_dask(ref) or is_dask(tgt):
         import dask
 
-        tasks = [dask.delayed(_fit_tile)(ref[o], tgt[o], p, {**options, "exclude_border": halo},
-                                         flat_level) for o, p in jobs]
+        tasks = [dask.delayed(_fit_tile)(ref[o], tgt[o], p, halo, options, flat_level)
+                 for o, p in jobs]
         results = dask.compute(*tasks)
     else:
         results = []
         for n, (outer, pad) in enumerate(jobs):
             if callback is not None:
                 callback(f"tile {n + 1}/{len(jobs)}")
-            results.append(_fit_tile(ref[outer], tgt[outer], pad,
-                                     {**options, "exclude_border": halo}, flat_level))
+            results.append(_fit_tile(ref[outer], tgt[outer], pad, halo, options, flat_level))
     sigma = np.array([r[0] for r in results]).reshape(*grid, d)
     centers = np.array([[c + t / 2 - 0.5 for c, t in zip(corner, tiles)]
                         for corner in itertools.product(*starts)]).reshape(*grid, d)

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from ._result import BlurFit, BlurFitWarning
-from ._validate import as_image, is_dask, normalize_spatial_axes
+from ._validate import as_image_pair, is_dask, normalize_spatial_axes
 from .fit import fit_blur
 
 
@@ -73,10 +73,7 @@ def fit_blur_stack(reference, target, *, spatial_axes=(-2, -1), mask=None, callb
     >>> [round(f.sigma[0], 3) for f in fit_blur_stack(sharp, blurred)]
     [1.0, 2.0, 3.0]
     """
-    ref, tgt = as_image(reference, "reference"), as_image(target, "target")
-    if tuple(ref.shape) != tuple(tgt.shape):
-        raise ValueError("reference and target must have the same shape; got reference "
-                         f"{tuple(ref.shape)} and target {tuple(tgt.shape)}")
+    ref, tgt = as_image_pair(reference, target)
     spatial = normalize_spatial_axes(spatial_axes, ref.ndim, ref.shape, "reference")
     frame_axes = [ax for ax in range(ref.ndim) if ax not in spatial]
     if not frame_axes:

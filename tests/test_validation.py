@@ -86,6 +86,15 @@ def test_all_nan(pair):
         fit_blur(a, np.full_like(b, np.nan))
 
 
+def test_values_too_large_for_float32(pair):
+    a, b = pair
+    huge = (a / a.max() * 3e37).astype(np.float32)  # finite, but the transform overflows
+    with pytest.raises(ValueError, match="too large for a float32 transform"):
+        fit_blur(huge, ndimage.gaussian_filter(huge, 2.0))
+    fit = fit_blur(huge.astype(np.float64), ndimage.gaussian_filter(huge.astype(np.float64), 2.0))
+    np.testing.assert_allclose(fit.sigma, (2.0, 2.0), rtol=1e-3)
+
+
 def test_mask_errors(pair):
     a, b = pair
     with pytest.raises(ValueError, match="mask selects no pixels"):

@@ -151,3 +151,28 @@ def test_per_frame_mode_plots_sigma_against_frame(make_napari_viewer, qtbot, cam
     assert widget._plot.axes.get_xlabel() == "frame"
     widget.mode.value = "blur map"
     assert not widget.tile.native.isHidden()  # shown only in blur-map mode
+
+
+def test_blur_map_mode_adds_aligned_map_with_its_range(make_napari_viewer, qtbot, cell):
+    viewer = make_napari_viewer()
+    left, right = ndimage.gaussian_filter(cell, 1.0), ndimage.gaussian_filter(cell, 3.0)
+    target = np.concatenate([left[:, :128], right[:, 128:]], axis=1)  # blur 1 px | 3 px
+    viewer.add_image(cell, name="ref", scale=(0.2, 0.2), translate=(5.0, -3.0))
+    viewer.add_image(target, name="tgt", scale=(0.2, 0.2), translate=(5.0, -3.0))
+    widget = widget_for(viewer, "ref", "tgt", mode="blur map", tile=64)
+    run(widget, qtbot)
+    bm = widget.last_result.blur_map
+    assert bm.sigma.shape[-1] == 2
+    layer = viewer.layers["tgt blur map"]
+    assert layer.data.shape == target.shape
+    assert tuple(layer.scale) == (0.2, 0.2) and tuple(layer.translate) == (5.0, -3.0)
+    # tiles wholly inside each half recover that half's blur
+    np.testing.assert_allclose(np.nanmedian(layer.data[:, :96]), 1.0, rtol=0.02)
+    np.testing.assert_allclose(np.nanmedian(layer.data[:, 160:]), 3.0, rtol=0.02)
+    lo, hi = np.nanmin(layer.data), np.nanmax(layer.data)
+    assert layer.colormap.name == "viridis"
+    assert tuple(layer.contrast_limits) == pytest.approx((lo, hi))
+    assert layer.colorbar.visible
+    assert f"sigma {np.nanmin(bm.sigma):.3g} to {np.nanmax(bm.sigma):.3g} px" in widget.result_text.value
+    assert widget._plot.axes.get_xlabel() == "tile sigma (px)"
+    np.testing.assert_array_equal(viewer.layers["tgt"].data, target)  # inputs untouched

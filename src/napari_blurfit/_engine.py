@@ -8,6 +8,7 @@ memory, and the same code runs on a `dask.distributed` cluster.
 
 from __future__ import annotations
 
+import operator
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import reduce
@@ -16,7 +17,7 @@ import numpy as np
 
 from ._kernels import transfer
 from ._losses import irls_sums, l1_gain_offset, loss_sum, robust_gain_offset
-from ._spectral import block_stats, frame_dct, frame_idct, stats_from_transforms
+from ._spectral import SpectralStats, block_stats, frame_dct, frame_idct
 from ._validate import Pair, fill_nonfinite
 
 TREE_WIDTH = 8  # blocks summed per node of the dask reduction tree
@@ -75,9 +76,7 @@ def _block_stats(ref, tgt, used, ndim, swap, workers):
     n_used = ref.size if keep is None else int(np.count_nonzero(np.broadcast_to(keep, ref.shape)))
     if swap:
         ref, tgt = tgt, ref
-    stats = stats_from_transforms(frame_dct(ref, ndim, workers=workers),
-                                  frame_dct(tgt, ndim, workers=workers), ndim)
-    return _StatsCount(stats, count, n_used)
+    return _StatsCount(block_stats(ref, tgt, ndim, workers=workers), count, n_used)
 
 
 def _keep(used, finite):
@@ -114,13 +113,13 @@ def compute_stats(pair: Pair, *, swap: bool = False, workers=None):
         threads = min(len(ref), os.cpu_count() or 1)
         if threads == 1:
             ref_hat = frame_dct(ref, nd, workers=workers)
-            stats = stats_from_transforms(ref_hat, frame_dct(tgt, nd, workers=workers), nd)
+            stats = SpectralStats.zeros(spatial).accumulate(ref_hat, frame_dct(tgt, nd, workers=workers))
             return stats, ref_hat.reshape(pair.reference.shape), pair.n_nonfinite, pair.n_pixels
         edges = np.linspace(0, len(ref), min(len(ref), 4 * threads) + 1).astype(int)
         chunks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]  # views, not copies
         with ThreadPoolExecutor(threads) as pool:
             parts = pool.map(lambda idx: block_stats(ref[idx], tgt[idx], nd, workers=1), chunks)
-            stats = reduce(lambda a, b: a + b, parts)
+            stats = reduce(operator.iadd, parts)  # each part is new: add in place
         return stats, None, pair.n_nonfinite, pair.n_pixels
     import dask
     from dask import delayed

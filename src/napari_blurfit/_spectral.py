@@ -8,12 +8,16 @@ fit over a stack or a dataset is map (transform each pair), reduce (sum), solve 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+import ducc0
 import numpy as np
-from scipy import fft
 
 from ._kernels import transfer
+
+STEP_BYTES = 2**21  # frames transformed together: small enough to be still in cache when summed
+SCRATCH_PIXELS = 2**18  # float64 products formed at a time
 
 
 @dataclass
@@ -49,9 +53,42 @@ class SpectralStats:
         """Pixels per frame."""
         return int(np.prod(self.paa.shape))
 
+    @property
+    def finite(self) -> bool:
+        """False when a frame had a NaN/inf pixel: that makes its DC coefficient NaN/inf."""
+        return bool(np.isfinite(self.dc_a).all() and np.isfinite(self.dc_b).all())
+
+    @classmethod
+    def zeros(cls, shape: tuple[int, ...]) -> SpectralStats:
+        """Statistics of no frames, to `accumulate` frames into."""
+        return cls(np.zeros(shape), np.zeros(shape), 0.0, np.zeros(0), np.zeros(0))
+
+    def accumulate(self, ref_hat: np.ndarray, tgt_hat: np.ndarray) -> SpectralStats:
+        """Add frames already transformed with `frame_dct` (frames on leading axes), in place.
+
+        Products are formed in float64 (products of float32 values are exact there), which the
+        cancellation in ``RSS = Qaa - 2 Qab + C`` needs. They go through one small scratch array,
+        a slice of a frame at a time: no float64 copy of a block and no fresh array per frame
+        (the page faults of fresh arrays cost more than the arithmetic).
+        """
+        a = ref_hat.reshape(-1, self.n_pixels)
+        b = tgt_hat.reshape(-1, self.n_pixels)
+        paa, pab = self.paa.reshape(-1), self.pab.reshape(-1)  # views
+        scratch = np.empty(min(SCRATCH_PIXELS, self.n_pixels))
+        with np.errstate(invalid="ignore"):  # NaN/inf pixels: non-finite statistics (see `finite`)
+            for fa, fb in zip(a, b):
+                for start in range(0, self.n_pixels, len(scratch)):
+                    part = slice(start, start + len(scratch))
+                    out = scratch[: len(fa[part])]
+                    paa[part] += np.multiply(fa[part], fa[part], out=out, dtype=np.float64)
+                    pab[part] += np.multiply(fa[part], fb[part], out=out, dtype=np.float64)
+                    self.cbb += float(np.multiply(fb[part], fb[part], out=out, dtype=np.float64).sum())
+        self.dc_a = np.concatenate([self.dc_a, a[:, 0]])
+        self.dc_b = np.concatenate([self.dc_b, b[:, 0]])
+        return self
+
     def __add__(self, other: SpectralStats) -> SpectralStats:
-        if other.shape != self.shape:
-            raise ValueError(f"cannot add statistics of shapes {self.shape} and {other.shape}")
+        self._check_shape(other)
         return SpectralStats(
             self.paa + other.paa,
             self.pab + other.pab,
@@ -60,43 +97,65 @@ class SpectralStats:
             np.concatenate([self.dc_b, other.dc_b]),
         )
 
+    def __iadd__(self, other: SpectralStats) -> SpectralStats:
+        # in place: a fresh 2 MB array per step costs page faults that show in a joint fit
+        self._check_shape(other)
+        self.paa += other.paa
+        self.pab += other.pab
+        self.cbb += other.cbb
+        self.dc_a = np.concatenate([self.dc_a, other.dc_a])
+        self.dc_b = np.concatenate([self.dc_b, other.dc_b])
+        return self
 
-def frame_dct(frames: np.ndarray, ndim: int, *, workers: int | None = None) -> np.ndarray:
-    """Orthonormal DCT-II over the last ``ndim`` axes (the spatial ones)."""
+    def _check_shape(self, other: SpectralStats) -> None:
+        if other.shape != self.shape:
+            raise ValueError(f"cannot add statistics of shapes {self.shape} and {other.shape}")
+
+
+def _threads(workers: int | None) -> int:
+    """Thread count for ``workers`` as `scipy.fft` reads it (None: 1; -1: all cores, -2: all but one)."""
+    if workers is None:
+        return 1
+    if workers < 0:
+        return max(1, (os.cpu_count() or 1) + 1 + workers)
+    return max(1, workers)
+
+
+def frame_dct(frames: np.ndarray, ndim: int, *, workers: int | None = None,
+              out: np.ndarray | None = None) -> np.ndarray:
+    """Orthonormal DCT-II over the last ``ndim`` axes (the spatial ones), into ``out`` if given.
+
+    ducc0 (the successor of the pocketfft inside `scipy.fft`) computes the same transform about
+    1.5x faster, which is most of a joint fit's time.
+    """
     axes = tuple(range(frames.ndim - ndim, frames.ndim))
-    return fft.dctn(frames, axes=axes, norm="ortho", workers=workers)
+    return ducc0.fft.dct(frames, 2, axes=axes, inorm=1, out=out, nthreads=_threads(workers))
 
 
 def frame_idct(coefs: np.ndarray, ndim: int, *, workers: int | None = None,
                overwrite: bool = False) -> np.ndarray:
     """Inverse of `frame_dct` (``overwrite`` lets it reuse ``coefs``' memory)."""
     axes = tuple(range(coefs.ndim - ndim, coefs.ndim))
-    return fft.idctn(coefs, axes=axes, norm="ortho", workers=workers, overwrite_x=overwrite)
-
-
-def stats_from_transforms(ref_hat: np.ndarray, tgt_hat: np.ndarray, ndim: int) -> SpectralStats:
-    """Statistics of frames already transformed with `frame_dct` (frames on leading axes).
-
-    Products are accumulated in float64 (products of float32 values are exact there), which the
-    cancellation in ``RSS = Qaa - 2 Qab + C`` needs; einsum casts in buffered chunks, so no
-    float64 copy of a large block is made.
-    """
-    spatial = ref_hat.shape[ref_hat.ndim - ndim :]
-    a = ref_hat.reshape((-1, *spatial))
-    b = tgt_hat.reshape((-1, *spatial))
-    paa = np.einsum("f...,f...->...", a, a, dtype=np.float64)
-    pab = np.einsum("f...,f...->...", a, b, dtype=np.float64)
-    flat = b.reshape(-1)
-    cbb = float(np.einsum("i,i->", flat, flat, dtype=np.float64))
-    origin = (slice(None),) + (0,) * ndim
-    return SpectralStats(paa, pab, cbb, a[origin].astype(np.float64), b[origin].astype(np.float64))
+    out = coefs if overwrite and coefs.flags.writeable else None
+    return ducc0.fft.dct(coefs, 3, axes=axes, inorm=1, out=out, nthreads=_threads(workers))
 
 
 def block_stats(ref: np.ndarray, tgt: np.ndarray, ndim: int, *, workers=None) -> SpectralStats:
-    """Statistics of a block of frame pairs (spatial axes last)."""
-    return stats_from_transforms(
-        frame_dct(ref, ndim, workers=workers), frame_dct(tgt, ndim, workers=workers), ndim
-    )
+    """Statistics of a block of frame pairs (spatial axes last).
+
+    Frames are transformed a few at a time (about `STEP_BYTES`) into reused buffers, so the
+    products are summed while the transforms are still in cache.
+    """
+    spatial = ref.shape[ref.ndim - ndim :]
+    ref, tgt = ref.reshape((-1, *spatial)), tgt.reshape((-1, *spatial))
+    step = max(1, STEP_BYTES // max(ref[0].nbytes, 1))
+    ref_hat, tgt_hat = np.empty_like(ref[:step]), np.empty_like(tgt[:step])
+    stats = SpectralStats.zeros(spatial)
+    for i in range(0, len(ref), step):
+        a, b = ref[i : i + step], tgt[i : i + step]
+        stats.accumulate(frame_dct(a, ndim, workers=workers, out=ref_hat[: len(a)]),
+                         frame_dct(b, ndim, workers=workers, out=tgt_hat[: len(b)]))
+    return stats
 
 
 def contract(p: np.ndarray, vectors: list[np.ndarray], *, joint: bool) -> np.ndarray:

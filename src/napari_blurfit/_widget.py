@@ -251,7 +251,7 @@ class BlurFitWidget(Container):
             self._failed(result.error)
             return
         self.last_result = result
-        show_layers(self._viewer, result.layers)
+        show_layers(self._viewer, result)
         self.result_text.value = _describe(result)
         self.copy_button.enabled = True
         self._plot.draw(result)

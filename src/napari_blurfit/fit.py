@@ -129,13 +129,20 @@ def fit_blur(
     if reverse:
         reference, target = target, reference
     tick("checking inputs")
-    pair = prepare_pair(reference, target, spatial_axes=spatial_axes, mask=mask,
-                        exclude_border=exclude_border)
+    options = dict(spatial_axes=spatial_axes, mask=mask, exclude_border=exclude_border)
+    # NaN/inf pixels are looked for only when the statistics show some: saves a pass over the data
+    pair = prepare_pair(reference, target, check_finite=False, **options)
     lower, upper = _bounds(sigma_bounds, pair.spatial_shape, per_axis)
     if workers is None:
         workers = 1 if pair.dask else -1
     tick("transforming")
     stats, ref_hat, n_nonfinite, n_used = compute_stats(pair, workers=workers)
+    if not stats.finite and not pair.dask:  # dask blocks are checked and filled one by one
+        pair = prepare_pair(reference, target, **options)
+        stats, ref_hat, n_nonfinite, n_used = compute_stats(pair, workers=workers)
+    if not stats.finite:  # every pixel is finite, yet the transform overflowed
+        raise ValueError(f"pixel values are too large for a {pair.reference.dtype} transform (it "
+                         "overflows); rescale the images or pass them as float64")
     _check_not_constant(stats, reverse)
 
     sigma, models, profile = _spectral_fit(stats, lower, upper, per_axis, gain_offset, truncate,

@@ -186,12 +186,16 @@ def run_layer_fit(reference, target, *, mask_layer=None, mode: str = "whole imag
     return LayerFit(fit, layers, sigma_world=world, units=units)
 
 
-def show_layers(viewer, layer_tuples) -> list:
-    """Add output layers, or update same-named image layers in place; returns the layers."""
+def show_layers(viewer, result: LayerFit) -> list:
+    """Add a fit's output layers, or update same-named image layers in place; returns the layers.
+
+    A blur map also gets its colorbar shown on the canvas (napari >= 0.6), so its range reads off
+    the view.
+    """
     from napari.layers import Image
 
     out = []
-    for data, kwargs, _ in layer_tuples:
+    for data, kwargs, _ in result.layers:
         name = kwargs["name"]
         if name in viewer.layers and isinstance(viewer.layers[name], Image):
             layer = viewer.layers[name]
@@ -201,6 +205,8 @@ def show_layers(viewer, layer_tuples) -> list:
                     setattr(layer, key, kwargs[key])
         else:
             layer = viewer.add_image(data, **kwargs)
+        if result.blur_map is not None and hasattr(layer, "colorbar"):
+            layer.colorbar.visible = True
         out.append(layer)
     return out
 
@@ -234,7 +240,7 @@ def fit_layers(viewer, reference, target, *, mask=None, mode: str = "whole image
     result = run_layer_fit(get(reference), get(target), mask_layer=get(mask), mode=mode,
                            world_point=viewer.dims.point, **options)
     if show:
-        show_layers(viewer, result.layers)
+        show_layers(viewer, result)
     if mode == "per frame":
         return result.frames
     if mode == "blur map":

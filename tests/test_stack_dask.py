@@ -148,6 +148,16 @@ def test_dask_stack_and_map_match_numpy(frames, camera):
     np.testing.assert_array_equal(m1.sigma, m2.sigma)
 
 
+def test_dask_blur_map_in_blocks_of_tiles_equals_numpy(camera):
+    t = ndimage.gaussian_filter(camera, 1.5)
+    a, b = camera[:64], t[:64]  # tile 16, step 8: a 7 x 31 grid, fitted in blocks of 1 x 3 tiles
+    want = blur_map(a, b, tile=16)
+    got = blur_map(da.from_array(a, chunks=32), da.from_array(b, chunks=32), tile=16)
+    assert want.sigma.shape == (7, 31, 2)
+    np.testing.assert_array_equal(got.sigma, want.sigma)
+    np.testing.assert_array_equal(got.reason, want.reason)
+
+
 def test_joint_fit_memory_does_not_grow_with_pairs(camera):
     """A lazy stack, generated block by block, is never loaded whole: peak memory is flat."""
     def lazy(n):
@@ -195,4 +205,5 @@ def test_distributed_cluster_same_answers(cluster_client, frames, camera):
     t = ndimage.gaussian_filter(camera, 2.5)
     m = blur_map(da.from_array(camera, chunks=128), da.from_array(t, chunks=128), tile=64)
     np.testing.assert_allclose(m.sigma, 2.5, rtol=1e-3)
+    np.testing.assert_array_equal(m.sigma, blur_map(camera, t, tile=64).sigma)  # blocks of tiles
     assert len(cluster_client.scheduler_info()["workers"]) == 2

@@ -23,23 +23,25 @@ from ._validate import Pair, fill_nonfinite
 TREE_WIDTH = 8  # blocks summed per node of the dask reduction tree
 
 
-def blur_coefficients(ref_hat: np.ndarray, sigma, ndim: int, truncate: float) -> np.ndarray:
-    """``H(sigma) * ref_hat`` (a new array) for frames with spatial axes last."""
-    out = None
+def blur_coefficients(ref_hat: np.ndarray, sigma, ndim: int, truncate: float,
+                      out: np.ndarray | None = None) -> np.ndarray:
+    """``H(sigma) * ref_hat`` for frames with spatial axes last, into ``out`` if given."""
     for i, (s, n) in enumerate(zip(sigma, ref_hat.shape[ref_hat.ndim - ndim :])):
         h = transfer([s], n, truncate)[:, 0].astype(ref_hat.dtype)
         shape = [1] * ref_hat.ndim
         shape[ref_hat.ndim - ndim + i] = n
-        if out is None:
-            out = ref_hat * h.reshape(shape)
-        else:
-            out *= h.reshape(shape)
+        out = np.multiply(ref_hat if i == 0 else out, h.reshape(shape), out=out)
     return out
 
 
-def blurred(ref_hat, sigma, ndim, truncate, workers=None) -> np.ndarray:
-    """``gaussian_filter(reference, sigma)`` over the spatial axes, from the reference's DCT."""
-    coefs = blur_coefficients(ref_hat, sigma, ndim, truncate)
+def blurred(ref_hat, sigma, ndim, truncate, workers=None, out=None) -> np.ndarray:
+    """``gaussian_filter(reference, sigma)`` over the spatial axes, from the reference's DCT.
+
+    ``out`` (shaped like ``ref_hat``) is reused instead of a new array: with many evaluations
+    fresh arrays cost page faults, badly so where the allocator returns memory eagerly (dask
+    workers set ``MALLOC_TRIM_THRESHOLD_``).
+    """
+    coefs = blur_coefficients(ref_hat, sigma, ndim, truncate, out=out)
     return frame_idct(coefs, ndim, workers=workers, overwrite=True)
 
 
@@ -129,6 +131,19 @@ def compute_stats(pair: Pair, *, swap: bool = False, workers=None):
     return total.stats, None, total.nonfinite, total.used
 
 
+def _box_or_mask(used: np.ndarray):
+    """Slices when the used pixels form a box, else the mask itself.
+
+    A box (a border band excluded) is the common case; indexing with it is a view, not a copy.
+    """
+    box = []
+    for axis in range(used.ndim):
+        hits = np.flatnonzero(used.any(axis=tuple(a for a in range(used.ndim) if a != axis)))
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    box = tuple(box)
+    return box if np.count_nonzero(used) == used[box].size else used
+
+
 class SpatialObjective:
     """Loss sum of ``gain * G_sigma * A + offset`` against ``B`` over the used pixels.
 
@@ -152,14 +167,18 @@ class SpatialObjective:
         self.n_used = n_used
         if not pair.dask:
             used = pair.used
-            self._used = None if used is None else np.broadcast_to(used, pair.target.shape)
+            if used is not None:
+                used = _box_or_mask(np.broadcast_to(used, pair.target.shape))
+            self._used = used
             self._target = pair.target if used is None else pair.target[self._used]
+            self._buffer = np.empty_like(self.ref_hat)  # one model array, reused by evaluations
         else:
             self._blocks = _frame_blocks(pair)
 
     def _model(self, sigma):
-        """The blurred reference at the used pixels (in memory only)."""
-        model = blurred(self.ref_hat, sigma, self.pair.ndim, self.truncate, self.workers)
+        """The blurred reference at the used pixels (in memory only; valid until the next call)."""
+        model = blurred(self.ref_hat, sigma, self.pair.ndim, self.truncate, self.workers,
+                        out=self._buffer)
         return model if self._used is None else model[self._used]
 
     def _sums_function(self, sigma, loss):
@@ -213,7 +232,7 @@ class SpatialObjective:
         if not self.pair.dask:
             residual = self._model(sigma)
             np.subtract(residual, self._target, out=residual)
-            return loss_sum(residual, loss, self.delta)
+            return loss_sum(residual, loss, self.delta, overwrite=True)
         return float(self._sums_function(sigma, loss)(1.0, 0.0)[5])
 
     def robust_scale(self, sigma, gain, offset) -> float:
@@ -233,4 +252,4 @@ class SpatialObjective:
         if gain != 1.0:
             r *= r.dtype.type(gain)
         np.subtract(r, self._target - r.dtype.type(offset) if offset else self._target, out=r)
-        return loss_sum(r, "l2", None)
+        return loss_sum(r, "l2", None, overwrite=True)

@@ -11,13 +11,17 @@ from scipy import optimize, special
 LOSSES = ("l2", "l1", "huber")
 
 
-def loss_sum(residual: np.ndarray, loss: str, delta: float) -> float:
-    """``sum rho(residual)`` in float64 (``scipy.special.huber`` convention for Huber)."""
+def loss_sum(residual: np.ndarray, loss: str, delta: float, *, overwrite: bool = False) -> float:
+    """``sum rho(residual)`` in float64 (``scipy.special.huber`` convention for Huber).
+
+    ``overwrite`` lets it use ``residual``'s memory instead of a new array.
+    """
     r = residual
+    out = r if overwrite else None
     if loss == "l2":
-        return float(np.square(r).sum(dtype=np.float64))
+        return float(np.square(r, out=out).sum(dtype=np.float64))
     if loss == "l1":
-        return float(np.abs(r).sum(dtype=np.float64))
+        return float(np.abs(r, out=out).sum(dtype=np.float64))
     return float(special.huber(delta, r).sum(dtype=np.float64))
 
 

@@ -17,6 +17,8 @@ from ._validate import as_image_pair, is_dask, normalize_spatial_axes
 from .fit import fit_blur
 
 FLAT_CONTRAST = 1e-3  # a tile whose reference std is below this fraction of the image's is flat
+TILES_PER_TASK = 4  # per axis: on dask, one task fits a block of up to 4 x 4 (x 4) tiles,
+MIN_BLOCKS = 8  # as long as at least this many blocks along each axis remain to spread over workers
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,40 @@ def _fit_tile(a, b, pad, halo, options, flat_level):
     return sigma, se, fit.gain, fit.offset, fit.loss, reason
 
 
+def _fit_tiles(a, b, jobs, halo, options, flat_level) -> list:
+    """`_fit_tile` for several tiles cut from one region (``jobs`` relative to it)."""
+    return [_fit_tile(a[outer], b[outer], pad, halo, options, flat_level) for outer, pad in jobs]
+
+
+def _fit_tiles_on_dask(ref, tgt, jobs, grid, halo, options, flat_level) -> list:
+    """Tile results in ``jobs`` order, one dask task per block of neighbouring tiles.
+
+    Overlapping tiles share most of their pixels, so a task per block reads each pixel a few
+    times instead of about ten, and a task's overhead is paid once per block.
+    """
+    import dask
+
+    block = [max(1, min(TILES_PER_TASK, n // MIN_BLOCKS)) for n in grid]
+    groups: dict = {}
+    for index, job in enumerate(jobs):
+        position = np.unravel_index(index, grid)
+        groups.setdefault(tuple(p // g for p, g in zip(position, block)), []).append((index, job))
+    tasks, order = [], []
+    for members in groups.values():
+        outers = [outer for _, (outer, _) in members]
+        region = tuple(slice(min(o[ax].start for o in outers), max(o[ax].stop for o in outers))
+                       for ax in range(len(grid)))
+        local = [(tuple(slice(o.start - r.start, o.stop - r.start) for o, r in zip(outer, region)),
+                  pad) for _, (outer, pad) in members]
+        tasks.append(dask.delayed(_fit_tiles)(ref[region], tgt[region], local, halo, options,
+                                              flat_level))
+        order += [index for index, _ in members]
+    results = [None] * len(jobs)
+    for index, result in zip(order, itertools.chain.from_iterable(dask.compute(*tasks))):
+        results[index] = result
+    return results
+
+
 def blur_map(reference, target, *, tile=128, overlap: float = 0.5, halo=None, callback=None,
              **options) -> BlurMap:
     """Fit sigma on overlapping tiles of a 2D or 3D image pair.
@@ -196,11 +232,7 @@ def blur_map(reference, target, *, tile=128, overlap: float = 0.5, halo=None, ca
         jobs.append((outer, pad))
     options = {k: v for k, v in options.items() if k not in ("warn", "mask", "exclude_border")}
     if is_dask(ref) or is_dask(tgt):
-        import dask
-
-        tasks = [dask.delayed(_fit_tile)(ref[o], tgt[o], p, halo, options, flat_level)
-                 for o, p in jobs]
-        results = dask.compute(*tasks)
+        results = _fit_tiles_on_dask(ref, tgt, jobs, grid, halo, options, flat_level)
     else:
         results = []
         for n, (outer, pad) in enumerate(jobs):

@@ -98,7 +98,7 @@ class SpectralStats:
         )
 
     def __iadd__(self, other: SpectralStats) -> SpectralStats:
-        # in place: a fresh 2 MB array per step costs page faults that show in a joint fit
+        # in place: fresh arrays cost page faults that show in a joint fit's reduction
         self._check_shape(other)
         self.paa += other.paa
         self.pab += other.pab

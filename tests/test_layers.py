@@ -96,6 +96,27 @@ def test_modes_on_a_time_series(time_series):
         run_layer_fit(Image(np.zeros((2, 2, 8, 8))), Image(np.ones((2, 2, 8, 8))))
 
 
+def test_lazy_layers_give_numpy_answers_and_lazy_outputs(time_series):
+    """napari's lazy (dask) layers: same fits as in memory; a joint fit's outputs stay lazy."""
+    import dask.array as da
+
+    ref, tgt, sigmas = time_series
+    lazy_ref = Image(da.from_array(ref.data, chunks=(1, 96, 96)), name="ref t", scale=(1, 0.5, 0.5))
+    lazy_tgt = Image(da.from_array(tgt.data, chunks=(1, 96, 96)), name="tgt t", scale=(1, 0.5, 0.5))
+    joint, lazy = (run_layer_fit(r, t, mode="frames jointly") for r, t in
+                   ((ref, tgt), (lazy_ref, lazy_tgt)))
+    assert lazy.fit.sigma == pytest.approx(joint.fit.sigma, rel=1e-6)
+    for (want, want_kw, _), (got, got_kw, _) in zip(joint.layers, lazy.layers):
+        assert isinstance(got, da.Array) and got.shape == want.shape
+        np.testing.assert_allclose(got.compute(), want, rtol=1e-5, atol=1e-4)
+        assert np.all(np.isfinite(got_kw["contrast_limits"]))
+    per = run_layer_fit(lazy_ref, lazy_tgt, mode="per frame")
+    np.testing.assert_allclose([f.sigma[0] for f in per.frames], sigmas, rtol=1e-3)
+    one = run_layer_fit(lazy_ref, lazy_tgt, mode="current slice", world_point=(3, 0, 0))
+    assert one.fit.sigma[0] == pytest.approx(2.5, rel=1e-3)
+    assert isinstance(one.layers[0][0], np.ndarray)
+
+
 def test_blur_map_mode_layer(cell):
     ref = Image(cell, name="c", scale=(0.1, 0.1))
     tgt = Image(ndimage.gaussian_filter(cell, 2.0), name="c blurred", scale=(0.1, 0.1))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from ._validate import working_dtype
+from ._validate import is_dask, working_dtype
 
 
 class BlurFitWarning(UserWarning):
@@ -82,8 +82,13 @@ class BlurFit:
     def apply(self, image) -> np.ndarray:
         """The fitted model applied to ``image``: ``gain * gaussian_filter(image, sigma) + offset``.
 
-        Spatial axes are those of the fit; other axes (frames) are not blurred.
+        Spatial axes are those of the fit; other axes (frames) are not blurred. A dask array gives
+        a lazy dask array (computed in blocks of whole frames, so exactly the same values).
         """
+        if is_dask(image):
+            frames = image.rechunk({axis: -1 for axis in self.spatial_axes})
+            dtype = working_dtype(np.dtype(image.dtype), "image")
+            return frames.map_blocks(self.apply, dtype=dtype)
         arr = np.asarray(image)
         dtype = working_dtype(arr.dtype, "image").type  # the fit's own dtype rule
         arr = arr.astype(dtype, copy=False)
@@ -102,7 +107,8 @@ class BlurFit:
     def residual(self, reference, target) -> np.ndarray:
         """What the model leaves: ``target - fitted`` (``reference - fitted`` if reversed)."""
         source, goal = (target, reference) if self.reverse else (reference, target)
-        return np.asarray(goal, dtype=np.float64) - self.apply(source)
+        goal = goal.astype(np.float64) if is_dask(goal) else np.asarray(goal, dtype=np.float64)
+        return goal - self.apply(source)
 
     def to_dict(self) -> dict:
         """Plain-Python (JSON-ready) fields, without the profile."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._result import BlurFit
+from ._validate import is_dask
 from .fit import fit_blur
 
 MODES = ("whole image/volume", "current slice", "frames jointly", "per frame", "blur map")
@@ -166,11 +167,17 @@ def run_layer_fit(reference, target, *, mask_layer=None, mode: str = "whole imag
     fit = fit_blur(a, b, mask=mask, callback=callback, **options)
     if callback is not None:
         callback("making the fitted and residual images")
-    source, goal = (np.asarray(b), np.asarray(a)) if fit.reverse else (np.asarray(a), np.asarray(b))
+    source, goal = (b, a) if fit.reverse else (a, b)
+    # a lazy stack gets lazy output layers, which napari computes frame by frame as shown
+    lazy = mode == "frames jointly" and is_dask(source)
+    if not lazy:
+        source, goal = np.asarray(source), np.asarray(goal)
     fitted = fit.apply(source).astype(np.float32)  # one filter pass serves both output layers
     residual = (goal - fitted).astype(np.float32)
-    bound = float(np.nanpercentile(np.abs(residual), 99.9)) or 1.0
-    lo, hi = float(np.nanmin(goal)), float(np.nanmax(goal))
+    first = (0,) * (residual.ndim - 2) if lazy else ...  # contrast limits from the first frame
+    shown_goal, shown_residual = np.asarray(goal[first]), np.asarray(residual[first])
+    bound = float(np.nanpercentile(np.abs(shown_residual), 99.9)) or 1.0
+    lo, hi = float(np.nanmin(shown_goal)), float(np.nanmax(shown_goal))
     meta = {"blurfit": {**meta_base, **fit.to_dict()}}
     common = {"scale": tuple(scale), "translate": tuple(translate), "metadata": meta,
               "units": tuple(target.units)[-len(scale):]}

@@ -108,6 +108,7 @@ def test_lazy_layers_give_numpy_answers_and_lazy_outputs(time_series):
     assert lazy.fit.sigma == pytest.approx(joint.fit.sigma, rel=1e-6)
     for (want, want_kw, _), (got, got_kw, _) in zip(joint.layers, lazy.layers):
         assert isinstance(got, da.Array) and got.shape == want.shape
+        assert got_kw["name"] == want_kw["name"] and got_kw["scale"] == want_kw["scale"]
         np.testing.assert_allclose(got.compute(), want, rtol=1e-5, atol=1e-4)
         assert np.all(np.isfinite(got_kw["contrast_limits"]))
     per = run_layer_fit(lazy_ref, lazy_tgt, mode="per frame")

@@ -108,6 +108,23 @@ def test_many_pairs_folders_csv_output(dataset, tmp_path):
     assert "SKIPPED" in out.stdout and "joint fit over 6 pair(s)" in out.stdout
 
 
+@pytest.mark.parametrize("loss", ["l2", "l1"])
+def test_joint_fit_in_memory_equals_lazy_and_the_stacked_fit(dataset, loss):
+    """Pairs kept from the per-pair pass or re-read lazily: the same joint fit."""
+    from napari_blurfit import fit_blur
+    from napari_blurfit.dataset import find_pairs, fit_pairs
+
+    pairs = find_pairs(*dataset)
+    held = fit_pairs(pairs, loss=loss)  # 6 small good pairs: within the default budget
+    lazy = fit_pairs(pairs, loss=loss, held_bytes=0)
+    good = [p for p in pairs if p[0].suffix == ".tif" and p[0].stem != "img9"]
+    stack = [np.stack([tifffile.imread(p[k]) for p in good]) for k in (0, 1)]
+    want = fit_blur(*stack, spatial_axes=(-2, -1), loss=loss, warn=False)
+    assert held.joint.sigma == pytest.approx(want.sigma, rel=1e-9)
+    assert lazy.joint.sigma == pytest.approx(want.sigma, rel=1e-6)
+    assert lazy.joint.loss == pytest.approx(held.joint.loss, rel=1e-7)
+
+
 def test_many_pairs_glob_and_pairs_csv_json(dataset, tmp_path):
     ref_dir, tgt_dir = dataset
     out = blurfit(f"{ref_dir}/img[0-5].tif", f"{tgt_dir}/img[0-5].tif", "--json", "--progress")

@@ -1,7 +1,8 @@
 """Fit many image pairs: one result per pair and one sigma fitted jointly over all of them.
 
 One unreadable or degenerate pair is reported and skipped; it never aborts the batch. The joint fit
-reads the pairs lazily through dask, so its memory does not grow with the number of pairs.
+reuses the pairs already read while they fit a memory budget; beyond it, it reads them lazily
+through dask, so its memory does not grow with the number of pairs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import glob
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from ._result import BlurFit
 from .fit import fit_blur
@@ -91,7 +94,11 @@ def read_pairs_csv(path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def fit_pairs(pairs, *, progress: bool = False, joint: bool = True, **options) -> DatasetFit:
+HELD_BYTES = 2**30  # pixels of all pairs kept in memory for the joint fit, at most
+
+
+def fit_pairs(pairs, *, progress: bool = False, joint: bool = True, held_bytes: int = HELD_BYTES,
+              **options) -> DatasetFit:
     """Fit every pair, skipping bad ones, then one sigma jointly over the usable pairs.
 
     Parameters
@@ -102,6 +109,10 @@ def fit_pairs(pairs, *, progress: bool = False, joint: bool = True, **options) -
         Show a progress bar (tqdm, on stderr).
     joint : bool
         Also fit one sigma over all usable pairs of the most common shape.
+    held_bytes : int
+        Memory for the joint fit's pixels: datasets up to this size are kept from the per-pair
+        pass and fitted in memory (each file read once); larger ones are read lazily, pair by
+        pair, on every pass of the joint fit (L2: one pass; L1/Huber: one per evaluation).
     **options
         Passed to `napari_blurfit.fit_blur` for each pair and for the joint fit.
 
@@ -112,40 +123,64 @@ def fit_pairs(pairs, *, progress: bool = False, joint: bool = True, **options) -
     from tqdm.auto import tqdm
 
     results, usable = [], []
+    held: list | None = [] if joint else None  # the pairs' pixels, while within held_bytes
+    held_total = 0
     options = {"warn": False, **options}
     for ref_path, tgt_path in tqdm(pairs, disable=not progress, desc="pairs", unit="pair"):
         item = PairResult(str(ref_path), str(tgt_path))
         try:
             a, b = read_image(ref_path), read_image(tgt_path)
             item.fit = fit_blur(a, b, **options)
-            usable.append((ref_path, tgt_path, a.shape, a.dtype, b.dtype))
+            usable.append(_Usable(ref_path, tgt_path, a.shape, a.dtype, b.dtype))
+            if held is not None:
+                held.append((a, b))
+                held_total += a.nbytes + b.nbytes
+                if held_total > held_bytes:
+                    held = None
         except (OSError, ValueError, TypeError) as err:
             item.error = f"{type(err).__name__}: {err}"
         results.append(item)
     notes = [f"skipped {r.reference} / {r.target}: {r.error}" for r in results if r.error]
     joint_fit = None
     if joint and usable:
-        joint_fit, note = _joint_fit(usable, options)
+        joint_fit, note = _joint_fit(usable, held, options)
         if note:
             notes.append(note)
     return DatasetFit(results, joint_fit, notes)
 
 
-def _joint_fit(usable, options):
-    """One sigma over all usable pairs of the commonest shape, read lazily via dask."""
+@dataclass
+class _Usable:
+    reference: Path
+    target: Path
+    shape: tuple
+    ref_dtype: object
+    tgt_dtype: object
+
+
+def _joint_fit(usable, held, options):
+    """One sigma over all usable pairs of the commonest shape.
+
+    In memory from ``held`` (the pairs' pixels, in ``usable`` order) if given, else read lazily
+    via dask.
+    """
     import dask
     import dask.array as da
 
-    shapes = Counter(u[2] for u in usable)
+    shapes = Counter(u.shape for u in usable)
     shape, count = shapes.most_common(1)[0]
-    group = [u for u in usable if u[2] == shape]
     note = None
     if len(shapes) > 1:
         note = (f"pairs have {len(shapes)} different shapes; the joint fit uses the {count} "
                 f"pairs of shape {shape}")
-    read = dask.delayed(read_image, pure=True)
-    refs = da.stack([da.from_delayed(read(r), shape, dtype=dr) for r, _, _, dr, _ in group])
-    tgts = da.stack([da.from_delayed(read(t), shape, dtype=dt) for _, t, _, _, dt in group])
+    if held is not None:
+        group = [pair for u, pair in zip(usable, held) if u.shape == shape]
+        refs, tgts = np.stack([a for a, _ in group]), np.stack([b for _, b in group])
+    else:
+        group = [u for u in usable if u.shape == shape]
+        read = dask.delayed(read_image, pure=True)
+        refs = da.stack([da.from_delayed(read(u.reference), shape, dtype=u.ref_dtype) for u in group])
+        tgts = da.stack([da.from_delayed(read(u.target), shape, dtype=u.tgt_dtype) for u in group])
     options = dict(options)
     spatial = options.pop("spatial_axes", None)  # axes of one image; the stack adds axis 0
     axes = (tuple(range(1, 1 + len(shape))) if spatial is None

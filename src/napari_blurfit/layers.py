@@ -196,8 +196,8 @@ def run_layer_fit(reference, target, *, mask_layer=None, mode: str = "whole imag
 def show_layers(viewer, result: LayerFit) -> list:
     """Add a fit's output layers, or update same-named image layers in place; returns the layers.
 
-    A blur map also gets its colorbar shown on the canvas (napari >= 0.6), so its range reads off
-    the view.
+    A blur map also gets its colorbar shown on the canvas (where napari's layers have one), so
+    its range reads off the view.
     """
     from napari.layers import Image
 

@@ -1,7 +1,9 @@
 """The blurfit command on real files, run as a user runs it (a subprocess)."""
 
 import csv
+import functools
 import json
+import re
 import subprocess
 import sys
 
@@ -31,7 +33,11 @@ def test_sample_json():
 def test_sample_text_summary():
     out = blurfit("--sample", "--gain-offset", "--loss", "l1", "--per-axis")
     assert out.returncode == 0, out.stderr
-    assert "sigma        = (2.4" in out.stdout or "sigma        = (2.5" in out.stdout
+    lines = out.stdout.splitlines()
+    y = next(line for line in lines if line.startswith("sigma_y      = "))
+    x = next(line for line in lines if line.startswith("sigma_x      = "))
+    assert float(y.split()[2]) == pytest.approx(TRUE_SIGMA, rel=0.02)
+    assert float(x.split()[2]) == pytest.approx(TRUE_SIGMA, rel=0.02)
     assert "loss (l1)" in out.stdout
 
 
@@ -105,7 +111,7 @@ def test_many_pairs_folders_csv_output(dataset, tmp_path):
     joint = rows[-1]
     assert joint["reference"] == "JOINT" and joint["target"] == "6 pairs"
     assert float(joint["sigma_0"]) == pytest.approx(2.2, rel=0.01)
-    assert "SKIPPED" in out.stdout and "joint fit over 6 pair(s)" in out.stdout
+    assert "SKIPPED" in out.stdout and "joint fit over 6 pair(s) of 8:" in out.stdout
 
 
 @pytest.mark.parametrize("loss", ["l2", "l1"])
@@ -140,3 +146,325 @@ def test_many_pairs_glob_and_pairs_csv_json(dataset, tmp_path):
     d = json.loads(out.stdout)
     assert [p["error"] is None for p in d["pairs"]] == [True, True, False]
     assert d["joint"] is None
+
+
+# ------------------------------------------------ issue 12: the command line as a new user meets it
+
+
+def run_main(capsys, *args):
+    """``main(argv)`` in process: (exit status, stdout, stderr)."""
+    from napari_blurfit.cli import main
+
+    try:
+        status = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse's usage errors
+        status = exc.code
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+@pytest.fixture
+def pair(tmp_path, camera):
+    """A sharp and a blurred (sigma 2) 96 x 96 TIFF pair."""
+    a = camera[60:156, 60:156]
+    ref, tgt = tmp_path / "sharp.tif", tmp_path / "blurred.tif"
+    tifffile.imwrite(ref, a.astype(np.float32))
+    tifffile.imwrite(tgt, ndimage.gaussian_filter(a, 2.0).astype(np.float32))
+    return ref, tgt
+
+
+def test_spatial_axes_as_written_in_help(tmp_path, camera):
+    a = np.stack([camera[i * 30 : i * 30 + 96, 40:136] for i in range(3)]).astype(np.float32)
+    b = ndimage.gaussian_filter(a, (0, 1.5, 1.5)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "a.tif", a)
+    tifffile.imwrite(tmp_path / "b.tif", b)
+    assert "--spatial-axes -2,-1" in blurfit("--help").stdout
+    out = blurfit("a.tif", "b.tif", "--spatial-axes", "-2,-1", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert d["spatial_axes"] == [1, 2] and d["sigma"] == pytest.approx([1.5, 1.5], rel=1e-3)
+    out = blurfit("a.tif", "b.tif", "--spatial-axes=-2,-1", "--json", cwd=tmp_path)
+    assert out.returncode == 0 and json.loads(out.stdout)["spatial_axes"] == [1, 2]
+    bad = blurfit("a.tif", "b.tif", "--spatial-axes", "y,x", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert ("argument --spatial-axes: must be 2 or 3 comma-separated integers such as -2,-1; "
+            "got 'y,x'") in bad.stderr
+
+
+def test_translation_of_every_core_message():
+    """Every message the core can print that names an argument of fit_blur names a flag instead."""
+    import ast
+    import inspect
+    import pathlib
+    import re
+
+    import napari_blurfit
+    from napari_blurfit import fit_blur
+    from napari_blurfit.cli import to_flags
+
+    no_flag = {"reference", "target", "truncate", "workers", "callback", "warn"}
+    names = set(inspect.signature(fit_blur).parameters) - no_flag
+    api_word = re.compile(r"(?<![\w-])(" + "|".join(n for n in names if "_" in n) + r")\b|(?<![\w-])("
+                          + "|".join(names) + r")=")
+    messages = []
+    src = pathlib.Path(napari_blurfit.__file__).parent
+    for path in sorted(src.glob("*.py")):
+        if path.name in ("cli.py", "_widget.py", "layers.py", "sample_data.py", "__init__.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.JoinedStr):
+                text = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value
+            else:
+                continue
+            if api_word.search(text) and "\n" not in text:  # a message, not a docstring
+                messages.append((path.name, text))
+    assert any("gain_offset=True" in t for _, t in messages)  # the scan sees the notes
+    left = [(f, t, to_flags(t)) for f, t in messages if api_word.search(to_flags(t))]
+    assert not left
+
+
+@pytest.mark.parametrize("text, want", [
+    ("the images differ in brightness or background; consider gain_offset=True",
+     "the images differ in brightness or background; consider --gain-offset"),
+    ("the optimum lies on a sigma bound; the best blur may lie beyond it (widen sigma_bounds)",
+     "the optimum lies on a sigma bound; the best blur may lie beyond it (widen --sigma-min/--sigma-max)"),
+    ("the other direction fits sigma ~ 2 px; refit with reverse=True",
+     "the other direction fits sigma ~ 2 px; refit with --reverse"),
+    ("refit with reverse=False", "refit without --reverse"),
+    ("try per_axis=True or full_covariance=True", "try --per-axis or --full-covariance"),
+    ("a sub-pixel shift between the images; pass shift=True",
+     "a sub-pixel shift between the images; pass --shift"),
+    ("pass spatial_axes=(0, 1) to fit one sigma", "pass --spatial-axes 0,1 to fit one sigma"),
+    ("exclude_border=40 leaves no pixels", "--exclude-border 40 leaves no pixels"),
+    ("the reverse direction is tried", "the reverse direction is tried"),
+])
+def test_to_flags(text, want):
+    from napari_blurfit.cli import to_flags
+
+    assert to_flags(text) == want
+
+
+def test_printed_notes_name_flags(tmp_path, pair, capsys):
+    ref, tgt = pair
+    dim = tmp_path / "dim.tif"
+    tifffile.imwrite(dim, 0.5 * tifffile.imread(tgt) + 40)
+    status, out, err = run_main(capsys, ref, dim)
+    assert status == 0, err
+    assert "note: a gain/offset would more than halve the L2 loss: the images differ in brightness or " \
+           "background; consider --gain-offset" in out
+    status, out, err = run_main(capsys, ref, tgt, "--sigma-max", "1", "--json")
+    assert status == 0, err
+    notes = json.loads(out)["notes"]
+    assert "the optimum lies on a sigma bound; the best blur may lie beyond it " \
+           "(widen --sigma-min/--sigma-max)" in notes
+    assert not any("sigma_bounds" in n or "=True" in n for n in notes)
+
+
+def test_outputs_checked_before_fitting(tmp_path, pair, dataset, capsys):
+    ref, tgt = pair
+    cases = [
+        (("--fitted", tmp_path / "nope" / "fit.tif"),
+         f"blurfit: error: --fitted {tmp_path}/nope/fit.tif: the folder {tmp_path}/nope does not exist"),
+        (("--residual", tmp_path),
+         f"blurfit: error: --residual {tmp_path} is a folder; give a file name"),
+        (("--residual", tmp_path / "res.png"),
+         f"blurfit: error: --residual {tmp_path}/res.png: cannot write .png; use .tif or .tiff or .npy"),
+        (("--csv", tmp_path / "nope" / "r.csv"),
+         f"blurfit: error: --csv {tmp_path}/nope/r.csv: the folder {tmp_path}/nope does not exist"),
+        (("--fitted", tmp_path / "o.tif", "--residual", tmp_path / "o.tif"),
+         f"blurfit: error: --fitted and --residual both name {tmp_path}/o.tif; give two files"),
+        (("--fitted", tgt), f"blurfit: error: --fitted {tgt} would overwrite an input image"),
+    ]
+    for flags, message in cases:
+        status, out, err = run_main(capsys, ref, tgt, *flags)
+        assert (status, out, err.strip()) == (2, "", message)
+    (tmp_path / "adir.csv").mkdir()
+    status, out, err = run_main(capsys, *dataset, "--csv", tmp_path / "adir.csv")
+    assert (status, out) == (2, "")  # refused before the 8 pairs were fitted
+    assert err.strip() == f"blurfit: error: --csv {tmp_path}/adir.csv is a folder; give a file name"
+
+
+def test_result_printed_when_writing_fails(pair):
+    ref, tgt = pair
+    out = blurfit(ref, tgt, "--csv", "/dev/full")  # /dev/full: every write fails with ENOSPC
+    assert out.returncode == 4
+    assert "sigma        = 2 px" in out.stdout
+    assert out.stderr.strip() == ("blurfit: error: could not write --csv /dev/full: [Errno 28] No space "
+                                  "left on device (the result is printed above)")
+
+
+def test_swapped_pair_exit_3_and_no_absurd_stderr(pair, capsys):
+    ref, tgt = pair
+    status, out, err = run_main(capsys, tgt, ref)
+    assert status == 3
+    assert err.strip() == ("blurfit: the target looks sharper than the reference: the files may be "
+                           "swapped; pass --reverse (or swap REFERENCE and TARGET)")
+    assert "sigma        = 0 px +/- n/a (all axes: y, x)" in out
+    assert "refit with --reverse" in out
+    status, out, err = run_main(capsys, tgt, ref, "--json")
+    d = json.loads(out)
+    assert status == 3 and d["sigma"] == [0.0, 0.0] and d["sigma_stderr"] == [None, None]
+    assert d["target_sharper"] is True
+    status, out, err = run_main(capsys, tgt, ref, "--reverse")
+    assert status == 0 and "sigma        = 2 px" in out and err == ""
+
+
+def test_exit_codes_documented():
+    out = blurfit("--help")
+    for line in ("0  success", "1  many pairs: no pair could be fitted", "2  bad input or options",
+                 "3  the target looks sharper than the reference (files swapped?): pass --reverse",
+                 "4  the result was printed, but an output file could not be written"):
+        assert line in out.stdout
+
+
+def test_folders_matched_by_stem(tmp_path, camera, capsys):
+    ref_dir, tgt_dir = tmp_path / "truth", tmp_path / "pred"
+    ref_dir.mkdir()
+    tgt_dir.mkdir()
+    for i, name in enumerate(["camera", "crop"]):
+        a = camera[i * 40 : i * 40 + 96, 50:146].astype(np.uint8)
+        tifffile.imwrite(ref_dir / f"{name}.tif", a)
+        iio.imwrite(tgt_dir / f"{name}.png", np.round(ndimage.gaussian_filter(a.astype(float), 1.5))
+                    .astype(np.uint8))
+    tifffile.imwrite(ref_dir / "lonely.tif", camera[:96, :96].astype(np.uint8))
+    np.save(tgt_dir / "stray.npy", camera[:96, :96])
+    (tgt_dir / "README.txt").write_text("not an image")
+    status, out, err = run_main(capsys, ref_dir, tgt_dir, "--no-progress")
+    assert status == 0, err
+    assert "camera.png: sigma = 1.5" in out and "crop.png: sigma = 1.5" in out
+    assert err == (f"blurfit: 2 file(s) have no partner of the same name and are not fitted:\n"
+                   f"  {ref_dir}/lonely.tif\n  {tgt_dir}/stray.npy\n")
+    tifffile.imwrite(tgt_dir / "camera.tif", camera[:96, :96].astype(np.uint8))
+    status, out, err = run_main(capsys, ref_dir, tgt_dir)
+    assert (status, out) == (2, "")
+    assert err.strip() == (f"blurfit: error: folder {tgt_dir} has 2 files named 'camera' (camera.png, "
+                           "camera.tif); files are paired by name without extension, so keep one of them")
+
+
+def test_joint_count_agrees_and_skips_reported_once(dataset, tmp_path, camera, capsys):
+    ref_dir, tgt_dir = dataset
+    a = camera[:64, :64]
+    tifffile.imwrite(ref_dir / "small.tif", a.astype(np.float32))
+    tifffile.imwrite(tgt_dir / "small.tif", ndimage.gaussian_filter(a, 2.2).astype(np.float32))
+    out_csv = tmp_path / "out.csv"
+    status, out, err = run_main(capsys, ref_dir, tgt_dir, "--csv", out_csv, "--no-progress")
+    assert status == 0, err
+    joint = list(csv.DictReader(out_csv.open()))[-1]
+    assert joint["reference"] == "JOINT" and joint["target"] == "6 pairs"
+    assert "joint fit over 6 pair(s) of 9:" in out
+    assert "note: pairs have 2 different shapes; the joint fit uses the 6 pairs of shape (96, 96)" in out
+    for name in ("img7.npy", "img9.tif"):
+        assert sum(name in line for line in out.splitlines()) == 1  # one SKIPPED line each
+        assert name not in err
+    assert out.count("SKIPPED") == 2
+    status, out, err = run_main(capsys, ref_dir, tgt_dir, "--json", "--no-progress")
+    d = json.loads(out)
+    assert d["joint_pairs"] == 6 and not any("skipped" in n for n in d["notes"])
+
+
+@pytest.mark.parametrize("header", ["", "reference,target\n", "sharp, blurred\n", "gt,pred\n"])
+def test_pairs_csv_header_recognised(dataset, tmp_path, capsys, header):
+    listing = tmp_path / "pairs.csv"
+    listing.write_text(header + "".join(f"truth/img{i}.tif,pred/img{i}.tif\n" for i in (0, 1)))
+    status, out, err = run_main(capsys, "--pairs", listing, "--no-joint", "--json")
+    assert status == 0, err
+    d = json.loads(out)
+    assert [p["error"] for p in d["pairs"]] == [None, None]
+
+
+def test_sigma_summary_names_axes(pair, capsys):
+    ref, tgt = pair
+    status, out, _ = run_main(capsys, ref, tgt)
+    assert status == 0
+    assert "sigma        = 2 px +/- " in out and "(all axes: y, x)" in out
+    assert "(2, 2)" not in out
+    status, out, _ = run_main(capsys, ref, tgt, "--per-axis")
+    assert re.search(r"^sigma_y      = 2 px \+/- [\d.e-]+$", out, re.M)
+    assert re.search(r"^sigma_x      = 2 px \+/- [\d.e-]+$", out, re.M)
+
+
+def test_every_flag_reaches_the_core(pair, dataset, tmp_path, monkeypatch, capsys):
+    """Each option flag arrives at fit_blur, for one pair and for many pairs (joint fit included)."""
+    import napari_blurfit.cli as cli
+    import napari_blurfit.dataset as ds
+    from napari_blurfit import fit_blur
+
+    calls = []
+
+    @functools.wraps(fit_blur)
+    def spy(reference, target, **kwargs):
+        calls.append(kwargs)
+        return fit_blur(reference, target, **kwargs)
+
+    monkeypatch.setattr(cli, "fit_blur", spy)
+    monkeypatch.setattr(ds, "fit_blur", spy)
+    ref, tgt = pair
+    mask = tmp_path / "mask.tif"
+    tifffile.imwrite(mask, np.pad(np.ones((80, 80), np.uint8), 8))
+    flags = ["--loss", "huber", "--per-axis", "--gain-offset", "--mask", mask, "--spatial-axes", "-2,-1",
+             "--sigma-min", "0.5", "--sigma-max", "9", "--exclude-border", "3", "--reverse",
+             "--huber-delta", "0.5"]
+    want = dict(loss="huber", per_axis=True, gain_offset=True, spatial_axes=(-2, -1),
+                sigma_bounds=(0.5, 9.0), exclude_border=3, reverse=True, huber_delta=0.5)
+    for inputs in ([ref, tgt], [*dataset, "--no-progress"]):
+        calls.clear()
+        status, out, err = run_main(capsys, *inputs, *flags)
+        assert status in (0, 3), err
+        assert calls
+        for kwargs in calls:
+            assert {k: kwargs[k] for k in want} == {**want, "spatial_axes": kwargs["spatial_axes"]}
+            assert kwargs["mask"].sum() == 80 * 80
+        assert [c["spatial_axes"] for c in calls[:-1]] == [(-2, -1)] * (len(calls) - 1)
+    assert calls[-1]["spatial_axes"] == (1, 2)  # the joint fit: the stack adds axis 0
+
+
+def test_flags_that_cannot_be_honoured_are_refused(pair, dataset, tmp_path, capsys):
+    ref, tgt = pair
+    status, out, err = run_main(capsys, ref, tgt, "--huber-delta", "2")
+    assert (status, out) == (2, "") and "error: --huber-delta applies only with --loss huber" in err
+    status, out, err = run_main(capsys, *dataset, "--fitted", tmp_path / "f.tif")
+    assert (status, out) == (2, "")
+    assert "error: --fitted/--residual write one pair's images; give a single pair" in err
+    # honoured rather than refused: --csv for one pair, --progress for one pair
+    one = tmp_path / "one.csv"
+    status, out, err = run_main(capsys, ref, tgt, "--csv", one, "--progress")
+    assert status == 0 and "blurfit: transforming" in err
+    rows = list(csv.DictReader(one.open()))
+    assert len(rows) == 1 and float(rows[0]["sigma_0"]) == pytest.approx(2.0, rel=1e-3)
+
+
+def test_r2_printed_and_transfer_curve_in_json(pair, capsys):
+    """Issue 10 through the command line: r2 and r2_linear in the summary, the transfer curve in JSON."""
+    ref, tgt = pair
+    status, out, err = run_main(capsys, ref, tgt)
+    assert status == 0, err
+    line = next(line for line in out.splitlines() if line.startswith("r2           = "))
+    assert re.fullmatch(r"r2           = [\d.]+ \(r2_linear, a free linear filter: [\d.]+\)", line)
+    assert float(line.split()[2]) > 0.99
+    status, out, err = run_main(capsys, ref, tgt, "--json")
+    d = json.loads(out)
+    assert 0.99 < d["r2"] <= d["r2_linear"] + 1e-9 <= 1 + 1e-9
+    curve = d["transfer"]
+    n = len(curve["frequency"])
+    assert n > 5 and len(curve["measured"]) == len(curve["model"]) == n
+    assert curve["frequency"] == sorted(curve["frequency"])
+    assert all(isinstance(v, float) for v in curve["model"])
+
+
+def test_warnings_printed_once_in_flag_words(pair, monkeypatch, capsys):
+    import warnings
+
+    import napari_blurfit.cli as cli
+    from napari_blurfit import fit_blur
+
+    def warning_fit(reference, target, **kwargs):
+        for _ in range(2):
+            warnings.warn("the blur may vary; try per_axis=True", UserWarning, stacklevel=1)
+        return fit_blur(reference, target, **kwargs)
+
+    monkeypatch.setattr(cli, "fit_blur", warning_fit)
+    status, out, err = run_main(capsys, *pair)
+    assert status == 0
+    assert err == "blurfit: warning: the blur may vary; try --per-axis\n"

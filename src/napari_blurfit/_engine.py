@@ -244,6 +244,23 @@ class SpatialObjective:
         total = float(self._sums_function(sigma, "l1")(gain, offset)[5])
         return float(np.sqrt(np.pi / 2) * total / self.n_used)
 
+    def target_spread(self) -> float:
+        """The target's sum of squares about its mean over the used pixels (for r2)."""
+        if not self.pair.dask:
+            t = self._target.astype(np.float64)
+            return float(np.square(t - t.mean()).sum())
+        import dask
+        from dask import delayed
+
+        def block(t, u):
+            t = np.asarray(t, dtype=np.float64)
+            keep = _keep(u, np.isfinite(t))
+            t = t[np.broadcast_to(keep, t.shape)] if keep is not None else t.ravel()
+            return np.array([t.size, t.sum(), np.square(t).sum()])
+
+        (n, s, ss), = dask.compute(_tree_sum([delayed(block)(t, u) for _, t, u in self._blocks]))
+        return float(max(ss - s * s / max(n, 1.0), 0.0))
+
     def sum_squares(self, sigma, gain, offset) -> float:
         """Sum of squared residuals at fixed parameters (for the standard error)."""
         if self.pair.dask:

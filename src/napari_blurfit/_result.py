@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from ._adequacy import Transfer
 from ._validate import is_dask, working_dtype
 
 
@@ -55,6 +56,17 @@ class BlurFit:
         How the loss varies with sigma, for plots: ``{"sigma": (m,), "loss": (rows, m),
         "objective": str}``. For L2, the mean loss on the global search grid (per axis: the
         minimum over the other axes); for image-space fits, the evaluated points.
+    r2 : float
+        Share of the target's variance (about its mean, over the pixels used) that the fitted
+        model explains: ``1 - RSS / SST``.
+    r2_linear : float
+        The same for the best linear filter of a free-form class that contains the fitted
+        Gaussian (a free real factor per frequency shell: radial in 2D, lateral x axial in 3D),
+        counted net of what it would gain on pure noise; ``r2 <= r2_linear <= 1``. A large gap
+        says the blur is not Gaussian (docs/design.md section 12).
+    transfer : Transfer
+        ``frequency`` (cycles/px), ``measured`` (the pair's own transfer, gain removed) and
+        ``model`` (the fitted Gaussian's), per radial frequency shell, for plotting.
     """
 
     sigma: tuple[float, ...]
@@ -78,6 +90,9 @@ class BlurFit:
     truncate: float
     notes: tuple[str, ...] = ()
     profile: dict = field(default_factory=dict, repr=False, compare=False)
+    r2: float = float("nan")
+    r2_linear: float = float("nan")
+    transfer: Transfer | None = field(default=None, repr=False, compare=False)
 
     def apply(self, image) -> np.ndarray:
         """The fitted model applied to ``image``: ``gain * gaussian_filter(image, sigma) + offset``.
@@ -111,8 +126,10 @@ class BlurFit:
         return goal - self.apply(source)
 
     def to_dict(self) -> dict:
-        """Plain-Python (JSON-ready) fields, without the profile."""
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "profile"}
+        """Plain-Python (JSON-ready) fields, without the profile (the transfer curve as lists)."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__
+             if k not in ("profile", "transfer")}
+        d["transfer"] = None if self.transfer is None else self.transfer.to_dict()
         d["sigma"] = list(self.sigma)
         d["sigma_stderr"] = list(self.sigma_stderr)
         d["spatial_axes"] = list(self.spatial_axes)
@@ -142,6 +159,7 @@ class BlurFit:
             "direction    = "
             + ("reference ~ G * target (reverse)" if self.reverse else "target ~ G * reference"),
         ]
+        lines.append(f"r2           = {self.r2:.6g} (a free linear filter: {self.r2_linear:.6g})")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 

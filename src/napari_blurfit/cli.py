@@ -5,9 +5,13 @@ Examples
 blurfit --sample                                  # the bundled micrograph pair
 blurfit sharp.tif blurred.tif --per-axis --json
 blurfit sharp.tif blurred.tif --fitted fit.tif --residual residual.tif
+blurfit stack_a.tif stack_b.tif --spatial-axes -2,-1   # one sigma over all frames
 blurfit truth/ predictions/ --csv results.csv     # many pairs, matched by file name
 blurfit 'gt/*.png' 'out/*.png' --json             # many pairs, by glob
 blurfit --pairs pairs.csv                         # many pairs listed in a CSV
+
+The core (`napari_blurfit.fit_blur`) words its notes and errors in its own argument names
+(``gain_offset=True``); this module prints them in flag words (``--gain-offset``), see `to_flags`.
 """
 
 from __future__ import annotations
@@ -15,25 +19,129 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
+import re
 import sys
+import textwrap
 import warnings
 
+import numpy as np
+
 from . import __version__
-from ._result import BlurFitWarning
-from .dataset import find_pairs, fit_pairs, read_pairs_csv
-from .fit import fit_blur
-from .io import read_image, write_image
+from .dataset import fit_pairs, match_pairs, read_pairs_csv
+from .fit import IDENTIFIABLE_FROM, fit_blur
+from .io import WRITABLE, check_writable, read_image, write_image
+
+EXIT_OK = 0
+EXIT_NO_PAIR = 1
+EXIT_USAGE = 2
+EXIT_TARGET_SHARPER = 3
+EXIT_WRITE_FAILED = 4
+
+EPILOG = f"""\
+Reads TIFF, PNG/JPEG and .npy; --fitted/--residual write float32 .tif or .npy.
+Folders are paired by file name without extension (camera.tif with camera.png).
+
+exit status:
+  {EXIT_OK}  success
+  {EXIT_NO_PAIR}  many pairs: no pair could be fitted
+  {EXIT_USAGE}  bad input or options (nothing was fitted)
+  {EXIT_TARGET_SHARPER}  the target looks sharper than the reference (files swapped?): pass --reverse
+  {EXIT_WRITE_FAILED}  the result was printed, but an output file could not be written
+"""
+
+# The core's argument names -> this command's flags, most specific first. Applied to every note,
+# warning and error the command prints.
+FLAG_WORDS: tuple[tuple[str, object], ...] = (
+    (r"\bwith reverse=False\b", "without --reverse"),
+    (r"\breverse=False\b", "no --reverse"),
+    (r"\breverse=True\b", "--reverse"),
+    (r"\bshift=True\b", "--shift"),
+    (r"\bspatial_axes=\((-?\d+(?:, *-?\d+)*)\)",
+     lambda m: "--spatial-axes " + ",".join(re.findall(r"-?\d+", m.group(1)))),
+    (r"\bsigma_bounds\b", "--sigma-min/--sigma-max"),
+    (r"\bexclude_border=", "--exclude-border "),
+    (r"\bhuber_delta=", "--huber-delta "),
+    (r"\bloss=", "--loss "),
+    (r"\bmask has shape\b", "the --mask image has shape"),
+    (r"\bmask selects no pixels\b", "the --mask image selects no pixels"),
+    (r"\bloss must be one of\b", "--loss must be one of"),
+)
+FLAG_NAMES = ("gain_offset", "per_axis", "full_covariance", "spatial_axes", "exclude_border",
+              "huber_delta")  # name, name=True -> --name-with-dashes; name=False -> no --name-...
+
+
+def to_flags(text: str) -> str:
+    """Reword a core message for the command line: API argument names become flags.
+
+    Parameters
+    ----------
+    text : str
+        A note, warning or error message from the library, e.g. ``"... consider gain_offset=True"``.
+
+    Returns
+    -------
+    str
+        The same message naming flags, e.g. ``"... consider --gain-offset"``.
+    """
+    for pattern, flag in FLAG_WORDS:
+        text = re.sub(pattern, flag, text)
+    for name in FLAG_NAMES:
+        flag = "--" + name.replace("_", "-")
+        text = re.sub(rf"(?<![\w-]){name}=False\b", "no " + flag, text)
+        text = re.sub(rf"(?<![\w-]){name}(=True)?\b", flag, text)
+    return text
+
+
+def _spatial_axes(text: str) -> tuple[int, ...]:
+    """Parse ``--spatial-axes``: ``-2,-1`` -> (-2, -1)."""
+    try:
+        axes = tuple(int(a) for a in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be 2 or 3 comma-separated integers such as -2,-1; got {text!r}") from None
+    if len(axes) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"must name 2 or 3 axes (such as -2,-1); got {text!r}")
+    return axes
+
+
+def _join_negative_values(argv: list[str], flags=("--spatial-axes",)) -> list[str]:
+    """``--spatial-axes -2,-1`` -> ``--spatial-axes=-2,-1``.
+
+    argparse reads a value that starts with ``-`` and is not a plain number as an option, so the
+    value is attached to its flag (also for unambiguous abbreviations such as ``--spatial``).
+    """
+    out, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            return out + argv[i:]
+        is_flag = any(token.startswith("--sp") and flag.startswith(token) for flag in flags)
+        if is_flag and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{token}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (options mirror `napari_blurfit.fit_blur`)."""
+    """The argument parser (options mirror `napari_blurfit.fit_blur`).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     p = argparse.ArgumentParser(
         prog="blurfit",
-        description="Which Gaussian blur turns REFERENCE into TARGET? Fits sigma (per axis if "
-        "asked), optionally gain and offset, under an L2, L1 or Huber loss. REFERENCE and TARGET "
-        "may be two files, two folders (pairs matched by file name) or two quoted glob patterns.",
-        epilog="Reads TIFF, PNG/JPEG and .npy. Exit status: 0 ok, 1 no pair could be fitted, "
-        "2 bad input or options.",
+        description=textwrap.fill(
+            "Which Gaussian blur turns REFERENCE into TARGET? Fits sigma (per axis if asked), "
+            "optionally gain and offset, under an L2, L1 or Huber loss. REFERENCE and TARGET may be "
+            "two files, two folders (pairs matched by file name without extension) or two quoted "
+            "glob patterns.", 79),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("reference", nargs="?", help="sharp image (or folder / glob)")
     p.add_argument("target", nargs="?", help="image that looks like a blurred reference")
@@ -43,136 +151,350 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-axis", action="store_true", help="one sigma per spatial axis")
     p.add_argument("--gain-offset", action="store_true", help="also fit gain and offset")
     p.add_argument("--mask", metavar="FILE", help="image whose nonzero pixels count in the loss")
-    p.add_argument("--spatial-axes", metavar="AXES", help="e.g. -2,-1: other axes are frames")
+    p.add_argument("--spatial-axes", metavar="AXES", type=_spatial_axes,
+                   help="e.g. --spatial-axes -2,-1: other axes are frames, fitted jointly")
     p.add_argument("--sigma-min", type=float, default=0.0, metavar="PX")
     p.add_argument("--sigma-max", type=float, default=None, metavar="PX")
     p.add_argument("--exclude-border", type=int, default=0, metavar="PX")
     p.add_argument("--reverse", action="store_true", help="fit reference ~ G * target instead")
-    p.add_argument("--huber-delta", type=float, default=None)
+    p.add_argument("--huber-delta", type=float, default=None, metavar="DELTA",
+                   help="Huber threshold in intensity units (with --loss huber only)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--fitted", metavar="FILE", help="write the fitted image (.tif or .npy)")
     p.add_argument("--residual", metavar="FILE", help="write target - fitted (.tif or .npy)")
-    p.add_argument("--csv", metavar="FILE", help="many pairs: write per-pair and joint rows")
+    p.add_argument("--csv", metavar="FILE", help="write one row per pair (and the joint fit)")
     p.add_argument("--no-joint", action="store_true", help="many pairs: skip the joint fit")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar for many pairs (default: when stderr is a terminal)")
+                   help="many pairs: a progress bar (default: when stderr is a terminal); "
+                   "one pair: the fit's steps on stderr")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
 
-def _options(args, parser) -> dict:
+# ---------------------------------------------------------------- options and inputs
+
+
+def _options(args) -> dict:
+    """`fit_blur` keyword arguments from the flags."""
     opts = dict(loss=args.loss, per_axis=args.per_axis, gain_offset=args.gain_offset,
                 sigma_bounds=(args.sigma_min, args.sigma_max), exclude_border=args.exclude_border,
                 reverse=args.reverse, huber_delta=args.huber_delta)
     if args.spatial_axes:
-        try:
-            opts["spatial_axes"] = tuple(int(a) for a in args.spatial_axes.split(","))
-        except ValueError:
-            parser.error(f"--spatial-axes must be comma-separated integers, got {args.spatial_axes!r}")
+        opts["spatial_axes"] = args.spatial_axes
     if args.mask:
         opts["mask"] = read_image(args.mask) != 0
     return opts
 
 
+def _refuse_unusable_flags(args, parser, many: bool) -> None:
+    """Refuse flags that the chosen mode cannot honour (``parser.error``: exit 2)."""
+    if args.huber_delta is not None and args.loss != "huber":
+        parser.error("--huber-delta applies only with --loss huber")
+    if many and (args.fitted or args.residual):
+        parser.error("--fitted/--residual write one pair's images; give a single pair")
+
+
+def _check_outputs(args, inputs) -> None:
+    """Every output path is writable, distinct and no input: checked before any fitting."""
+    outputs = [(flag, path, suffixes) for flag, path, suffixes in
+               (("--csv", args.csv, None), ("--fitted", args.fitted, WRITABLE),
+                ("--residual", args.residual, WRITABLE)) if path]
+    seen = {}
+    for flag, path, suffixes in outputs:
+        resolved = check_writable(path, flag, suffixes).resolve()
+        if resolved in seen:
+            raise ValueError(f"{seen[resolved]} and {flag} both name {path}; give two files")
+        if resolved in inputs:
+            raise ValueError(f"{flag} {path} would overwrite an input image")
+        seen[resolved] = flag
+
+
+def _stderr_values(fit) -> list[float | None]:
+    """Standard errors worth printing: None where sigma is 0, not identifiable, or stderr absurd.
+
+    The Gauss-Newton error of an unidentifiable sigma (below 0.3 px) is meaningless (it can be
+    thousands of px); one larger than sigma itself says only that sigma is unknown.
+    """
+    out = []
+    for s, se in zip(fit.sigma, fit.sigma_stderr):
+        ok = math.isfinite(s) and math.isfinite(se) and s >= IDENTIFIABLE_FROM and se <= s
+        out.append(float(se) if ok else None)
+    return out
+
+
+def _axis_names(d: int) -> list[str]:
+    return list("zyx"[-d:]) if d <= 3 else [f"axis{i}" for i in range(d)]
+
+
+def _sigma_parts(fit) -> list[tuple[str, str]]:
+    """(label, value) per printed sigma: one for a round fit, one per named axis otherwise."""
+    names = _axis_names(len(fit.sigma))
+    errors = ["n/a" if se is None else f"{se:.2g}" for se in _stderr_values(fit)]
+    if not fit.per_axis and len(set(fit.sigma)) == 1:
+        return [("sigma", f"{fit.sigma[0]:.4g} px +/- {errors[0]} (all axes: {', '.join(names)})")]
+    return [(f"sigma_{n}", f"{s:.4g} px +/- {e}") for n, s, e in zip(names, fit.sigma, errors)]
+
+
+def _sigma_text(fit) -> str:
+    """``sigma = 2.5 px +/- 0.012 (all axes: y, x)`` or ``sigma_y = 2.52 px +/- 0.01, sigma_x = ...``."""
+    return ", ".join(f"{label} = {value}" for label, value in _sigma_parts(fit))
+
+
+def _number(value: float) -> str:
+    return f"{value:.6g}" if math.isfinite(value) else "n/a"
+
+
+def _summary(fit) -> list[str]:
+    """Readable lines for one fit, in flag words."""
+    lines = [f"{label:<12} = {value}" for label, value in _sigma_parts(fit)]
+    fixed = "" if fit.gain_offset else " (fixed)"
+    excluded = f" ({fit.n_excluded} excluded)" if fit.n_excluded else ""
+    lines += [f"gain, offset = {fit.gain:.6g}, {fit.offset:.6g}{fixed}",
+              f"loss ({fit.loss_name}) = {fit.loss:.6g} over {fit.n_pixels} pixels{excluded}"]
+    lines.append(f"r2           = {_number(fit.r2)} (r2_linear, a free linear filter: "
+                 f"{_number(fit.r2_linear)})")
+    lines.append("direction    = " + ("reference ~ G * target (--reverse)" if fit.reverse
+                                      else "target ~ G * reference"))
+    return lines + [f"note: {to_flags(n)}" for n in fit.notes]
+
+
+def _clean(value):
+    """JSON-ready: numpy to Python, NaN/inf to None, recursively."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _fit_json(fit) -> dict:
+    """One fit as JSON-ready data: notes in flag words, absurd errors as null, the transfer curve."""
+    d = fit.to_dict()  # includes r2, r2_linear and the transfer curve (lists)
+    d["sigma_stderr"] = _stderr_values(fit)
+    d["notes"] = [to_flags(n) for n in fit.notes]
+    return _clean(d)
+
+
 def _fit_row(fit) -> dict:
-    d = fit.to_dict()
+    """One CSV row's fit columns."""
+    d = _fit_json(fit)
     row = {f"sigma_{i}": s for i, s in enumerate(d["sigma"])}
-    row.update({f"stderr_{i}": s for i, s in enumerate(d["sigma_stderr"])})
-    row.update({k: d[k] for k in ("gain", "offset", "loss", "at_bound", "identifiable",
-                                  "target_sharper")})
+    row.update({f"stderr_{i}": "" if s is None else s for i, s in enumerate(d["sigma_stderr"])})
+    row.update({k: d[k] for k in ("gain", "offset", "loss", "r2", "r2_linear", "at_bound",
+                                  "identifiable", "target_sharper") if k in d})
     row["notes"] = " | ".join(d["notes"])
     return row
 
 
+def _write_csv(path, rows: list[dict]) -> None:
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _write_outputs(writers) -> int:
+    """Run ``(flag, path, write)`` jobs after the result is printed; exit status 0 or 4."""
+    status = EXIT_OK
+    for flag, path, write in writers:
+        try:
+            write()
+        except (OSError, ValueError) as err:
+            print(f"blurfit: error: could not write {flag} {path}: {err} (the result is printed "
+                  "above)", file=sys.stderr)
+            status = EXIT_WRITE_FAILED
+    return status
+
+
+def _sharper_message(n_sharper: int, n_fits: int, joint_sharper: bool, reverse: bool) -> str:
+    which = "reference" if reverse else "target"
+    other = "target" if reverse else "reference"
+    fix = "drop --reverse" if reverse else "pass --reverse (or swap REFERENCE and TARGET)"
+    where = "" if n_fits == 1 and not joint_sharper else " in " + " and ".join(
+        part for part in (f"{n_sharper} of {n_fits} pair(s)" if n_sharper else "",
+                          "the joint fit" if joint_sharper else "") if part)
+    return (f"blurfit: the {which} looks sharper than the {other}{where}: the files may be "
+            f"swapped; {fix}")
+
+
+# ---------------------------------------------------------------- one pair and many pairs
+
+
 def _single(args, opts, reference, target, names) -> int:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", BlurFitWarning)  # the notes are printed instead
-        fit = fit_blur(reference, target, **opts)
-    if args.fitted:
-        write_image(args.fitted, fit.fitted(reference, target))
-    if args.residual:
-        write_image(args.residual, fit.residual(reference, target))
+    """Fit one pair, print it, then write the outputs; returns the exit status."""
+    if args.progress:
+        opts = {**opts, "callback": lambda stage: print(f"blurfit: {stage}", file=sys.stderr)}
+    fit = fit_blur(reference, target, warn=False, **opts)
     if args.json:
-        print(json.dumps({"reference": names[0], "target": names[1],
-                          **json.loads(fit.to_json())}, indent=2))
+        print(json.dumps({"reference": names[0], "target": names[1], **_fit_json(fit)}, indent=2))
     else:
         print(f"reference    = {names[0]}\ntarget       = {names[1]}")
-        print(fit.summary())
-    return 0
+        print("\n".join(_summary(fit)))
+    sys.stdout.flush()
+    writers = []
+    if args.fitted:
+        writers.append(("--fitted", args.fitted,
+                        lambda: write_image(args.fitted, fit.fitted(reference, target))))
+    if args.residual:
+        writers.append(("--residual", args.residual,
+                        lambda: write_image(args.residual, fit.residual(reference, target))))
+    if args.csv:
+        row = {"reference": names[0], "target": names[1], **_fit_row(fit), "error": ""}
+        writers.append(("--csv", args.csv, lambda: _write_csv(args.csv, [row])))
+    status = _write_outputs(writers)
+    if fit.target_sharper:
+        print(_sharper_message(1, 1, False, fit.reverse), file=sys.stderr)
+        return status or EXIT_TARGET_SHARPER
+    return status
+
+
+def _pair_line(r) -> list[str]:
+    if r.fit is None:
+        return [f"{r.target}: SKIPPED ({to_flags(r.error)})"]
+    return ([f"{r.target}: {_sigma_text(r.fit)}, loss = {r.fit.loss:.6g}"]
+            + [f"    note: {to_flags(n)}" for n in r.fit.notes])
+
+
+def _print_many(args, result) -> None:
+    n_total = len(result.pairs)
+    if args.json:
+        print(json.dumps({
+            "joint": _fit_json(result.joint) if result.joint else None,
+            "joint_pairs": result.n_joint,
+            "pairs": [{"reference": r.reference, "target": r.target,
+                       "fit": _fit_json(r.fit) if r.fit else None,
+                       "error": None if r.error is None else to_flags(r.error)}
+                      for r in result.pairs],
+            "notes": [to_flags(n) for n in result.notes],
+        }, indent=2))
+        return
+    for r in result.pairs:
+        print("\n".join(_pair_line(r)))
+    if result.joint:
+        print(f"\njoint fit over {result.n_joint} pair(s)"
+              + (f" of {n_total}" if result.n_joint < n_total else "") + ":")
+        print("\n".join(_summary(result.joint)))
+    for note in result.notes:
+        print(f"note: {to_flags(note)}")
+
+
+def _csv_rows(result) -> list[dict]:
+    rows = [{"reference": r.reference, "target": r.target,
+             **(_fit_row(r.fit) if r.fit else {}),
+             "error": "" if r.error is None else to_flags(r.error)} for r in result.pairs]
+    if result.joint:
+        rows.append({"reference": "JOINT", "target": f"{result.n_joint} pairs",
+                     **_fit_row(result.joint), "error": ""})
+    return rows
 
 
 def _many(args, opts, pairs) -> int:
+    """Fit many pairs, print them, then write the CSV; returns the exit status."""
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = fit_pairs(pairs, progress=progress, joint=not args.no_joint, **opts)
+    _print_many(args, result)
+    sys.stdout.flush()
+    status = EXIT_OK
     if args.csv:
-        rows = [{"reference": r.reference, "target": r.target,
-                 **(_fit_row(r.fit) if r.fit else {}), "error": r.error or ""}
-                for r in result.pairs]
-        if result.joint:
-            rows.append({"reference": "JOINT", "target": f"{len(pairs) - result.n_failed} pairs",
-                         **_fit_row(result.joint), "error": ""})
-        fields = list(dict.fromkeys(k for row in rows for k in row))
-        with open(args.csv, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
-    if args.json:
-        print(json.dumps({
-            "joint": json.loads(result.joint.to_json()) if result.joint else None,
-            "pairs": [{"reference": r.reference, "target": r.target,
-                       "fit": json.loads(r.fit.to_json()) if r.fit else None, "error": r.error}
-                      for r in result.pairs],
-            "notes": result.notes,
-        }, indent=2))
+        status = _write_outputs([("--csv", args.csv, lambda: _write_csv(args.csv, _csv_rows(result)))])
+    fits = [r.fit for r in result.pairs if r.fit]
+    if not fits:
+        print("blurfit: error: no pair could be fitted", file=sys.stderr)
+        return status or EXIT_NO_PAIR
+    n_sharper = sum(f.target_sharper for f in fits)
+    joint_sharper = bool(result.joint and result.joint.target_sharper)
+    if n_sharper or joint_sharper:
+        print(_sharper_message(n_sharper, len(fits), joint_sharper, args.reverse), file=sys.stderr)
+        return status or EXIT_TARGET_SHARPER
+    return status
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def _report_unmatched(unmatched) -> None:
+    if unmatched:
+        print(f"blurfit: {len(unmatched)} file(s) have no partner of the same name and are not "
+              "fitted:\n" + "\n".join(f"  {p}" for p in unmatched), file=sys.stderr)
+
+
+def _print_warnings(caught) -> None:
+    """Warnings the run raised (the core's notes are printed with the result), once each."""
+    seen = set()
+    for w in caught:
+        text = str(w.message)
+        if text not in seen:
+            seen.add(text)
+            print(f"blurfit: warning: {to_flags(text)}", file=sys.stderr)
+
+
+def _run(args, parser) -> int:
+    """Resolve inputs, refuse what cannot be honoured, check outputs, then fit."""
+    if args.sample:
+        if args.reference or args.pairs:
+            parser.error("--sample takes no REFERENCE/TARGET/--pairs")
+        from .sample_data import REFERENCE, TARGET, load_sample_pair
+
+        _refuse_unusable_flags(args, parser, many=False)
+        _check_outputs(args, {REFERENCE.resolve(), TARGET.resolve()})
+        opts = _options(args)
+        ref, tgt = load_sample_pair()
+        return _single(args, opts, ref, tgt, (str(REFERENCE.name), str(TARGET.name)))
+    if args.pairs:
+        if args.reference:
+            parser.error("give either REFERENCE TARGET or --pairs, not both")
+        pairs, unmatched = read_pairs_csv(args.pairs), []
+    elif args.reference and args.target:
+        match = match_pairs(args.reference, args.target)
+        pairs, unmatched = match.pairs, match.unmatched
     else:
-        for r in result.pairs:
-            if r.fit:
-                sig = ", ".join(f"{s:.4g}" for s in r.fit.sigma)
-                print(f"{r.target}: sigma=({sig}) loss={r.fit.loss:.6g}")
-            else:
-                print(f"{r.target}: SKIPPED ({r.error})")
-        if result.joint:
-            print(f"\njoint fit over {len(pairs) - result.n_failed} pair(s):")
-            print(result.joint.summary())
-        for note in result.notes:
-            print(f"note: {note}")
-    return 0 if len(result.pairs) > result.n_failed else 1
+        parser.error("give REFERENCE and TARGET, --pairs CSV, or --sample")
+    many = len(pairs) > 1 or bool(args.pairs)
+    _refuse_unusable_flags(args, parser, many)
+    _check_outputs(args, {p.resolve() for pair in pairs for p in pair})
+    opts = _options(args)
+    _report_unmatched(unmatched)
+    if not many:
+        ref_path, tgt_path = pairs[0]
+        return _single(args, opts, read_image(ref_path), read_image(tgt_path),
+                       (str(ref_path), str(tgt_path)))
+    return _many(args, opts, pairs)
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``blurfit`` command."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.sample:
-            if args.reference or args.pairs:
-                parser.error("--sample takes no REFERENCE/TARGET/--pairs")
-            from .sample_data import REFERENCE, TARGET, load_sample_pair
+    """Entry point of the ``blurfit`` command.
 
-            opts = _options(args, parser)
-            ref, tgt = load_sample_pair()
-            return _single(args, opts, ref, tgt, (str(REFERENCE.name), str(TARGET.name)))
-        if args.pairs:
-            if args.reference:
-                parser.error("give either REFERENCE TARGET or --pairs, not both")
-            pairs = read_pairs_csv(args.pairs)
-        elif args.reference and args.target:
-            pairs = find_pairs(args.reference, args.target)
-        else:
-            parser.error("give REFERENCE and TARGET, --pairs CSV, or --sample")
-        opts = _options(args, parser)
-        if len(pairs) == 1 and not args.pairs:
-            if args.csv:
-                parser.error("--csv is for many pairs; use --json for one")
-            ref_path, tgt_path = pairs[0]
-            return _single(args, opts, read_image(ref_path), read_image(tgt_path),
-                           (str(ref_path), str(tgt_path)))
-        if args.fitted or args.residual:
-            parser.error("--fitted/--residual write one pair's images; give a single pair")
-        return _many(args, opts, pairs)
-    except (OSError, ValueError, TypeError) as err:
-        print(f"blurfit: error: {err}", file=sys.stderr)
-        return 2
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0 success, 1 no pair could be fitted, 2 bad input or options, 3 the
+        target looks sharper than the reference (pass ``--reverse``), 4 an output could not be
+        written (the result was printed).
+    """
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(_join_negative_values([str(a) for a in argv]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)  # others keep Python's filters (no deprecations)
+        try:
+            status = _run(args, parser)
+        except (OSError, ValueError, TypeError) as err:
+            print(f"blurfit: error: {to_flags(str(err))}", file=sys.stderr)
+            status = EXIT_USAGE
+    _print_warnings(caught)
+    return status
 
 
 if __name__ == "__main__":

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import csv
 import glob
+import inspect
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ._losses import LOSSES
 from ._result import BlurFit
 from .fit import fit_blur
-from .io import read_image
+from .io import READABLE, read_image
 
 
 @dataclass
@@ -32,11 +34,17 @@ class PairResult:
 
 @dataclass
 class DatasetFit:
-    """Per-pair results and the joint fit (None if no pair could be used)."""
+    """Per-pair results and the joint fit (None if no pair could be used).
+
+    ``n_joint`` is the number of pairs the joint fit used (the usable pairs of the commonest
+    shape). ``notes`` hold findings about the dataset as a whole; why a pair was skipped is in
+    that pair's ``error`` only.
+    """
 
     pairs: list[PairResult]
     joint: BlurFit | None
     notes: list[str] = field(default_factory=list)
+    n_joint: int = 0
 
     @property
     def n_failed(self) -> int:
@@ -48,45 +56,155 @@ def _has_magic(text: str) -> bool:
     return any(c in text for c in "*?[")
 
 
-def find_pairs(reference: str, target: str) -> list[tuple[Path, Path]]:
-    """Pairs from two files, two folders (matched by file name) or two glob patterns.
+@dataclass
+class PairMatch:
+    """Pairs found from two folders or globs, and the files left without a partner."""
 
-    Globs are matched by file name when the names coincide, otherwise in sorted order.
+    pairs: list[tuple[Path, Path]]
+    unmatched: list[Path] = field(default_factory=list)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Image files (by suffix) directly inside ``folder``, sorted; hidden files are ignored."""
+    return [p for p in sorted(folder.iterdir())
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in READABLE]
+
+
+def _by_stem(files: list[Path]) -> dict[str, list[Path]]:
+    groups: dict[str, list[Path]] = {}
+    for p in files:
+        groups.setdefault(p.stem, []).append(p)
+    return groups
+
+
+def _match_stems(refs: list[Path], tgts: list[Path], what: tuple[str, str]) -> PairMatch:
+    """Pair files whose stems are equal (``a.tif`` with ``a.png``); refuse an ambiguous stem.
+
+    A stem is ambiguous when two files on one side share it and the other side has it too.
+    """
+    ref_groups, tgt_groups = _by_stem(refs), _by_stem(tgts)
+    common = sorted(set(ref_groups) & set(tgt_groups))
+    for stem in common:
+        for side, groups in zip(what, (ref_groups, tgt_groups)):
+            if len(groups[stem]) > 1:
+                names = ", ".join(p.name for p in groups[stem])
+                raise ValueError(f"{side} has {len(groups[stem])} files named {stem!r} ({names}); "
+                                 "files are paired by name without extension, so keep one of them")
+    pairs = [(ref_groups[s][0], tgt_groups[s][0]) for s in common]
+    unmatched = [p for p in refs + tgts if p.stem not in common]
+    return PairMatch(pairs, unmatched)
+
+
+def _match_folders(ref: Path, tgt: Path) -> PairMatch:
+    match = _match_stems(_image_files(ref), _image_files(tgt), (f"folder {ref}", f"folder {tgt}"))
+    if not match.pairs:
+        raise ValueError(f"no image file name (without extension) is in both {ref} and {tgt}")
+    return match
+
+
+def _match_globs(reference: str, target: str) -> PairMatch:
+    refs = [Path(p) for p in sorted(glob.glob(reference)) if Path(p).is_file()]
+    tgts = [Path(p) for p in sorted(glob.glob(target)) if Path(p).is_file()]
+    if not refs or not tgts:
+        empty = reference if not refs else target
+        raise ValueError(f"the pattern {empty!r} matches no file")
+    if {p.stem for p in refs} & {p.stem for p in tgts}:
+        return _match_stems(refs, tgts, (f"pattern {reference!r}", f"pattern {target!r}"))
+    if len(refs) != len(tgts):
+        raise ValueError(f"{len(refs)} reference and {len(tgts)} target files and no file name in "
+                         "common; the patterns must match the same number of files (paired in "
+                         "sorted order) or files with the same names")
+    return PairMatch(list(zip(refs, tgts)))
+
+
+def match_pairs(reference: str, target: str) -> PairMatch:
+    """Pairs from two files, two folders or two glob patterns, with the files left unpaired.
+
+    Parameters
+    ----------
+    reference, target : str
+        Two files, two folders, or two glob patterns.
+
+    Returns
+    -------
+    PairMatch
+        ``pairs``: (reference, target) paths; ``unmatched``: files with no partner.
+
+    Notes
+    -----
+    Folders: image files (TIFF, PNG/JPEG, ``.npy``) are paired by name without extension, so
+    ``camera.tif`` pairs with ``camera.png``; two files with the same such name on one side are
+    refused (`ValueError`). Globs: paired by name without extension when any names coincide,
+    otherwise in sorted order (the patterns must then match equally many files).
     """
     ref, tgt = Path(reference), Path(target)
     if ref.is_dir() and tgt.is_dir():
-        refs = {p.name: p for p in sorted(ref.iterdir()) if p.is_file()}
-        tgts = {p.name: p for p in sorted(tgt.iterdir()) if p.is_file()}
-        common = sorted(set(refs) & set(tgts))
-        if not common:
-            raise ValueError(f"no file name is in both {ref} and {tgt}")
-        return [(refs[n], tgts[n]) for n in common]
+        return _match_folders(ref, tgt)
+    if ref.is_dir() != tgt.is_dir() and not (_has_magic(reference) or _has_magic(target)):
+        folder, other = (ref, tgt) if ref.is_dir() else (tgt, ref)
+        raise ValueError(f"{folder} is a folder but {other} is not; give two files or two folders")
     if _has_magic(reference) or _has_magic(target):
-        refs = [Path(p) for p in sorted(glob.glob(reference))]
-        tgts = [Path(p) for p in sorted(glob.glob(target))]
-        if not refs or not tgts:
-            empty = reference if not refs else target
-            raise ValueError(f"the pattern {empty!r} matches no file")
-        by_name = {p.name: p for p in tgts}
-        if all(p.name in by_name for p in refs) and len(refs) == len(tgts):
-            return [(p, by_name[p.name]) for p in refs]
-        if len(refs) != len(tgts):
-            raise ValueError(f"{len(refs)} reference and {len(tgts)} target files; the patterns "
-                             "must match the same number of files (or the same file names)")
-        return list(zip(refs, tgts))
-    return [(ref, tgt)]
+        return _match_globs(reference, target)
+    return PairMatch([(ref, tgt)])
+
+
+def find_pairs(reference: str, target: str) -> list[tuple[Path, Path]]:
+    """Pairs from two files, two folders or two glob patterns (see `match_pairs`).
+
+    Parameters
+    ----------
+    reference, target : str
+        Two files, two folders (paired by file name without extension), or two glob patterns.
+
+    Returns
+    -------
+    list of (Path, Path)
+    """
+    return match_pairs(reference, target).pairs
+
+
+def _is_header(row: list[str], folder: Path) -> bool:
+    """A first row is a header when its cells are column names, not files.
+
+    It is a header when neither of its first two cells is an existing file and neither ends in an
+    image extension (``reference,target``, ``sharp, blurred``, ``gt,pred`` ...).
+    """
+    cells = [c.strip() for c in row[:2]]
+    if len(cells) < 2:
+        return False
+    for cell in cells:
+        path = Path(cell)
+        if (path if path.is_absolute() else folder / path).is_file():
+            return False
+        if path.suffix.lower() in READABLE:
+            return False
+    return True
 
 
 def read_pairs_csv(path) -> list[tuple[Path, Path]]:
-    """Pairs from a CSV with columns ``reference,target`` (header optional; paths relative to it)."""
+    """Pairs from a CSV of ``reference,target`` paths (paths relative to the CSV's folder).
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file. An optional first row of column names (``reference,target`` or any names
+        that are not files) is recognised and skipped; blank rows are ignored.
+
+    Returns
+    -------
+    list of (Path, Path)
+    """
     path = Path(path)
-    rows = [r for r in csv.reader(path.read_text().splitlines()) if r and any(c.strip() for c in r)]
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["reference", "target"]:
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    lines = path.read_text().splitlines()
+    rows = [(i, r) for i, r in enumerate(csv.reader(lines), 1) if r and any(c.strip() for c in r)]
+    if rows and _is_header(rows[0][1], path.parent):
         rows = rows[1:]
     pairs = []
-    for i, row in enumerate(rows, 1):
-        if len(row) < 2:
-            raise ValueError(f"{path}: row {i} needs two columns (reference, target)")
+    for i, row in rows:
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            raise ValueError(f"{path}: line {i} needs two columns (reference, target), got {row!r}")
         pairs.append(tuple(p if p.is_absolute() else path.parent / p
                            for p in (Path(row[0].strip()), Path(row[1].strip()))))
     if not pairs:
@@ -122,6 +240,7 @@ def fit_pairs(pairs, *, progress: bool = False, joint: bool = True, held_bytes: 
     """
     from tqdm.auto import tqdm
 
+    _check_options(options)
     results, usable = [], []
     held: list | None = [] if joint else None  # the pairs' pixels, while within held_bytes
     held_total = 0
@@ -140,13 +259,33 @@ def fit_pairs(pairs, *, progress: bool = False, joint: bool = True, held_bytes: 
         except (OSError, ValueError, TypeError) as err:
             item.error = f"{type(err).__name__}: {err}"
         results.append(item)
-    notes = [f"skipped {r.reference} / {r.target}: {r.error}" for r in results if r.error]
-    joint_fit = None
+    notes: list[str] = []
+    joint_fit, n_joint = None, 0
     if joint and usable:
-        joint_fit, note = _joint_fit(usable, held, options)
+        try:
+            joint_fit, n_joint, note = _joint_fit(usable, held, options)
+        except (OSError, ValueError, TypeError) as err:
+            note = f"the joint fit failed: {type(err).__name__}: {err}"
         if note:
             notes.append(note)
-    return DatasetFit(results, joint_fit, notes)
+    return DatasetFit(results, joint_fit, notes, n_joint)
+
+
+def _check_options(options: dict) -> None:
+    """Refuse options `fit_blur` does not take, before any file is read.
+
+    Without this check a misspelt option would fail every pair and be reported as skipped pairs.
+    """
+    params = inspect.signature(fit_blur).parameters
+    allowed = set(params) - {"reference", "target"}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = sorted(set(options) - allowed)
+    if unknown and not takes_any:
+        raise TypeError(f"fit_pairs got unknown option(s) {', '.join(unknown)}; it takes "
+                        f"progress, joint, held_bytes and fit_blur's options: {', '.join(sorted(allowed))}")
+    loss = options.get("loss", "l2")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}; got {loss!r}")
 
 
 @dataclass
@@ -159,7 +298,7 @@ class _Usable:
 
 
 def _joint_fit(usable, held, options):
-    """One sigma over all usable pairs of the commonest shape.
+    """One sigma over all usable pairs of the commonest shape: (fit, pairs used, note or None).
 
     In memory from ``held`` (the pairs' pixels, in ``usable`` order) if given, else read lazily
     via dask.
@@ -185,4 +324,4 @@ def _joint_fit(usable, held, options):
     spatial = options.pop("spatial_axes", None)  # axes of one image; the stack adds axis 0
     axes = (tuple(range(1, 1 + len(shape))) if spatial is None
             else tuple(a % len(shape) + 1 for a in spatial))
-    return fit_blur(refs, tgts, spatial_axes=axes, **options), note
+    return fit_blur(refs, tgts, spatial_axes=axes, **options), count, note

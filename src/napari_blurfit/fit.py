@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._engine import SpatialObjective, compute_stats
-from ._losses import LOSSES
+from ._adequacy import Transfer, assess
+from ._engine import SpatialObjective, blurred, compute_stats
+from ._options import FitOptions
 from ._result import BlurFit, BlurFitWarning
 from ._search import grid_brent, grid_zoom, local_minimize
-from ._spectral import l2_at, l2_grid, normal_matrix
+from ._spectral import SpectralStats, frame_dct, l2_at, l2_grid, normal_matrix
 from ._validate import Pair, prepare_pair
 
 # scipy's kernel is exactly the identity below 0.125 px and within 1e-8 of it below 0.165 px
 # (side weight exp(-1 / (2 sigma^2))): such a fit is reported as sigma 0
 IDENTITY_BELOW = 0.165
-IDENTIFIABLE_FROM = 0.3  # below this the sampled kernel is nearly [0, 1, 0] (DESIGN.md section 7)
+IDENTIFIABLE_FROM = 0.3  # below this the sampled kernel is nearly [0, 1, 0] (docs/design.md section 7)
 SEARCH_FLOOR = 0.1  # the log-sigma search starts here; everything below is the identity
 SPATIAL_SCAN = 16  # coarse grid points of a masked fit's image-space search
 HUBER_K = 1.345  # default Huber threshold in units of the L2 fit's residual noise scale
@@ -119,106 +122,126 @@ def fit_blur(
     >>> round(fit.sigma[0], 4)
     2.5
     """
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}; got {loss!r}")
-    if not (isinstance(truncate, (int, float)) and truncate > 0):
-        raise ValueError(f"truncate must be a positive number, got {truncate!r}")
-    if huber_delta is not None and not (np.isfinite(huber_delta) and huber_delta > 0):
-        raise ValueError(f"huber_delta must be a positive number, got {huber_delta!r}")
-    tick = callback if callback is not None else _no_callback
-    if reverse:
+    options = FitOptions(
+        loss=loss, per_axis=per_axis, gain_offset=gain_offset, mask=mask,
+        spatial_axes=spatial_axes, sigma_bounds=sigma_bounds, exclude_border=exclude_border,
+        reverse=reverse, huber_delta=huber_delta, truncate=truncate, workers=workers, warn=warn,
+        callback=callback,
+    )
+    problem = _problem(reference, target, options)
+    data = _statistics(problem)
+    solution = _spectral_fit(data.stats, problem)
+    if options.loss != "l2" or not data.all_pixels:  # not diagonal in the DCT: image space
+        solution = _polish(problem, data, solution)
+    findings = _findings(problem, data, solution)
+    if options.warn:
+        for note in findings.notes:
+            warnings.warn(note, BlurFitWarning, stacklevel=2)
+    return _result(problem, data, solution, findings)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validated fit: the pair (roles already swapped for ``reverse``), options and bounds."""
+
+    pair: Pair
+    options: FitOptions
+    lower: np.ndarray  # sigma bounds: one entry per axis (per_axis) or one shared entry
+    upper: np.ndarray
+    workers: int
+    reference: Any  # the caller's arrays (swapped for reverse), to re-read with NaN filling
+    target: Any
+
+    def tick(self, stage: str) -> None:
+        """Report progress; the callback may raise to cancel."""
+        if self.options.callback is not None:
+            self.options.callback(stage)
+
+    @property
+    def d(self) -> int:
+        """Number of spatial axes."""
+        return self.pair.ndim
+
+
+class Data(NamedTuple):
+    """What one pass over the pair gives: statistics and pixel counts."""
+
+    pair: Pair  # NaN/inf pixels filled (and excluded by ``used``) where there were any
+    stats: SpectralStats
+    ref_hat: np.ndarray | None  # the reference's DCT (single in-memory frame only)
+    n_nonfinite: int
+    n_used: int
+    n_total: int
+
+    @property
+    def all_pixels(self) -> bool:
+        """Every pixel counts: the spectral L2 is the exact loss."""
+        return self.n_used == self.n_total
+
+
+@dataclass(frozen=True)
+class Solution:
+    """The fitted parameters and how they were found."""
+
+    sigma: np.ndarray
+    gain: float
+    offset: float
+    rss: float  # sum of squared residuals over the pixels used
+    loss_sum: float  # the fitted loss summed over the pixels used
+    rss_plain: float  # at the spectral optimum, all pixels: RSS without gain/offset ...
+    rss_gain_offset: float  # ... and with them (for the "consider gain_offset" finding)
+    profile: dict
+    huber_delta: float | None = None
+    sst: float | None = None  # target's sum of squares about its mean over the pixels used
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What the user should know about a solution."""
+
+    sigma: tuple[float, ...]  # as reported: below IDENTITY_BELOW snapped to 0
+    stderr: tuple[float, ...]
+    at_bound: bool
+    identifiable: bool
+    target_sharper: bool
+    r2: float
+    r2_linear: float
+    transfer: Transfer | None
+    notes: tuple[str, ...]
+
+
+def _problem(reference, target, options: FitOptions) -> Problem:
+    """Validate the inputs and options; swap the roles for ``reverse``."""
+    if options.reverse:
         reference, target = target, reference
-    tick("checking inputs")
-    options = dict(spatial_axes=spatial_axes, mask=mask, exclude_border=exclude_border)
+    if options.callback is not None:
+        options.callback("checking inputs")
     # NaN/inf pixels are looked for only when the statistics show some: saves a pass over the data
-    pair = prepare_pair(reference, target, check_finite=False, **options)
-    lower, upper = _bounds(sigma_bounds, pair.spatial_shape, per_axis)
-    if workers is None:
-        workers = 1 if pair.dask else -1
-    tick("transforming")
-    stats, ref_hat, n_nonfinite, n_used = compute_stats(pair, workers=workers)
+    pair = prepare_pair(reference, target, check_finite=False, **_pair_options(options))
+    lower, upper = _bounds(options.sigma_bounds, pair.spatial_shape, options.per_axis)
+    workers = options.workers if options.workers is not None else (1 if pair.dask else -1)
+    return Problem(pair, options, lower, upper, workers, reference, target)
+
+
+def _pair_options(options: FitOptions) -> dict:
+    return dict(spatial_axes=options.spatial_axes, mask=options.mask,
+                exclude_border=options.exclude_border)
+
+
+def _statistics(problem: Problem) -> Data:
+    """One pass: spectral statistics, refilled if a NaN/inf pixel showed up in them."""
+    problem.tick("transforming")
+    pair = problem.pair
+    stats, ref_hat, n_nonfinite, n_used = compute_stats(pair, workers=problem.workers)
     if not stats.finite and not pair.dask:  # dask blocks are checked and filled one by one
-        pair = prepare_pair(reference, target, **options)
-        stats, ref_hat, n_nonfinite, n_used = compute_stats(pair, workers=workers)
+        pair = prepare_pair(problem.reference, problem.target, **_pair_options(problem.options))
+        stats, ref_hat, n_nonfinite, n_used = compute_stats(pair, workers=problem.workers)
     if not stats.finite:  # every pixel is finite, yet the transform overflowed
         raise ValueError(f"pixel values are too large for a {pair.reference.dtype} transform (it "
                          "overflows); rescale the images or pass them as float64")
-    _check_not_constant(stats, reverse)
-
-    sigma, models, profile = _spectral_fit(stats, lower, upper, per_axis, gain_offset, truncate,
-                                           tick)
-    rss, gain, offset = models[gain_offset]
-    notes: list[str] = []
-    if not gain_offset:
-        rss_go = models[True][0]
-        structure = stats.cbb - float(stats.dc_b.sum()) ** 2 / stats.n_frames
-        if rss_go < 0.5 * rss and rss - rss_go > 1e-3 * structure:
-            notes.append("a gain/offset would more than halve the L2 loss: the images differ in "
-                         "brightness or background; consider gain_offset=True")
-    target_sharper = False
-    if max(sigma) < IDENTIFIABLE_FROM and lower.max() < IDENTIFIABLE_FROM:
-        tick("checking the reverse direction")
-        target_sharper = _looks_sharper(pair, stats, rss, lower, upper, per_axis, gain_offset,
-                                        truncate, workers, notes, reverse, tick)
-
+    _check_not_constant(stats, problem.options.reverse)
     n_total = int(np.prod(pair.reference.shape))
-    scale = np.sqrt(max(stats.cbb - stats.dc_b @ stats.dc_b, 0.0) / n_total)
-    delta = None
-    spatial = loss != "l2" or n_used < n_total  # a mask, border or NaNs: not diagonal
-    if spatial:
-        objective = SpatialObjective(
-            pair, ref_hat, loss=loss, gain_offset=gain_offset, delta=1e-9 * scale,
-            truncate=truncate, workers=workers, n_used=n_used, start=(gain, offset),
-            callback=tick,
-        )
-        if loss == "huber":
-            delta = huber_delta
-            if delta is None:  # noise scale of the L2 fit's residuals
-                delta = HUBER_K * objective.robust_scale(sigma, gain, offset)
-            objective.delta = delta = max(float(delta), 1e-9 * scale)
-        sigma, value, gain, offset = _spatial_fit(objective, sigma, lower, upper, per_axis,
-                                                  scan=mask is not None or n_nonfinite > 0)
-        mean_loss = value / n_used
-        rss = objective.sum_squares(sigma, gain, offset) if loss != "l2" else value
-        order = sorted(objective.trace, key=lambda t: float(np.prod(t[0])))
-        profile = {"sigma": np.array([float(np.exp(np.mean(np.log(t[0])))) for t in order]),
-                   "loss": np.array([[t[1] for t in order]]), "objective": loss}
-    else:
-        mean_loss = rss / n_total
-
-    stderr = _stderr(stats, sigma, gain, rss, n_used, n_total, per_axis, gain_offset, truncate)
-    at_bound = _at_bound(sigma, lower, upper, per_axis)
-    sigma = tuple(0.0 if s < IDENTITY_BELOW and lower_i < IDENTITY_BELOW else s
-                  for s, lower_i in zip(sigma, _per_axis(lower, pair.ndim)))
-    identifiable = min(sigma) >= IDENTIFIABLE_FROM
-    if not identifiable and not target_sharper:
-        notes.append(f"sigma below {IDENTIFIABLE_FROM} px is not identifiable: the sampled kernel "
-                     "is nearly the identity there, so any value this small fits about as well")
-    if at_bound:
-        notes.append("the optimum lies on a sigma bound; the best blur may lie beyond it "
-                     "(widen sigma_bounds)")
-    if n_nonfinite:
-        notes.append(f"{n_nonfinite} pixel(s) with NaN/inf were excluded from the loss")
-    if warn:
-        for note in notes:
-            warnings.warn(note, BlurFitWarning, stacklevel=2)
-    return BlurFit(
-        sigma=tuple(float(s) for s in sigma),
-        sigma_stderr=tuple(float(s) for s in stderr),
-        gain=float(gain), offset=float(offset), loss=float(mean_loss), loss_name=loss,
-        per_axis=per_axis, gain_offset=gain_offset, reverse=reverse,
-        spatial_axes=pair.spatial_axes,
-        sigma_bounds=tuple((float(lo), float(hi)) for lo, hi in
-                           zip(_per_axis(lower, pair.ndim), _per_axis(upper, pair.ndim))),
-        n_pixels=int(n_used), n_excluded=int(n_total - n_used), n_nonfinite=int(n_nonfinite),
-        at_bound=bool(at_bound), identifiable=bool(identifiable),
-        target_sharper=bool(target_sharper), huber_delta=delta, truncate=float(truncate),
-        notes=tuple(notes), profile=profile,
-    )
-
-
-def _no_callback(stage: str) -> None:
-    pass
+    return Data(pair, stats, ref_hat, n_nonfinite, n_used, n_total)
 
 
 def _per_axis(values: np.ndarray, ndim: int) -> np.ndarray:
@@ -258,23 +281,24 @@ def _log_box(lower, upper):
     return np.log(np.maximum(lower, SEARCH_FLOOR)), np.log(upper)
 
 
-def _spectral_fit(stats, lower, upper, per_axis, gain_offset, truncate, tick=_no_callback):
-    """Global L2 optimum from the spectral statistics.
+def _search_spectral(stats: SpectralStats, problem: Problem):
+    """Global L2 search over sigma: ``(sigma, profile)``.
 
-    Returns sigma, ``{gain_offset: (rss, gain, offset)}`` for both models at that sigma, and the
-    profile: the mean loss on the first (global) grid, per axis the minimum over the other axes.
+    The profile is the mean loss on the first (global) grid; per axis the minimum over the others.
     """
-    d = len(stats.shape)
+    d, opt = len(stats.shape), problem.options
 
     def evaluate(axes):
-        tick("searching sigma (L2 grid)")
+        problem.tick("searching sigma (L2 grid)")
         sig = [np.exp(a) for a in axes]
-        if per_axis:
-            return l2_grid(stats, sig, joint=False, gain_offset=gain_offset, truncate=truncate)[0]
-        return l2_grid(stats, sig * d, joint=True, gain_offset=gain_offset, truncate=truncate)[0]
+        if opt.per_axis:
+            return l2_grid(stats, sig, joint=False, gain_offset=opt.gain_offset,
+                           truncate=opt.truncate)[0]
+        return l2_grid(stats, sig * d, joint=True, gain_offset=opt.gain_offset,
+                       truncate=opt.truncate)[0]
 
-    lo, hi = _log_box(lower, upper)
-    if per_axis:
+    lo, hi = _log_box(problem.lower, problem.upper)
+    if opt.per_axis:
         best_t, _, grids = grid_zoom(evaluate, lo, hi, first=40 if d == 2 else 24,
                                      points=17 if d == 2 else 11, tol=1e-6)
         sigma = np.exp(best_t)
@@ -285,8 +309,48 @@ def _spectral_fit(stats, lower, upper, per_axis, gain_offset, truncate, tick=_no
     n = stats.n_frames * stats.n_pixels
     rows = [values.min(axis=tuple(j for j in range(values.ndim) if j != i)) / n
             for i in range(values.ndim)]
-    profile = {"sigma": np.exp(axes[0]), "loss": np.array(rows), "objective": "l2"}
-    return sigma, l2_at(stats, sigma, truncate=truncate), profile
+    return sigma, {"sigma": np.exp(axes[0]), "loss": np.array(rows), "objective": "l2"}
+
+
+def _spectral_fit(stats: SpectralStats, problem: Problem) -> Solution:
+    """The exact global L2 optimum from the statistics (all pixels)."""
+    sigma, profile = _search_spectral(stats, problem)
+    models = l2_at(stats, sigma, truncate=problem.options.truncate)
+    rss, gain, offset = models[problem.options.gain_offset]
+    return Solution(sigma, gain, offset, rss, rss, models[False][0], models[True][0], profile,
+                    sst=_spread(stats))
+
+
+def _spread(stats: SpectralStats) -> float:
+    """The target's sum of squares about its mean (all pixels, all frames)."""
+    return max(stats.cbb - float(stats.dc_b.sum()) ** 2 / stats.n_frames, 0.0)
+
+
+def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
+    """Image-space fit of L1/Huber or of a masked/NaN/border L2, from the spectral optimum."""
+    opt = problem.options
+    stats = data.stats
+    scale = np.sqrt(max(stats.cbb - stats.dc_b @ stats.dc_b, 0.0) / data.n_total)
+    objective = SpatialObjective(
+        data.pair, data.ref_hat, loss=opt.loss, gain_offset=opt.gain_offset,
+        delta=1e-9 * scale, truncate=opt.truncate, workers=problem.workers,
+        n_used=data.n_used, start=(start.gain, start.offset), callback=problem.options.callback,
+    )
+    delta = None
+    if opt.loss == "huber":
+        delta = opt.huber_delta
+        if delta is None:  # noise scale of the L2 fit's residuals
+            delta = HUBER_K * objective.robust_scale(start.sigma, start.gain, start.offset)
+        objective.delta = delta = max(float(delta), 1e-9 * scale)
+    sigma, value, gain, offset = _spatial_fit(
+        objective, start.sigma, problem.lower, problem.upper, opt.per_axis,
+        scan=opt.mask is not None or data.n_nonfinite > 0)
+    rss = objective.sum_squares(sigma, gain, offset) if opt.loss != "l2" else value
+    order = sorted(objective.trace, key=lambda t: float(np.prod(t[0])))
+    profile = {"sigma": np.array([float(np.exp(np.mean(np.log(t[0])))) for t in order]),
+               "loss": np.array([[t[1] for t in order]]), "objective": opt.loss}
+    return Solution(sigma, gain, offset, rss, value, start.rss_plain, start.rss_gain_offset,
+                    profile, delta, sst=objective.target_spread())
 
 
 def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, scan: bool):
@@ -315,24 +379,100 @@ def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, sca
     return best, value, gain, offset
 
 
-def _stderr(stats, sigma, gain, rss, n_used, n_total, per_axis, gain_offset, truncate):
+def _findings(problem: Problem, data: Data, sol: Solution) -> Findings:
+    """Flags, standard errors, adequacy and notes: what the user should know about ``sol``."""
+    opt = problem.options
+    notes: list[str] = []
+    if not opt.gain_offset:
+        plain, rss_go = sol.rss_plain, sol.rss_gain_offset
+        if rss_go < 0.5 * plain and plain - rss_go > 1e-3 * _spread(data.stats):
+            notes.append("a gain/offset would more than halve the L2 loss: the images differ in "
+                         "brightness or background; consider gain_offset=True")
+    target_sharper = False
+    if max(sol.sigma) < IDENTIFIABLE_FROM and problem.lower.max() < IDENTIFIABLE_FROM:
+        problem.tick("checking the reverse direction")
+        sharper = _looks_sharper(problem, data, sol)
+        if sharper:
+            notes.append(sharper)
+            target_sharper = True
+    stderr = _stderr(problem, data, sol)
+    at_bound = _at_bound(sol.sigma, problem.lower, problem.upper, opt.per_axis)
+    sigma = tuple(0.0 if s < IDENTITY_BELOW and lower_i < IDENTITY_BELOW else float(s)
+                  for s, lower_i in zip(sol.sigma, _per_axis(problem.lower, problem.d)))
+    identifiable = min(sigma) >= IDENTIFIABLE_FROM
+    problem.tick("checking how Gaussian the blur is")
+    adequacy = assess(_used_stats(problem, data, sol), sol.sigma, sol.gain, truncate=opt.truncate)
+    r2 = 1.0 - sol.rss / sol.sst if sol.sst else float("nan")
+    if not identifiable and not target_sharper:
+        notes.append(f"sigma below {IDENTIFIABLE_FROM} px is not identifiable: the sampled kernel "
+                     "is nearly the identity there, so any value this small fits about as well")
+    if at_bound:
+        notes.append("the optimum lies on a sigma bound; the best blur may lie beyond it "
+                     "(widen sigma_bounds)")
+    if data.n_nonfinite:
+        notes.append(f"{data.n_nonfinite} pixel(s) with NaN/inf were excluded from the loss")
+    # at a bound or below identifiability the sigma is not the Gaussian's best: say that instead
+    adequacy_note = adequacy.note(r2) if identifiable and not (at_bound or target_sharper) else None
+    if adequacy_note:
+        notes.append(adequacy_note)
+    return Findings(sigma, tuple(float(s) for s in stderr), bool(at_bound), bool(identifiable),
+                    target_sharper, float(r2), adequacy.r2_linear(r2), adequacy.transfer,
+                    tuple(notes))
+
+
+def _used_stats(problem: Problem, data: Data, sol: Solution) -> SpectralStats:
+    """Statistics of the pixels that count: excluded target pixels replaced by the fitted model.
+
+    Excluded pixels (a mask, a border band, NaNs) may hold anything; set to the model they add
+    no residual, so the adequacy check sees only the pixels the fit used. Dask pairs keep the
+    whole-image statistics (an approximation where pixels were excluded).
+    """
+    pair = data.pair
+    if data.all_pixels or pair.dask:
+        return data.stats
+    nd, opt = pair.ndim, problem.options
+    ref_hat = data.ref_hat if data.ref_hat is not None else frame_dct(pair.reference, nd)
+    model = blurred(ref_hat, sol.sigma, nd, opt.truncate, problem.workers)
+    model = (sol.gain * model + sol.offset).astype(pair.target.dtype, copy=False)
+    filled = np.where(np.broadcast_to(pair.used, model.shape), pair.target, model)
+    return compute_stats(replace(pair, target=filled, used=None), workers=problem.workers)[0]
+
+
+def _result(problem: Problem, data: Data, sol: Solution, found: Findings) -> BlurFit:
+    opt, d = problem.options, problem.d
+    return BlurFit(
+        sigma=found.sigma, sigma_stderr=found.stderr,
+        gain=float(sol.gain), offset=float(sol.offset), loss=float(sol.loss_sum / data.n_used),
+        loss_name=opt.loss, per_axis=opt.per_axis, gain_offset=opt.gain_offset,
+        reverse=opt.reverse, spatial_axes=problem.pair.spatial_axes,
+        sigma_bounds=tuple((float(lo), float(hi)) for lo, hi in
+                           zip(_per_axis(problem.lower, d), _per_axis(problem.upper, d))),
+        n_pixels=int(data.n_used), n_excluded=int(data.n_total - data.n_used),
+        n_nonfinite=int(data.n_nonfinite), at_bound=found.at_bound,
+        identifiable=found.identifiable, target_sharper=found.target_sharper,
+        huber_delta=sol.huber_delta, truncate=float(opt.truncate), notes=found.notes,
+        profile=sol.profile, r2=found.r2, r2_linear=found.r2_linear, transfer=found.transfer,
+    )
+
+
+def _stderr(problem: Problem, data: Data, sol: Solution) -> np.ndarray:
     """Gauss-Newton standard error per spatial axis (NaN where the sigma has no leverage)."""
-    d = len(sigma)
-    p = (d if per_axis else 1) + (2 if gain_offset else 0)
-    if n_used <= p:
+    opt, d = problem.options, problem.d
+    p = (d if opt.per_axis else 1) + (2 if opt.gain_offset else 0)
+    if data.n_used <= p:
         return np.full(d, np.nan)
-    jtj = normal_matrix(stats, np.maximum(sigma, IDENTITY_BELOW), gain, per_axis=per_axis,
-                        gain_offset=gain_offset, truncate=truncate) * (n_used / n_total)
-    s2 = rss / (n_used - p)
-    k = d if per_axis else 1
+    jtj = normal_matrix(data.stats, np.maximum(sol.sigma, IDENTITY_BELOW), sol.gain,
+                        per_axis=opt.per_axis, gain_offset=opt.gain_offset,
+                        truncate=opt.truncate) * (data.n_used / data.n_total)
+    s2 = sol.rss / (data.n_used - p)
+    k = d if opt.per_axis else 1
     with np.errstate(all="ignore"):
         try:
-            cov = s2 * np.linalg.inv(jtj)
-            var = np.diag(cov)[:k]
+            var = np.diag(s2 * np.linalg.inv(jtj))[:k]
         except np.linalg.LinAlgError:
             var = np.full(k, np.nan)
     se = np.where(var >= 0, np.sqrt(np.abs(var)), np.nan)
-    return se if per_axis else np.full(d, se[0])
+    return se if opt.per_axis else np.full(d, se[0])
 
 
 def _at_bound(sigma, lower, upper, per_axis) -> bool:
@@ -355,19 +495,20 @@ def _check_not_constant(stats, reverse):
         raise ValueError(f"{names[1]} is constant: a blur cannot be measured from a flat image")
 
 
-def _looks_sharper(pair: Pair, stats, rss, lower, upper, per_axis, gain_offset, truncate,
-                   workers, notes, reverse, tick) -> bool:
-    """Check whether the other direction finds a real blur that fits better (sigma collapsed)."""
-    back = compute_stats(pair, swap=True, workers=workers)[0]
-    sigma_b, models_b, _ = _spectral_fit(back, lower, upper, per_axis, gain_offset, truncate, tick)
-    rss_b = models_b[gain_offset][0]
-    # compare goodness relative to each direction's own target energy
-    rel = rss / max(stats.cbb - (stats.dc_b @ stats.dc_b if gain_offset else 0.0), 1e-300)
-    rel_b = rss_b / max(back.cbb - (back.dc_b @ back.dc_b if gain_offset else 0.0), 1e-300)
-    if max(sigma_b) >= 0.5 and rel_b < rel:
-        which = "reference" if reverse else "target"
-        other = "reverse=False" if reverse else "reverse=True"
-        notes.append(f"the {which} looks sharper than the image it should be a blur of: the other "
-                     f"direction fits sigma ~ {max(sigma_b):.3g} px; refit with {other}")
-        return True
-    return False
+def _looks_sharper(problem: Problem, data: Data, sol: Solution) -> str | None:
+    """A note when the other direction finds a real blur that fits better (sigma collapsed)."""
+    opt = problem.options
+    back = compute_stats(data.pair, swap=True, workers=problem.workers)[0]
+    sol_b = _spectral_fit(back, problem)
+    rss_b = sol_b.rss
+
+    def relative(stats, rss):  # goodness relative to each direction's own target energy
+        energy = stats.cbb - (stats.dc_b @ stats.dc_b if opt.gain_offset else 0.0)
+        return rss / max(energy, 1e-300)
+
+    if max(sol_b.sigma) >= 0.5 and relative(back, rss_b) < relative(data.stats, sol.rss):
+        which = "reference" if opt.reverse else "target"
+        other = "reverse=False" if opt.reverse else "reverse=True"
+        return (f"the {which} looks sharper than the image it should be a blur of: the other "
+                f"direction fits sigma ~ {max(sol_b.sigma):.3g} px; refit with {other}")
+    return None

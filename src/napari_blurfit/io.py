@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import numpy as np
 TIFF = (".tif", ".tiff")
 RASTER = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 READABLE = TIFF + RASTER + (".npy",)
+WRITABLE = TIFF + (".npy",)  # float32, lossless: keeps negative residuals
 
 
 def read_image(path) -> np.ndarray:
@@ -46,5 +48,45 @@ def write_image(path, image: np.ndarray) -> Path:
 
         tifffile.imwrite(path, arr, compression="zlib")
     else:
-        raise ValueError(f"cannot write {path}: use .tif or .npy for fitted and residual images")
+        raise ValueError(f"cannot write {path}: use {' or '.join(WRITABLE)} for fitted and residual images")
+    return path
+
+
+def check_writable(path, flag: str, suffixes: tuple[str, ...] | None = None) -> Path:
+    """Check, before any work is done, that ``path`` can be written.
+
+    Parameters
+    ----------
+    path : str or Path
+        The output file.
+    flag : str
+        The option that named it (``--csv``), for the message.
+    suffixes : tuple of str, optional
+        The extensions this output supports (any if None).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ValueError
+        The extension is unsupported, the path is a folder, its folder does not exist or is not
+        a folder, or the file or folder is not writable; the message names ``flag``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file name")
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise ValueError(f"{flag} {path}: cannot write {path.suffix or 'a file without extension'}; "
+                         f"use {' or '.join(suffixes)}")
+    folder = path.parent
+    if not folder.exists():
+        raise ValueError(f"{flag} {path}: the folder {folder} does not exist")
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {path}: {folder} is not a folder")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{flag} {path}: the file is not writable (permission denied)")
+    if not path.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: cannot create files in {folder} (permission denied)")
     return path

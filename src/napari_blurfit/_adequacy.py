@@ -1,0 +1,245 @@
+"""How Gaussian is the blur? The measured transfer beside the fitted one (docs/design.md section 12).
+
+Everything here is read off the spectral statistics the fit already holds (`SpectralStats`):
+with ``M(k) = gain * H(k) * A_hat(k)`` the fitted model's DCT coefficients, a free real factor
+``c_b`` on each frequency shell ``b`` (``c_b = 1`` is the Gaussian itself) is the best linear
+filter of a class that contains the Gaussian and can express a disk, a box, an Airy pattern or a
+widefield PSF's different lateral and axial response. Per shell it removes
+``(sum_b M^2 - sum_b M B_hat)^2 / sum_b M^2`` of the Gaussian's residual, a closed form: no
+refit, no pass over the pixels. Each shell's gain is counted net of what fitting pure noise
+would gain (one noise variance per free factor), so a Gaussian pair with noise scores ~0.
+
+Shells are radial in 2D and (lateral, axial) in 3D: a microscope's axial response is not a
+radial function of the 3D frequency. The DC coefficient is left out (it is brightness, not
+shape). On large images the coefficients are first summed in small blocks (a single pass over
+each statistic), so the cost stays a small fraction of the fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._kernels import transfer
+from ._spectral import SpectralStats
+
+MAX_BLOCKS_PER_AXIS = 128  # frequency blocks per axis after summing (2D; 3D uses 32): a pass or two
+NOT_GAUSSIAN_SHARE = 0.3  # a free kernel removing this share of the residual gets a note
+ROUNDING = 1e-10  # a Gaussian residual below this share of the target's energy is rounding
+RELIABLE_STDERR = 0.05  # transfer points more uncertain than this are not used for the wording
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """The pair's measured transfer function beside the fitted Gaussian's, per frequency shell.
+
+    Attributes
+    ----------
+    frequency : ndarray
+        Shell frequency in cycles per pixel (radial; increasing), weighted by reference energy.
+    measured : ndarray
+        The pair's own transfer ``sum A_hat B_hat / sum A_hat^2`` per shell, gain removed.
+    model : ndarray
+        The fitted Gaussian's transfer, averaged over the shell with the same weights.
+    stderr : ndarray
+        Standard error of ``measured`` from the residual noise level (large where the reference
+        has little energy: read ``measured`` only where this is small).
+    energy : ndarray
+        Mean reference power per coefficient in the shell (``sum A_hat^2 / count``).
+    """
+
+    frequency: np.ndarray
+    measured: np.ndarray
+    model: np.ndarray
+    stderr: np.ndarray
+    energy: np.ndarray
+
+    def to_dict(self) -> dict:
+        """Plain lists (NaN as None) for JSON."""
+        return {k: [None if not np.isfinite(v) else float(v) for v in getattr(self, k)]
+                for k in ("frequency", "measured", "model", "stderr", "energy")}
+
+
+@dataclass(frozen=True)
+class Adequacy:
+    """How well the fitted Gaussian explains the pair, against a free linear filter."""
+
+    share: float  # of the Gaussian's L2 residual that the free filter removes (net of noise)
+    transfer: Transfer
+    suggestion: str  # what the measured transfer looks like, in words ("" when Gaussian)
+
+    def r2_linear(self, r2: float) -> float:
+        """r2 of the free filter, given the Gaussian's: it removes ``share`` of what is left."""
+        return float(r2 + (1.0 - r2) * self.share) if np.isfinite(r2) else float("nan")
+
+    def note(self, r2: float) -> str | None:
+        """A finding for the user when a free kernel explains much more than the Gaussian."""
+        if self.share < NOT_GAUSSIAN_SHARE:
+            return None
+        return (f"the blur is not Gaussian: a free kernel would remove {100 * self.share:.0f}% of "
+                f"the Gaussian's residual (r2 {r2:.4f} -> {self.r2_linear(r2):.4f})"
+                + (f"; {self.suggestion}" if self.suggestion else ""))
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Frequency blocks: the statistics summed over blocks of DCT coefficients."""
+
+    freqs: list[np.ndarray]  # per axis: block centre frequency (cycles/px)
+    counts: np.ndarray  # coefficients per block (spatial grid of blocks)
+    mm: np.ndarray  # sum H^2 P_AA  (times gain^2 later)
+    hpaa: np.ndarray  # sum H P_AA
+    paa: np.ndarray  # sum P_AA
+    hpab: np.ndarray  # sum H P_AB
+    pab: np.ndarray  # sum P_AB
+
+
+def _block_starts(n: int, blocks: int) -> np.ndarray:
+    size = -(-n // blocks)
+    return np.arange(0, n, size)
+
+
+def _reduce_axis(p: np.ndarray, axis: int, weights: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Block sums of ``p * weights[k, c]`` along ``axis``; a new last axis of length c is added.
+
+    Written as one batched matrix product per block row (BLAS): on the leading axis of the full
+    statistic this reads it once and makes no weighted copy.
+    """
+    moved = np.moveaxis(p, axis, 0)
+    n, rest = moved.shape[0], moved.shape[1:]
+    flat = moved.reshape(n, -1)  # a view for the leading axis; later axes are already reduced
+    size = int(starts[1] - starts[0]) if len(starts) > 1 else n
+    m, c = (n // size) * size, weights.shape[1]
+    w = weights[:m].reshape(n // size, size, c).transpose(0, 2, 1)
+    out = np.matmul(w, flat[:m].reshape(n // size, size, -1))  # (blocks, c, rest)
+    if m < n:
+        out = np.concatenate([out, (weights[m:].T @ flat[m:])[None]], axis=0)
+    out = out.reshape(len(out), c, *rest)
+    return np.moveaxis(np.moveaxis(out, 1, -1), 0, axis)
+
+
+def _grid(stats: SpectralStats, sigma, truncate: float) -> _Grid:
+    """Sum the statistics (with the Gaussian's transfer) over blocks of frequencies."""
+    d = len(stats.shape)
+    per_axis = MAX_BLOCKS_PER_AXIS if d == 2 else MAX_BLOCKS_PER_AXIS // 4
+    starts = [_block_starts(n, per_axis) for n in stats.shape]
+    hs = [transfer([s], n, truncate)[:, 0] for s, n in zip(sigma, stats.shape)]
+    aa, ab = stats.paa, stats.pab
+    # weights per axis: [h^2, h, 1] for P_AA and [h, 1] for P_AB; combos picked on the diagonal
+    for axis in range(d):  # the leading axis first: the full statistic is read as a view
+        h = hs[axis]
+        w_aa = np.stack([h * h, h, np.ones_like(h)], axis=1)
+        w_ab = np.stack([h, np.ones_like(h)], axis=1)
+        aa = _reduce_axis(aa, axis, w_aa, starts[axis])
+        ab = _reduce_axis(ab, axis, w_ab, starts[axis])
+    # aa has the block axes first, then one combo axis per spatial axis
+    spatial = (slice(None),) * d
+    mm, hpaa, paa = (aa[spatial + (c,) * d] for c in range(3))
+    hpab, pab = (ab[spatial + (c,) * d] for c in range(2))
+    origin = (0,) * d  # remove the DC coefficient (H = 1 there): brightness, not shape
+    dc_aa, dc_ab = float(stats.paa[origin]), float(stats.pab[origin])
+    for arr, dc in ((mm, dc_aa), (hpaa, dc_aa), (paa, dc_aa), (hpab, dc_ab), (pab, dc_ab)):
+        arr[origin] -= dc
+    sizes = [np.diff(np.append(s, n)) for s, n in zip(starts, stats.shape)]
+    counts = np.ones([len(s) for s in starts])
+    for axis, size in enumerate(sizes):
+        counts = counts * size.reshape([-1 if i == axis else 1 for i in range(d)])
+    counts[origin] -= 1
+    freqs = [(s + (z - 1) / 2.0) / (2.0 * n) for s, z, n in zip(starts, sizes, stats.shape)]
+    return _Grid(freqs, counts, mm, hpaa, paa, hpab, pab)
+
+
+def _shells(values: np.ndarray, width: float) -> np.ndarray:
+    return np.floor(values / width).astype(np.int64)
+
+
+def _labels(grid: _Grid, shape) -> tuple[np.ndarray, np.ndarray, float]:
+    """Shell index per block: free-filter shells and 1-D radial shells (and their width)."""
+    mesh = np.meshgrid(*grid.freqs, indexing="ij")
+    radial = np.sqrt(sum(f * f for f in mesh))
+    steps = [(f[1] - f[0]) if len(f) > 1 else 0.5 / n for f, n in zip(grid.freqs, shape)]
+    width = 2.0 * max(steps)
+    curve = _shells(radial, width)
+    if len(shape) == 3:  # (lateral, axial): the axial response is not radial
+        lateral = np.sqrt(mesh[1] ** 2 + mesh[2] ** 2)
+        axial = _shells(mesh[0], 2.0 * steps[0])
+        free = _shells(lateral, 2.0 * max(steps[1:])) * (axial.max() + 1) + axial
+    else:
+        free = curve
+    return free, curve, width
+
+
+def _sum_by(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
+    return np.bincount(labels.ravel(), weights=values.ravel())
+
+
+def assess(stats: SpectralStats, sigma, gain: float, *, truncate: float) -> Adequacy:
+    """Share of the Gaussian's residual a free shell-wise filter removes, and the transfer curve.
+
+    Parameters
+    ----------
+    stats : SpectralStats
+        The fit's statistics (all frames).
+    sigma : sequence of float
+        The fitted per-axis sigma (pixels).
+    gain : float
+        The fitted gain (1 without gain/offset).
+    truncate : float
+        Kernel truncation, as in the fit.
+    """
+    grid = _grid(stats, sigma, truncate)
+    free, curve, width = _labels(grid, stats.shape)
+    # Gaussian residual without the DC coefficients: sum (g H A - B)^2 over k != 0
+    residual = (gain * gain * grid.mm.sum() - 2.0 * gain * grid.hpab.sum()
+                + stats.cbb - float(stats.dc_b @ stats.dc_b))
+    n = max(stats.n_frames * (stats.n_pixels - 1), 1)
+    noise = max(residual, 0.0) / n  # per coefficient; an upper bound when the model is poor
+    mm = gain * gain * _sum_by(free, grid.mm)
+    mb = gain * _sum_by(free, grid.hpab)
+    ok = mm > 1e-300
+    removed = np.where(ok, (mm - mb) ** 2 / np.where(ok, mm, 1.0), 0.0)
+    net = np.maximum(removed - noise, 0.0).sum()
+    # a residual at rounding level (a noiseless pair) has no shape to speak of
+    share = float(min(net / residual, 1.0)) if residual > ROUNDING * stats.cbb else 0.0
+    curve_t = _transfer_curve(grid, curve, gain, noise)
+    return Adequacy(share, curve_t, _suggest(curve_t))
+
+
+def _transfer_curve(grid: _Grid, labels: np.ndarray, gain: float, noise: float) -> Transfer:
+    """Per radial shell: measured and model transfer, weighted by the reference's energy."""
+    mesh = np.meshgrid(*grid.freqs, indexing="ij")
+    radial = np.sqrt(sum(f * f for f in mesh))
+    paa = _sum_by(labels, grid.paa)
+    keep = paa > 1e-12 * max(float(paa.max()), 1e-300)
+    paa = np.where(keep, paa, 1.0)
+    g = gain if abs(gain) > 1e-300 else 1.0
+    freq = _sum_by(labels, radial * grid.paa) / paa
+    measured = _sum_by(labels, grid.pab) / paa / g
+    model = _sum_by(labels, grid.hpaa) / paa
+    stderr = np.sqrt(noise / paa) / abs(g)
+    energy = paa / np.maximum(_sum_by(labels, grid.counts), 1.0)
+    return Transfer(*(a[keep] for a in (freq, measured, model, stderr, energy)))
+
+
+def _suggest(t: Transfer) -> str:
+    """What the measured transfer looks like, in words, from its reliable points."""
+    good = (t.stderr < RELIABLE_STDERR) & (t.frequency > 0)
+    if good.sum() < 3:
+        return ""
+    m, model, se, f = t.measured[good], t.model[good], t.stderr[good], t.frequency[good]
+    negative = (m < -3 * se) & (m < -0.02)
+    if negative.any():
+        return (f"the measured transfer changes sign (first near {f[negative][0]:.3g} cycles/px), "
+                "which a Gaussian never does: zeros like those of a defocus disk, a box or motion "
+                "blur")
+    tail = model < 0.5  # where the Gaussian has cut most of the signal
+    if tail.sum() >= 2:
+        excess = float(np.mean(m[tail] - model[tail]))
+        if excess > 0.02:
+            return ("the measured transfer decays more slowly than a Gaussian's at high "
+                    "frequencies: a sharp core with heavy tails")
+        if excess < -0.02:
+            return ("the measured transfer falls off faster than a Gaussian's: a flat-topped "
+                    "kernel (disk, box or motion blur)")
+    return ""

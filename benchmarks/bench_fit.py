@@ -3,7 +3,7 @@
 Run: .venv/bin/python benchmarks/bench_fit.py [--quick]
 Prints medians (seconds) and ratios; --quick uses smaller images (for a smoke test).
 
-Baselines (DESIGN.md):
+Baselines (docs/design.md, "Baselines"):
 - naive: scipy.optimize.least_squares on gaussian_filter(A, s) - B, finite differences;
 - bounded search: minimize_scalar(method="bounded") with one full filter pass per evaluation
   (the L1 baseline);

@@ -1,4 +1,7 @@
-"""Save docs/screenshot.png: the real widget docked in napari after a fit of the sample pair.
+"""Save docs/screenshot.png and docs/screenshots/*.png: the real widget docked in napari.
+
+docs/screenshot.png: the sample pair after a fit, reference / target / fit / residual in a grid.
+docs/screenshots/: the default dock, after a fit, after an error, per-frame and blur-map modes.
 
 Run under a display, e.g.: xvfb-run -a -s "-screen 0 1400x900x24" .venv/bin/python scripts/screenshot.py
 """
@@ -6,25 +9,95 @@ Run under a display, e.g.: xvfb-run -a -s "-screen 0 1400x900x24" .venv/bin/pyth
 from pathlib import Path
 
 import napari
-from qtpy.QtWidgets import QApplication
+import numpy as np
+from qtpy.QtWidgets import QApplication, QMenu
+from scipy import ndimage
 
-OUT = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"
+from napari_blurfit.sample_data import load_sample_pair
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+SHOTS = DOCS / "screenshots"
+
+
+def settle(rounds=30):
+    for _ in range(rounds):
+        QApplication.processEvents()
+
+
+def fit(widget):
+    widget.start_fit()
+    while widget._worker is not None:
+        QApplication.processEvents()
+    settle()
+
+
+def save(viewer, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    settle()
+    viewer.window._qt_window.grab().save(str(path))
+    print("saved", path)
+
+
+def sample_menu_path(viewer):
+    """The menu path napari shows for this plugin's sample (for the README)."""
+    for menu in viewer.window._qt_window.findChildren(QMenu):
+        if menu.title().replace("&", "") == "Open Sample":
+            for action in menu.actions():
+                sub = action.menu()
+                if "Blur Fit" in action.text():
+                    items = [a.text() for a in sub.actions()] if sub is not None else []
+                    return ["File", "Open Sample", action.text(), *items]
+    return []
+
 
 viewer = napari.Viewer(show=True)
 viewer.window._qt_window.resize(1400, 900)
+print("menu:", " > ".join(sample_menu_path(viewer)))
 viewer.open_sample("napari-blurfit", "cell_pair")
 _, widget = viewer.window.add_plugin_dock_widget("napari-blurfit", "Fit Gaussian blur")
+save(viewer, SHOTS / "1-default-dock.png")
+
 widget.gain_offset.value = True
-widget.per_axis.value = True
-worker = widget.start_fit()
-while widget._worker is not None:
-    QApplication.processEvents()
+widget._options_section.expand(animate=False)
+fit(widget)
 viewer.grid.enabled = True  # reference, target, fit and residual side by side
 viewer.grid.shape = (2, 2)
 viewer.reset_view()
-for _ in range(20):
-    QApplication.processEvents()
-viewer.window._qt_window.grab().save(str(OUT))
-print("saved", OUT)
-print(widget.result_text.value)
+save(viewer, DOCS / "screenshot.png")
+widget.plots.tabs.setCurrentIndex(1)
+save(viewer, SHOTS / "2-after-fit-transfer.png")
+widget.plots.tabs.setCurrentIndex(0)
+print(widget.result_text.text())
+
+viewer.grid.enabled = False
+viewer.layers.clear()
+rng = np.random.default_rng(0)
+frames = np.stack([ndimage.zoom(rng.random((40, 40)), 4) * 100 for _ in range(8)]).astype(np.float32)
+viewer.add_image(frames, name="movie")
+viewer.add_image(np.stack([ndimage.gaussian_filter(f, 1 + 0.3 * i) for i, f in enumerate(frames)]),
+                 name="movie blurred")
+widget.reference.value, widget.target.value = viewer.layers["movie"], viewer.layers["movie blurred"]
+widget.mode.value = "per frame"
+fit(widget)
+save(viewer, SHOTS / "4-per-frame.png")
+
+viewer.layers.clear()
+sharp, _ = load_sample_pair()
+ramp = np.linspace(0.5, 4.0, sharp.shape[1])
+varying = np.stack([ndimage.gaussian_filter(sharp, s)[:, i] for i, s in enumerate(ramp)], axis=1)
+viewer.add_image(sharp, name="sharp", scale=(0.107, 0.107), units=("um", "um"))
+viewer.add_image(varying, name="blur 0.5 to 4 px", scale=(0.107, 0.107), units=("um", "um"))
+widget.reference.value, widget.target.value = viewer.layers["sharp"], viewer.layers["blur 0.5 to 4 px"]
+widget.mode.value = "blur map"
+widget.tile.value = 64
+fit(widget)
+viewer.reset_view()
+save(viewer, SHOTS / "5-blur-map.png")
+
+flat = viewer.add_image(np.full(sharp.shape, 12.0, np.float32), name="flat")
+widget.target.value = flat
+widget.mode.value = "whole image/volume"
+fit(widget)
+save(viewer, SHOTS / "3-after-error.png")
+print(widget.status.text())
 viewer.close()

@@ -407,7 +407,8 @@ def test_every_flag_reaches_the_core(pair, dataset, tmp_path, monkeypatch, capsy
              "--sigma-min", "0.5", "--sigma-max", "9", "--exclude-border", "3", "--reverse",
              "--huber-delta", "0.5"]
     want = dict(loss="huber", per_axis=True, gain_offset=True, spatial_axes=(-2, -1),
-                sigma_bounds=(0.5, 9.0), exclude_border=3, reverse=True, huber_delta=0.5)
+                sigma_bounds=(0.5, 9.0), exclude_border=3, reverse=True, huber_delta=0.5,
+                full_covariance=False, shift=False)
     for inputs in ([ref, tgt], [*dataset, "--no-progress"]):
         calls.clear()
         status, out, err = run_main(capsys, *inputs, *flags)
@@ -468,3 +469,30 @@ def test_warnings_printed_once_in_flag_words(pair, monkeypatch, capsys):
     status, out, err = run_main(capsys, *pair)
     assert status == 0
     assert err == "blurfit: warning: the blur may vary; try --per-axis\n"
+
+
+def test_full_covariance_and_shift_flags(tmp_path, camera, capsys):
+    """A rotated, shifted blur through the command line: summary, JSON and CSV carry it."""
+    from napari_blurfit._gaussian import GaussianKernel
+
+    kernel = GaussianKernel.from_basicsr(2.5, 1.2, 0.5, shift=(0.4, -0.6))
+    ref, tgt = tmp_path / "a.tif", tmp_path / "b.tif"
+    tifffile.imwrite(ref, camera.astype(np.float32))
+    tifffile.imwrite(tgt, kernel.apply(camera).astype(np.float32))
+    status, out, err = run_main(capsys, ref, tgt, "--full-covariance", "--shift")
+    assert status == 0, err
+    principal = next(line for line in out.splitlines() if line.startswith("principal    = "))
+    assert "2.5" in principal and "BasicSR sigma_x, sigma_y, theta = 2.5" in principal
+    shift = next(line for line in out.splitlines() if line.startswith("shift        = "))
+    assert re.search(r"y \+0\.4\d\d .*x -0\.6\d\d", shift)
+    table = tmp_path / "fit.csv"
+    status, out, err = run_main(capsys, ref, tgt, "--full-covariance", "--shift", "--json",
+                                "--csv", table)
+    d = json.loads(out)
+    np.testing.assert_allclose(d["covariance"], kernel.covariance, rtol=0.01, atol=0.01)
+    np.testing.assert_allclose(d["shift"], (0.4, -0.6), atol=0.02)
+    assert d["angle"] == pytest.approx(np.degrees(0.5), abs=0.5)
+    row = next(csv.DictReader(table.open()))
+    assert float(row["cov_01"]) == pytest.approx(kernel.covariance[0, 1], rel=0.01)
+    assert float(row["shift_1"]) == pytest.approx(-0.6, abs=0.02)
+    assert float(row["angle"]) == pytest.approx(np.degrees(0.5), abs=0.5)

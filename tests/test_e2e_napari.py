@@ -31,7 +31,7 @@ def test_manifest_widget_sample_fit_cancel_screenshot(make_napari_viewer, qtbot,
     res = viewer.layers["cell target residual"]
     assert np.abs(res.data).mean() < 3.0  # noise sd 2 -> mean |r| ~ 1.6
     assert tuple(viewer.layers["cell target fit"].scale) == tuple(viewer.layers["cell target"].scale)
-    assert "um" in widget.result_text.value or "micrometer" in widget.result_text.value
+    assert " µm (± " in widget.result_text.text()
 
     # a second, large fit: the GUI thread keeps ticking while it runs, and Cancel leaves no layer
     rng = np.random.default_rng(0)
@@ -46,7 +46,7 @@ def test_manifest_widget_sample_fit_cancel_screenshot(make_napari_viewer, qtbot,
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start(20)
     widget.start_fit()
-    qtbot.waitUntil(lambda: "filter pass 2" in widget.status.value, timeout=120_000)
+    qtbot.waitUntil(lambda: "filter pass 2" in widget.status.text(), timeout=120_000)
     widget.cancel()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
     timer.stop()
@@ -54,7 +54,7 @@ def test_manifest_widget_sample_fit_cancel_screenshot(make_napari_viewer, qtbot,
     print(f"GUI ticks during the 4096^2 fit: {len(ticks)}, longest gap {gaps.max():.3f} s")
     assert len(ticks) > 10 and gaps.max() < 2.0
     assert "big fit" not in [layer.name for layer in viewer.layers]
-    assert widget.status.value.startswith("fit stopped")
+    assert widget.status.text().startswith("Fit stopped")
 
     path = tmp_path / "window.png"
     viewer.window._qt_window.grab().save(str(path))

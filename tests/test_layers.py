@@ -134,3 +134,153 @@ def test_slice_mode_follows_world_coordinates(time_series):
     ref.scale, tgt.scale = (2.0, 0.5, 0.5), (2.0, 0.5, 0.5)  # frame 2 sits at world t = 4
     one = run_layer_fit(ref, tgt, mode="current slice", world_point=(4.0, 10.0, 10.0))
     assert one.fit.sigma[0] == pytest.approx(sigmas[2], rel=1e-3)
+
+
+# --- masks in the target's own pixels (issue 11) -------------------------------------------------
+def _world(layer, pixels):
+    """World coordinates of the target's pixel positions (rows of (row, col))."""
+    return np.array([layer.data_to_world(p) for p in pixels])
+
+
+def test_shapes_mask_follows_both_layers_transforms(cell):
+    from napari_blurfit.layers import mask_data
+
+    tgt = Image(cell, name="tgt", scale=(0.107, 0.107), translate=(3.0, -2.0), units=("um", "um"))
+    corners = [(20, 20), (20, 200), (200, 200), (200, 20)]  # target pixels
+    drawn = Shapes([_world(tgt, corners)], shape_type="rectangle")  # drawn in the viewer (scale 1)
+    mask = mask_data(drawn, tgt)
+    assert mask.sum() == 180 * 180  # not the 361 pixels of the shapes layer's own grid
+    assert mask[20, 20] and mask[199, 199] and not mask[19, 100] and not mask[200, 100]
+    # a shapes layer with its own scale and translate, same region of the world
+    scaled = Shapes([(_world(tgt, corners) - (1.0, 1.0)) / 0.5], shape_type="polygon",
+                    scale=(0.5, 0.5), translate=(1.0, 1.0))
+    np.testing.assert_array_equal(mask_data(scaled, tgt), mask)
+
+
+def test_rotated_shapes_and_ellipses(cell):
+    from napari.utils.transforms import Affine
+
+    from napari_blurfit.layers import mask_data
+
+    tgt = Image(cell, name="tgt", scale=(2.0, 2.0), translate=(-150.0, -150.0))
+    # a square of side 200 around the world origin, turned 45 degrees by the shapes layer's affine:
+    # a diamond around target pixel (75, 75) reaching 70.7 px along the axes
+    square = Shapes([np.array([[-100, -100], [-100, 100], [100, 100], [100, -100]])],
+                    shape_type="polygon", affine=Affine(rotate=45))
+    mask = mask_data(square, tgt)
+    assert int(mask.sum()) == pytest.approx(100 * 100, rel=0.01)
+    assert mask[75, 75] and mask[75, 140] and not mask[115, 115]  # a diamond, not the square
+    disc = Shapes([np.array([[128, 128], [100, 100]])], shape_type="ellipse", scale=(0.5, 0.5))
+    area = mask_data(disc, Image(cell, name="t1")).sum()  # radius 100 data = 50 world = 50 px
+    assert area == pytest.approx(np.pi * 50**2, rel=0.02)
+
+
+def test_labels_mask_on_the_pixel_grid_or_refused(cell):
+    from napari_blurfit.layers import mask_data
+
+    tgt = Image(cell, name="tgt", scale=(0.5, 0.5), translate=(10.0, 10.0))
+    lab = np.zeros((100, 100), int)
+    lab[:50, :50] = 3
+    shifted = Labels(lab, scale=(0.5, 0.5), translate=(20.0, 15.0))  # +20, +10 target pixels
+    mask = mask_data(shifted, tgt)
+    assert mask.sum() == 2500 and mask[20, 10] and mask[69, 59] and not mask[70, 59]
+    with pytest.raises(ValueError, match="would need interpolation"):
+        mask_data(Labels(lab, scale=(1.0, 1.0)), tgt)
+    with pytest.raises(ValueError, match="would need interpolation"):
+        mask_data(Labels(lab, scale=(0.5, 0.5), translate=(10.25, 10.0)), tgt)
+    with pytest.raises(ValueError, match="selects no pixel"):
+        mask_data(Labels(lab, scale=(0.5, 0.5), translate=(1000.0, 0.0)), tgt)
+    with pytest.raises(ValueError, match="has no inside"):
+        mask_data(Shapes([np.array([[0, 0], [50, 50]])], shape_type="line"), tgt)
+
+
+def test_scaled_mask_gives_the_right_fit(cell):
+    ref = Image(cell, name="ref", scale=(0.107, 0.107), translate=(5.0, 5.0))
+    data = ndimage.gaussian_filter(cell, 2.0)
+    data[:, 150:] = np.random.default_rng(1).random((256, 106)) * 500  # garbage right of the mask
+    tgt = Image(data, name="tgt", scale=(0.107, 0.107), translate=(5.0, 5.0))
+    box = Shapes([_world(tgt, [(10, 10), (10, 140), (246, 140), (246, 10)])], shape_type="polygon")
+    result = run_layer_fit(ref, tgt, mask_layer=box)
+    assert result.mask_pixels == 236 * 130
+    assert result.fit.sigma[0] == pytest.approx(2.0, rel=1e-3)
+
+
+# --- every option reaches every mode (issue 12) --------------------------------------------------
+@pytest.fixture
+def stack_pair(camera):
+    """Three 96 x 96 frames, target = frame blurred by sigma 2, plus a garbage version of each."""
+    ref = np.stack([camera[i * 30 : i * 30 + 96, 40 : 136] for i in range(3)])
+    tgt = np.stack([ndimage.gaussian_filter(f, 2.0) for f in ref])
+    return ref, tgt
+
+
+MODE_CASES = ["whole image/volume", "current slice", "frames jointly", "per frame", "blur map"]
+
+
+def _fit_sigmas(result):
+    if result.frames is not None:
+        return np.array([f.sigma[0] for f in result.frames])
+    if result.blur_map is not None:
+        return result.blur_map.sigma[..., 0].ravel()
+    return np.array(result.fit.sigma[:1])
+
+
+def _pair_for(mode, ref, tgt):
+    two_d = mode in ("whole image/volume", "blur map")
+    return (ref[1], tgt[1]) if two_d else (ref, tgt)
+
+
+@pytest.mark.parametrize("mode", MODE_CASES)
+def test_every_mode_honours_mask(stack_pair, mode):
+    ref, tgt = _pair_for(mode, *stack_pair)
+    bad = tgt.copy()
+    bad[..., :, 60:] = np.random.default_rng(2).random(bad[..., :, 60:].shape) * 1000
+    keep = np.zeros(ref.shape[-2:], int)
+    keep[:, :52] = 1
+    result = run_layer_fit(Image(ref, name="r"), Image(bad, name="t"), mask_layer=Labels(keep), mode=mode,
+                           tile=48, world_point=(1, 0, 0))
+    sig = _fit_sigmas(result)
+    sig = sig[np.isfinite(sig)]
+    assert sig.size and np.allclose(sig, 2.0, rtol=0.02)
+    assert result.mask_pixels == keep.sum() * (ref.size // keep.size if mode != "current slice" else 1)
+
+
+@pytest.mark.parametrize("mode", MODE_CASES)
+def test_every_mode_honours_reverse(stack_pair, mode):
+    ref, tgt = _pair_for(mode, *stack_pair)
+    result = run_layer_fit(Image(tgt, name="r"), Image(ref, name="t"), reverse=True, mode=mode,
+                           tile=48, world_point=(1, 0, 0))  # the reference is the blurred one
+    sig = _fit_sigmas(result)
+    assert np.all(np.isfinite(sig)) and np.allclose(sig, 2.0, rtol=0.02)
+    if result.fit is not None:
+        assert result.fit.reverse and result.layers[0][1]["name"] == "r fit"
+
+
+@pytest.mark.parametrize("mode", MODE_CASES)
+def test_every_mode_honours_exclude_border(stack_pair, mode):
+    ref, tgt = _pair_for(mode, *stack_pair)
+    bad = tgt.copy()
+    bad[..., :6, :] = 1000.0  # a bright band along the top edge
+    result = run_layer_fit(Image(ref, name="r"), Image(bad, name="t"), exclude_border=12, mode=mode,
+                           tile=48, world_point=(1, 0, 0))
+    sig = _fit_sigmas(result)
+    sig = sig[np.isfinite(sig)]
+    assert sig.size and np.allclose(sig, 2.0, rtol=0.02)
+
+
+def test_axis_hint_for_time_series(time_series):
+    from napari_blurfit.layers import axis_hint
+
+    ref, tgt, _ = time_series
+    assert "frames jointly" in axis_hint(tgt, "whole image/volume")
+    assert axis_hint(tgt, "per frame") == ""
+    vol = Image(np.zeros((40, 64, 64)), name="vol")
+    assert axis_hint(vol, "whole image/volume") == ""
+    labelled = Image(np.zeros((40, 64, 64)), name="movie", axis_labels=("t", "y", "x"))
+    assert "labelled 't'" in axis_hint(labelled, "whole image/volume")
+
+
+def test_current_slice_reports_the_plane(time_series):
+    ref, tgt, _ = time_series
+    one = run_layer_fit(ref, tgt, mode="current slice", world_point=(3, 0, 0))
+    assert one.plane == (3,)

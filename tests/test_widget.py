@@ -54,7 +54,7 @@ def test_pickers_offer_only_images_and_stay_distinct(viewer_pair, qtbot):
     viewer.add_image(np.ones((5, 5)), name="small")
     widget.reference.value = viewer.layers["small"]
     assert not widget.fit_button.enabled
-    assert "differ in shape" in widget.status.value
+    assert "differ in shape" in widget.status.text()
 
 
 def test_fit_adds_layers_then_updates_them_in_place(viewer_pair, qtbot):
@@ -69,8 +69,8 @@ def test_fit_adds_layers_then_updates_them_in_place(viewer_pair, qtbot):
     assert res.contrast_limits[0] == -res.contrast_limits[1]
     assert tuple(res.scale) == (0.2, 0.2)
     assert res.metadata["blurfit"]["gain"] == pytest.approx(1.5, rel=1e-4)
-    assert "sigma[0] = 2 +/-" in widget.result_text.value
-    assert "= 0.4 " in widget.result_text.value  # 2 px * 0.2 world units
+    assert "Blur sigma: 2 px (± " in widget.result_text.text()
+    assert "world" not in widget.result_text.text()  # no units on these layers: pixels only
     widget.loss.value = "l1"
     run(widget, qtbot)
     assert len(viewer.layers) == 4  # updated in place, not piled up
@@ -83,8 +83,8 @@ def test_errors_show_in_widget_not_traceback(viewer_pair, qtbot):
     viewer.add_image(np.full((256, 256), 3.0), name="flat")
     widget = widget_for(viewer, "ref", "flat")
     run(widget, qtbot)
-    assert widget.status.value == ("fit failed: ValueError: target is constant: a blur cannot be "
-                                   "measured from a flat image")
+    assert widget.status.text() == ("Fit failed: target is constant: a blur cannot be "
+                                    "measured from a flat image")
     assert "flat fit" not in viewer.layers
     assert widget.fit_button.enabled
 
@@ -99,7 +99,7 @@ def running_big_fit(make_napari_viewer, qtbot):
     viewer.add_image(ndimage.gaussian_filter(big, 3.0), name="big blurred")
     widget = widget_for(viewer, "big", "big blurred", loss="l1", per_axis=True, gain_offset=True)
     widget.start_fit()
-    qtbot.waitUntil(lambda: "filter pass" in widget.status.value, timeout=60_000)
+    qtbot.waitUntil(lambda: "filter pass" in widget.status.text(), timeout=60_000)
     return viewer, widget
 
 
@@ -109,7 +109,7 @@ def test_cancel_stops_promptly_and_adds_nothing(running_big_fit, qtbot):
     widget.cancel()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
     print(f"cancel took {time.perf_counter() - t0:.2f} s")
-    assert widget.status.value.startswith("fit stopped: cancelled")
+    assert widget.status.text().startswith("Fit stopped: cancelled")
     assert [layer.name for layer in viewer.layers] == ["big", "big blurred"]
 
 
@@ -117,7 +117,7 @@ def test_removing_an_input_layer_ends_the_fit(running_big_fit, qtbot):
     viewer, widget = running_big_fit
     viewer.layers.remove("big")
     qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
-    assert "layer 'big' was removed" in widget.status.value
+    assert "layer 'big' was removed" in widget.status.text()
     assert [layer.name for layer in viewer.layers] == ["big blurred"]
 
 
@@ -146,9 +146,9 @@ def test_per_frame_mode_plots_sigma_against_frame(make_napari_viewer, qtbot, cam
     run(widget, qtbot)
     np.testing.assert_allclose([f.sigma[0] for f in widget.last_result.frames], [1, 2, 3, 4],
                                rtol=1e-3)
-    line = widget._plot.axes.get_lines()[0]
+    line = widget.plots.main.axes.get_lines()[0]
     np.testing.assert_allclose(line.get_ydata(), [1, 2, 3, 4], rtol=1e-3)
-    assert widget._plot.axes.get_xlabel() == "frame"
+    assert widget.plots.main.axes.get_xlabel() == "frame"
     widget.mode.value = "blur map"
     assert not widget.tile.native.isHidden()  # shown only in blur-map mode
 
@@ -173,6 +173,259 @@ def test_blur_map_mode_adds_aligned_map_with_its_range(make_napari_viewer, qtbot
     assert layer.colormap.name == "viridis"
     assert tuple(layer.contrast_limits) == pytest.approx((lo, hi))
     assert layer.colorbar.visible
-    assert f"sigma {np.nanmin(bm.sigma):.3g} to {np.nanmax(bm.sigma):.3g} px" in widget.result_text.value
-    assert widget._plot.axes.get_xlabel() == "tile sigma (px)"
+    assert f"sigma {np.nanmin(bm.sigma):.3g} to {np.nanmax(bm.sigma):.3g} px" in widget.result_text.text()
+    assert widget.plots.main.axes.get_xlabel() == "tile sigma (px)"
     np.testing.assert_array_equal(viewer.layers["tgt"].data, target)  # inputs untouched
+
+
+# --- 1. cancel and deletion always win -------------------------------------------------------------
+@pytest.fixture
+def held_fit(monkeypatch):
+    """Make the widget's worker stop at a chosen moment until the test releases it."""
+    import threading
+
+    import napari_blurfit._widget as widget_module
+
+    real = widget_module.run_layer_fit
+    gate = {"at": None, "reached": threading.Event(), "release": threading.Event()}
+
+    def hold():
+        gate["reached"].set()
+        assert gate["release"].wait(30)
+
+    def held(*args, callback, **kwargs):
+        def check(stage):
+            if stage == gate["at"]:
+                hold()
+            callback(stage)
+        result = real(*args, callback=check, **kwargs)
+        if gate["at"] == "returned":
+            hold()
+        return result
+
+    monkeypatch.setattr(widget_module, "run_layer_fit", held)
+    yield gate
+    gate["release"].set()  # never leave a worker waiting
+
+
+@pytest.mark.parametrize("moment", ["making the fitted image", "making the residual image", "returned"])
+@pytest.mark.parametrize("action", ["cancel", "remove target", "remove reference"])
+def test_cancel_or_removal_at_any_moment_adds_nothing(viewer_pair, qtbot, held_fit, moment, action):
+    viewer = viewer_pair
+    widget = widget_for(viewer, "ref", "tgt")
+    held_fit["at"] = moment
+    widget.start_fit()
+    qtbot.waitUntil(held_fit["reached"].is_set, timeout=30_000)
+    if action == "cancel":
+        widget.cancel()
+    else:
+        viewer.layers.remove({"remove target": "tgt", "remove reference": "ref"}[action])
+    held_fit["release"].set()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
+    assert not [layer.name for layer in viewer.layers if "fit" in layer.name or "residual" in layer.name]
+    assert widget.status.text().startswith("Fit stopped") and "Nothing was added" in widget.status.text()
+    assert widget.last_result is None
+    if action == "cancel":  # still usable: the next fit runs and shows its layers
+        held_fit["at"] = None
+        run(widget, qtbot)
+        assert "tgt fit" in viewer.layers and widget.last_result is not None
+
+
+# --- 2. masks in the image's own pixels ------------------------------------------------------------
+def test_rectangle_mask_counts_target_pixels(make_napari_viewer, qtbot, cell):
+    viewer = make_napari_viewer()
+    kw = dict(scale=(0.107, 0.107), translate=(4.0, 2.0), units=("um", "um"))
+    viewer.add_image(cell, name="ref", **kw)
+    bad = ndimage.gaussian_filter(cell, 2.0)
+    bad[:, 210:] = 999.0  # garbage outside the drawn rectangle
+    tgt = viewer.add_image(bad, name="tgt", **kw)
+    corners = np.array([tgt.data_to_world(p) for p in [(20, 20), (20, 200), (200, 200), (200, 20)]])
+    viewer.add_shapes([corners], shape_type="rectangle", name="roi")  # drawn in world coordinates
+    widget = widget_for(viewer, "ref", "tgt", mask=viewer.layers["roi"])
+    run(widget, qtbot)
+    assert widget.last_result.mask_pixels == 180 * 180
+    assert widget.last_result.fit.sigma[0] == pytest.approx(2.0, rel=1e-3)
+    assert "The mask selected 32,400 pixels." in widget.result_text.text()
+
+
+def test_misaligned_labels_mask_is_refused_in_plain_words(viewer_pair, qtbot):
+    viewer = viewer_pair
+    viewer.add_labels(np.ones((256, 256), int), name="lab", scale=(0.3, 0.3))
+    widget = widget_for(viewer, "ref", "tgt", mask=viewer.layers["lab"])
+    run(widget, qtbot)
+    text = widget.status.text()
+    assert text.startswith("Fit failed: labels layer 'lab' does not sit on the pixel grid of 'tgt'")
+    assert "interpolation" in text and "Error" not in text
+
+
+# --- 3. pickers follow layers by identity ----------------------------------------------------------
+def test_pickers_follow_layers_through_renames_additions_removals(viewer_pair, qtbot):
+    viewer = viewer_pair
+    viewer.add_image(np.zeros((256, 256)), name="other")
+    viewer.add_labels(np.zeros((256, 256), int), name="lab")
+    ref, tgt, lab = viewer.layers["ref"], viewer.layers["tgt"], viewer.layers["lab"]
+    widget = widget_for(viewer, "tgt", "other", mask=lab)
+    widget.target.value = ref
+    ref.name, tgt.name, lab.name = "reference renamed", "target renamed", "labels renamed"
+    assert widget.reference.value is tgt and widget.target.value is ref and widget.mask.value is lab
+    viewer.add_image(np.zeros((256, 256)), name="added")
+    viewer.layers.move(viewer.layers.index("added"), 0)
+    viewer.layers.remove("other")
+    assert widget.reference.value is tgt and widget.target.value is ref and widget.mask.value is lab
+    names = sorted(c.name for c in widget.reference.choices)
+    assert names == ["added", "reference renamed", "target renamed"]
+
+
+# --- 4. clean exit ---------------------------------------------------------------------------------
+EXIT_SCRIPT = """
+import numpy as np
+import napari
+from qtpy.QtWidgets import QApplication
+from scipy import ndimage
+
+viewer = napari.Viewer(show=True)
+img = ndimage.zoom(np.random.default_rng(0).random((32, 32)), 4)
+viewer.add_image(img, name="ref")
+viewer.add_image(ndimage.gaussian_filter(img, 2.0), name="tgt")
+_, widget = viewer.window.add_plugin_dock_widget("napari-blurfit", "Fit Gaussian blur")
+widget.start_fit()
+while widget._worker is not None:
+    QApplication.processEvents()
+print("sigma", round(widget.last_result.fit.sigma[0], 3))
+"""  # ends without viewer.close() or napari.run()
+
+
+def test_script_that_fits_and_exits_without_closing_exits_cleanly(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "fit_and_exit.py"
+    script.write_text(EXIT_SCRIPT)
+    codes = []
+    for _ in range(8):
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "QT_QPA_PLATFORM": "xcb"})
+        assert "sigma 2.0" in done.stdout, done.stderr[-2000:]
+        codes.append(done.returncode)
+    assert codes == [0] * 8
+
+
+# --- 5. a compact dock in napari's look ------------------------------------------------------------
+def test_dock_is_compact_and_shows_only_what_exists(make_napari_viewer, qtbot, cell):
+    from matplotlib.colors import to_hex
+    from napari.utils.theme import get_theme
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(cell, name="ref")
+    viewer.add_image(ndimage.gaussian_filter(cell, 2.0), name="a target with a long, long, long name")
+    widget = BlurFitWidget(viewer)
+    dock = viewer.window.add_dock_widget(widget, name="blur")
+    qtbot.wait(100)
+    assert 340 <= dock.width() <= 430
+    for hidden in (widget.result_text, widget.plots.tabs, widget.copy_button.native, widget.progress.native):
+        assert not hidden.isVisible()  # nothing empty before a fit
+    assert widget.status.wordWrap() and widget.result_text.wordWrap()
+    widget._say("a very long status message " * 20)
+    qtbot.wait(50)
+    assert dock.width() <= 430  # long text wraps instead of widening the dock
+    run(widget, qtbot)
+    assert widget.result_text.isVisible() and widget.plots.tabs.isVisible()
+    theme = get_theme(viewer.theme)
+    assert to_hex(widget.plots.main.figure.get_facecolor()) == theme.background.as_hex()
+    assert dock.width() <= 430
+    # an error replaces the old result: no stale numbers or plot
+    viewer.add_image(np.full((256, 256), 3.0), name="flat")
+    widget.target.value = viewer.layers["flat"]
+    run(widget, qtbot)
+    assert widget.status.text().startswith("Fit failed: target is constant")
+    assert not widget.result_text.isVisible() and not widget.plots.tabs.isVisible()
+    assert widget.last_result is None and not widget.copy_button.native.isVisible()
+
+
+def _tick_texts(axis):
+    return [t.get_text() for t in axis.get_ticklabels() if t.get_visible() and t.get_text()]
+
+
+def test_loss_plot_is_smooth_with_readable_ticks(viewer_pair, qtbot):
+    widget = widget_for(viewer_pair, "ref", "tgt", gain_offset=True)
+    run(widget, qtbot)
+    ax = widget.plots.main.axes
+    curve = ax.get_lines()[0]
+    xs = curve.get_xdata()
+    assert len(xs) >= 200 and np.max(np.diff(np.log(xs))) < 0.05  # densely sampled
+    fit = widget.last_result.fit
+    assert float(np.min(curve.get_ydata())) == pytest.approx(fit.loss, rel=1e-6)  # dip at the optimum
+    widget.plots.main.canvas.draw()
+    for labels in (_tick_texts(ax.xaxis), _tick_texts(ax.yaxis)):
+        assert 2 <= len(labels) <= 6 and not any("times" in t or "^" in t for t in labels)
+    widget.loss.value = "l1"  # its profile spans a narrow sigma range: plain numbers
+    run(widget, qtbot)
+    widget.plots.main.canvas.draw()
+    labels = _tick_texts(widget.plots.main.axes.xaxis)
+    assert 2 <= len(labels) <= 6 and all(t.replace(".", "").replace("-", "").isdigit() for t in labels)
+
+
+# --- 6. plain words --------------------------------------------------------------------------------
+def test_plain_words_units_hints_and_slice(make_napari_viewer, qtbot, camera):
+    viewer = make_napari_viewer()
+    ref = np.stack([camera[i * 30 : i * 30 + 80, :80] for i in range(4)])
+    viewer.add_image(ref, name="r")
+    viewer.add_image(np.stack([ndimage.gaussian_filter(f, 2.0) for f in ref]), name="t")
+    widget = widget_for(viewer, "r", "t")
+    assert "looks like a time series or channels" in widget.status.text()
+    assert "'frames jointly'" in widget.status.text() and widget.fit_button.enabled
+    widget.mode.value = "current slice"
+    assert widget.status.text() == ""
+    viewer.dims.set_point(0, 2)
+    run(widget, qtbot)
+    text = widget.result_text.text()
+    assert "Fitted the slice at axis 0 = 2 (the one shown)." in text
+    assert "Blur sigma: 2 px (± " in text and "world" not in text and "Error" not in text
+
+
+def test_units_shown_when_the_layer_has_them(make_napari_viewer, qtbot, cell):
+    viewer = make_napari_viewer()
+    kw = dict(scale=(0.2, 0.2), units=("um", "um"))
+    viewer.add_image(cell, name="ref", **kw)
+    viewer.add_image(ndimage.gaussian_filter(cell, 2.0), name="tgt", **kw)
+    widget = widget_for(viewer, "ref", "tgt")
+    run(widget, qtbot)
+    assert "Blur sigma: 2 px = 0.4 µm (± " in widget.result_text.text()
+
+
+# --- issue 10: how well a Gaussian explains the pair -----------------------------------------------
+def test_transfer_plot_and_explained_variance(make_napari_viewer, qtbot, cell):
+    viewer = make_napari_viewer()
+    kw = dict(scale=(0.5, 0.5), units=("um", "um"))
+    viewer.add_image(cell, name="ref", **kw)
+    viewer.add_image(ndimage.gaussian_filter(cell, 2.0), name="tgt", **kw)
+    widget = widget_for(viewer, "ref", "tgt")
+    run(widget, qtbot)
+    fit = widget.last_result.fit
+    assert f"A Gaussian explains {100 * fit.r2:.1f}% of the target's variance; a free kernel would " \
+           f"explain {100 * fit.r2_linear:.1f}%." in widget.result_text.text()
+    tabs = widget.plots.tabs
+    assert tabs.isTabVisible(1) and tabs.tabText(1) == "transfer"
+    ax = widget.plots.transfer.axes
+    measured, model = ax.get_lines()[:2]
+    np.testing.assert_allclose(model.get_xdata(), fit.transfer.frequency)
+    np.testing.assert_allclose(model.get_ydata(), fit.transfer.model)
+    np.testing.assert_allclose(measured.get_ydata(), fit.transfer.measured)
+    assert ax.get_xlabel() == "frequency (cycles/px)"
+    assert [c.get_xlabel() for c in ax.child_axes] == ["cycles/µm"]
+
+
+# --- issue 12: the widget's options reach the blur map ---------------------------------------------
+def test_blur_map_mode_gets_mask_reverse_and_border(make_napari_viewer, qtbot, cell):
+    viewer = make_napari_viewer()
+    viewer.add_image(ndimage.gaussian_filter(cell, 2.0), name="blurred")
+    sharp = cell.copy()
+    sharp[:8] = 5000.0  # garbage in a border band
+    viewer.add_image(sharp, name="sharp")
+    widget = widget_for(viewer, "blurred", "sharp", mode="blur map", tile=64, reverse=True,
+                        exclude_border=16)
+    run(widget, qtbot)
+    sigma = widget.last_result.blur_map.sigma[..., 0]
+    assert np.isfinite(sigma).all()
+    np.testing.assert_allclose(sigma, 2.0, rtol=0.02)

@@ -206,6 +206,23 @@ def assess(stats: SpectralStats, sigma, gain: float, *, truncate: float) -> Adeq
     return Adequacy(share, curve_t, _suggest(curve_t))
 
 
+def assess_model(fit_stats: SpectralStats, pair_stats: SpectralStats, model_stats: SpectralStats,
+                 gain: float) -> Adequacy:
+    """`assess` for a fitted model image ``M`` that is not diagonal in the DCT (rotated, shifted).
+
+    The free class is then ``c_b * M_hat``: the fitted model followed by a free shell filter,
+    which contains the model (``c_b = 1``). ``fit_stats`` are of the pair (M, target),
+    ``pair_stats`` of (reference, target) and ``model_stats`` of (reference, M): the model's
+    curve is measured exactly like the pair's, so the two read alike (a shift lowers both).
+    """
+    d = len(fit_stats.shape)
+    share = assess(fit_stats, np.zeros(d), 1.0, truncate=4.0).share
+    pair = assess(pair_stats, np.zeros(d), gain, truncate=4.0).transfer
+    model = assess(model_stats, np.zeros(d), gain, truncate=4.0).transfer
+    curve = Transfer(pair.frequency, pair.measured, model.measured, pair.stderr, pair.energy)
+    return Adequacy(share, curve, _suggest(curve))
+
+
 def _transfer_curve(grid: _Grid, labels: np.ndarray, gain: float, noise: float) -> Transfer:
     """Per radial shell: measured and model transfer, weighted by the reference's energy."""
     mesh = np.meshgrid(*grid.freqs, indexing="ij")

@@ -144,6 +144,13 @@ def _box_or_mask(used: np.ndarray):
     return box if np.count_nonzero(used) == used[box].size else used
 
 
+def target_spread(target: np.ndarray, used: np.ndarray | None) -> float:
+    """Sum of squares of the target about its mean over the used pixels (for r2)."""
+    t = target if used is None else target[np.broadcast_to(used, target.shape)]
+    t = t.astype(np.float64)
+    return float(np.square(t - t.mean()).sum())
+
+
 class SpatialObjective:
     """Loss sum of ``gain * G_sigma * A + offset`` against ``B`` over the used pixels.
 
@@ -247,8 +254,7 @@ class SpatialObjective:
     def target_spread(self) -> float:
         """The target's sum of squares about its mean over the used pixels (for r2)."""
         if not self.pair.dask:
-            t = self._target.astype(np.float64)
-            return float(np.square(t - t.mean()).sum())
+            return target_spread(self._target, None)
         import dask
         from dask import delayed
 

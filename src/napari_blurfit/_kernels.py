@@ -2,7 +2,7 @@
 
 `scipy.ndimage.gaussian_filter(a, s)` with ``mode='reflect'`` is diagonal in the orthonormal type-II
 DCT: ``dctn(filter(a)) == H * dctn(a)`` with ``H = prod_i h_i(k_i)`` and
-``h(k) = g[0] + 2 * sum_n g[n] cos(pi k n / N)`` (DESIGN.md section 2; checked to 1e-15, for kernels
+``h(k) = g[0] + 2 * sum_n g[n] cos(pi k n / N)`` (docs/design.md section 2; checked to 1e-15, for kernels
 longer than the image too). ``h`` is the real part of a length-2N FFT of the folded kernel, which is
 how it is computed here: one small FFT per sigma instead of an N x radius cosine table.
 """

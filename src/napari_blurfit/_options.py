@@ -25,6 +25,8 @@ class FitOptions:
     loss: str = "l2"
     per_axis: bool = False
     gain_offset: bool = False
+    full_covariance: bool = False
+    shift: bool = False
     mask: Any = None
     spatial_axes: Any = None
     sigma_bounds: Any = (0.0, None)
@@ -39,7 +41,7 @@ class FitOptions:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}; got {self.loss!r}")
-        for name in ("per_axis", "gain_offset", "reverse", "warn"):
+        for name in ("per_axis", "gain_offset", "full_covariance", "shift", "reverse", "warn"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not (isinstance(self.truncate, (int, float)) and np.isfinite(self.truncate)
@@ -62,6 +64,16 @@ class FitOptions:
             raise TypeError(f"{where} got unknown option(s) {', '.join(map(repr, unknown))}; "
                             f"valid options: {', '.join(f.name for f in dataclasses.fields(cls))}")
         return cls(**options)
+
+    @property
+    def sigma_per_axis(self) -> bool:
+        """The search has one sigma per axis (a rotated ellipse starts from the per-axis fit)."""
+        return self.per_axis or self.full_covariance
+
+    @property
+    def whole_gaussian(self) -> bool:
+        """A rotated or shifted kernel: not diagonal in the DCT, fitted in image space."""
+        return self.full_covariance or self.shift
 
     def replace(self, **changes) -> FitOptions:
         """A copy with some fields changed (validated again)."""

@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage
 
 from ._adequacy import Transfer
+from ._gaussian import GaussianKernel
 from ._validate import is_dask, working_dtype
 
 
@@ -29,7 +30,7 @@ class BlurFit:
         An axis whose sigma is below 0.165 px (scipy's kernel is then the identity to within 1e-8)
         is reported as 0.
     sigma_stderr : tuple of float
-        Gauss-Newton standard error per axis (DESIGN.md section 8). It assumes independent
+        Gauss-Newton standard error per axis (docs/design.md section 8). It assumes independent
         residuals and so understates the spread for real, correlated residuals.
     gain, offset : float
         1.0 and 0.0 unless fitted.
@@ -67,6 +68,15 @@ class BlurFit:
     transfer : Transfer
         ``frequency`` (cycles/px), ``measured`` (the pair's own transfer, gain removed) and
         ``model`` (the fitted Gaussian's), per radial frequency shell, for plotting.
+    covariance : ndarray, shape (d, d)
+        The kernel's covariance in px^2 (diagonal ``sigma**2`` unless ``full_covariance``).
+    shift : tuple of float
+        The kernel's centre in px (zeros unless ``shift_fitted``): the target is the reference
+        moved by ``+shift``, as `scipy.ndimage.shift` moves it.
+    covariance_stderr, shift_stderr
+        Gauss-Newton standard errors of each covariance entry and each shift component.
+    full_covariance, shift_fitted : bool
+        Whether the covariance's off-diagonal entries and the shift were fitted.
     """
 
     sigma: tuple[float, ...]
@@ -93,6 +103,73 @@ class BlurFit:
     r2: float = float("nan")
     r2_linear: float = float("nan")
     transfer: Transfer | None = field(default=None, repr=False, compare=False)
+    covariance: np.ndarray | None = field(default=None, compare=False)
+    shift: tuple[float, ...] = ()
+    covariance_stderr: np.ndarray | None = field(default=None, repr=False, compare=False)
+    shift_stderr: tuple[float, ...] = ()
+    full_covariance: bool = False
+    shift_fitted: bool = False
+
+    def __post_init__(self):
+        d = len(self.sigma)
+        if self.covariance is None:  # results built by hand (failed fits): the diagonal model
+            object.__setattr__(self, "covariance", np.diag(np.square(self.sigma)))
+            object.__setattr__(self, "covariance_stderr", np.full((d, d), np.nan))
+        if not self.shift:
+            object.__setattr__(self, "shift", (0.0,) * d)
+            object.__setattr__(self, "shift_stderr", (float("nan"),) * d)
+
+    @property
+    def kernel(self) -> GaussianKernel:
+        """The fitted kernel as a `GaussianKernel` (covariance and shift)."""
+        return GaussianKernel(self.covariance, self.shift)
+
+    @property
+    def principal_sigmas(self) -> tuple[float, ...]:
+        """Standard deviations along the kernel's principal axes, largest first (px)."""
+        return tuple(float(s) for s in np.sqrt(np.clip(np.linalg.eigvalsh(self.covariance), 0, None))[::-1])
+
+    @property
+    def principal_axes(self) -> np.ndarray:
+        """Unit direction of each principal sigma (columns, in array-axis order)."""
+        values, vectors = np.linalg.eigh(self.covariance)
+        return vectors[:, np.argsort(values)[::-1]]
+
+    @property
+    def angle(self) -> float | None:
+        """2D: angle of the major axis from +x (columns) towards +y (rows), degrees in (-90, 90]."""
+        if len(self.sigma) != 2:
+            return None
+        vy, vx = self.principal_axes[:, 0]
+        theta = float(np.degrees(np.arctan2(vy, vx)))
+        return theta - 180.0 if theta > 90.0 else theta + 180.0 if theta <= -90.0 else theta
+
+    @property
+    def basicsr(self) -> tuple[float, float, float] | None:
+        """2D: ``(sigma_x, sigma_y, theta)`` of BasicSR's ``sigma_matrix2`` (theta in radians).
+
+        ``sigma_x >= sigma_y`` are the principal sigmas; x is the last axis (columns), y the
+        rows, theta turns the major axis from +x towards +y.
+        """
+        if len(self.sigma) != 2:
+            return None
+        major, minor = self.principal_sigmas
+        return (major, minor, float(np.radians(self.angle)))
+
+    def in_world_units(self, scale) -> dict:
+        """Sigma, covariance, principal sigmas and shift in world units (a layer's ``scale``).
+
+        ``scale`` has one pixel size per spatial axis (or per image axis: the spatial ones are
+        taken). The model stays the pixel model; this is only its presentation.
+        """
+        scale = np.asarray(scale, dtype=np.float64)
+        if len(scale) != len(self.sigma):
+            scale = scale[list(self.spatial_axes)]
+        world_cov = self.covariance * np.outer(scale, scale)
+        values = np.clip(np.linalg.eigvalsh(world_cov), 0, None)[::-1]
+        return {"sigma": tuple(float(s) for s in np.array(self.sigma) * scale),
+                "covariance": world_cov, "principal_sigmas": tuple(float(v) for v in np.sqrt(values)),
+                "shift": tuple(float(s) for s in np.array(self.shift) * scale)}
 
     def apply(self, image) -> np.ndarray:
         """The fitted model applied to ``image``: ``gain * gaussian_filter(image, sigma) + offset``.
@@ -107,13 +184,23 @@ class BlurFit:
         arr = np.asarray(image)
         dtype = working_dtype(arr.dtype, "image").type  # the fit's own dtype rule
         arr = arr.astype(dtype, copy=False)
-        sigma = [0.0] * arr.ndim
-        for axis, s in zip(self.spatial_axes, self.sigma):
-            sigma[axis] = s
-        out = ndimage.gaussian_filter(arr, sigma, truncate=self.truncate, mode="reflect")
+        if self.full_covariance or any(self.shift):
+            out = self._apply_whole(arr).astype(dtype, copy=False)
+        else:
+            sigma = [0.0] * arr.ndim
+            for axis, s in zip(self.spatial_axes, self.sigma):
+                sigma[axis] = s
+            out = ndimage.gaussian_filter(arr, sigma, truncate=self.truncate, mode="reflect")
         if self.gain_offset:
             out = out * dtype(self.gain) + dtype(self.offset)
         return out
+
+    def _apply_whole(self, arr: np.ndarray) -> np.ndarray:
+        """The rotated/shifted kernel over the spatial axes (moved last and back)."""
+        d = len(self.spatial_axes)
+        last = tuple(range(arr.ndim - d, arr.ndim))
+        moved = np.moveaxis(arr, self.spatial_axes, last)
+        return np.moveaxis(self.kernel.apply(moved, self.truncate), last, self.spatial_axes)
 
     def fitted(self, reference, target=None) -> np.ndarray:
         """The fitted blurred image: the model applied to ``reference`` (to ``target`` if reversed)."""
@@ -130,6 +217,12 @@ class BlurFit:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__
              if k not in ("profile", "transfer")}
         d["transfer"] = None if self.transfer is None else self.transfer.to_dict()
+        d["covariance"] = np.asarray(self.covariance).tolist()
+        d["covariance_stderr"] = np.asarray(self.covariance_stderr).tolist()
+        d["shift"], d["shift_stderr"] = list(self.shift), list(self.shift_stderr)
+        d["principal_sigmas"] = list(self.principal_sigmas)
+        d["angle"] = self.angle
+        d["basicsr"] = None if self.basicsr is None else list(self.basicsr)
         d["sigma"] = list(self.sigma)
         d["sigma_stderr"] = list(self.sigma_stderr)
         d["spatial_axes"] = list(self.spatial_axes)
@@ -144,6 +237,8 @@ class BlurFit:
                 return None
             if isinstance(v, list):
                 return [clean(x) for x in v]
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
             return v
         return json.dumps({k: clean(v) for k, v in self.to_dict().items()}, **kwargs)
 
@@ -156,12 +251,23 @@ class BlurFit:
             f"gain, offset = {self.gain:.6g}, {self.offset:.6g}" + ("" if self.gain_offset else " (fixed)"),
             f"loss ({self.loss_name}) = {self.loss:.6g} over {self.n_pixels} pixels"
             + (f" ({self.n_excluded} excluded)" if self.n_excluded else ""),
+            *self._kernel_lines(fmt),
             "direction    = "
             + ("reference ~ G * target (reverse)" if self.reverse else "target ~ G * reference"),
         ]
         lines.append(f"r2           = {self.r2:.6g} (a free linear filter: {self.r2_linear:.6g})")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+    def _kernel_lines(self, fmt) -> list[str]:
+        lines = []
+        if self.full_covariance:
+            lines.append(f"principal    = ({fmt(self.principal_sigmas)}) px"
+                         + (f", major axis at {self.angle:.1f} deg from +x towards +y"
+                            if self.angle is not None else ""))
+        if self.shift_fitted:
+            lines.append(f"shift        = ({fmt(self.shift)}) px   +/- ({fmt(self.shift_stderr)})")
+        return lines
 
     def __repr__(self) -> str:
         sig = ", ".join(f"{v:.4g}" for v in self.sigma)

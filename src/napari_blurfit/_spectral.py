@@ -1,4 +1,4 @@
-"""Exact L2 objective in the DCT domain from summable sufficient statistics (DESIGN.md sections 2-4).
+"""Exact L2 objective in the DCT domain from summable sufficient statistics (docs/design.md sections 2-4).
 
 After one DCT of the reference and one of the target, ``sum (gain * G_s * A + offset - B)^2`` for any
 sigma is a contraction of ``P_AA = sum_frames A_hat^2`` and ``P_AB = sum_frames A_hat * B_hat`` with

@@ -162,7 +162,7 @@ def _to_frames(arr, spatial_axes):
     return np.moveaxis(arr, spatial_axes, dest)
 
 
-def _border_tuple(exclude_border, spatial_shape) -> tuple[int, ...]:
+def border_tuple(exclude_border, spatial_shape) -> tuple[int, ...]:
     d = len(spatial_shape)
     if np.ndim(exclude_border) == 0:
         values = [exclude_border] * d
@@ -182,7 +182,7 @@ def _border_tuple(exclude_border, spatial_shape) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _mask_frames(mask, input_shape, spatial_axes) -> np.ndarray:
+def mask_frames(mask, input_shape, spatial_axes) -> np.ndarray:
     m = np.asarray(mask)
     if m.dtype != np.bool_:
         if not np.issubdtype(m.dtype, np.number) or not np.isin(m, (0, 1)).all():
@@ -219,8 +219,8 @@ def prepare_pair(reference, target, *, spatial_axes=None, mask=None, exclude_bor
                              working_dtype(np.dtype(tgt.dtype), "target"))
     dask = is_dask(ref) or is_dask(tgt)
     ref, tgt = _to_frames(ref, axes), _to_frames(tgt, axes)
-    border = _border_tuple(exclude_border, tuple(shape[a] for a in axes))
-    used = None if mask is None else _mask_frames(mask, shape, axes)
+    border = border_tuple(exclude_border, tuple(shape[a] for a in axes))
+    used = None if mask is None else mask_frames(mask, shape, axes)
     if any(border):
         interior = np.zeros(ref.shape[ref.ndim - len(axes):], dtype=bool)
         interior[tuple(slice(b, n - b) for b, n in zip(border, interior.shape))] = True

@@ -2,32 +2,39 @@
 
 It only translates between the user and `napari_blurfit.layers.run_layer_fit`, which runs in a
 worker thread; the worker never touches the viewer. Cancel sets a flag that the core checks at
-every step (each at most one transform or filter pass), so it stops promptly and adds no layer.
+every step; the GUI thread checks it again (and that every input layer is still in the viewer)
+before it adds any layer, so a cancelled fit or one whose input was removed never adds a layer.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import threading
+import weakref
 from typing import TYPE_CHECKING
 
-import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
     FloatSpinBox,
-    Label,
     ProgressBar,
     PushButton,
     SpinBox,
-    TextEdit,
 )
 
-from .layers import MODES, run_layer_fit, show_layers
+from ._plots import ResultPlots, palette
+from ._report import describe, failure_text
+from .layers import MODES, axis_hint, check_pair, run_layer_fit, show_layers
 
 if TYPE_CHECKING:
     import napari
+
+LOG = logging.getLogger(__name__)
+DOCK_WIDTH = 380  # px: napari's docks are guests beside the canvas
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # widgets to settle before the interpreter exits
 
 
 class FitCancelled(Exception):
@@ -37,7 +44,7 @@ class FitCancelled(Exception):
 class _Failure:
     """The worker's way of returning an exception to the GUI thread."""
 
-    def __init__(self, error: Exception):
+    def __init__(self, error: BaseException):
         self.error = error
 
 
@@ -45,18 +52,55 @@ def _layers_of(viewer, *types):
     return [layer for layer in viewer.layers if isinstance(layer, types)]
 
 
+def _label(text: str = "", selectable: bool = False):
+    """A word-wrapping QLabel that never widens the dock; hidden while empty."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QLabel, QSizePolicy
+
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    label.setMinimumWidth(100)
+    if selectable:
+        label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    label.setVisible(bool(text))
+    return label
+
+
+def _compact(combo: ComboBox) -> ComboBox:
+    """Long layer names elide instead of widening the dock."""
+    from qtpy.QtWidgets import QComboBox
+
+    combo.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.native.setMinimumContentsLength(10)
+    return combo
+
+
 class BlurFitWidget(Container):
     """Pick a reference and a target image layer, fit the blur in the background, show results."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
-        from napari.layers import Image, Labels, Shapes
-
         super().__init__(labels=True)
         self._viewer = viewer
         self._worker = None
+        self._last_worker = None  # kept until the next fit: Qt may still deliver its signals
         self._cancel = threading.Event()
         self._cancel_reason = "cancelled"
+        self._delivered = False
+        self._inputs: tuple = ()
+        self._connections: list = []
+        self._stage = ""
         self.last_result = None
+        self._build_inputs(viewer)
+        self._build_outputs()
+        self._connect(viewer)
+        _LIVE.add(self)
+        self.reset_choices()
+        self._check_inputs()
+
+    # --- building -------------------------------------------------------------------------
+    def _build_inputs(self, viewer):
+        from napari.layers import Image, Labels, Shapes
 
         def images(_=None):
             return [(layer.name, layer) for layer in _layers_of(viewer, Image)]
@@ -65,57 +109,88 @@ class BlurFitWidget(Container):
             return [("none", None)] + [(layer.name, layer) for layer in
                                        _layers_of(viewer, Labels, Shapes)]
 
-        self.reference = ComboBox(label="reference", choices=images)
-        self.target = ComboBox(label="target", choices=images)
+        self.reference = _compact(ComboBox(label="reference", choices=images))
+        self.target = _compact(ComboBox(label="target", choices=images))
+        self.mask = _compact(ComboBox(label="mask", choices=masks))
         self.mode = ComboBox(label="mode", choices=list(MODES), value="whole image/volume")
+        self.tile = SpinBox(label="tile (px)", min=16, max=4096, value=128, visible=False)
         self.loss = ComboBox(label="loss", choices=["l2", "l1", "huber"], value="l2")
         self.per_axis = CheckBox(text="one sigma per axis", value=False)
         self.gain_offset = CheckBox(text="fit gain and offset", value=False)
-        self.reverse = CheckBox(text="reverse: reference ~ G * target", value=False)
-        self.mask = ComboBox(label="mask", choices=masks)
-        self.exclude_border = SpinBox(label="exclude border (px)", min=0, max=10000, value=0)
+        self.reverse = CheckBox(text="reverse (the reference is the blurred one)", value=False)
+        self.exclude_border = SpinBox(label="skip border (px)", min=0, max=10000, value=0)
         self.sigma_min = FloatSpinBox(label="sigma min (px)", min=0.0, max=1e4, step=0.1, value=0.0)
-        self.sigma_max = FloatSpinBox(label="sigma max (px, 0 = auto)", min=0.0, max=1e4,
-                                      step=1.0, value=0.0)
-        self.tile = SpinBox(label="blur-map tile (px)", min=16, max=4096, value=128, visible=False)
+        self.sigma_max = FloatSpinBox(label="sigma max (px)", min=0.0, max=1e4, step=1.0, value=0.0,
+                                      tooltip="0: half the image size")
         self.fit_button = PushButton(text="Fit")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="", min=0, max=1, value=0, visible=False)
-        self.status = Label(label="", value="")
-        self.result_text = TextEdit(label="", value="")
-        self.result_text.read_only = True
-        self.copy_button = PushButton(text="Copy result (JSON)", enabled=False)
-        self.extend([
-            self.reference, self.target, self.mode, self.loss, self.per_axis, self.gain_offset,
-            self.reverse, self.mask, self.exclude_border, self.sigma_min, self.sigma_max,
-            self.tile, self.fit_button, self.cancel_button, self.progress, self.status,
-            self.result_text, self.copy_button,
-        ])
-        self._plot = _LossPlot()
-        self.native.layout().addWidget(self._plot.canvas)
-        from qtpy.QtCore import QTimer
+        self.options_box = Container(labels=True, widgets=[
+            self.loss, self.per_axis, self.gain_offset, self.reverse, self.exclude_border,
+            self.sigma_min, self.sigma_max])
+        self.options_box.native.layout().setContentsMargins(0, 0, 0, 0)
+        buttons = Container(layout="horizontal", labels=False, widgets=[self.fit_button, self.cancel_button])
+        buttons.native.layout().setContentsMargins(0, 0, 0, 0)
+        self.extend([self.reference, self.target, self.mask, self.mode, self.tile])
+        from superqt import QCollapsible
 
-        self._timer = QTimer()
+        self._options_section = QCollapsible("Options")
+        self._options_section.addWidget(self.options_box.native)
+        self.native.layout().addWidget(self._options_section)
+        self.native.layout().addWidget(buttons.native)
+        self._buttons = buttons
+        self.native.layout().addWidget(self.progress.native)
+
+    def _build_outputs(self):
+        from qtpy.QtWidgets import QSizePolicy
+
+        self.status = _label()
+        self.result_text = _label(selectable=True)
+        self.plots = ResultPlots()
+        self.copy_button = PushButton(text="Copy result (JSON)", visible=False)
+        for w in (self.status, self.result_text, self.plots.tabs, self.copy_button.native):
+            self.native.layout().addWidget(w)
+        self.native.layout().addStretch(1)
+        self.native.setMinimumWidth(DOCK_WIDTH)
+        self.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+
+    def _connect(self, viewer):
+        from qtpy.QtCore import QTimer
+        from qtpy.QtWidgets import QApplication
+
+        self._timer = QTimer(self.native)
         self._timer.setInterval(150)
         self._timer.timeout.connect(self._show_stage)
-        self._stage = ""
-
         self.reference.changed.connect(self._reference_changed)
         self.target.changed.connect(self._check_inputs)
         self.mode.changed.connect(self._mode_changed)
         self.fit_button.changed.connect(self.start_fit)
         self.cancel_button.changed.connect(self.cancel)
         self.copy_button.changed.connect(self.copy_result)
-        viewer.layers.events.removed.connect(self._layer_removed)
-        viewer.layers.events.inserted.connect(self._watch_names)
+        self._listen(viewer.layers.events.removed, self._layer_removed)
+        self._listen(viewer.layers.events.inserted, self._layer_inserted)
+        self._listen(viewer.events.theme, self._theme_changed)
         for layer in viewer.layers:
-            layer.events.name.connect(self._refresh)
-        self._refresh()
-        self._reference_changed()
+            self._listen(layer.events.name, self._refresh)
+        ref = weakref.ref(self)
+
+        def settle(*_):
+            widget = ref()
+            if widget is not None:
+                widget.shutdown()
+
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(settle)
+        self.native.destroyed.connect(_disconnector(self._connections))
+
+    def _listen(self, emitter, callback):
+        emitter.connect(callback)
+        self._connections.append((emitter, callback))
 
     # --- inputs ---------------------------------------------------------------------------
-    def _watch_names(self, event=None):
-        event.value.events.name.connect(self._refresh)
+    def _layer_inserted(self, event):
+        self._listen(event.value.events.name, self._refresh)
         self._refresh()
 
     def _refresh(self, event=None):
@@ -123,8 +198,13 @@ class BlurFitWidget(Container):
         self._check_inputs()
 
     def reset_choices(self, *args):
-        """Refresh the layer pickers (napari calls this when layers change)."""
+        """Refresh the layer pickers, keeping each on the same layer object through renames."""
+        pickers = (self.reference, self.target, self.mask)
+        kept = [p.value for p in pickers]
         super().reset_choices()
+        for picker, layer in zip(pickers, kept):
+            if layer is not None and any(layer is c for c in picker.choices) and picker.value is not layer:
+                picker.value = layer
         self._keep_distinct()
 
     def _keep_distinct(self):
@@ -144,27 +224,25 @@ class BlurFitWidget(Container):
         self._check_inputs()
 
     def _check_inputs(self, *args, update_status: bool = True) -> bool:
-        """Explain a problem with the chosen layers before anyone presses Fit."""
-        from .layers import check_pair
-
+        """Explain a problem with the chosen layers (or a doubt about the mode) before Fit."""
         problem = ""
         ref, tgt = self.reference.value, self.target.value
         if ref is None or tgt is None:
-            problem = "add or choose two image layers"
+            problem = "Add or choose two image layers of the same shape."
         else:
             try:
                 check_pair(ref, tgt)
             except (TypeError, ValueError) as err:
-                problem = str(err)
+                problem = failure_text(err)
         if self._worker is None:
             self.fit_button.enabled = not problem
             if update_status:
-                self.status.value = problem
+                self._say(problem or axis_hint(tgt, self.mode.value))
         return not problem
 
     # --- running --------------------------------------------------------------------------
     def options(self) -> dict:
-        """The fit options as `napari_blurfit.fit_blur` keywords."""
+        """The fit options as keywords of the core functions (every mode gets all of them)."""
         high = self.sigma_max.value or None
         return dict(loss=self.loss.value, per_axis=self.per_axis.value,
                     gain_offset=self.gain_offset.value, reverse=self.reverse.value,
@@ -175,48 +253,69 @@ class BlurFitWidget(Container):
         """Start a fit in a worker thread; returns the worker (also kept as ``self._worker``)."""
         from napari.qt.threading import create_worker
 
-        if self._worker is not None or not self._check_inputs():
+        if self._worker is not None or not self._check_inputs(update_status=False):
             return None
         self._cancel.clear()
+        self._delivered = False
         inputs = (self.reference.value, self.target.value, self.mask.value)
         kwargs = dict(mask_layer=inputs[2], mode=self.mode.value,
                       world_point=tuple(self._viewer.dims.point),
                       tile=int(self.tile.value), **self.options())
+        cancel = self._cancel
+        reason = lambda: self._cancel_reason  # noqa: E731 - read when cancelled
+        stage = [""]
 
-        def check(stage):
-            if self._cancel.is_set():
-                raise FitCancelled(self._cancel_reason)
-            self._stage = stage  # read by the GUI thread's timer; never touch Qt here
+        def check(text):
+            if cancel.is_set():
+                raise FitCancelled(reason())
+            stage[0] = text  # read by the GUI thread's timer; never touch Qt here
 
         def job():
             try:
                 return run_layer_fit(inputs[0], inputs[1], callback=check, **kwargs)
             except Exception as err:  # shown in the widget; never an unhandled worker error
+                if not isinstance(err, FitCancelled | ValueError | TypeError):
+                    LOG.exception("blur fit failed")
                 return _Failure(err)  # (a returned Exception would be re-raised by the worker)
 
-        self._inputs = inputs
-        self._stage = "starting"
+        self._inputs, self._stage_box = inputs, stage
         worker = create_worker(job, _start_thread=False)
         worker.returned.connect(self._done)
         worker.finished.connect(self._finished)
-        self._worker = worker
+        self._worker = self._last_worker = worker
         self._set_running(True)
-        self.status.value = "fitting..."
+        self._say("Fitting...")
         self._timer.start()
         worker.start()
         return worker
 
     def cancel(self, *args, reason: str = "cancelled"):
         """Ask the running fit to stop; it stops at its next step and adds nothing."""
-        if self._worker is not None:
+        if self._worker is not None and not self._delivered:
             self._cancel_reason = reason
             self._cancel.set()
-            self.status.value = "cancelling..."
+            self._say("Cancelling...")
+
+    def shutdown(self, timeout_ms: int = 10_000):
+        """Stop a running fit and wait for its thread (the app is quitting or the script ends)."""
+        from qtpy.QtCore import QThreadPool
+
+        if self._worker is None:
+            return
+        self._cancel_reason = "the application is closing"
+        self._cancel.set()
+        pool = QThreadPool.globalInstance()
+        if pool is not None:
+            pool.waitForDone(timeout_ms)
 
     def _layer_removed(self, event):
         layer = event.value
         if self._worker is not None and any(layer is x for x in self._inputs if x is not None):
             self.cancel(reason=f"layer {layer.name!r} was removed during the fit")
+        for emitter, callback in list(self._connections):
+            if emitter is layer.events.name:
+                emitter.disconnect(callback)
+                self._connections.remove((emitter, callback))
         self._refresh()
 
     def _set_running(self, running: bool):
@@ -227,7 +326,11 @@ class BlurFitWidget(Container):
 
     def _show_stage(self):
         if self._worker is not None and not self._cancel.is_set():
-            self.status.value = f"fitting: {self._stage}"
+            self._say(f"Fitting: {self._stage_box[0]}")
+
+    def _say(self, text: str):
+        self.status.setText(text)
+        self.status.setVisible(bool(text))
 
     def _finished(self):
         self._timer.stop()
@@ -235,27 +338,55 @@ class BlurFitWidget(Container):
         self._set_running(False)
         self._check_inputs(update_status=False)
 
-    def _failed(self, err):
-        from napari.utils.notifications import show_error, show_info
-
-        if isinstance(err, FitCancelled):
-            self.status.value = f"fit stopped: {err}"
-            show_info(f"Blur fit stopped: {err}")
-            return
-        message = f"{type(err).__name__}: {err}"
-        self.status.value = f"fit failed: {message}"
-        show_error(f"Blur fit failed: {message}")
+    def _still_wanted(self) -> str:
+        """Why the fit's result must not be shown now (``""`` when it may)."""
+        if self._cancel.is_set():
+            return self._cancel_reason
+        for layer in self._inputs:
+            if layer is not None and not any(layer is x for x in self._viewer.layers):
+                return f"layer {layer.name!r} was removed during the fit"
+        return ""
 
     def _done(self, result):
         if isinstance(result, _Failure):
             self._failed(result.error)
             return
+        why = self._still_wanted()  # checked in the GUI thread, right before adding layers
+        if why:
+            self._failed(FitCancelled(why))
+            return
+        self._delivered = True
         self.last_result = result
         show_layers(self._viewer, result)
-        self.result_text.value = _describe(result)
-        self.copy_button.enabled = True
-        self._plot.draw(result)
-        self.status.value = "done"
+        self.result_text.setText(describe(result))
+        self.result_text.setVisible(True)
+        self.copy_button.visible = True
+        self.plots.draw(result, palette(self._viewer.theme))
+        self._say("")
+
+    def _failed(self, err):
+        from napari.utils.notifications import show_info, show_warning
+
+        if isinstance(err, FitCancelled):
+            self._say(f"Fit stopped: {err}. Nothing was added.")
+            show_info(f"Blur fit stopped: {err}")
+            return
+        message = failure_text(err)
+        self._clear_result()
+        self._say(f"Fit failed: {message}")
+        show_warning(f"Blur fit failed: {message}")
+
+    def _clear_result(self):
+        """An error replaces the previous result: no stale numbers or plot stay on show."""
+        self.last_result = None
+        self.result_text.setText("")
+        self.result_text.setVisible(False)
+        self.copy_button.visible = False
+        self.plots.clear()
+
+    def _theme_changed(self, event=None):
+        if self.last_result is not None:
+            self.plots.draw(self.last_result, palette(self._viewer.theme))
 
     def result_json(self) -> str:
         """The last result as JSON text (what Copy puts on the clipboard)."""
@@ -275,85 +406,33 @@ class BlurFitWidget(Container):
         from qtpy.QtWidgets import QApplication
 
         QApplication.clipboard().setText(self.result_json())
-        self.status.value = "result copied to the clipboard"
+        self._say("Result copied to the clipboard.")
 
 
-def _describe(result) -> str:
-    """Plain-language result panel text."""
-    if result.frames is not None:
-        sig = np.array([f.sigma for f in result.frames])
-        return (f"{len(result.frames)} frames: sigma {np.nanmin(sig):.3g} to "
-                f"{np.nanmax(sig):.3g} px (median {np.nanmedian(sig):.3g}); see the plot")
-    if result.blur_map is not None:
-        s = result.blur_map.sigma
-        return (f"blur map: {s.shape[0]} x {s.shape[1]} tiles, sigma {np.nanmin(s):.3g} to "
-                f"{np.nanmax(s):.3g} px; {int(np.isnan(s[..., 0]).sum())} tile(s) not identifiable")
-    fit = result.fit
-    units = [u if u and u != "pixel" else "world units" for u in result.units]
-    lines = []
-    for i, (s, e, w, u) in enumerate(zip(fit.sigma, fit.sigma_stderr, result.sigma_world, units)):
-        lines.append(f"sigma[{i}] = {s:.4g} +/- {e:.2g} px  = {w:.4g} {u}")
-    lines.append(f"gain = {fit.gain:.5g}, offset = {fit.offset:.5g}"
-                 + ("" if fit.gain_offset else " (fixed)"))
-    lines.append(f"loss ({fit.loss_name}, mean) = {fit.loss:.5g} over {fit.n_pixels} px")
-    if fit.target_sharper:
-        lines.append("! target looks sharper than reference: tick 'reverse'")
-    if not fit.identifiable:
-        lines.append("! sigma below 0.3 px is not identifiable")
-    if fit.at_bound:
-        lines.append("! the fit sits on a sigma bound: widen the bounds")
-    lines += [f"note: {n}" for n in fit.notes]
-    return "\n".join(lines)
+def _disconnector(connections: list):
+    """A slot that drops the widget's viewer connections (without holding the widget)."""
+    def disconnect(*_):
+        for emitter, callback in connections:
+            try:
+                emitter.disconnect(callback)
+            except (RuntimeError, ValueError, TypeError):
+                pass
+        connections.clear()
+    return disconnect
 
 
-class _LossPlot:
-    """A small matplotlib plot: loss against sigma with the optimum marked (or sigma per frame)."""
+@atexit.register
+def _settle_at_exit():
+    """A script that ends without closing its viewer: stop fits, then close the viewers in order.
 
-    def __init__(self):
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
+    Left to the interpreter's teardown, Qt and vispy objects die in arbitrary order and the
+    process can crash on exit.
+    """
+    widgets = list(_LIVE)
+    if not widgets:
+        return
+    for widget in widgets:
+        widget.shutdown()
+    import napari
 
-        self.figure = Figure(figsize=(3.2, 2.2), dpi=90, layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(180)
-        self.axes = self.figure.add_subplot()
-        self.axes.set_axis_off()
-
-    def draw(self, result):
-        ax = self.axes
-        ax.clear()
-        ax.set_axis_on()
-        if result.frames is not None:
-            sig = np.array([f.sigma for f in result.frames])
-            for i in range(sig.shape[1]):
-                ax.plot(sig[:, i], marker=".", label=f"axis {i}")
-            ax.set_xlabel("frame")
-            ax.set_ylabel("sigma (px)")
-        elif result.blur_map is not None:
-            s = result.blur_map.sigma.mean(axis=-1)
-            ax.hist(s[np.isfinite(s)].ravel(), bins=20)
-            ax.set_xlabel("tile sigma (px)")
-            ax.set_ylabel("tiles")
-        else:
-            fit = result.fit
-            prof = fit.profile
-            rows = prof["loss"]
-            for i, row in enumerate(rows):
-                label = f"axis {i} (others at their best)" if len(rows) > 1 else None
-                ax.plot(prof["sigma"], row, marker="." if prof["objective"] != "l2" else None,
-                        label=label)
-            for s in sorted(set(fit.sigma)) if fit.per_axis else fit.sigma[:1]:
-                ax.axvline(s, color="tab:red", lw=1)
-            ax.set_xscale("log")
-            positive = [s for s in fit.sigma if s > 0] or [1.0]
-            ax.set_xlim(max(min(prof["sigma"]), min(positive) / 10),
-                        min(max(prof["sigma"]), max(positive) * 10))
-            if np.all(rows > 0):
-                ax.set_yscale("log")  # the loss spans decades; the dip shows on a log scale
-            ax.set_xlabel("sigma (px)")
-            ax.set_ylabel(f"mean {prof['objective']} loss")
-            shown = ", ".join(f"{s:.3g}" for s in (fit.sigma if fit.per_axis else fit.sigma[:1]))
-            ax.set_title(f"optimum {shown} px", fontsize=9)
-            if len(rows) > 1:
-                ax.legend(fontsize=7)
-        self.canvas.draw_idle()
+    napari.Viewer.close_all()

@@ -8,12 +8,16 @@ artificial boundary. Tiles where sigma cannot be measured are NaN with a reason,
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy import interpolate, ndimage
 
-from ._validate import as_image_pair, is_dask, normalize_spatial_axes
+from ._options import FitOptions
+from ._result import BlurFitWarning
+from ._validate import as_image_pair, border_tuple, is_dask, mask_frames, normalize_spatial_axes
 from .fit import fit_blur
 
 FLAT_CONTRAST = 1e-3  # a tile whose reference std is below this fraction of the image's is flat
@@ -31,6 +35,11 @@ class BlurMap:
         Sigma per tile and spatial axis in pixels; NaN where not measurable.
     sigma_stderr, gain, offset, loss : ndarray
         Per tile (``sigma_stderr`` with a last axis of d); NaN where not measurable.
+    shift : ndarray, shape (*grid, d)
+        The kernel's centre per tile (px; zeros unless fitted with ``shift=True``): a field map
+        of misregistration.
+    covariance : ndarray, shape (*grid, d, d)
+        The kernel's covariance per tile (px^2; rotated ellipses with ``full_covariance=True``).
     reason : ndarray of str, shape grid
         ``""`` for a good tile, otherwise why it is NaN ("flat", "not identifiable", ...).
     centers : ndarray, shape (*grid, d)
@@ -51,6 +60,8 @@ class BlurMap:
     tile: tuple[int, ...]
     step: tuple[int, ...]
     shape: tuple[int, ...]
+    shift: np.ndarray | None = None
+    covariance: np.ndarray | None = None
 
     def full_resolution(self) -> np.ndarray:
         """Sigma at every pixel, shape ``(*shape, d)``, linearly interpolated between tile centres.
@@ -92,6 +103,7 @@ class BlurMap:
         return {"sigma": clean(self.sigma), "sigma_stderr": clean(self.sigma_stderr),
                 "gain": clean(self.gain), "offset": clean(self.offset), "loss": clean(self.loss),
                 "reason": self.reason.tolist(), "centers": self.centers.tolist(),
+                "shift": clean(self.shift), "covariance": clean(self.covariance),
                 "tile": list(self.tile), "step": list(self.step), "shape": list(self.shape)}
 
 
@@ -104,43 +116,64 @@ def _starts(n: int, tile: int, step: int) -> list[int]:
     return starts
 
 
-def _fit_tile(a, b, pad, halo, options, flat_level):
-    """Fit one tile with its halo; returns (sigma, stderr, gain, offset, loss, reason).
+class _TileFit(NamedTuple):
+    """One tile's answer; NaN values with a ``reason`` when it cannot be measured."""
+
+    sigma: np.ndarray
+    stderr: np.ndarray
+    gain: float
+    offset: float
+    loss: float
+    reason: str
+    shift: np.ndarray
+    covariance: np.ndarray
+
+    @classmethod
+    def failed(cls, d: int, reason: str) -> _TileFit:
+        nan = np.full(d, np.nan)
+        return cls(nan, nan, np.nan, np.nan, np.nan, reason, nan, np.full((d, d), np.nan))
+
+
+def _fit_tile(a, b, used, pad, halo, options: FitOptions, flat_level) -> _TileFit:
+    """Fit one tile with its halo.
 
     ``pad`` completes the halo where the tile meets the image edge by mirroring, which is what
     scipy's reflect mode sees there, so every tile has a full halo and the border band that is
-    excluded from the loss is the same on all sides.
+    excluded from the loss is the same on all sides. ``used`` (the caller's mask and border band
+    cut to this region, or None) is padded with False: mirrored pixels never count.
     """
     a = np.pad(np.asarray(a, dtype=np.float64), pad, mode="symmetric")
     b = np.pad(np.asarray(b, dtype=np.float64), pad, mode="symmetric")
     d = a.ndim
-    nan = np.full(d, np.nan)
-    inner = a[tuple(slice(halo, n - halo) for n in a.shape)]
-    if not np.isfinite(inner).any() or np.nanstd(inner) <= flat_level:
-        return nan, nan, np.nan, np.nan, np.nan, "flat"
+    inner = tuple(slice(halo, n - halo) for n in a.shape)
+    if used is not None:
+        used = np.pad(used, pad, mode="constant", constant_values=False)
+        if not used[inner].any():
+            return _TileFit.failed(d, "masked out")
+    if not np.isfinite(a[inner]).any() or np.nanstd(a[inner]) <= flat_level:
+        return _TileFit.failed(d, "flat")
     try:
-        fit = fit_blur(a, b, exclude_border=halo, warn=False, **options)
+        fit = fit_blur(a, b, **options.replace(mask=used, exclude_border=halo,
+                                               warn=False).as_kwargs())
     except (ValueError, TypeError) as err:
-        return nan, nan, np.nan, np.nan, np.nan, f"failed: {err}"
+        return _TileFit.failed(d, f"failed: {err}")
     if not fit.identifiable:
-        reason = "not identifiable"
-    elif fit.target_sharper:
-        reason = "target sharper"
+        reason = "target sharper" if fit.target_sharper else "not identifiable"
     elif fit.at_bound:
         reason = "at bound"
     else:
-        reason = ""
-    sigma = nan if reason else np.array(fit.sigma)
-    se = nan if reason else np.array(fit.sigma_stderr)
-    return sigma, se, fit.gain, fit.offset, fit.loss, reason
+        return _TileFit(np.array(fit.sigma), np.array(fit.sigma_stderr), fit.gain, fit.offset,
+                        fit.loss, "", np.array(fit.shift), np.array(fit.covariance))
+    return _TileFit.failed(d, reason)._replace(gain=fit.gain, offset=fit.offset, loss=fit.loss)
 
 
-def _fit_tiles(a, b, jobs, halo, options, flat_level) -> list:
+def _fit_tiles(a, b, used, jobs, halo, options, flat_level) -> list:
     """`_fit_tile` for several tiles cut from one region (``jobs`` relative to it)."""
-    return [_fit_tile(a[outer], b[outer], pad, halo, options, flat_level) for outer, pad in jobs]
+    return [_fit_tile(a[outer], b[outer], None if used is None else used[outer], pad, halo,
+                      options, flat_level) for outer, pad in jobs]
 
 
-def _fit_tiles_on_dask(ref, tgt, jobs, grid, halo, options, flat_level) -> list:
+def _fit_tiles_on_dask(ref, tgt, used, jobs, grid, halo, options, flat_level) -> list:
     """Tile results in ``jobs`` order, one dask task per block of neighbouring tiles.
 
     Overlapping tiles share most of their pixels, so a task per block reads each pixel a few
@@ -160,7 +193,8 @@ def _fit_tiles_on_dask(ref, tgt, jobs, grid, halo, options, flat_level) -> list:
                        for ax in range(len(grid)))
         local = [(tuple(slice(o.start - r.start, o.stop - r.start) for o, r in zip(outer, region)),
                   pad) for _, (outer, pad) in members]
-        tasks.append(dask.delayed(_fit_tiles)(ref[region], tgt[region], local, halo, options,
+        cut = None if used is None else used[region]
+        tasks.append(dask.delayed(_fit_tiles)(ref[region], tgt[region], cut, local, halo, options,
                                               flat_level))
         order += [index for index, _ in members]
     results = [None] * len(jobs)
@@ -188,8 +222,12 @@ def blur_map(reference, target, *, tile=128, overlap: float = 0.5, halo=None, ca
     callback : callable, optional
         Called as ``callback(stage)`` before each tile (numpy input); raising stops.
     **options
-        Passed to `napari_blurfit.fit_blur` per tile (``loss``, ``per_axis``, ``gain_offset``,
-        ``sigma_bounds``, ...).
+        `napari_blurfit.fit_blur`'s options, honoured per tile: ``loss``, ``per_axis``,
+        ``gain_offset``, ``sigma_bounds``, ``reverse``, ``huber_delta``, ``truncate``,
+        ``workers``; ``mask`` (the image's shape) and ``exclude_border`` (a band along the
+        image's edges) restrict every tile's loss, and a tile with no pixel left is NaN with
+        reason ``"masked out"``; ``warn`` summarises the tiles that could not be measured in a
+        `BlurFitWarning`. ``spatial_axes`` is refused: a map is of one 2D or 3D image.
 
     Returns
     -------
@@ -207,6 +245,9 @@ def blur_map(reference, target, *, tile=128, overlap: float = 0.5, halo=None, ca
     >>> m.sigma.shape, bool(np.allclose(m.sigma, 2.0, rtol=1e-3))
     ((3, 3, 2), True)
     """
+    opts = FitOptions.from_kwargs("blur_map", options)
+    opts.refuse("blur_map", "spatial_axes", "callback",
+                why="a blur map is of one 2D or 3D image; pass callback= to blur_map itself")
     ref, tgt = as_image_pair(reference, target)
     normalize_spatial_axes(None, ref.ndim, ref.shape, "reference")
     d = ref.ndim
@@ -220,6 +261,8 @@ def blur_map(reference, target, *, tile=128, overlap: float = 0.5, halo=None, ca
     halo = max(0, int(min(tiles) // 4 if halo is None else halo))
     starts = [_starts(n, t, s) for n, t, s in zip(ref.shape, tiles, steps)]
     grid = tuple(len(s) for s in starts)
+    used = _used_pixels(opts, tuple(ref.shape))
+    tile_options = opts.replace(mask=None, exclude_border=0, warn=False)
     flat_level = FLAT_CONTRAST * float(np.nanstd(np.asarray(ref[tuple(slice(None, None, max(1, n // 256))
                                                                       for n in ref.shape)],
                                                             dtype=np.float64)))
@@ -230,24 +273,53 @@ def blur_map(reference, target, *, tile=128, overlap: float = 0.5, halo=None, ca
         pad = tuple((halo - (c - o.start), c + t + halo - o.stop)
                     for c, t, o in zip(corner, tiles, outer))
         jobs.append((outer, pad))
-    options = {k: v for k, v in options.items() if k not in ("warn", "mask", "exclude_border")}
     if is_dask(ref) or is_dask(tgt):
-        results = _fit_tiles_on_dask(ref, tgt, jobs, grid, halo, options, flat_level)
+        results = _fit_tiles_on_dask(ref, tgt, used, jobs, grid, halo, tile_options, flat_level)
     else:
         results = []
         for n, (outer, pad) in enumerate(jobs):
             if callback is not None:
                 callback(f"tile {n + 1}/{len(jobs)}")
-            results.append(_fit_tile(ref[outer], tgt[outer], pad, halo, options, flat_level))
-    sigma = np.array([r[0] for r in results]).reshape(*grid, d)
+            results.append(_fit_tile(ref[outer], tgt[outer], None if used is None else used[outer],
+                                     pad, halo, tile_options, flat_level))
+    if opts.warn:
+        _warn_unmeasured([r.reason for r in results])
+    sigma = np.array([r.sigma for r in results]).reshape(*grid, d)
     centers = np.array([[c + t / 2 - 0.5 for c, t in zip(corner, tiles)]
                         for corner in itertools.product(*starts)]).reshape(*grid, d)
     return BlurMap(
         sigma=sigma,
-        sigma_stderr=np.array([r[1] for r in results]).reshape(*grid, d),
-        gain=np.array([r[2] for r in results], dtype=float).reshape(grid),
-        offset=np.array([r[3] for r in results], dtype=float).reshape(grid),
-        loss=np.array([r[4] for r in results], dtype=float).reshape(grid),
-        reason=np.array([r[5] for r in results], dtype=object).reshape(grid).astype(str),
+        sigma_stderr=np.array([r.stderr for r in results]).reshape(*grid, d),
+        gain=np.array([r.gain for r in results], dtype=float).reshape(grid),
+        offset=np.array([r.offset for r in results], dtype=float).reshape(grid),
+        loss=np.array([r.loss for r in results], dtype=float).reshape(grid),
+        reason=np.array([r.reason for r in results], dtype=object).reshape(grid).astype(str),
         centers=centers, tile=tiles, step=steps, shape=tuple(int(n) for n in ref.shape),
+        shift=np.array([r.shift for r in results]).reshape(*grid, d),
+        covariance=np.array([r.covariance for r in results]).reshape(*grid, d, d),
     )
+
+
+def _used_pixels(options: FitOptions, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The caller's mask and border band as one boolean image (None: every pixel counts)."""
+    axes = tuple(range(len(shape)))
+    used = None if options.mask is None else mask_frames(options.mask, shape, axes)
+    border = border_tuple(options.exclude_border, shape)
+    if any(border):
+        band = np.zeros(shape, dtype=bool)
+        band[tuple(slice(b, n - b) for b, n in zip(border, shape))] = True
+        used = band if used is None else used & band
+    return used
+
+
+def _warn_unmeasured(reasons: list[str]) -> None:
+    """One warning that sums up the tiles that could not be measured, by reason."""
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        if reason:
+            key = "failed" if reason.startswith("failed") else reason
+            counts[key] = counts.get(key, 0) + 1
+    if counts:
+        detail = ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))
+        warnings.warn(f"{sum(counts.values())} of {len(reasons)} tiles could not be measured "
+                      f"(NaN in the map): {detail}", BlurFitWarning, stacklevel=3)

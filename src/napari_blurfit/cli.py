@@ -150,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=["l2", "l1", "huber"], default="l2")
     p.add_argument("--per-axis", action="store_true", help="one sigma per spatial axis")
     p.add_argument("--gain-offset", action="store_true", help="also fit gain and offset")
+    p.add_argument("--full-covariance", action="store_true",
+                   help="fit a rotated, elliptical Gaussian (the whole covariance matrix)")
+    p.add_argument("--shift", action="store_true",
+                   help="also fit a sub-pixel shift between the images (px)")
     p.add_argument("--mask", metavar="FILE", help="image whose nonzero pixels count in the loss")
     p.add_argument("--spatial-axes", metavar="AXES", type=_spatial_axes,
                    help="e.g. --spatial-axes -2,-1: other axes are frames, fitted jointly")
@@ -177,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _options(args) -> dict:
     """`fit_blur` keyword arguments from the flags."""
     opts = dict(loss=args.loss, per_axis=args.per_axis, gain_offset=args.gain_offset,
+                full_covariance=args.full_covariance, shift=args.shift,
                 sigma_bounds=(args.sigma_min, args.sigma_max), exclude_border=args.exclude_border,
                 reverse=args.reverse, huber_delta=args.huber_delta)
     if args.spatial_axes:
@@ -249,6 +254,7 @@ def _summary(fit) -> list[str]:
     lines = [f"{label:<12} = {value}" for label, value in _sigma_parts(fit)]
     fixed = "" if fit.gain_offset else " (fixed)"
     excluded = f" ({fit.n_excluded} excluded)" if fit.n_excluded else ""
+    lines += _kernel_lines(fit)
     lines += [f"gain, offset = {fit.gain:.6g}, {fit.offset:.6g}{fixed}",
               f"loss ({fit.loss_name}) = {fit.loss:.6g} over {fit.n_pixels} pixels{excluded}"]
     lines.append(f"r2           = {_number(fit.r2)} (r2_linear, a free linear filter: "
@@ -256,6 +262,24 @@ def _summary(fit) -> list[str]:
     lines.append("direction    = " + ("reference ~ G * target (--reverse)" if fit.reverse
                                       else "target ~ G * reference"))
     return lines + [f"note: {to_flags(n)}" for n in fit.notes]
+
+
+def _kernel_lines(fit) -> list[str]:
+    """Principal sigmas, angle (2D) and shift, for fits that have them."""
+    lines = []
+    if fit.full_covariance:
+        line = f"principal    = {', '.join(f'{s:.4g}' for s in fit.principal_sigmas)} px"
+        if fit.basicsr is not None:
+            sx, sy, theta = fit.basicsr
+            line += (f"; major axis at {fit.angle:.1f} deg from +x towards +y "
+                     f"(BasicSR sigma_x, sigma_y, theta = {sx:.4g}, {sy:.4g}, {theta:.4g} rad)")
+        lines.append(line)
+    if fit.shift_fitted:
+        names = _axis_names(len(fit.shift))
+        parts = [f"{n} {s:+.3f}" + ("" if not math.isfinite(e) else f" +/- {e:.2g}")
+                 for n, s, e in zip(names, fit.shift, fit.shift_stderr)]
+        lines.append(f"shift        = {', '.join(parts)} px (target = reference moved by this)")
+    return lines
 
 
 def _clean(value):
@@ -287,7 +311,10 @@ def _fit_row(fit) -> dict:
     row = {f"sigma_{i}": s for i, s in enumerate(d["sigma"])}
     row.update({f"stderr_{i}": "" if s is None else s for i, s in enumerate(d["sigma_stderr"])})
     row.update({k: d[k] for k in ("gain", "offset", "loss", "r2", "r2_linear", "at_bound",
-                                  "identifiable", "target_sharper") if k in d})
+                                  "identifiable", "target_sharper", "angle") if k in d})
+    cov = d.get("covariance") or []
+    row.update({f"cov_{i}{j}": cov[i][j] for i in range(len(cov)) for j in range(i, len(cov))})
+    row.update({f"shift_{i}": s for i, s in enumerate(d.get("shift") or [])})
     row["notes"] = " | ".join(d["notes"])
     return row
 

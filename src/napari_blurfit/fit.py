@@ -8,8 +8,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._adequacy import Transfer, assess
-from ._engine import SpatialObjective, blurred, compute_stats
+from ._adequacy import Adequacy, Transfer, assess, assess_model
+from ._engine import SpatialObjective, blurred, compute_stats, target_spread
+from ._fullfit import FullFit, fit_whole_gaussian, probe_model
 from ._options import FitOptions
 from ._result import BlurFit, BlurFitWarning
 from ._search import grid_brent, grid_zoom, local_minimize
@@ -22,6 +23,7 @@ IDENTITY_BELOW = 0.165
 IDENTIFIABLE_FROM = 0.3  # below this the sampled kernel is nearly [0, 1, 0] (docs/design.md section 7)
 SEARCH_FLOOR = 0.1  # the log-sigma search starts here; everything below is the identity
 SPATIAL_SCAN = 16  # coarse grid points of a masked fit's image-space search
+ROTATED_CORRELATION = 0.3  # |off-diagonal correlation| of a clearly rotated ellipse (10 deg, 3:1: 0.4)
 HUBER_K = 1.345  # default Huber threshold in units of the L2 fit's residual noise scale
 
 
@@ -32,6 +34,8 @@ def fit_blur(
     loss: str = "l2",
     per_axis: bool = False,
     gain_offset: bool = False,
+    full_covariance: bool = False,
+    shift: bool = False,
     mask=None,
     spatial_axes=None,
     sigma_bounds=(0.0, None),
@@ -64,6 +68,16 @@ def fit_blur(
         One sigma per spatial axis instead of one shared sigma.
     gain_offset : bool
         Also fit ``target ~ gain * blurred + offset`` (brightness and background differences).
+    full_covariance : bool
+        Fit a rotated, elliptical Gaussian: the whole covariance matrix (``fit.covariance``),
+        not one sigma per axis. The kernel is ``exp(-1/2 (n - mu)^T C^-1 (n - mu))`` sampled at
+        integer offsets, normalised, truncated at ``truncate`` sigmas (plus the shift) per axis,
+        with reflect borders; diagonal and centred it is exactly `gaussian_filter`.
+    shift : bool
+        Also fit a sub-pixel shift ``mu`` of the kernel (``fit.shift``, px): the target is the
+        reference moved by ``+mu``, as `scipy.ndimage.shift` moves it. Independent of
+        ``full_covariance``; with neither, a default fit still checks the pair for a shift and
+        an elliptical or rotated blur and says so in ``notes``.
     mask : array_like of bool, optional
         True where a pixel counts in the loss; the images' shape or their spatial shape.
     spatial_axes : sequence of int, optional
@@ -123,7 +137,8 @@ def fit_blur(
     2.5
     """
     options = FitOptions(
-        loss=loss, per_axis=per_axis, gain_offset=gain_offset, mask=mask,
+        loss=loss, per_axis=per_axis, gain_offset=gain_offset, full_covariance=full_covariance,
+        shift=shift, mask=mask,
         spatial_axes=spatial_axes, sigma_bounds=sigma_bounds, exclude_border=exclude_border,
         reverse=reverse, huber_delta=huber_delta, truncate=truncate, workers=workers, warn=warn,
         callback=callback,
@@ -131,7 +146,9 @@ def fit_blur(
     problem = _problem(reference, target, options)
     data = _statistics(problem)
     solution = _spectral_fit(data.stats, problem)
-    if options.loss != "l2" or not data.all_pixels:  # not diagonal in the DCT: image space
+    if options.whole_gaussian:  # rotated or shifted: exact image-space fit from the L2 start
+        solution = _whole_gaussian(problem, data, solution)
+    elif options.loss != "l2" or not data.all_pixels:  # not diagonal in the DCT: image space
         solution = _polish(problem, data, solution)
     findings = _findings(problem, data, solution)
     if options.warn:
@@ -188,11 +205,10 @@ class Solution:
     offset: float
     rss: float  # sum of squared residuals over the pixels used
     loss_sum: float  # the fitted loss summed over the pixels used
-    rss_plain: float  # at the spectral optimum, all pixels: RSS without gain/offset ...
-    rss_gain_offset: float  # ... and with them (for the "consider gain_offset" finding)
     profile: dict
     huber_delta: float | None = None
     sst: float | None = None  # target's sum of squares about its mean over the pixels used
+    whole: FullFit | None = None  # the rotated/shifted kernel, when one was fitted
 
 
 @dataclass(frozen=True)
@@ -218,7 +234,7 @@ def _problem(reference, target, options: FitOptions) -> Problem:
         options.callback("checking inputs")
     # NaN/inf pixels are looked for only when the statistics show some: saves a pass over the data
     pair = prepare_pair(reference, target, check_finite=False, **_pair_options(options))
-    lower, upper = _bounds(options.sigma_bounds, pair.spatial_shape, options.per_axis)
+    lower, upper = _bounds(options.sigma_bounds, pair.spatial_shape, options.sigma_per_axis)
     workers = options.workers if options.workers is not None else (1 if pair.dask else -1)
     return Problem(pair, options, lower, upper, workers, reference, target)
 
@@ -291,14 +307,14 @@ def _search_spectral(stats: SpectralStats, problem: Problem):
     def evaluate(axes):
         problem.tick("searching sigma (L2 grid)")
         sig = [np.exp(a) for a in axes]
-        if opt.per_axis:
+        if opt.sigma_per_axis:
             return l2_grid(stats, sig, joint=False, gain_offset=opt.gain_offset,
                            truncate=opt.truncate)[0]
         return l2_grid(stats, sig * d, joint=True, gain_offset=opt.gain_offset,
                        truncate=opt.truncate)[0]
 
     lo, hi = _log_box(problem.lower, problem.upper)
-    if opt.per_axis:
+    if opt.sigma_per_axis:
         best_t, _, grids = grid_zoom(evaluate, lo, hi, first=40 if d == 2 else 24,
                                      points=17 if d == 2 else 11, tol=1e-6)
         sigma = np.exp(best_t)
@@ -317,8 +333,7 @@ def _spectral_fit(stats: SpectralStats, problem: Problem) -> Solution:
     sigma, profile = _search_spectral(stats, problem)
     models = l2_at(stats, sigma, truncate=problem.options.truncate)
     rss, gain, offset = models[problem.options.gain_offset]
-    return Solution(sigma, gain, offset, rss, rss, models[False][0], models[True][0], profile,
-                    sst=_spread(stats))
+    return Solution(sigma, gain, offset, rss, rss, profile, sst=_spread(stats))
 
 
 def _spread(stats: SpectralStats) -> float:
@@ -349,8 +364,8 @@ def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
     order = sorted(objective.trace, key=lambda t: float(np.prod(t[0])))
     profile = {"sigma": np.array([float(np.exp(np.mean(np.log(t[0])))) for t in order]),
                "loss": np.array([[t[1] for t in order]]), "objective": opt.loss}
-    return Solution(sigma, gain, offset, rss, value, start.rss_plain, start.rss_gain_offset,
-                    profile, delta, sst=objective.target_spread())
+    return Solution(sigma, gain, offset, rss, value, profile, delta,
+                    sst=objective.target_spread())
 
 
 def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, scan: bool):
@@ -379,15 +394,31 @@ def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, sca
     return best, value, gain, offset
 
 
+def _whole_gaussian(problem: Problem, data: Data, start: Solution) -> Solution:
+    """Exact image-space fit of a rotated and/or shifted kernel from the spectral optimum."""
+    opt, pair = problem.options, data.pair
+    if pair.dask:
+        raise ValueError("full_covariance and shift fits need images in memory; pass "
+                         "numpy arrays (for a dask array, .compute() it first)")
+    problem.tick("fitting the whole Gaussian")
+    whole = fit_whole_gaussian(
+        pair.reference, pair.target, pair.used, loss=opt.loss, gain_offset=opt.gain_offset,
+        full_covariance=opt.full_covariance, shift=opt.shift,
+        isotropic=not opt.sigma_per_axis, start_sigma=np.maximum(start.sigma, IDENTIFIABLE_FROM),
+        delta=opt.huber_delta, truncate=opt.truncate, workers=problem.workers,
+        callback=opt.callback)
+    profile = {**start.profile, "objective": "l2 (centred, axis-aligned start)"}
+    return Solution(whole.kernel.sigma, whole.gain, whole.offset, whole.rss, whole.loss_sum,
+                    profile, whole.delta, sst=target_spread(pair.target, pair.used), whole=whole)
+
+
 def _findings(problem: Problem, data: Data, sol: Solution) -> Findings:
     """Flags, standard errors, adequacy and notes: what the user should know about ``sol``."""
     opt = problem.options
     notes: list[str] = []
-    if not opt.gain_offset:
-        plain, rss_go = sol.rss_plain, sol.rss_gain_offset
-        if rss_go < 0.5 * plain and plain - rss_go > 1e-3 * _spread(data.stats):
-            notes.append("a gain/offset would more than halve the L2 loss: the images differ in "
-                         "brightness or background; consider gain_offset=True")
+    used_stats = _used_stats(problem, data, sol)
+    if not opt.gain_offset and sol.whole is None:
+        notes += _brightness_note(used_stats, sol, opt.truncate)
     target_sharper = False
     if max(sol.sigma) < IDENTIFIABLE_FROM and problem.lower.max() < IDENTIFIABLE_FROM:
         problem.tick("checking the reverse direction")
@@ -395,29 +426,93 @@ def _findings(problem: Problem, data: Data, sol: Solution) -> Findings:
         if sharper:
             notes.append(sharper)
             target_sharper = True
-    stderr = _stderr(problem, data, sol)
-    at_bound = _at_bound(sol.sigma, problem.lower, problem.upper, opt.per_axis)
+    at_bound = _at_bound(sol, problem)
     sigma = tuple(0.0 if s < IDENTITY_BELOW and lower_i < IDENTITY_BELOW else float(s)
                   for s, lower_i in zip(sol.sigma, _per_axis(problem.lower, problem.d)))
-    identifiable = min(sigma) >= IDENTIFIABLE_FROM
+    smallest = min(sigma) if sol.whole is None else float(sol.whole.kernel.principal[0][-1])
+    identifiable = smallest >= IDENTIFIABLE_FROM
     problem.tick("checking how Gaussian the blur is")
-    adequacy = assess(_used_stats(problem, data, sol), sol.sigma, sol.gain, truncate=opt.truncate)
+    adequacy = _adequacy(problem, data, sol, used_stats)
     r2 = 1.0 - sol.rss / sol.sst if sol.sst else float("nan")
     if not identifiable and not target_sharper:
         notes.append(f"sigma below {IDENTIFIABLE_FROM} px is not identifiable: the sampled kernel "
                      "is nearly the identity there, so any value this small fits about as well")
     if at_bound:
         notes.append("the optimum lies on a sigma bound; the best blur may lie beyond it "
-                     "(widen sigma_bounds)")
+                     "(widen sigma_bounds)" if sol.whole is None else
+                     "the fitted principal sigmas lie outside sigma_bounds, which a rotated or "
+                     "shifted fit does not constrain (widen sigma_bounds)")
     if data.n_nonfinite:
         notes.append(f"{data.n_nonfinite} pixel(s) with NaN/inf were excluded from the loss")
     # at a bound or below identifiability the sigma is not the Gaussian's best: say that instead
-    adequacy_note = adequacy.note(r2) if identifiable and not (at_bound or target_sharper) else None
-    if adequacy_note:
-        notes.append(adequacy_note)
-    return Findings(sigma, tuple(float(s) for s in stderr), bool(at_bound), bool(identifiable),
-                    target_sharper, float(r2), adequacy.r2_linear(r2), adequacy.transfer,
-                    tuple(notes))
+    if identifiable and not (at_bound or target_sharper):
+        not_gaussian = adequacy.note(r2)
+        notes += [not_gaussian] if not_gaussian else []
+        notes += _unfitted_notes(problem, data, sol, shape=not not_gaussian)
+    return Findings(sigma, tuple(float(s) for s in _stderr(problem, data, sol)), bool(at_bound),
+                    bool(identifiable), target_sharper, float(r2), adequacy.r2_linear(r2),
+                    adequacy.transfer, tuple(notes))
+
+
+def _brightness_note(stats: SpectralStats, sol: Solution, truncate: float) -> list[str]:
+    """A note when a gain/offset would more than halve the L2 loss at the fitted sigma."""
+    models = l2_at(stats, sol.sigma, truncate=truncate)
+    plain, rss_go = models[False][0], models[True][0]
+    if rss_go < 0.5 * plain and plain - rss_go > 1e-3 * _spread(stats):
+        return ["a gain/offset would more than halve the L2 loss: the images differ in "
+                "brightness or background; consider gain_offset=True"]
+    return []
+
+
+def _unfitted_notes(problem: Problem, data: Data, sol: Solution, *, shape: bool) -> list[str]:
+    """What the fit left out (a shift, an elliptical or rotated blur), from a cheap probe.
+
+    Run on in-memory pairs without a mask (a crop of masked-out pixels could be anything).
+    Without ``shape`` (the blur is not Gaussian at all) only a shift is reported: the shape of
+    a Gaussian fitted to a non-Gaussian blur says little. "Rotated" is read from the
+    correlations (the principal directions of nearly equal sigmas are arbitrary).
+    """
+    opt = problem.options
+    if (opt.shift and opt.full_covariance) or data.pair.dask or opt.mask is not None:
+        return []
+    problem.tick("checking for a shift and a rotated blur")
+    probe = probe_model(data.pair.reference, data.pair.target, ndim=problem.d,
+                        start_sigma=np.maximum(sol.sigma, IDENTIFIABLE_FROM),
+                        truncate=opt.truncate, workers=problem.workers)
+    fmt = ", ".join
+    notes = []
+    if probe.misaligned and not opt.shift:
+        notes.append(f"the target looks misaligned by {np.linalg.norm(probe.shift):.2f} px (shift "
+                     f"{fmt(f'{s:.2f}' for s in probe.shift)} px); a centred kernel reads a shift "
+                     "as extra blur: fit with shift=True")
+    sigmas = fmt(f"{s:.2f}" for s in probe.principal_sigmas)
+    correlation = probe.kernel.correlation - np.eye(problem.d)
+    rotated = probe.elliptical and np.abs(correlation).max() >= ROTATED_CORRELATION
+    if not shape:
+        return notes
+    if rotated and not opt.full_covariance:
+        notes.append(f"the blur looks elliptical and rotated (principal sigmas {sigmas} px"
+                     + (f", major axis at {probe.angle:.0f} deg" if probe.angle is not None else "")
+                     + "): use full_covariance=True")
+    elif probe.elliptical and not opt.sigma_per_axis:
+        notes.append(f"the blur looks elliptical along the array axes (principal sigmas {sigmas} "
+                     "px): use per_axis=True")
+    return notes
+
+
+def _adequacy(problem: Problem, data: Data, sol: Solution, used_stats: SpectralStats) -> Adequacy:
+    """The free-filter comparison, against the diagonal model or the fitted rotated/shifted one."""
+    opt = problem.options
+    if sol.whole is None:
+        return assess(used_stats, sol.sigma, sol.gain, truncate=opt.truncate)
+    pair, workers = data.pair, problem.workers
+    model = sol.gain * sol.whole.kernel.apply(pair.reference, opt.truncate) + sol.offset
+    target = pair.target if pair.used is None else np.where(pair.used, pair.target, model)
+    return assess_model(compute_stats(replace(pair, reference=model, target=target, used=None),
+                                      workers=workers)[0],
+                        compute_stats(replace(pair, target=target, used=None), workers=workers)[0],
+                        compute_stats(replace(pair, target=model, used=None), workers=workers)[0],
+                        sol.gain)
 
 
 def _used_stats(problem: Problem, data: Data, sol: Solution) -> SpectralStats:
@@ -452,12 +547,30 @@ def _result(problem: Problem, data: Data, sol: Solution, found: Findings) -> Blu
         identifiable=found.identifiable, target_sharper=found.target_sharper,
         huber_delta=sol.huber_delta, truncate=float(opt.truncate), notes=found.notes,
         profile=sol.profile, r2=found.r2, r2_linear=found.r2_linear, transfer=found.transfer,
+        **_kernel_fields(sol, found, opt, d),
     )
+
+
+def _kernel_fields(sol: Solution, found: Findings, opt: FitOptions, d: int) -> dict:
+    """Covariance and shift of the result, with their standard errors (diagonal fits too)."""
+    if sol.whole is None:
+        sigma, se = np.array(found.sigma), np.array(found.stderr)
+        return dict(covariance=np.diag(sigma**2), shift=(0.0,) * d,
+                    covariance_stderr=np.diag(2.0 * sigma * se), shift_stderr=(float("nan"),) * d,
+                    full_covariance=False, shift_fitted=False)
+    whole, fitted_shift = sol.whole, sol.whole.kernel.shift
+    return dict(covariance=np.array(whole.kernel.covariance),
+                shift=tuple(float(s) for s in fitted_shift),
+                covariance_stderr=np.array(whole.covariance_stderr),
+                shift_stderr=tuple(float(s) for s in whole.shift_stderr),
+                full_covariance=opt.full_covariance, shift_fitted=opt.shift)
 
 
 def _stderr(problem: Problem, data: Data, sol: Solution) -> np.ndarray:
     """Gauss-Newton standard error per spatial axis (NaN where the sigma has no leverage)."""
     opt, d = problem.options, problem.d
+    if sol.whole is not None:  # sigma_i = sqrt(C_ii): se(sigma_i) = se(C_ii) / (2 sigma_i)
+        return np.diag(sol.whole.covariance_stderr) / (2.0 * np.maximum(sol.sigma, 1e-300))
     p = (d if opt.per_axis else 1) + (2 if opt.gain_offset else 0)
     if data.n_used <= p:
         return np.full(d, np.nan)
@@ -475,9 +588,14 @@ def _stderr(problem: Problem, data: Data, sol: Solution) -> np.ndarray:
     return se if opt.per_axis else np.full(d, se[0])
 
 
-def _at_bound(sigma, lower, upper, per_axis) -> bool:
-    d = len(sigma)
-    lo, hi = _per_axis(lower, d), _per_axis(upper, d)
+def _at_bound(sol: Solution, problem: Problem) -> bool:
+    """The sigmas (principal sigmas of a rotated fit) touch or pass a bound."""
+    if sol.whole is not None:
+        sigma = sol.whole.kernel.principal[0]
+        return bool(sigma.max() >= problem.upper.min() * (1 - 1e-3)
+                    or (problem.lower.max() > 0 and sigma.min() <= problem.lower.max() * (1 + 1e-3)))
+    sigma, d = sol.sigma, len(sol.sigma)
+    lo, hi = _per_axis(problem.lower, d), _per_axis(problem.upper, d)
     at_hi = sigma >= hi * (1 - 1e-3)
     at_lo = (lo > 0) & (sigma <= np.maximum(lo, SEARCH_FLOOR) * (1 + 1e-3))
     return bool(np.any(at_hi | at_lo))

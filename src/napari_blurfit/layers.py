@@ -25,14 +25,44 @@ RESIDUAL_COLORMAP = "bwr"
 
 @dataclass
 class LayerFit:
-    """What a layer fit produced: the fit (or per-frame fits / blur map) and layers to show."""
+    """What a layer fit produced: the fit (or per-frame fits / blur map), layers to show, context.
+
+    Attributes
+    ----------
+    fit : BlurFit or None
+        The fit (``"whole image/volume"``, ``"current slice"``, ``"frames jointly"``).
+    layers : list
+        napari LayerDataTuples to add or update.
+    frames : list of BlurFit, optional
+        Per-frame fits (``"per frame"``).
+    blur_map : BlurMap, optional
+        The map (``"blur map"``).
+    sigma_world : tuple of float, optional
+        ``fit.sigma`` times the target's pixel size per spatial axis.
+    units : tuple of str
+        Unit names of the spatial axes; ``""`` where the layer has none.
+    pixel_size : tuple of float
+        The target's scale along the spatial axes.
+    mode : str
+    plane : tuple of int, optional
+        Index of the fitted plane along the leading axes (``"current slice"``).
+    mask_pixels : int, optional
+        Pixels the mask selected (in the fitted data).
+    hint : str
+        A warning about the mode for this layer, or ``""``.
+    """
 
     fit: BlurFit | None
-    layers: list = field(default_factory=list)  # napari LayerDataTuples
-    frames: list | None = None  # per-frame fits ("per frame" mode)
+    layers: list = field(default_factory=list)
+    frames: list | None = None
     blur_map: object = None
     sigma_world: tuple | None = None
-    units: tuple | None = None
+    units: tuple = ()
+    pixel_size: tuple = ()
+    mode: str = "whole image/volume"
+    plane: tuple | None = None
+    mask_pixels: int | None = None
+    hint: str = ""
 
 
 def image_data(layer, role: str) -> object:
@@ -59,28 +89,183 @@ def check_pair(reference, target) -> None:
                          f"{target.name!r} {tuple(b.shape)} differ in shape")
 
 
-def mask_data(mask_layer, shape) -> np.ndarray | None:
-    """Boolean mask from a Labels layer (nonzero) or a Shapes layer (inside any shape)."""
+def data_to_world_matrix(layer) -> np.ndarray:
+    """Homogeneous ``(n + 1, n + 1)`` matrix from a layer's data coordinates to world coordinates.
+
+    Composed from the public transform properties as napari does:
+    ``affine @ (translate + rotate @ shear @ scale)``.
+    """
+    from napari.utils.transforms import Affine
+
+    physical = Affine(scale=layer.scale, translate=layer.translate, rotate=layer.rotate,
+                      shear=layer.shear)
+    return np.asarray(layer.affine.affine_matrix) @ np.asarray(physical.affine_matrix)
+
+
+def mask_to_target_matrix(mask_layer, target) -> np.ndarray:
+    """Homogeneous matrix from ``mask_layer``'s data coordinates to ``target``'s pixel coordinates.
+
+    A mask with fewer axes than the target covers its trailing axes (napari aligns layers of
+    different dimensionality by their last axes), so the target's transform must not mix its
+    leading axes with those.
+    """
+    k, n = mask_layer.ndim, target.ndim
+    if k > n:
+        raise ValueError(f"mask layer {mask_layer.name!r} has {k} axes, the target {target.name!r} "
+                         f"only {n}")
+    world = data_to_world_matrix(target)
+    lead = n - k
+    linear = world[:n, :n]
+    if lead and (np.any(linear[lead:, :lead]) or np.any(linear[:lead, lead:])):
+        raise ValueError(f"target {target.name!r} is rotated or sheared across its leading axes; "
+                         f"the {k}D mask {mask_layer.name!r} cannot be placed on its pixels")
+    trailing = np.eye(k + 1)
+    trailing[:k, :k] = linear[lead:, lead:]
+    trailing[:k, k] = world[lead:n, n]
+    return np.linalg.solve(trailing, data_to_world_matrix(mask_layer))
+
+
+def _labels_mask(labels, target, shape) -> np.ndarray:
+    """Nonzero labels, placed on the target's pixel grid by whole-pixel offsets (no interpolation)."""
+    k = labels.ndim
+    matrix = mask_to_target_matrix(labels, target)
+    shift = matrix[:k, k]
+    if not (np.allclose(matrix[:k, :k], np.eye(k), atol=1e-6)
+            and np.allclose(shift, np.round(shift), atol=1e-6)):
+        raise ValueError(
+            f"labels layer {labels.name!r} does not sit on the pixel grid of {target.name!r} "
+            f"(scale {_fmt(labels.scale)} vs {_fmt(target.scale)}, translate {_fmt(labels.translate)} "
+            f"vs {_fmt(target.translate)}): using it would need interpolation. Give it the target's "
+            "scale and a whole-pixel translate, or draw the mask as shapes")
+    shift = np.round(shift).astype(int)
+    data = labels.data[0] if labels.multiscale else labels.data
+    out = np.zeros(shape[-k:], bool)
+    src = tuple(slice(max(0, -s), max(0, min(m, t - s))) for s, m, t in zip(shift, data.shape, out.shape))
+    dst = tuple(slice(max(0, s), max(0, min(t, m + s))) for s, m, t in zip(shift, data.shape, out.shape))
+    out[dst] = np.asarray(data[src]) != 0
+    return out
+
+
+def _ellipse_outline(corners, points: int = 96) -> np.ndarray:
+    """Points on the ellipse inscribed in napari's four bounding-box corners (any affine image of them)."""
+    centre = corners.mean(axis=0)
+    u = (corners[0] + corners[1]) / 2 - centre
+    v = (corners[1] + corners[2]) / 2 - centre
+    t = np.linspace(0, 2 * np.pi, points, endpoint=False)[:, None]
+    return centre + np.cos(t) * u + np.sin(t) * v
+
+
+def polygon_mask(polygon, shape) -> np.ndarray:
+    """Pixels of a 2D grid whose centres lie inside ``polygon`` (``(m, 2)`` row, column; even-odd rule).
+
+    Edges count half-open, so a rectangle from 20 to 200 selects pixels 20..199 on each axis.
+    """
+    out = np.zeros(shape, bool)
+    # napari keeps vertices in float32: snap to 1/1000 px so transformed corners land on whole pixels
+    poly = np.round(np.asarray(polygon, dtype=float), 3)
+    rows = np.arange(max(0, int(np.ceil(poly[:, 0].min()))),
+                     min(shape[0], int(np.ceil(poly[:, 0].max()))), dtype=float)
+    if not rows.size:
+        return out
+    a, b = poly, np.roll(poly, -1, axis=0)
+    y = rows[:, None]
+    crosses = (a[:, 0] <= y) != (b[:, 0] <= y)
+    dy = np.where(b[:, 0] != a[:, 0], b[:, 0] - a[:, 0], 1.0)
+    x = np.where(crosses, a[:, 1] + (y - a[:, 0]) / dy * (b[:, 1] - a[:, 1]), np.inf)
+    x.sort(axis=1)
+    for row, xs in zip(rows.astype(int), x):
+        xs = xs[np.isfinite(xs)]
+        for x0, x1 in zip(xs[0::2], xs[1::2]):
+            c0, c1 = max(0, int(np.ceil(x0))), min(shape[1], int(np.ceil(x1)))
+            out[row, c0:c1] = True
+    return out
+
+
+def _shapes_mask(shapes, target, shape) -> np.ndarray:
+    """Inside of any closed shape, drawn on the target's pixel grid after both layers' transforms."""
+    k = shapes.ndim
+    if k < 2:
+        raise ValueError(f"shapes layer {shapes.name!r} must be at least 2D")
+    matrix = mask_to_target_matrix(shapes, target)
+    out = np.zeros(shape[-k:], bool)
+    for number, (vertices, kind) in enumerate(zip(shapes.data, shapes.shape_type)):
+        if kind in ("line", "path"):
+            raise ValueError(f"shape {number} of {shapes.name!r} is a {kind}, which has no inside; "
+                             "use rectangles, ellipses or polygons as a mask")
+        vertices = np.asarray(vertices, dtype=float)
+        if kind == "ellipse":
+            vertices = _ellipse_outline(vertices)
+        points = vertices @ matrix[:k, :k].T + matrix[:k, k]
+        plane = points[:, :-2]
+        if k > 2 and np.ptp(plane, axis=0).max() > 0.5:
+            raise ValueError(f"shape {number} of {shapes.name!r} does not lie in one plane of "
+                             f"{target.name!r}'s pixels")
+        index = tuple(int(np.round(c)) for c in plane.mean(axis=0)) if k > 2 else ()
+        if all(0 <= i < n for i, n in zip(index, out.shape)):
+            out[index] |= polygon_mask(points[:, -2:], out.shape[-2:])
+    return out
+
+
+def mask_data(mask_layer, target) -> np.ndarray | None:
+    """Boolean mask on ``target``'s pixel grid from a Labels (nonzero) or Shapes (inside) layer.
+
+    The mask layer's own scale, translate, rotation and affine are honoured: a shape drawn over a
+    region of the viewer selects the target's pixels under that region. A mask with fewer axes than
+    the target is repeated along the target's leading axes (frames).
+    """
     if mask_layer is None:
         return None
     from napari.layers import Labels, Shapes
 
+    shape = tuple(image_data(target, "target").shape)
     if isinstance(mask_layer, Labels):
-        m = np.asarray(mask_layer.data) != 0
+        mask = _labels_mask(mask_layer, target, shape)
     elif isinstance(mask_layer, Shapes):
-        m = np.asarray(mask_layer.to_labels(labels_shape=shape)) != 0
+        mask = _shapes_mask(mask_layer, target, shape)
     else:
-        raise TypeError(f"mask must be a Labels or Shapes layer; got {type(mask_layer).__name__}")
-    if m.shape != tuple(shape):
-        raise ValueError(f"mask layer {mask_layer.name!r} has shape {m.shape}, the images {tuple(shape)}")
-    return m
+        raise TypeError(f"the mask must be a labels or shapes layer; {mask_layer.name!r} is neither")
+    if not mask.any():
+        raise ValueError(f"mask {mask_layer.name!r} selects no pixel of {target.name!r} "
+                         "(it lies outside the image)")
+    return np.broadcast_to(mask, shape)
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
 
 
 def _units(layer, axes) -> tuple[str, ...]:
+    """Unit names of ``axes`` of ``layer``; ``""`` where the layer has none (napari's "pixel")."""
     try:
-        return tuple(str(layer.units[a]) for a in axes)
+        names = tuple(str(layer.units[a]) for a in axes)
     except (AttributeError, IndexError):
         return ("",) * len(axes)
+    return tuple("" if n in ("pixel", "dimensionless") else n for n in names)
+
+
+TIME_UNITS = ("second", "millisecond", "microsecond", "minute", "hour", "day")
+FRAME_LABELS = ("t", "time", "c", "ch", "channel", "channels", "frame", "frames")
+
+
+def axis_hint(layer, mode: str) -> str:
+    """A plain-words warning when 'whole image/volume' would treat time or channels as space.
+
+    Returns ``""`` when nothing looks wrong.
+    """
+    if layer is None or mode != "whole image/volume" or layer.ndim != 3:
+        return ""
+    shape = image_data(layer, "target").shape
+    label = str(layer.axis_labels[0]).lower() if hasattr(layer, "axis_labels") else ""
+    unit = str(layer.units[0]) if hasattr(layer, "units") else ""
+    named = label in FRAME_LABELS or unit in TIME_UNITS
+    if not named and not (shape[0] <= 16 and shape[0] * 8 <= min(shape[1:])):
+        return ""
+    why = (f"its first axis is labelled {label!r}" if label in FRAME_LABELS else
+           f"its first axis is in {unit}s" if unit in TIME_UNITS else
+           f"its first axis has only {shape[0]} planes")
+    return (f"{layer.name!r} looks like a time series or channels ({why}), but 'whole image/volume' "
+            "blurs across that axis as if it were depth. For frames or channels choose "
+            "'frames jointly' (one sigma) or 'per frame'.")
 
 
 def _plane_index(layer, world_point, ndim):
@@ -102,95 +287,109 @@ def run_layer_fit(reference, target, *, mask_layer=None, mode: str = "whole imag
     ----------
     reference, target : napari.layers.Image
     mask_layer : napari.layers.Labels or napari.layers.Shapes, optional
+        Mapped onto the target's pixels through both layers' transforms (see `mask_data`).
     mode : str
         ``"whole image/volume"`` (every axis spatial, 2D/3D), ``"current slice"`` (the 2D plane
         shown by the viewer),
         ``"frames jointly"`` (last two axes spatial, one sigma over the others), ``"per frame"``
-        (one fit per 2D frame) or ``"blur map"`` (fits on tiles of a 2D image).
+        (one fit per 2D frame) or ``"blur map"`` (fits on tiles of a 2D/3D image).
     world_point : sequence of float, optional
         The viewer's ``dims.point`` (world coordinates) for ``"current slice"``; default: the first plane.
     tile : int
         Tile size for ``"blur map"``.
     callback : callable, optional
-        Passed to the core; raising in it cancels.
+        Passed to the core, and called between building the output images; raising in it cancels.
     **options
-        Passed to `napari_blurfit.fit_blur`.
+        Passed unchanged to the core function of the mode (`napari_blurfit.fit_blur`,
+        `napari_blurfit.fit_blur_stack` or `napari_blurfit.blur_map`), which refuses what it
+        cannot honour.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     check_pair(reference, target)
     a, b = image_data(reference, "reference"), image_data(target, "target")
-    mask = mask_data(mask_layer, a.shape)
+    mask = mask_data(mask_layer, target)
     scale, translate = np.asarray(target.scale), np.asarray(target.translate)
-    ndim = a.ndim
+    ndim, plane = a.ndim, None
     if mode == "current slice":
         if ndim < 2:
             raise ValueError("'current slice' mode needs at least 2D layers")
-        index = _plane_index(target, world_point, ndim)
-        a, b = np.asarray(a[index]), np.asarray(b[index])
-        mask = None if mask is None else mask[index]
+        plane = _plane_index(target, world_point, ndim)
+        a, b = np.asarray(a[plane]), np.asarray(b[plane])
+        mask = None if mask is None else mask[plane]
         scale, translate = scale[-2:], translate[-2:]
-    elif mode in ("frames jointly", "per frame", "blur map"):
-        if ndim < 2 or (mode == "blur map" and ndim != 2):
-            raise ValueError(f"{mode!r} mode needs {'2D' if mode == 'blur map' else 'nD'} layers")
-        options = {**options, "spatial_axes": (-2, -1)}
-    spatial_axes = options.get("spatial_axes") or tuple(range(a.ndim))
-    axes_in_layer = [ax % a.ndim + (ndim - a.ndim) for ax in spatial_axes]
-    units = _units(target, axes_in_layer)
+    elif mode in ("frames jointly", "per frame") and ndim < 2:
+        raise ValueError(f"{mode!r} mode needs layers with at least two axes")
+    spatial = tuple(range(a.ndim)) if mode in ("whole image/volume", "current slice", "blur map") \
+        else (a.ndim - 2, a.ndim - 1)
+    info = dict(mode=mode, plane=plane, hint=axis_hint(target, mode),
+                mask_pixels=None if mask is None else int(np.count_nonzero(mask)),
+                units=_units(target, [ax + ndim - a.ndim for ax in spatial]),
+                pixel_size=tuple(float(scale[ax]) for ax in spatial))
     meta_base = {"reference": reference.name, "target": target.name, "mode": mode}
-
     if mode == "per frame":
         from .stack import fit_blur_stack
 
-        options.pop("spatial_axes")
-        frames = fit_blur_stack(a, b, spatial_axes=(-2, -1), mask=mask, callback=callback,
-                                **options)
-        return LayerFit(None, [], frames=frames, units=units)
+        frames = fit_blur_stack(a, b, spatial_axes=(-2, -1), mask=mask, callback=callback, **options)
+        return LayerFit(None, [], frames=frames, **info)
     if mode == "blur map":
-        from .blurmap import blur_map
-
-        options.pop("spatial_axes")
-        bm = blur_map(a, b, tile=tile, callback=callback, **{k: v for k, v in options.items()
-                                                               if k in ("loss", "per_axis",
-                                                                        "gain_offset", "sigma_bounds")})
-        sigma_img = bm.full_resolution().mean(axis=-1)
-        finite = sigma_img[np.isfinite(sigma_img)]
-        hi = float(finite.max()) if finite.size else 1.0
-        lo = float(finite.min()) if finite.size else 0.0
-        layer = (sigma_img, {"name": f"{target.name} blur map", "scale": tuple(scale),
-                             "translate": tuple(translate), "units": tuple(target.units),
-                             "colormap": "viridis",
-                             "contrast_limits": (lo, hi if hi > lo else lo + 1.0),
-                             "metadata": {"blurfit": {**meta_base, "tile": tile}}}, "image")
-        return LayerFit(None, [layer], blur_map=bm, units=units)
-
+        return _blur_map_fit(a, b, mask, target, tile, callback, options, meta_base, info)
+    if mode == "frames jointly":
+        options = {**options, "spatial_axes": (-2, -1)}
     fit = fit_blur(a, b, mask=mask, callback=callback, **options)
-    if callback is not None:
-        callback("making the fitted and residual images")
+    name = (reference if fit.reverse else target).name  # the image the model reproduces
+    placement = {"scale": tuple(scale), "translate": tuple(translate),
+                 "units": tuple(target.units)[-len(scale):]}
+    layers = _output_layers(fit, a, b, name, placement, meta_base, callback, lazy=mode == "frames jointly")
+    world = tuple(s * p for s, p in zip(fit.sigma, info["pixel_size"]))
+    return LayerFit(fit, layers, sigma_world=world, **info)
+
+
+def _blur_map_fit(a, b, mask, target, tile, callback, options, meta_base, info) -> LayerFit:
+    """Blur-map mode: the core's map and one image layer of it, aligned with the target."""
+    from .blurmap import blur_map
+
+    bm = blur_map(a, b, tile=tile, mask=mask, callback=callback, **options)
+    sigma_img = bm.full_resolution().mean(axis=-1)
+    finite = sigma_img[np.isfinite(sigma_img)]
+    hi = float(finite.max()) if finite.size else 1.0
+    lo = float(finite.min()) if finite.size else 0.0
+    layer = (sigma_img, {"name": f"{target.name} blur map", "scale": tuple(target.scale),
+                         "translate": tuple(target.translate), "units": tuple(target.units),
+                         "colormap": "viridis",
+                         "contrast_limits": (lo, hi if hi > lo else lo + 1.0),
+                         "metadata": {"blurfit": {**meta_base, "tile": tile}}}, "image")
+    return LayerFit(None, [layer], blur_map=bm, **info)
+
+
+def _output_layers(fit, a, b, name, placement, meta_base, callback, *, lazy) -> list:
+    """The ``"<name> fit"`` and ``"<name> residual"`` layer tuples; ``callback`` is checked between steps."""
+    def step(stage):
+        if callback is not None:
+            callback(stage)
+
+    step("making the fitted image")
     source, goal = (b, a) if fit.reverse else (a, b)
     # a lazy stack gets lazy output layers, which napari computes frame by frame as shown
-    lazy = mode == "frames jointly" and is_dask(source)
+    lazy = lazy and is_dask(source)
     if not lazy:
         source, goal = np.asarray(source), np.asarray(goal)
     fitted = fit.apply(source).astype(np.float32)  # one filter pass serves both output layers
+    step("making the residual image")
     residual = (goal - fitted).astype(np.float32)
     first = (0,) * (residual.ndim - 2) if lazy else ...  # contrast limits from the first frame
     shown_goal, shown_residual = np.asarray(goal[first]), np.asarray(residual[first])
     bound = float(np.nanpercentile(np.abs(shown_residual), 99.9)) or 1.0
     lo, hi = float(np.nanmin(shown_goal)), float(np.nanmax(shown_goal))
+    step("showing the results")
     meta = {"blurfit": {**meta_base, **fit.to_dict()}}
-    common = {"scale": tuple(scale), "translate": tuple(translate), "metadata": meta,
-              "units": tuple(target.units)[-len(scale):]}
-    name = (reference if fit.reverse else target).name
-    layers = [
+    common = {**placement, "metadata": meta}
+    return [
         (fitted, {"name": f"{name} fit", "colormap": "gray",
                   "contrast_limits": (lo, hi if hi > lo else lo + 1.0), **common}, "image"),
         (residual, {"name": f"{name} residual", "colormap": RESIDUAL_COLORMAP,
                     "contrast_limits": (-bound, bound), **common}, "image"),
     ]
-    world = tuple(s * float(scale[ax]) for s, ax in
-                  zip(fit.sigma, [a_ % len(scale) for a_ in spatial_axes]))
-    return LayerFit(fit, layers, sigma_world=world, units=units)
 
 
 def show_layers(viewer, result: LayerFit) -> list:

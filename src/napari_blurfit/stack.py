@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 
+from ._options import FitOptions
 from ._result import BlurFit, BlurFitWarning
 from ._validate import as_image_pair, is_dask, normalize_spatial_axes
 from .fit import fit_blur
@@ -30,13 +31,13 @@ def failed_fit(reason: str, spatial_axes, *, loss: str = "l2", per_axis: bool = 
                    notes=(f"no fit: {reason}",))
 
 
-def _fit_frame(a, b, mask, spatial, options):
+def _fit_frame(a, b, mask, spatial, options: FitOptions, callback=None):
     try:
-        return fit_blur(np.asarray(a), np.asarray(b), mask=mask, **{"warn": False, **options})
+        return fit_blur(np.asarray(a), np.asarray(b),
+                        **options.replace(mask=mask, callback=callback).as_kwargs())
     except (ValueError, TypeError) as err:
-        return failed_fit(str(err), spatial, loss=options.get("loss", "l2"),
-                          per_axis=options.get("per_axis", False),
-                          gain_offset=options.get("gain_offset", False))
+        return failed_fit(str(err), spatial, loss=options.loss, per_axis=options.per_axis,
+                          gain_offset=options.gain_offset)
 
 
 def fit_blur_stack(reference, target, *, spatial_axes=(-2, -1), mask=None, callback=None,
@@ -54,7 +55,10 @@ def fit_blur_stack(reference, target, *, spatial_axes=(-2, -1), mask=None, callb
     callback : callable, optional
         Called as ``callback(stage)`` before each frame (and inside each fit); raising stops.
     **options
-        Passed to `napari_blurfit.fit_blur` (``loss``, ``per_axis``, ``gain_offset``, ...).
+        Every other option of `napari_blurfit.fit_blur` (``loss``, ``per_axis``,
+        ``gain_offset``, ``reverse``, ``exclude_border``, ...), applied to each frame; an
+        unknown name is a TypeError. ``warn`` (default True) warns once for the frames that
+        could not be fitted; each frame's own findings are in its ``notes``.
 
     Returns
     -------
@@ -73,6 +77,8 @@ def fit_blur_stack(reference, target, *, spatial_axes=(-2, -1), mask=None, callb
     >>> [round(f.sigma[0], 3) for f in fit_blur_stack(sharp, blurred)]
     [1.0, 2.0, 3.0]
     """
+    opts = FitOptions.from_kwargs("fit_blur_stack", options)
+    warn, opts = opts.warn, opts.replace(warn=False)
     ref, tgt = as_image_pair(reference, target)
     spatial = normalize_spatial_axes(spatial_axes, ref.ndim, ref.shape, "reference")
     frame_axes = [ax for ax in range(ref.ndim) if ax not in spatial]
@@ -99,7 +105,7 @@ def fit_blur_stack(reference, target, *, spatial_axes=(-2, -1), mask=None, callb
         import dask
 
         tasks = [dask.delayed(_fit_frame)(ref[index(f)], tgt[index(f)], frame_mask(f),
-                                          spatial_local, options) for f in frame_ids]
+                                          spatial_local, opts) for f in frame_ids]
         fits = list(dask.compute(*tasks))
     else:
         fits = []
@@ -107,9 +113,9 @@ def fit_blur_stack(reference, target, *, spatial_axes=(-2, -1), mask=None, callb
             if callback is not None:
                 callback(f"frame {n + 1}/{len(frame_ids)}")
             fits.append(_fit_frame(ref[index(fid)], tgt[index(fid)], frame_mask(fid),
-                                   spatial_local, {**options, "callback": callback}))
+                                   spatial_local, opts, callback))
     failed = [i for i, f in enumerate(fits) if np.isnan(f.sigma[0])]
-    if failed:
+    if failed and warn:
         warnings.warn(f"{len(failed)} of {len(fits)} frame(s) could not be fitted (sigma NaN): "
                       f"frames {failed[:10]}{'...' if len(failed) > 10 else ''}",
                       BlurFitWarning, stacklevel=2)

@@ -1,0 +1,1014 @@
+"""Exact fit of the whole Gaussian: a full covariance and a shift (docs/design.md, "The whole Gaussian").
+
+A full covariance or a shift breaks the even symmetry that makes the L2 loss diagonal in the DCT, so
+the model is evaluated in space, exactly: the reference is reflect-padded once by the largest radius
+the search can reach and transformed once (one rFFT per frame); a model is one inverse FFT of that
+cached spectrum times the spectrum of the small kernel, then a crop. The kernel's spectrum is a
+pruned DFT (a small matrix product per axis), not a full-size FFT.
+
+Derivatives never need a Jacobian image per parameter in memory: ``J_k^T (w r)`` is the
+cross-correlation of the weighted residual with the padded reference at the kernel's small lags,
+contracted with ``dK/dtheta_k`` (one forward FFT and a pruned inverse). The Gauss-Newton matrix
+``J^T W J`` needs one Jacobian image at a time (two FFTs per parameter).
+
+Solver: Levenberg-Marquardt over the log-Cholesky covariance and the shift. Gain and offset are
+projected out in closed form for L2 (variable projection) and stepped jointly, with IRLS weights, for
+L1 and Huber. Multi-start and most iterations run on a central crop with the exact matrix at every
+step; the full image is then polished with that matrix held fixed (the chord method: every step
+still follows the exact gradient, and every step is accepted only if the true loss decreases).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import ducc0
+import numpy as np
+from scipy import fft as sfft
+from scipy import signal
+
+from ._gaussian import GaussianKernel, n_cholesky
+from ._losses import irls_sums, l1_gain_offset, loss_sum, robust_gain_offset, solve_weighted
+
+LOSSES = ("l2", "l1", "huber")
+MIN_SIZE = 8  # below this a shift cannot be told from a blur
+CROP_EDGE = {2: 384, 3: 64}  # edge of the central crop used for the multi-start stage
+PROBE_EDGE = {2: 128, 3: 48}
+HUBER_K = 1.345  # default Huber threshold in noise units (as fit_blur)
+MISALIGNED_PX = 0.5
+ELLIPTICAL_RATIO = 1.15
+ROTATED_DEG = 10.0
+SCOUT_STEPS = 4  # solver steps from each start before the best start is solved to the end
+KERNEL_SCOUT_STEPS = 8  # the same in kernel space, where a step costs no image-sized work
+EXACT_MATRIX_PIXELS = 2**18  # up to this many pixels the exact L2 polish recomputes the exact matrix
+FLOAT32_PIXELS = 2**20  # above this many pixels the L2 path runs its FFTs in float32
+PROBE_EXACT_STEPS = 2  # exact-loss steps after the probe's kernel-space search
+SHIFT_START_PIXELS = 2**16  # crop of the shift's start estimate in a fit (the fit refines it)
+
+
+# results ------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class FullFit:
+    """Result of `fit_whole_gaussian`.
+
+    Attributes
+    ----------
+    kernel : GaussianKernel
+        Fitted covariance (px^2) and shift (px).
+    gain, offset : float
+        ``target ~ gain * kernel.apply(reference) + offset`` (1 and 0 without ``gain_offset``).
+    loss_sum : float
+        Sum of the loss over the pixels used; ``loss_name`` says which loss.
+    rss : float
+        Sum of squared residuals over the pixels used.
+    n_used : int
+        Pixels that counted.
+    evaluations, iterations : int
+        Model evaluations (inverse FFTs of the full problem) and accepted solver steps.
+    covariance_stderr, shift_stderr : ndarray
+        Gauss-Newton standard errors (delta method for the covariance entries); NaN where unknown.
+    gain_stderr, offset_stderr : float
+        Likewise (NaN when gain/offset were not fitted).
+    delta : float or None
+        Huber threshold used.
+    """
+
+    kernel: GaussianKernel
+    gain: float
+    offset: float
+    loss_sum: float
+    loss_name: str
+    rss: float
+    n_used: int
+    evaluations: int
+    iterations: int
+    covariance_stderr: np.ndarray
+    shift_stderr: np.ndarray
+    gain_stderr: float
+    offset_stderr: float
+    delta: float | None
+
+    @property
+    def loss(self) -> float:
+        """Mean loss per pixel used."""
+        return self.loss_sum / max(self.n_used, 1)
+
+
+@dataclass(frozen=True, eq=False)
+class ProbeResult:
+    """What `probe_model` saw on a central crop: shift and shape of the blur.
+
+    Attributes
+    ----------
+    shift : ndarray
+        Fitted shift (px, per spatial axis).
+    principal_sigmas : ndarray
+        Principal standard deviations of the fitted covariance, largest first (px).
+    angle : float or None
+        2D: angle of the major axis from +x (columns) towards +y (rows), degrees.
+    kernel : GaussianKernel
+        The fitted kernel.
+    misaligned, elliptical, rotated : bool
+        Shift above `MISALIGNED_PX`; principal ratio above `ELLIPTICAL_RATIO`; and, if elliptical,
+        the major axis more than `ROTATED_DEG` off the array axes.
+    notes : tuple of str
+        Warnings to show the user (empty when the default model is adequate).
+    """
+
+    shift: np.ndarray
+    principal_sigmas: np.ndarray
+    angle: float | None
+    kernel: GaussianKernel
+    misaligned: bool
+    elliptical: bool
+    rotated: bool
+    notes: tuple[str, ...]
+
+
+# the cached reference spectrum --------------------------------------------------------------------
+def _threads(workers: int | None) -> int:
+    if workers is None or workers < 0:
+        return os.cpu_count() or 1
+    return max(1, workers)
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``sum(a * b)`` accumulated in float64, without a temporary or a copy of strided views (einsum)."""
+    letters = "abcdefghij"[: a.ndim]
+    return float(np.einsum(f"{letters},{letters}->", a, b, dtype=np.float64))
+
+
+def _lag_index(radius: tuple[int, ...], lengths: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Open-mesh index of the lags ``-r..r`` per axis in a circular array of the given lengths."""
+    return np.ix_(*[np.arange(-r, r + 1) % n for r, n in zip(radius, lengths)])
+
+
+def _reflect_fill(grid: np.ndarray, frames: np.ndarray, margin: tuple[int, ...]) -> None:
+    """Write ``frames`` into ``grid`` at ``margin`` and reflect-pad around it (numpy ``"symmetric"``).
+
+    Axis by axis over the rows already filled, so corners are right; what lies beyond a reflection
+    as wide as the image (only on tiny images) is filled by ``np.pad``.
+    """
+    spatial = frames.shape[1:]
+    if any(m > n or g - m - n > n for m, n, g in zip(margin, spatial, grid.shape[1:])):
+        pad = [(0, 0)] + [(m, g - m - n) for m, n, g in zip(margin, spatial, grid.shape[1:])]
+        grid[...] = np.pad(frames, pad, mode="symmetric")
+        return
+    grid[(slice(None),) + tuple(slice(m, m + n) for m, n in zip(margin, spatial))] = frames
+    for k, (m, n) in enumerate(zip(margin, spatial)):
+        g = grid.shape[k + 1]
+        view = np.moveaxis(grid, k + 1, 0)
+        view[:m] = view[m : 2 * m][::-1]
+        right = g - m - n
+        view[m + n :] = view[m + n - right : m + n][::-1]
+
+
+def _box_sums(grid: np.ndarray, margin: tuple[int, ...], spatial: tuple[int, ...],
+              radius: tuple[int, ...]) -> np.ndarray:
+    """``s[n] = sum over frames and x in the crop of grid(x - n)`` for lags ``|n_i| <= radius_i`` (float64).
+
+    One ``np.add.reduceat`` per axis over the breakpoints ``crop edge - n``; the first pass reads the
+    grid once and every later pass works on a small array.
+    """
+    out = grid
+    for k, (m, n, r) in enumerate(zip(margin, spatial, radius)):
+        axis = k + 1
+        lags = np.arange(-r, r + 1)
+        if n > 2 * r:
+            idx = np.concatenate([m - lags[::-1], m + n - lags[::-1]])
+            blocks = np.add.reduceat(out, idx, axis=axis, dtype=np.float64)
+            prefix = np.cumsum(np.moveaxis(blocks, axis, 0), axis=0)
+            prefix = np.concatenate([np.zeros_like(prefix[:1]), prefix[:-1]])  # sum idx[0]..idx[j]
+            start, stop = prefix[r - lags], prefix[2 * r + 1 + r - lags]
+        else:  # a tiny image: plain prefix sums
+            prefix = np.cumsum(np.moveaxis(out, axis, 0), axis=0, dtype=np.float64)
+            prefix = np.concatenate([np.zeros_like(prefix[:1]), prefix])
+            start, stop = prefix[m - lags], prefix[m + n - lags]
+        out = np.moveaxis(stop - start, 0, axis)
+    return out.sum(axis=0)
+
+
+class _ReferenceSpectrum:
+    """One rFFT of the reflect-padded reference frames (frames first, spatial axes last).
+
+    ``radius`` is the largest kernel radius per axis that a model may use. The crop sits ``margin``
+    (at least ``radius``; twice it leaves room for the lags of `_KernelSpace`) from the origin; each
+    axis is padded to a fast FFT length, the extra going to the right, so circular convolution never
+    wraps into the crop. ``dtype`` is float64, or float32 for large images (half the time and memory).
+    Two grid-sized real buffers are reused: one for models, one (zero outside the crop) for lag
+    correlations.
+    """
+
+    def __init__(self, reference: np.ndarray, radius: tuple[int, ...], workers: int | None, *,
+                 dtype=np.float64, margin: tuple[int, ...] | None = None):
+        self.d = len(radius)
+        self.radius = tuple(radius)
+        self.margin = self.radius if margin is None else tuple(margin)
+        self.nthreads = _threads(workers)
+        self.dtype = np.dtype(dtype)
+        self.spatial = reference.shape[1:]
+        self.lengths = tuple(sfft.next_fast_len(n + 2 * m, real=True)
+                             for n, m in zip(self.spatial, self.margin))
+        padded = np.empty((len(reference), *self.lengths), dtype=self.dtype)
+        _reflect_fill(padded, reference, self.margin)
+        self.axes = tuple(range(1, self.d + 1))
+        self.spectrum = ducc0.fft.r2c(padded, axes=self.axes, nthreads=self.nthreads)
+        self.crop = (slice(None),) + tuple(slice(m, m + n) for m, n in zip(self.margin, self.spatial))
+        self._complex = np.empty_like(self.spectrum)
+        self._padded = padded  # the padded reference until the first model, then the model buffer
+        self._real = None  # zero outside the crop, for lag correlations (made on first use)
+
+    def box_sums(self, radius: tuple[int, ...]) -> np.ndarray:
+        """Sums of the padded reference over the crop moved by every lag ``|n_i| <= radius_i``."""
+        return _box_sums(self._padded, self.margin, self.spatial, radius)
+
+    def kernel_spectrum(self, kernel: np.ndarray) -> np.ndarray:
+        """DFT of the kernel placed with offset 0 at the origin (circularly, on the padded grid).
+
+        Transformed axis by axis: the last (real) axis only over the kernel's few rows, the others
+        over the rows already filled, so it costs less than a full-size transform.
+        """
+        radius = tuple((k - 1) // 2 for k in kernel.shape)
+        nt = self.nthreads
+        last = np.zeros((*kernel.shape[:-1], self.lengths[-1]), dtype=self.dtype)
+        last[..., np.arange(-radius[-1], radius[-1] + 1) % self.lengths[-1]] = kernel
+        spec = ducc0.fft.r2c(last, axes=(self.d - 1,), nthreads=nt)
+        for axis in range(self.d - 2, -1, -1):
+            shape = list(spec.shape)
+            shape[axis] = self.lengths[axis]
+            grown = np.zeros(shape, dtype=spec.dtype)
+            index = [slice(None)] * self.d
+            index[axis] = np.arange(-radius[axis], radius[axis] + 1) % self.lengths[axis]
+            grown[tuple(index)] = spec
+            spec = ducc0.fft.c2c(grown, axes=(axis,), out=grown, nthreads=nt)
+        return spec
+
+    def model(self, kernel: np.ndarray) -> np.ndarray:
+        """The reference convolved with ``kernel``, on the crop: a view of a reused buffer.
+
+        The view is overwritten by the next call; copy it to keep it.
+        """
+        np.multiply(self.spectrum, self.kernel_spectrum(kernel), out=self._complex)
+        full = ducc0.fft.c2r(self._complex, axes=self.axes, lastsize=self.lengths[-1], forward=False,
+                             inorm=2, out=self._padded, nthreads=self.nthreads, allow_overwriting_input=True)
+        return full[self.crop]
+
+    def lag_correlation(self, image: np.ndarray, radius: tuple[int, ...]) -> np.ndarray:
+        """``c[n] = sum_x image(x) A_pad(x + m - n)`` summed over frames, for lags ``|n_i| <= radius_i``."""
+        if self._real is None:
+            self._real = np.zeros_like(self._padded)
+        self._real[self.crop] = image
+        z = ducc0.fft.r2c(self._real, axes=self.axes, out=self._complex, nthreads=self.nthreads)
+        z.imag *= -1.0  # z <- conj(conj(z) * A_hat) = z * conj(A_hat), without a conjugated copy
+        z *= self.spectrum
+        z.imag *= -1.0
+        spec = z.sum(axis=0) if len(z) > 1 else z[0]
+        full = ducc0.fft.c2r(spec, axes=tuple(range(self.d)), lastsize=self.lengths[-1], forward=False,
+                             inorm=2, nthreads=self.nthreads, allow_overwriting_input=True)
+        return full[_lag_index(radius, self.lengths)].astype(np.float64)
+
+
+# the problem --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Options:
+    """What is fitted, and how (frozen for one fit)."""
+
+    d: int
+    loss: str
+    gain_offset: bool
+    full_covariance: bool
+    shift: bool
+    truncate: float
+    delta: float  # Huber threshold, or the L1 weight floor
+
+    @property
+    def free(self) -> np.ndarray:
+        """Indices of the fitted entries in ``[log-Cholesky (d(d+1)/2), shift (d)]``."""
+        nc = n_cholesky(self.d)
+        chol = np.arange(nc if self.full_covariance else self.d)
+        shift = np.arange(nc, nc + self.d) if self.shift else np.arange(0)
+        return np.concatenate([chol, shift])
+
+    def kernel(self, x: np.ndarray) -> GaussianKernel:
+        """The kernel of a free-parameter vector (fixed entries are zero)."""
+        nc = n_cholesky(self.d)
+        full = np.zeros(nc + self.d)
+        full[self.free] = x
+        return GaussianKernel.from_cholesky(full[:nc], full[nc:])
+
+    def start(self, kernel: GaussianKernel) -> np.ndarray:
+        return np.concatenate([kernel.cholesky, kernel.shift])[self.free]
+
+    def _replace_delta(self, delta: float) -> _Options:
+        return _Options(self.d, self.loss, self.gain_offset, self.full_covariance, self.shift, self.truncate,
+                        float(delta))
+
+
+class _Point(NamedTuple):
+    """A candidate solution and what was computed at it."""
+
+    x: np.ndarray  # free kernel parameters
+    gain: float
+    offset: float
+    loss: float
+    kernel: GaussianKernel
+    sampled: np.ndarray  # the kernel array
+    model: np.ndarray  # reference blurred by the kernel (crop, frames first)
+    residual: np.ndarray  # gain * model + offset - target
+
+
+class _Normal(NamedTuple):
+    """Gauss-Newton normal equations over ``[free kernel parameters, gain, offset]``."""
+
+    matrix: np.ndarray | None
+    gradient: np.ndarray
+
+
+class _Problem:
+    """Reference spectrum, target and used pixels of one fit; evaluates points and normal equations.
+
+    ``spectrum`` may be shared with a `_KernelSpace` built first. Points keep their own residual
+    (and model, when the gain is fitted), in the spectrum's dtype.
+    """
+
+    def __init__(self, reference, target, used, options: _Options, radius, workers, *,
+                 spectrum: _ReferenceSpectrum | None = None, dtype=np.float64):
+        self.options = options
+        self.reference = reference
+        self.target = target
+        self.used = None if used is None else used.astype(np.float64)
+        self.n_used = int(target.size if used is None else np.count_nonzero(used))
+        self.workers = workers
+        self.evaluations = 0
+        self.spectrum = spectrum or _ReferenceSpectrum(reference, tuple(radius), workers, dtype=dtype)
+
+    def _ensure_radius(self, kernel: np.ndarray) -> None:
+        radius = tuple((k - 1) // 2 for k in kernel.shape)
+        if any(r > p for r, p in zip(radius, self.spectrum.radius)):
+            _check_radius(radius, self.target.shape[1:])
+            grown = tuple(max(r, p) * 3 // 2 + 2 for r, p in zip(radius, self.spectrum.radius))
+            self.spectrum = _ReferenceSpectrum(self.reference, grown, self.workers, dtype=self.spectrum.dtype)
+
+    def _sum(self, values: np.ndarray) -> float:
+        return float(values.sum(dtype=np.float64)) if self.used is None else float(_dot(self.used, values))
+
+    def evaluate(self, x, gain: float, offset: float) -> _Point:
+        """Model, residual and loss at ``x``; the L2 gain/offset are the closed-form best ones."""
+        opts = self.options
+        kernel = opts.kernel(x)
+        sampled = kernel.sampled(opts.truncate)
+        self._ensure_radius(sampled)
+        model = self.spectrum.model(sampled)  # a view of a reused buffer
+        self.evaluations += 1
+        if opts.gain_offset and opts.loss == "l2":
+            gain, offset = self._best_l2(model)
+        residual = np.multiply(model, gain, dtype=self.spectrum.dtype)
+        residual += offset
+        residual -= self.target
+        kept = np.ascontiguousarray(model) if opts.gain_offset else None
+        return _Point(x, gain, offset, self.loss_of(residual), kernel, sampled, kept, residual)
+
+    def _best_l2(self, model) -> tuple[float, float]:
+        m = self.used
+        sw = float(self.n_used)
+        wf = model if m is None else model * m
+        sf, sff = float(wf.sum(dtype=np.float64)), float(_dot(wf, model))
+        sb, sfb = self._sum(self.target), float(_dot(wf, self.target))
+        det = sw * sff - sf * sf
+        if det <= 1e-12 * max(sw * sff, 1e-300):
+            return 0.0, sb / sw
+        gain = (sw * sfb - sf * sb) / det
+        return gain, (sb - gain * sf) / sw
+
+    def loss_of(self, residual: np.ndarray) -> float:
+        if self.used is None and self.options.loss == "l2":
+            return _dot(residual, residual)
+        if self.used is None:
+            return loss_sum(residual, self.options.loss, self.options.delta)
+        return loss_sum(residual[self.used > 0], self.options.loss, self.options.delta, overwrite=True)
+
+    def weights(self, point: _Point, loss: str | None = None) -> np.ndarray | None:
+        """IRLS weights (times the mask): 1 for L2, ``min(1, delta/|r|)`` Huber, ``1/max(|r|, eps)`` L1."""
+        loss = loss or self.options.loss
+        if loss == "l2":
+            return self.used
+        a = np.abs(point.residual)
+        if loss == "huber":
+            w = np.minimum(1.0, self.options.delta / np.maximum(a, 1e-300))
+        else:
+            w = 1.0 / np.maximum(a, self.options.delta)
+        return w if self.used is None else w * self.used
+
+    def normal(self, point: _Point, w: np.ndarray | None, *, matrix: bool) -> _Normal:
+        """Gradient ``J^T W r`` (and ``J^T W J`` with ``matrix``) over kernel params, gain, offset."""
+        opts = self.options
+        derivs = point.kernel.derivatives(opts.truncate)[opts.free]
+        radius = tuple((k - 1) // 2 for k in point.sampled.shape)
+        wr = point.residual if w is None else w * point.residual
+        corr = self.spectrum.lag_correlation(wr, radius)
+        grad = list(point.gain * (derivs.reshape(len(derivs), -1) * corr.reshape(-1)).sum(axis=1))
+        if opts.gain_offset:
+            grad += [float(_dot(wr, point.model)), float(wr.sum(dtype=np.float64))]
+        return _Normal(self._matrix(point, w, derivs, radius) if matrix else None, np.array(grad))
+
+    def _matrix(self, point: _Point, w, derivs, radius) -> np.ndarray:
+        """``J^T W J``: one Jacobian image at a time, its row from a lag correlation."""
+        k = len(derivs)
+        p = k + (2 if self.options.gain_offset else 0)
+        out = np.zeros((p, p))
+        go = self.options.gain_offset
+        wf = (point.model if w is None else w * point.model) if go else None
+        for i, dk in enumerate(derivs):
+            jac = self.spectrum.model(dk)
+            wj = jac if w is None else w * jac
+            corr = self.spectrum.lag_correlation(wj, radius)
+            out[i, :k] = point.gain**2 * (derivs.reshape(len(derivs), -1) * corr.reshape(-1)).sum(axis=1)
+            if go:
+                out[i, k] = out[k, i] = point.gain * float(_dot(wf, jac))
+                out[i, k + 1] = out[k + 1, i] = point.gain * float(wj.sum(dtype=np.float64))
+        if go:
+            sw = float(self.n_used) if w is None else float(w.sum())
+            out[k, k], out[k, k + 1] = float(_dot(wf, point.model)), float(wf.sum(dtype=np.float64))
+            out[k + 1, k], out[k + 1, k + 1] = out[k, k + 1], sw
+        return 0.5 * (out + out.T)
+
+
+class _KernelSpace:
+    """The L2 loss of the whole image (no mask) as a quadratic form in the kernel.
+
+    With ``m = A_pad * K`` on the crop: ``sum m B = K.c``, ``sum m = K.s`` and ``sum m^2 = K^T G K``,
+    where ``c`` is the lag correlation of the target with the padded reference, ``s`` the box sums of
+    the padded reference and ``G[n, k] = sum_x A_pad(x - n) A_pad(x - k)``. ``G`` is replaced by the
+    Toeplitz ``T(n - k)``, the reference's autocorrelation over the crop (symmetrised): they differ only
+    on strips |n| wide along the crop's edges. A point then costs a few kernel-sized convolutions, none
+    of the image's size. Set-up: three FFTs and two inverse FFTs of the padded grid. Points carry
+    ``G K`` in their ``model`` field and no residual. The exact loss (`_Problem`) polishes the result.
+    """
+
+    def __init__(self, frames: _Frames, options: _Options, radius, workers, dtype):
+        self.options, self.frames = options, frames
+        self.workers, self.dtype = workers, dtype
+        self.n_used = frames.target.size
+        self.used = None
+        self.evaluations = 0
+        tgt = frames.target
+        self.sb, self.sbb = float(tgt.sum(dtype=np.float64)), _dot(tgt, tgt)
+        self._build(tuple(radius))
+
+    def _build(self, radius: tuple[int, ...]) -> None:
+        """Statistics for kernels up to ``radius`` (the grid's margin is ``2 radius``, for the lags of T)."""
+        lags = tuple(2 * r for r in radius)
+        self.spectrum = _ReferenceSpectrum(self.frames.reference, radius, self.workers, dtype=self.dtype,
+                                           margin=lags)
+        self.s = self.spectrum.box_sums(radius)
+        self.c = self.spectrum.lag_correlation(self.frames.target, radius)
+        t = self.spectrum.lag_correlation(self.frames.reference, lags)
+        self.t = 0.5 * (t + t[(slice(None, None, -1),) * len(radius)])
+        self.radius = radius
+
+    def _local(self, radius: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``c``, ``s`` and ``T`` cut to a kernel of the given radius."""
+        if any(r > p for r, p in zip(radius, self.radius)):
+            _check_radius(radius, self.frames.target.shape[1:])
+            self._build(tuple(max(r, p) * 3 // 2 + 2 for r, p in zip(radius, self.radius)))
+        cut = tuple(slice(p - r, p + r + 1) for r, p in zip(radius, self.radius))
+        lag = tuple(slice(2 * (p - r), 2 * (p + r) + 1) for r, p in zip(radius, self.radius))
+        return self.c[cut], self.s[cut], self.t[lag]
+
+    def _gram(self, t: np.ndarray, kernels: np.ndarray) -> np.ndarray:
+        """``G k`` on the kernel's support for one kernel, or a stack of them (first axis)."""
+        extra = kernels.ndim - t.ndim
+        axes = tuple(range(extra, kernels.ndim))
+        return signal.fftconvolve(t.reshape((1,) * extra + t.shape), kernels, mode="valid", axes=axes)
+
+    def evaluate(self, x, gain: float, offset: float) -> _Point:
+        """Loss at ``x`` from the statistics; the gain/offset are the closed-form best ones."""
+        opts = self.options
+        kernel = opts.kernel(x)
+        k = kernel.sampled(opts.truncate)
+        c, s, t = self._local(tuple((n - 1) // 2 for n in k.shape))
+        gk = self._gram(t, k)
+        sff, sfb, sf = _dot(k, gk), _dot(k, c), _dot(k, s)
+        if opts.gain_offset:
+            gain, offset = solve_weighted(np.array([self.n_used, sf, sff, self.sb, sfb]))
+        loss = (gain * gain * sff - 2 * gain * sfb + self.sbb + offset * (self.n_used * offset - 2 * self.sb)
+                + 2 * gain * offset * sf)
+        return _Point(x, gain, offset, loss, kernel, k, gk, None)
+
+    def weights(self, point: _Point, loss: str | None = None) -> None:
+        return None
+
+    def normal(self, point: _Point, w, *, matrix: bool) -> _Normal:
+        """Gradient ``J^T r`` (and ``J^T J`` with ``matrix``) over kernel params, gain, offset."""
+        opts, g, o, k, gk = self.options, point.gain, point.offset, point.sampled, point.model
+        c, s, t = self._local(tuple((n - 1) // 2 for n in k.shape))
+        derivs = point.kernel.derivatives(opts.truncate)[opts.free]
+        flat = derivs.reshape(len(derivs), -1)
+        grad = list(g * np.einsum("pi,i->p", flat, (g * gk + o * s - c).ravel()))
+        sff, sf = _dot(k, gk), _dot(k, s)
+        if opts.gain_offset:
+            grad += [g * sff + o * sf - _dot(k, c), g * sf + self.n_used * o - self.sb]
+        if not matrix:
+            return _Normal(None, np.array(grad))
+        q = len(flat)
+        out = np.zeros((len(grad), len(grad)))
+        out[:q, :q] = g * g * np.einsum("pi,qi->pq", flat, self._gram(t, derivs).reshape(q, -1))
+        if opts.gain_offset:
+            out[:q, q] = out[q, :q] = g * np.einsum("pi,i->p", flat, gk.ravel())
+            out[:q, q + 1] = out[q + 1, :q] = g * np.einsum("pi,i->p", flat, s.ravel())
+            out[q, q], out[q, q + 1], out[q + 1, q], out[q + 1, q + 1] = sff, sf, sf, self.n_used
+        return _Normal(0.5 * (out + out.T), np.array(grad))
+
+
+def _check_radius(radius, spatial) -> None:
+    for r, n in zip(radius, spatial):
+        if 2 * r + 1 > n:
+            raise ValueError(f"the image (spatial shape {tuple(spatial)}) is too small for a kernel of "
+                             f"radius {tuple(radius)} px: a blur and a shift cannot be told apart; use a "
+                             "larger image or a smaller truncate")
+
+
+# the solver ---------------------------------------------------------------------------------------
+class _Solved(NamedTuple):
+    point: _Point
+    matrix: np.ndarray  # the last J^T W J used
+    iterations: int
+
+
+MAX_STEP = 1.0  # largest change of a log-Cholesky entry (or px of shift) in one step
+
+
+def _levenberg_marquardt(problem, point: _Point, *, refresh: bool, max_iter: int,
+                         matrix: np.ndarray | None = None, rtol: float = 1e-10,
+                         callback=None, tries: int = 12) -> _Solved:
+    """Minimise the loss from ``point``; ``refresh=False`` keeps the first matrix (chord method).
+
+    ``problem`` is a `_Problem` or a `_KernelSpace`; ``tries`` bounds the damping increases per step.
+    """
+    normal = problem.normal(point, problem.weights(point), matrix=matrix is None or refresh)
+    if normal.matrix is not None:
+        matrix = normal.matrix
+    lam, done = 1e-4, 0
+    for done in range(1, max_iter + 1):
+        if callback is not None:
+            callback(f"whole Gaussian: step {done}")
+        trial, lam = _damped_step(problem, point, matrix, normal.gradient, lam, tries)
+        if trial is None:
+            return _Solved(point, matrix, done - 1)
+        decrease, point = point.loss - trial.loss, trial
+        if decrease <= rtol * abs(point.loss):
+            break
+        normal = problem.normal(point, problem.weights(point), matrix=refresh)
+        if refresh:
+            matrix = normal.matrix
+    return _Solved(point, matrix, done)
+
+
+def _damped_step(problem, point: _Point, matrix, gradient, lam: float, tries: int = 12):
+    """One accepted Marquardt step (raising the damping until the true loss falls), or None."""
+    k = len(point.x)
+    scale = np.sqrt(np.maximum(np.diag(matrix), 1e-300))
+    scaled = matrix / np.outer(scale, scale)
+    for _ in range(tries):
+        try:
+            delta = -np.linalg.solve(scaled + lam * np.eye(len(scale)), gradient / scale) / scale
+        except np.linalg.LinAlgError:
+            lam *= 10.0
+            continue
+        big = np.abs(delta[:k]).max(initial=0.0)
+        if big > MAX_STEP:
+            delta *= MAX_STEP / big
+        gain, offset = point.gain, point.offset
+        if len(delta) > k:
+            gain, offset = gain + delta[k], offset + delta[k + 1]
+        try:
+            trial = problem.evaluate(point.x + delta[:k], gain, offset)
+        except ValueError:  # the kernel outgrew the image: too long a step
+            trial = None
+        if trial is not None and trial.loss < point.loss:
+            return trial, max(lam / 10.0, 1e-12)
+        lam *= 10.0
+        if big < 1e-10:  # the step vanished: converged to rounding
+            break
+    return None, lam
+
+
+# preparing the data -------------------------------------------------------------------------------
+class _Frames(NamedTuple):
+    """Inputs as frames-first float arrays with the spatial axes last."""
+
+    reference: np.ndarray
+    target: np.ndarray
+    used: np.ndarray | None  # bool, target's shape; None: every pixel counts
+
+
+def _as_frames(reference, target, used, d: int) -> _Frames:
+    ref = np.asarray(reference)
+    tgt = np.asarray(target)
+    if ref.shape != tgt.shape or ref.ndim < d:
+        raise ValueError(f"reference and target must have the same shape with {d} spatial axes last; "
+                         f"got {ref.shape} and {tgt.shape}")
+    spatial = ref.shape[ref.ndim - d :]
+    if min(spatial) < MIN_SIZE:
+        raise ValueError(f"every spatial axis needs at least {MIN_SIZE} pixels to fit a shift and a "
+                         f"covariance; got spatial shape {spatial}")
+    ref = ref.reshape((-1, *spatial))
+    if ref.dtype not in (np.float32, np.float64):
+        ref = ref.astype(np.float64)
+    tgt = tgt.reshape((-1, *spatial))
+    if tgt.dtype not in (np.float32, np.float64):
+        tgt = tgt.astype(np.float64)
+    mask = None if used is None else np.broadcast_to(np.asarray(used, dtype=bool), tgt.shape)
+    finite = np.isfinite(ref) & np.isfinite(tgt)
+    if not finite.all():  # NaN/inf pixels: left out of the loss, filled so the FFTs stay finite
+        mask = finite if mask is None else mask & finite
+        ref = np.where(np.isfinite(ref), ref, np.nanmean(np.where(np.isfinite(ref), ref, np.nan)))
+        tgt = np.where(finite, tgt, 0.0)
+    if mask is not None and not mask.any():
+        raise ValueError("no pixel is used: the mask, border band and NaN pixels exclude them all")
+    return _Frames(ref, tgt, None if mask is None or mask.all() else np.ascontiguousarray(mask))
+
+
+def _central(frames: _Frames, edge: int, max_frames: int) -> _Frames:
+    """A central crop of at most ``edge`` pixels per spatial axis, on a few evenly spaced frames."""
+    pick = np.unique(np.linspace(0, len(frames.reference) - 1, max_frames).round().astype(int))
+    box = (pick,) + tuple(slice((n - min(n, edge)) // 2, (n - min(n, edge)) // 2 + min(n, edge))
+                          for n in frames.reference.shape[1:])
+
+    def cut(a):
+        return None if a is None else np.ascontiguousarray(a[box])
+
+    used = cut(frames.used)
+    return _Frames(cut(frames.reference), cut(frames.target), None if used is None or used.all() else used)
+
+
+# shift estimate -----------------------------------------------------------------------------------
+def estimate_shift(reference, target, *, ndim: int | None = None, max_pixels: int = 2**18) -> np.ndarray:
+    """Shift (px) that moves ``reference`` onto ``target``, from a windowed cross-correlation.
+
+    Plain (not whitened) cross-correlation of Hann-windowed, mean-removed central crops (at most
+    ``max_pixels`` per frame; frames on leading axes are summed), refined to 0.01 px by evaluating
+    the correlation's trigonometric interpolant on two finer grids around the peak (a matrix DFT).
+    The sign follows `scipy.ndimage.shift`: ``target ~ shift(reference, result)``.
+
+    Parameters
+    ----------
+    reference, target : array_like
+        Same shape; the last ``ndim`` axes are spatial.
+    ndim : int, optional
+        Number of spatial axes (default: all).
+    max_pixels : int
+        Largest crop per frame.
+
+    Returns
+    -------
+    ndarray
+        One shift per spatial axis, in pixels.
+    """
+    d = np.ndim(reference) if ndim is None else ndim
+    edge = max(MIN_SIZE, int(max_pixels ** (1.0 / d)))
+    crop = _as_frames(*_raw_crop(reference, target, d, edge, None), None, d)  # crop first, then convert
+    axes = tuple(range(1, d + 1))
+    window = np.ones(())
+    for n in crop.reference.shape[1:]:
+        window = np.multiply.outer(window, np.hanning(n))
+    a = (crop.reference - crop.reference.mean(axis=axes, keepdims=True)) * window
+    b = (crop.target - crop.target.mean(axis=axes, keepdims=True)) * window
+    power = (sfft.fftn(b, axes=axes, workers=-1) * np.conj(sfft.fftn(a, axes=axes, workers=-1))).sum(0)
+    xc = sfft.ifftn(power, workers=-1).real
+    peak = np.array(np.unravel_index(np.argmax(xc), xc.shape), dtype=np.float64)
+    sizes = np.array(xc.shape)
+    peak = np.where(peak > sizes // 2, peak - sizes, peak)
+    for step in (0.1, 0.01):
+        peak = _refine_peak(power, peak, step)
+    return peak
+
+
+def _refine_peak(power: np.ndarray, centre: np.ndarray, step: float, half: int = 15) -> np.ndarray:
+    """Arg-max of the correlation's interpolant on a grid ``centre + step * (-half..half)`` per axis."""
+    values = power
+    for axis, n in enumerate(power.shape):
+        s = centre[axis] + step * np.arange(-half, half + 1)
+        e = np.exp(2j * np.pi * np.outer(s, sfft.fftfreq(n)))
+        moved = np.einsum("pq,q...->p...", e, np.moveaxis(values, axis, 0))  # einsum: no BLAS threads
+        values = np.moveaxis(moved, 0, axis)
+    best = np.unravel_index(np.argmax(values.real), values.shape)
+    return centre + step * (np.array(best) - half)
+
+
+# the fit ------------------------------------------------------------------------------------------
+def _starts(start_sigma, shift: np.ndarray, full_covariance: bool) -> list[GaussianKernel]:
+    """Start kernels: the per-axis sigma, and with a full covariance correlations of +-0.5 per pair."""
+    s = np.maximum(np.asarray(start_sigma, dtype=np.float64), 0.3)
+    starts = [GaussianKernel(np.diag(s**2), shift)]
+    if full_covariance:
+        d = len(s)
+        for i, j in zip(*np.tril_indices(d, -1)):
+            for rho in (0.5, -0.5):
+                corr = np.eye(d)
+                corr[i, j] = corr[j, i] = rho
+                starts.append(GaussianKernel(corr * np.outer(s, s), shift))
+    return starts
+
+
+def _pad_radius(kernels: list[GaussianKernel], truncate: float) -> tuple[int, ...]:
+    """Padding that leaves room for the kernels to grow by half during the search."""
+    radius = np.max([k.grid(truncate).radius for k in kernels], axis=0)
+    return tuple(int(r) * 3 // 2 + 2 for r in radius)
+
+
+class _Scaled(NamedTuple):
+    """A crop's solution and its pixel count (its matrix stands in for the full image's, scaled)."""
+
+    solved: _Solved
+    n_used: int
+
+
+def _best_start(problem, starts, callback, *, max_iter: int, rtol: float, scout: int) -> _Solved:
+    """A few exact-matrix steps from each start decide the basin; the best one goes on to the end."""
+    best = None
+    for kernel in starts:
+        point = problem.evaluate(problem.options.start(kernel), 1.0, 0.0)
+        steps = max_iter if len(starts) == 1 else scout
+        solved = _levenberg_marquardt(problem, point, refresh=True, max_iter=steps, rtol=rtol,
+                                      callback=callback)
+        if best is None or solved.point.loss < best.point.loss:
+            best = solved
+    if len(starts) > 1:
+        best = _levenberg_marquardt(problem, best.point, refresh=True, max_iter=max_iter, rtol=rtol,
+                                    callback=callback)
+    return best
+
+
+def _multistart(frames: _Frames, options: _Options, starts, workers, callback, *, max_iter: int = 40,
+                rtol: float = 1e-10) -> _Scaled:
+    """Best L2 solution over the start kernels, each solved with the exact matrix at every step."""
+    l2 = _Options(options.d, "l2", options.gain_offset, options.full_covariance, options.shift,
+                  options.truncate, options.delta)
+    for kernel in starts:
+        _check_radius(kernel.grid(options.truncate).radius, frames.target.shape[1:])
+    problem = _Problem(*frames, l2, _pad_radius(starts, options.truncate), workers)
+    best = _best_start(problem, starts, callback, max_iter=max_iter, rtol=rtol, scout=SCOUT_STEPS)
+    return _Scaled(best, problem.n_used)
+
+
+def _fit_l2(frames: _Frames, options: _Options, starts, workers, callback, *, max_iter: int | None = None,
+            rtol: float = 1e-9) -> tuple[_Problem, _Solved]:
+    """L2 without a mask: multi-start on the whole image's quadratic form, then the exact loss.
+
+    The search runs in `_KernelSpace` (no image-sized work per step). The exact full-image steps
+    start there: images of at most `EXACT_MATRIX_PIXELS` recompute the exact matrix at each step;
+    larger ones keep the kernel-space matrix (the chord method: each step follows the exact gradient
+    and must lower the exact loss; the matrix is off by the crop's edge strips only), in float32
+    above `FLOAT32_PIXELS`. ``max_iter`` bounds the exact steps (default 40 with the exact matrix,
+    12 with the chord method). The returned matrix is the one for the standard errors.
+    """
+    for kernel in starts:
+        _check_radius(kernel.grid(options.truncate).radius, frames.target.shape[1:])
+    size = frames.target.size
+    dtype = np.float32 if size > FLOAT32_PIXELS else np.float64
+    space = _KernelSpace(frames, options, _pad_radius(starts, options.truncate), workers, dtype)
+    best = _best_start(space, starts, callback, max_iter=60, rtol=1e-11, scout=KERNEL_SCOUT_STEPS)
+    problem = _Problem(*frames, options, None, workers, spectrum=space.spectrum)
+    point = problem.evaluate(best.point.x, best.point.gain, best.point.offset)
+    small = size <= EXACT_MATRIX_PIXELS
+    max_iter = max_iter or (40 if small else 12)
+    solved = _levenberg_marquardt(problem, point, refresh=small, matrix=None if small else best.matrix,
+                                  max_iter=max_iter, rtol=rtol, callback=callback, tries=12 if small else 4)
+    if not small:  # the kernel-space matrix at the final point
+        at = space.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
+        solved = _Solved(solved.point, space.normal(at, None, matrix=True).matrix, solved.iterations)
+    return problem, solved
+
+
+def _noise_delta(point: _Point, problem: _Problem, loss: str, delta: float | None) -> float:
+    """Huber threshold (1.345 noise sigmas, noise from the L2 residual) or the L1 weight floor."""
+    r = point.residual if problem.used is None else point.residual[problem.used > 0]
+    noise = max(float(np.sqrt(np.pi / 2) * np.mean(np.abs(r))), 1e-12 * float(np.abs(problem.target).max()))
+    if loss == "huber":
+        return float(delta) if delta is not None else HUBER_K * noise
+    return 1e-3 * noise
+
+
+def _polish_gain_offset(problem: _Problem, point: _Point) -> _Point:
+    """Exact L1 / converged Huber gain and offset at the final kernel (never worse)."""
+    keep = slice(None) if problem.used is None else problem.used > 0
+    model, target = point.model[keep], problem.target[keep]
+    if problem.options.loss == "l1":
+        gain, offset, _ = l1_gain_offset(model, target, point.gain)
+    else:
+        def sums_at(g, o):
+            return irls_sums(model, target, g, o, "huber", problem.options.delta)
+
+        gain, offset, _ = robust_gain_offset(sums_at, point.gain, point.offset, "huber")
+    trial = problem.evaluate(point.x, gain, offset)
+    return trial if trial.loss < point.loss else point
+
+
+def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_offset: bool = False,
+                       full_covariance: bool = False, shift: bool = True, start_sigma,
+                       delta: float | None = None, truncate: float = 4.0, workers: int | None = None,
+                       callback=None) -> FullFit:
+    """Fit ``target ~ gain * K * reference + offset`` with a Gaussian ``K`` of full covariance and shift.
+
+    Parameters
+    ----------
+    reference, target : array_like
+        Same shape ``(frames..., *spatial)``; ``d = len(start_sigma)`` spatial axes last. One kernel,
+        gain and offset for all frames.
+    used : array_like of bool, optional
+        True where a pixel counts (mask, border band); broadcast to the images. NaN/inf pixels are
+        left out as well.
+    loss : {"l2", "l1", "huber"}
+        Pixel loss.
+    gain_offset : bool
+        Fit a gain and an offset too.
+    full_covariance : bool
+        Rotated ellipse (all covariance entries); else one sigma per axis.
+    shift : bool
+        Fit the kernel's centre; else it stays at 0.
+    start_sigma : sequence of float
+        Per-axis start (px), e.g. the spectral fit's sigma.
+    delta : float, optional
+        Huber threshold; default 1.345 noise sigmas, noise from the L2 fit's residual.
+    truncate : float
+        Kernel truncation in standard deviations (plus the shift).
+    workers : int, optional
+        FFT threads (default all cores).
+    callback : callable, optional
+        Called with a short text before each solver step; an exception in it stops the fit.
+
+    Returns
+    -------
+    FullFit
+
+    Raises
+    ------
+    ValueError
+        Unknown loss, shapes differ, a spatial axis shorter than 8 px, a kernel too large for the
+        image, or no pixel used.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}; got {loss!r}")
+    d = len(start_sigma)
+    frames = _as_frames(reference, target, used, d)
+    shift0 = (estimate_shift(frames.reference, frames.target, ndim=d, max_pixels=SHIFT_START_PIXELS)
+              if shift else np.zeros(d))
+    options = _Options(d, loss, gain_offset, full_covariance, shift, float(truncate), 0.0)
+    starts = _starts(start_sigma, shift0, full_covariance)
+    if loss == "l2" and frames.used is None:
+        problem, solved = _fit_l2(frames, options, starts, workers, callback)
+        return _result(problem, solved.point, solved.matrix, solved.iterations)
+    return _fit_general(frames, options, starts, delta, workers, callback)
+
+
+def _fit_general(frames: _Frames, options: _Options, starts, delta, workers, callback) -> FullFit:
+    """Masked L2, L1 and Huber: multi-start on a central crop, then the full image.
+
+    L2 keeps the crop's exact matrix scaled to the full pixel count (the chord method: every step
+    follows the exact gradient and must lower the true loss); L1/Huber recompute the IRLS matrix.
+    """
+    loss, truncate = options.loss, options.truncate
+    crop = _central(frames, CROP_EDGE.get(options.d, 64), 4)
+    scout = _multistart(crop, options, starts, workers, callback)
+    solved = scout.solved
+    if loss != "l2":
+        local = _Problem(*crop, options, _pad_radius([solved.point.kernel], truncate), workers)
+        point = local.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
+        options = options._replace_delta(_noise_delta(point, local, loss, delta))
+    problem = _Problem(*frames, options, _pad_radius([solved.point.kernel], truncate), workers)
+    point = problem.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
+    matrix = solved.matrix * (problem.n_used / scout.n_used)
+    steps = 0
+    if not (crop.reference.shape == frames.reference.shape and loss == "l2"):
+        robust = loss != "l2"
+        solved = _levenberg_marquardt(problem, point, refresh=robust, matrix=None if robust else matrix,
+                                      max_iter=40 if robust else 12, rtol=1e-7, callback=callback)
+        point, steps = solved.point, solved.iterations
+        if options.gain_offset and robust:
+            point = _polish_gain_offset(problem, point)
+    if loss != "l2":  # standard errors need the least-squares matrix, not the IRLS one
+        matrix = problem.normal(point, problem.used, matrix=True).matrix
+    return _result(problem, point, matrix, steps)
+
+
+def _result(problem: _Problem, point: _Point, matrix: np.ndarray, steps: int) -> FullFit:
+    """Pack the solution with Gauss-Newton standard errors (delta method for the covariance)."""
+    opts = problem.options
+    rss = float(_dot(point.residual, point.residual if problem.used is None
+                        else point.residual * problem.used))
+    p = len(matrix)
+    s2 = rss / max(problem.n_used - p, 1)
+    with np.errstate(all="ignore"):
+        try:
+            cov = s2 * np.linalg.inv(matrix)
+        except np.linalg.LinAlgError:
+            cov = np.full((p, p), np.nan)
+    k, d = len(point.x), opts.d
+    nc = n_cholesky(d)
+    full = np.zeros((nc + d, nc + d))
+    full[np.ix_(opts.free, opts.free)] = cov[:k, :k]
+    jac = point.kernel.covariance_jacobian()  # (nc, d, d)
+    var_cov = np.einsum("pij,pq,qij->ij", jac, full[:nc, :nc], jac)
+    var_shift = np.diag(full)[nc:] if opts.shift else np.full(d, np.nan)
+    go = opts.gain_offset
+    return FullFit(
+        kernel=point.kernel, gain=float(point.gain), offset=float(point.offset),
+        loss_sum=float(point.loss), loss_name=opts.loss, rss=rss, n_used=problem.n_used,
+        evaluations=problem.evaluations, iterations=steps,
+        covariance_stderr=np.sqrt(np.abs(var_cov)), shift_stderr=np.sqrt(np.abs(var_shift)),
+        gain_stderr=float(np.sqrt(abs(cov[k, k]))) if go else float("nan"),
+        offset_stderr=float(np.sqrt(abs(cov[k + 1, k + 1]))) if go else float("nan"),
+        delta=opts.delta if opts.loss == "huber" else None,
+    )
+
+
+# the probe ----------------------------------------------------------------------------------------
+def _coarse_sigma(frames: _Frames, d: int, shift: np.ndarray, truncate: float, workers) -> np.ndarray:
+    """Best isotropic sigma on a log grid (L2 with gain/offset, at the estimated shift)."""
+    top = max(0.6, min(12.0, min(frames.target.shape[1:]) / (2 * truncate + 2) - np.abs(shift).max()))
+    grid = np.geomspace(0.3, top, 12)
+    options = _Options(d, "l2", True, False, True, truncate, 0.0)
+    widest = GaussianKernel(np.eye(d) * top**2, shift)
+    problem = _Problem(*frames, options, widest.grid(truncate).radius, workers)
+    losses = [problem.evaluate(options.start(GaussianKernel(np.eye(d) * s**2, shift)), 1.0, 0.0).loss
+              for s in grid]
+    return np.full(d, grid[int(np.argmin(losses))])
+
+
+def probe_model(reference, target, *, ndim: int | None = None, start_sigma=None, truncate: float = 4.0,
+                workers: int | None = None) -> ProbeResult:
+    """Cheap check of what a per-axis, centred fit leaves out: a shift, an elliptical or rotated blur.
+
+    Fits a full covariance and a shift (L2, with gain and offset) on a central crop of at most 256^2
+    (2D) or 64^3 (3D) pixels of a few frames.
+
+    Parameters
+    ----------
+    reference, target : array_like
+        Same shape; the last ``ndim`` axes are spatial.
+    ndim : int, optional
+        Number of spatial axes (default: ``len(start_sigma)``, else all axes).
+    start_sigma : sequence of float, optional
+        Per-axis start (e.g. the spectral fit's sigma); default: the best isotropic sigma of a grid.
+    truncate : float
+        Kernel truncation in standard deviations.
+    workers : int, optional
+        FFT threads.
+
+    Returns
+    -------
+    ProbeResult
+        Shift, principal sigmas, angle (2D), flags and the notes to warn with.
+    """
+    d = ndim or (len(start_sigma) if start_sigma is not None else np.ndim(reference))
+    frames = _as_frames(*_raw_crop(reference, target, d, PROBE_EDGE.get(d, 64)), None, d)
+    shift0 = estimate_shift(frames.reference, frames.target, ndim=d)
+    if start_sigma is None:
+        start_sigma = _coarse_sigma(frames, d, shift0, truncate, workers)
+    options = _Options(d, "l2", True, True, True, float(truncate), 0.0)
+    start = _starts(start_sigma, shift0, False)  # one start: a warning needs the basin, not 1e-10
+    _, solved = _fit_l2(frames, options, start, workers, None, max_iter=PROBE_EXACT_STEPS, rtol=1e-6)
+    return _probe_result(solved.point.kernel)
+
+
+def _raw_crop(reference, target, d: int, edge: int,
+              max_frames: int | None = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Central crop of ``max_frames`` frames at most (None: all), before any conversion."""
+    ref, tgt = np.asarray(reference), np.asarray(target)
+    if ref.shape != tgt.shape or ref.ndim < d:
+        raise ValueError(f"reference and target must have the same shape with {d} spatial axes last; "
+                         f"got {ref.shape} and {tgt.shape}")
+    spatial = ref.shape[ref.ndim - d :]
+    ref, tgt = ref.reshape((-1, *spatial)), tgt.reshape((-1, *spatial))
+    pick = np.unique(np.linspace(0, len(ref) - 1, max_frames or len(ref)).round().astype(int))
+    box = (pick,) + tuple(slice((n - min(n, edge)) // 2, (n - min(n, edge)) // 2 + min(n, edge))
+                          for n in spatial)
+    return ref[box], tgt[box]
+
+
+def _probe_result(kernel: GaussianKernel) -> ProbeResult:
+    """Flags and notes from the probe's kernel."""
+    sig, vec = kernel.principal
+    distance = float(np.linalg.norm(kernel.shift))
+    misaligned = distance > MISALIGNED_PX
+    elliptical = bool(sig[0] >= 0.5 and sig[0] > ELLIPTICAL_RATIO * sig[-1])
+    off_axis = float(np.degrees(np.arccos(min(1.0, np.abs(vec[:, 0]).max()))))
+    rotated = elliptical and off_axis > ROTATED_DEG
+    angle = float(np.degrees(kernel.angle)) if kernel.ndim == 2 else None
+    notes = []
+    if misaligned:
+        shift = ", ".join(f"{s:.2f}" for s in kernel.shift)
+        notes.append(f"the target looks misaligned by {distance:.2f} px (shift {shift}); a centred kernel "
+                     "reads a shift as extra blur: fit with shift=True")
+    if rotated:
+        notes.append(f"the blur looks elliptical and rotated (principal sigmas "
+                     f"{', '.join(f'{s:.2f}' for s in sig)} px, major axis {off_axis:.0f} deg off the "
+                     "array axes): use full_covariance=True")
+    elif elliptical:
+        notes.append(f"the blur looks elliptical (principal sigmas {', '.join(f'{s:.2f}' for s in sig)} "
+                     "px): use per_axis=True")
+    return ProbeResult(kernel.shift.copy(), sig, angle, kernel, misaligned, elliptical, rotated,
+                       tuple(notes))

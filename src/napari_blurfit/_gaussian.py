@@ -1,0 +1,262 @@
+"""The whole Gaussian kernel: a full covariance and a shift, sampled exactly as the fit uses it.
+
+Model (docs/design.md, section "The whole Gaussian"): ``K[n] ∝ exp(-1/2 (n - mu)^T Sigma^-1 (n - mu))``
+sampled at integer offsets ``n``, normalised to sum 1, truncated per axis at the radius
+``int(truncate * sqrt(Sigma_ii) + |mu_i| + 0.5)`` and applied as a convolution with reflect borders. The
+target is the reference moved by ``+mu`` (the `scipy.ndimage.shift` convention). With a diagonal
+``Sigma`` and ``mu = 0`` the sampled kernel is the outer product of scipy's 1-D kernels (a Gaussian
+factorises over a box), so `GaussianKernel.apply` equals `scipy.ndimage.gaussian_filter`.
+
+Axes: ``covariance`` and ``shift`` are indexed like the array's spatial axes (the last ``d`` axes). In
+2D, ``x`` is the last axis (columns) and ``y`` the second-to-last (rows); BasicSR's
+``sigma_matrix2(sig_x, sig_y, theta)`` triple is read in that frame, ``theta`` turning from ``+x``
+towards ``+y`` (clockwise on a screen, where rows grow downwards).
+
+Log-Cholesky parameters: ``Sigma = L L^T`` with ``L`` lower triangular; the vector holds
+``log L_ii`` for ``i = 0..d-1`` followed by the strictly lower entries ``L_ij`` (``i > j``) in row
+order. Any real vector gives a positive definite ``Sigma``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+from scipy import fft as sfft
+
+
+def _lower_indices(d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of the strictly lower entries of a d x d matrix, in row order."""
+    rows, cols = np.tril_indices(d, -1)
+    return rows, cols
+
+
+def n_cholesky(d: int) -> int:
+    """Number of log-Cholesky parameters of a d x d covariance."""
+    return d * (d + 1) // 2
+
+
+class BasicSRTriple(NamedTuple):
+    """A 2-D covariance as BasicSR's ``(sig_x, sig_y, theta)``, ``sig_x >= sig_y``, theta in (-pi/2, pi/2]."""
+
+    sigma_x: float
+    sigma_y: float
+    theta: float
+
+
+class KernelGrid(NamedTuple):
+    """Offsets of a sampled kernel: per axis the radius and the integer offsets ``-r..r``."""
+
+    radius: tuple[int, ...]
+    offsets: tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class GaussianKernel:
+    """A sampled Gaussian blur kernel with a full covariance and a shift.
+
+    Attributes
+    ----------
+    covariance : ndarray, shape (d, d)
+        Symmetric positive definite, in px^2, indexed like the spatial axes.
+    shift : ndarray, shape (d,)
+        Centre of the kernel in px: the target is the reference moved by ``+shift``.
+    """
+
+    covariance: np.ndarray
+    shift: np.ndarray
+
+    def __post_init__(self):
+        cov = np.array(self.covariance, dtype=np.float64)
+        d = cov.shape[0] if cov.ndim == 2 else -1
+        if cov.shape != (d, d) or d < 1:
+            raise ValueError(f"covariance must be a square matrix, got shape {cov.shape}")
+        shift = np.zeros(d) if self.shift is None else np.array(self.shift, dtype=np.float64)
+        if shift.shape != (d,):
+            raise ValueError(f"shift must have {d} entries, got shape {shift.shape}")
+        cov = 0.5 * (cov + cov.T)
+        if not np.all(np.isfinite(cov)) or np.linalg.eigvalsh(cov)[0] <= 0:
+            raise ValueError("covariance must be finite and positive definite")
+        cov.setflags(write=False)
+        shift.setflags(write=False)
+        object.__setattr__(self, "covariance", cov)
+        object.__setattr__(self, "shift", shift)
+
+    # construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_sigma(cls, sigma, shift=None) -> GaussianKernel:
+        """Axis-aligned kernel with per-axis standard deviations ``sigma`` (px)."""
+        s = np.asarray(sigma, dtype=np.float64)
+        return cls(np.diag(s**2), np.zeros(len(s)) if shift is None else shift)
+
+    @classmethod
+    def from_cholesky(cls, params, shift=None) -> GaussianKernel:
+        """Kernel from a log-Cholesky vector (see the module notes); positive definite by construction."""
+        lower = cholesky_factor(params)
+        d = lower.shape[0]
+        return cls(lower @ lower.T, np.zeros(d) if shift is None else shift)
+
+    @classmethod
+    def from_basicsr(cls, sigma_x: float, sigma_y: float, theta: float, shift=None) -> GaussianKernel:
+        """2-D kernel from BasicSR's ``sigma_matrix2(sig_x, sig_y, theta)`` (x = columns, y = rows)."""
+        c, s = np.cos(theta), np.sin(theta)
+        rot = np.array([[c, -s], [s, c]])
+        cov_xy = rot @ np.diag([sigma_x**2, sigma_y**2]) @ rot.T
+        cov = cov_xy[::-1, ::-1]  # (x, y) -> array order (y, x)
+        return cls(cov, np.zeros(2) if shift is None else shift)
+
+    # views -----------------------------------------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        return self.covariance.shape[0]
+
+    @property
+    def cholesky(self) -> np.ndarray:
+        """The log-Cholesky parameter vector of ``covariance``."""
+        lower = np.linalg.cholesky(self.covariance)
+        rows, cols = _lower_indices(self.ndim)
+        return np.concatenate([np.log(np.diag(lower)), lower[rows, cols]])
+
+    @property
+    def sigma(self) -> np.ndarray:
+        """Per-axis standard deviations ``sqrt(diag(covariance))`` (px)."""
+        return np.sqrt(np.diag(self.covariance))
+
+    @property
+    def principal(self) -> tuple[np.ndarray, np.ndarray]:
+        """Principal sigmas (largest first) and their unit directions (columns, array-axis order)."""
+        values, vectors = np.linalg.eigh(self.covariance)
+        order = np.argsort(values)[::-1]
+        return np.sqrt(values[order]), vectors[:, order]
+
+    @property
+    def correlation(self) -> np.ndarray:
+        """Correlation matrix of the covariance (off-diagonals in [-1, 1])."""
+        s = self.sigma
+        return self.covariance / np.outer(s, s)
+
+    @property
+    def angle(self) -> float:
+        """2D only: angle of the major axis from +x (columns) towards +y (rows), in (-pi/2, pi/2]."""
+        return self.basicsr().theta
+
+    def basicsr(self) -> BasicSRTriple:
+        """2D only: the canonical ``(sigma_x, sigma_y, theta)`` with ``sigma_x >= sigma_y``."""
+        if self.ndim != 2:
+            raise ValueError("the (sigma_x, sigma_y, theta) triple is defined for 2-D kernels only")
+        sig, vec = self.principal
+        vy, vx = vec[:, 0]  # major direction in array order (y, x)
+        theta = float(np.arctan2(vy, vx))
+        if theta <= -np.pi / 2:
+            theta += np.pi
+        elif theta > np.pi / 2:
+            theta -= np.pi
+        return BasicSRTriple(float(sig[0]), float(sig[1]), theta)
+
+    @property
+    def is_diagonal_centred(self) -> bool:
+        """True when the covariance is diagonal and the shift zero: the DCT fast path applies."""
+        off = self.covariance - np.diag(np.diag(self.covariance))
+        return bool(not np.any(off) and not np.any(self.shift))
+
+    # sampling --------------------------------------------------------------------------------
+    def grid(self, truncate: float = 4.0) -> KernelGrid:
+        """Per-axis radius ``int(truncate * sigma_i + |mu_i| + 0.5)`` and the offsets it spans."""
+        radius = tuple(int(truncate * s + abs(m) + 0.5) for s, m in zip(self.sigma, self.shift))
+        return KernelGrid(radius, tuple(np.arange(-r, r + 1, dtype=np.float64) for r in radius))
+
+    def _whitened(self, grid: KernelGrid) -> tuple[np.ndarray, np.ndarray]:
+        """``z = L^-1 (n - mu)`` and ``w = Sigma^-1 (n - mu)`` at every offset, shape (d, *kernel)."""
+        delta = np.stack(np.meshgrid(*[o - m for o, m in zip(grid.offsets, self.shift)], indexing="ij"))
+        lower = np.linalg.cholesky(self.covariance)
+        flat = delta.reshape(self.ndim, -1)
+        z = np.linalg.solve(lower, flat)
+        w = np.linalg.solve(lower.T, z)
+        return z.reshape(delta.shape), w.reshape(delta.shape)
+
+    def sampled(self, truncate: float = 4.0) -> np.ndarray:
+        """The kernel array (odd size ``2 r_i + 1`` per axis, centre = offset 0), summing to 1."""
+        if self.is_diagonal_centred:  # the exact product of scipy's separately normalised kernels
+            return _separable(self.sigma, self.grid(truncate))
+        z, _ = self._whitened(self.grid(truncate))
+        phi = np.exp(-0.5 * np.einsum("i...,i...->...", z, z))
+        return phi / phi.sum()
+
+    def derivatives(self, truncate: float = 4.0) -> np.ndarray:
+        """``dK/dp`` for every log-Cholesky entry then every shift entry, shape (n_chol + d, *kernel).
+
+        The radius is held fixed (it is a step function of the parameters).
+        """
+        d = self.ndim
+        z, w = self._whitened(self.grid(truncate))
+        phi = np.exp(-0.5 * np.einsum("i...,i...->...", z, z))
+        kernel = phi / phi.sum()
+        lower_diag = np.diag(np.linalg.cholesky(self.covariance))
+        rows, cols = _lower_indices(d)
+        # d log(phi) / d theta: w_i z_j (times L_ii for the log-diagonal), and w_k for the shift
+        dlog = [w[i] * z[i] * lower_diag[i] for i in range(d)]
+        dlog += [w[i] * z[j] for i, j in zip(rows, cols)]
+        dlog += [w[k] for k in range(d)]
+        out = np.empty((len(dlog), *kernel.shape))
+        for p, g in enumerate(dlog):
+            out[p] = kernel * (g - np.sum(kernel * g))
+        return out
+
+    def covariance_jacobian(self) -> np.ndarray:
+        """``d Sigma_ij / d theta_p`` for the log-Cholesky vector, shape (n_chol, d, d)."""
+        d = self.ndim
+        lower = np.linalg.cholesky(self.covariance)
+        rows, cols = _lower_indices(d)
+        units = [(i, i, lower[i, i]) for i in range(d)] + [(i, j, 1.0) for i, j in zip(rows, cols)]
+        out = np.empty((len(units), d, d))
+        for p, (i, j, scale) in enumerate(units):
+            dl = np.zeros((d, d))
+            dl[i, j] = scale
+            out[p] = dl @ lower.T + lower @ dl.T
+        return out
+
+    def apply(self, image, truncate: float = 4.0) -> np.ndarray:
+        """Blur (and shift) the last ``d`` axes of ``image`` with reflect borders, in float64.
+
+        Reflect-pads by the kernel radius (`scipy.ndimage` ``mode="reflect"``, numpy's
+        ``"symmetric"``), convolves with one FFT and crops.
+        """
+        image = np.asarray(image, dtype=np.float64)
+        d = self.ndim
+        kernel = self.sampled(truncate)
+        radius = [(k - 1) // 2 for k in kernel.shape]
+        spatial = image.shape[image.ndim - d :]
+        if any(2 * r + 1 > 2 * n for r, n in zip(radius, spatial)):
+            raise ValueError(f"kernel of radius {tuple(radius)} is too large for an image of shape {spatial}")
+        pad = [(0, 0)] * (image.ndim - d) + [(r, r) for r in radius]
+        padded = np.pad(image, pad, mode="symmetric")
+        axes = tuple(range(image.ndim - d, image.ndim))
+        shape = [sfft.next_fast_len(n + 2 * r, real=True) for n, r in zip(spatial, radius)]
+        spectrum = sfft.rfftn(padded, shape, axes=axes, workers=-1)
+        spectrum *= sfft.rfftn(kernel, shape, workers=-1)
+        full = sfft.irfftn(spectrum, shape, axes=axes, workers=-1)
+        crop = tuple(slice(None) for _ in range(image.ndim - d))
+        crop += tuple(slice(2 * r, 2 * r + n) for r, n in zip(radius, spatial))
+        return np.ascontiguousarray(full[crop])
+
+
+def cholesky_factor(params) -> np.ndarray:
+    """The lower-triangular factor ``L`` of a log-Cholesky vector."""
+    p = np.asarray(params, dtype=np.float64)
+    d = int(round((np.sqrt(8 * len(p) + 1) - 1) / 2))
+    if n_cholesky(d) != len(p):
+        raise ValueError(f"a log-Cholesky vector has d(d+1)/2 entries, got {len(p)}")
+    lower = np.diag(np.exp(p[:d]))
+    rows, cols = _lower_indices(d)
+    lower[rows, cols] = p[d:]
+    return lower
+
+
+def _separable(sigma: np.ndarray, grid: KernelGrid) -> np.ndarray:
+    """Outer product of scipy's normalised 1-D Gaussian kernels (identity where sigma is 0)."""
+    kernel = np.ones(())
+    for s, o in zip(sigma, grid.offsets):
+        g = np.exp(-0.5 * (o / s) ** 2) if s > 0 else (o == 0).astype(np.float64)
+        kernel = np.multiply.outer(kernel, g / g.sum())
+    return kernel

@@ -1,0 +1,260 @@
+"""Small matplotlib plots for the dock widget, drawn in the viewer's theme colours.
+
+One `ResultPlots` holds two tabs: the fit's loss against sigma (or sigma per frame, or the
+tile histogram of a blur map) and the transfer plot (measured vs Gaussian transfer against
+spatial frequency). Nothing is shown before there is a result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PLOT_HEIGHT = 210  # px: two plots fit a laptop screen beside the dock's inputs
+
+
+def palette(theme_name: str) -> dict:
+    """Plot colours from a napari theme (``viewer.theme``): background, text, lines, accents."""
+    from napari.utils.theme import get_theme
+
+    theme = get_theme(theme_name)
+
+    def hex_(name):
+        return getattr(theme, name).as_hex()
+
+    return {"background": hex_("background"), "axes": hex_("foreground"), "text": hex_("text"),
+            "line": hex_("current"), "accent": hex_("warning"), "muted": hex_("highlight"),
+            "grid": hex_("primary")}
+
+
+def _field(obj, name):
+    return obj[name] if isinstance(obj, dict) else getattr(obj, name)
+
+
+def nice_ticks(lo: float, hi: float) -> list[float]:
+    """Three to six plain 1-2-5 (or finer) tick values inside ``[lo, hi]`` for a log axis."""
+    decades = range(int(np.floor(np.log10(lo))) - 1, int(np.ceil(np.log10(hi))) + 1)
+    for subs in ((1,), (1, 3), (1, 2, 5), (1, 1.5, 2, 3, 4, 5, 7)):
+        ticks = [m * 10.0**e for e in decades for m in subs if lo <= m * 10.0**e <= hi]
+        if len(ticks) >= 3:
+            return ticks[:: int(np.ceil(len(ticks) / 6))]
+    return list(np.linspace(lo, hi, 3))
+
+
+def readable_axis(ax, which: str, lo: float, hi: float) -> None:
+    """Log scale with plain-number ticks when ``[lo, hi]`` spans a factor 3 or more, else linear.
+
+    Narrow log ranges otherwise get crowded ``2x10^0``-style minor labels that overlap.
+    """
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    if lo > 0 and hi / lo >= 3:
+        (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+        axis.set_major_locator(FixedLocator(nice_ticks(lo, hi)))
+        axis.set_minor_locator(NullLocator())
+    else:
+        (ax.set_xscale if which == "x" else ax.set_yscale)("linear")
+        axis.set_major_locator(MaxNLocator(4))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    (ax.set_xlim if which == "x" else ax.set_ylim)(lo, hi)
+
+
+def smooth_profile(sigma, loss, best_sigma: float, best_loss: float, lo: float, hi: float):
+    """A smooth loss curve through the evaluated points and the optimum (monotone cubic in log sigma).
+
+    Returns ``(dense_sigma, dense_loss)``; the curve passes exactly through every evaluated point
+    and through ``(best_sigma, best_loss)``, so its dip sits at the fitted optimum.
+    """
+    from scipy.interpolate import PchipInterpolator
+
+    s = np.append(np.asarray(sigma, float), best_sigma)
+    v = np.append(np.asarray(loss, float), best_loss)
+    keep = np.isfinite(s) & np.isfinite(v) & (s > 0)
+    s, v = s[keep], v[keep]
+    s, index = np.unique(s, return_index=True)
+    v = v[index]
+    if s.size < 3:
+        return s, v
+    dense = np.geomspace(max(lo, s[0]), min(hi, s[-1]), 240)
+    if dense[0] <= best_sigma <= dense[-1]:
+        dense = np.sort(np.append(dense, best_sigma))
+    return dense, PchipInterpolator(np.log(s), v)(np.log(dense))
+
+
+class _Plot:
+    """One themed matplotlib canvas."""
+
+    def __init__(self):
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+        from qtpy.QtWidgets import QSizePolicy
+
+        self.figure = Figure(figsize=(3.4, PLOT_HEIGHT / 100), dpi=100, layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setFixedHeight(PLOT_HEIGHT)
+        self.canvas.setMinimumWidth(200)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.axes = self.figure.add_subplot()
+
+    def start(self, colors: dict):
+        """Clear and colour the figure for a new drawing; returns the axes."""
+        self.figure.clear()
+        self.axes = ax = self.figure.add_subplot()
+        self.figure.set_facecolor(colors["background"])
+        ax.set_facecolor(colors["axes"])
+        for spine in ax.spines.values():
+            spine.set_color(colors["muted"])
+        ax.tick_params(colors=colors["text"], labelsize=8, which="both")
+        ax.xaxis.label.set_color(colors["text"])
+        ax.yaxis.label.set_color(colors["text"])
+        ax.title.set_color(colors["text"])
+        return ax
+
+    def finish(self, colors: dict, legend: bool = False):
+        ax = self.axes
+        ax.xaxis.label.set_size(8)
+        ax.yaxis.label.set_size(8)
+        if legend:
+            leg = ax.legend(fontsize=7, frameon=False)
+            for text in leg.get_texts():
+                text.set_color(colors["text"])
+        self.canvas.draw_idle()
+
+
+class ResultPlots:
+    """The result plots in tabs: "loss" (or "sigma per frame" / "tiles") and "transfer"."""
+
+    def __init__(self):
+        from qtpy.QtWidgets import QTabWidget
+
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.main, self.transfer = _Plot(), _Plot()
+        self.tabs.addTab(self.main.canvas, "loss")
+        self.tabs.addTab(self.transfer.canvas, "transfer")
+        self.tabs.setVisible(False)
+
+    def clear(self):
+        """Hide the plots (no result, or the last fit failed)."""
+        self.tabs.setVisible(False)
+
+    def draw(self, result, colors: dict):
+        """Draw a `napari_blurfit.layers.LayerFit` and show the tabs."""
+        if result.frames is not None:
+            _draw_frames(self.main, result.frames, colors)
+            title = "sigma per frame"
+        elif result.blur_map is not None:
+            _draw_tiles(self.main, result.blur_map, colors)
+            title = "tiles"
+        else:
+            _draw_loss(self.main, result.fit, colors)
+            title = "loss"
+        self.tabs.setTabText(0, title)
+        transfer = None if result.fit is None else getattr(result.fit, "transfer", None)
+        if transfer is not None:
+            _draw_transfer(self.transfer, transfer, result, colors)
+        self.tabs.setTabVisible(1, transfer is not None)
+        if transfer is None:
+            self.tabs.setCurrentIndex(0)
+        self.tabs.setVisible(True)
+
+
+def _draw_frames(plot, frames, colors):
+    ax = plot.start(colors)
+    sig = np.array([f.sigma for f in frames], dtype=float)
+    if not any(f.per_axis for f in frames):
+        sig = sig[:, :1]  # one shared sigma: one line
+    cycle = [colors["line"], colors["accent"], colors["text"]]
+    for i in range(sig.shape[1]):
+        ax.plot(sig[:, i], marker=".", color=cycle[i % 3], label=f"axis {i}" if sig.shape[1] > 1 else None)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("sigma (px)")
+    if len(frames) <= 12:
+        ax.set_xticks(range(len(frames)))
+    plot.finish(colors, legend=sig.shape[1] > 1)
+
+
+def _draw_tiles(plot, bm, colors):
+    ax = plot.start(colors)
+    s = bm.sigma.mean(axis=-1)
+    ax.hist(s[np.isfinite(s)].ravel(), bins=20, color=colors["line"])
+    ax.set_xlabel("tile sigma (px)")
+    ax.set_ylabel("tiles")
+    plot.finish(colors)
+
+
+def _draw_loss(plot, fit, colors):
+    ax = plot.start(colors)
+    prof = fit.profile
+    sigma = np.asarray(prof["sigma"], float)
+    rows = np.atleast_2d(np.asarray(prof["loss"], float))
+    best = list(fit.sigma) if fit.per_axis else [fit.sigma[0]] * len(rows)
+    positive = [s for s in fit.sigma if s > 0] or [1.0]
+    lo = max(sigma.min(), min(positive) / 10) if sigma.size else 0.1
+    hi = min(sigma.max(), max(positive) * 10) if sigma.size else 10.0
+    cycle = [colors["line"], colors["text"], colors["muted"]]
+    shown = []
+    for i, row in enumerate(rows):
+        label = f"axis {i}" if len(rows) > 1 else None
+        inside = (sigma >= lo) & (sigma <= hi)
+        xs, ys = smooth_profile(sigma[inside], row[inside], best[i], fit.loss, lo, hi)
+        ax.plot(xs, ys, color=cycle[i % 3], lw=1.5, label=label)
+        ax.plot(sigma[inside], row[inside], ".", color=cycle[i % 3], ms=3)
+        shown.append(ys)
+    for s in sorted(set(best)):
+        ax.axvline(s, color=colors["accent"], lw=1)
+    values = np.concatenate([np.ravel(y) for y in shown]) if shown else np.array([1.0])
+    _loss_range(ax, values[np.isfinite(values)])
+    if hi > lo:
+        readable_axis(ax, "x", lo, hi)
+    ax.set_xlabel("sigma (px)")
+    ax.set_ylabel(f"mean {prof['objective']} loss")
+    text = ", ".join(f"{s:.3g}" for s in (fit.sigma if fit.per_axis else fit.sigma[:1]))
+    ax.set_title(f"optimum {text} px", fontsize=8)
+    plot.finish(colors, legend=len(rows) > 1)
+
+
+def _loss_range(ax, values):
+    """Log loss axis when the curve spans decades (down to 1e-4 of its top), else linear with margins."""
+    if not values.size or values.max() <= values.min():
+        return
+    lo, hi = float(values.min()), float(values.max())
+    if lo > 0 and hi / lo >= 3:
+        readable_axis(ax, "y", max(lo, hi * 1e-4) / 1.3, hi * 1.3)
+    else:
+        pad = 0.05 * (hi - lo)
+        readable_axis(ax, "y", lo - pad, hi + pad)
+
+
+def _draw_transfer(plot, transfer, result, colors):
+    ax = plot.start(colors)
+    f = np.asarray(_field(transfer, "frequency"), float)
+    ax.plot(f, np.asarray(_field(transfer, "measured"), float), ".", ms=3, color=colors["text"],
+            label="measured")
+    ax.plot(f, np.asarray(_field(transfer, "model"), float), color=colors["line"], lw=1.5,
+            label="Gaussian")
+    ax.set_xlabel("frequency (cycles/px)")
+    ax.set_ylabel("transfer")
+    unit, size = _common_unit(result)
+    if unit:
+        top = ax.secondary_xaxis("top", functions=(lambda x: x / size, lambda x: x * size))
+        top.set_xlabel(f"cycles/{unit}", fontsize=8, color=colors["text"])
+        top.tick_params(colors=colors["text"], labelsize=8)
+    plot.finish(colors, legend=True)
+
+
+UNIT_SYMBOLS = {"micrometer": "µm", "nanometer": "nm", "millimeter": "mm", "meter": "m",
+                "centimeter": "cm", "angstrom": "Å"}
+
+
+def unit_symbol(unit: str) -> str:
+    """Short form of a unit name ("micrometer" -> "µm"); ``""`` stays ``""``."""
+    return UNIT_SYMBOLS.get(unit, unit)
+
+
+def _common_unit(result) -> tuple[str, float]:
+    """The spatial unit and pixel size when all spatial axes share them, else ``("", 1.0)``."""
+    units, sizes = set(result.units), set(result.pixel_size)
+    if len(units) == 1 and len(sizes) == 1 and next(iter(units)):
+        return unit_symbol(next(iter(units))), float(next(iter(sizes)))
+    return "", 1.0

@@ -1,0 +1,248 @@
+"""Known-answer tests of the whole-Gaussian model (`_gaussian`) and its exact fit (`_fullfit`)."""
+
+import numpy as np
+import pytest
+from scipy import ndimage, optimize
+from skimage import data
+
+from napari_blurfit._fullfit import estimate_shift, fit_whole_gaussian, probe_model
+from napari_blurfit._gaussian import GaussianKernel
+
+NOISE = 0.002  # of the image range
+
+
+def _crop(img, size, y0=None, x0=None):
+    y0 = (img.shape[0] - size) // 2 if y0 is None else y0
+    x0 = (img.shape[1] - size) // 2 if x0 is None else x0
+    return np.ascontiguousarray(img[y0 : y0 + size, x0 : x0 + size]).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def cam():
+    return _crop(data.camera(), 160) / 255.0
+
+
+@pytest.fixture(scope="module")
+def vol():
+    moon = data.moon().astype(np.float64) / 255.0
+    return np.stack([moon[8 * i : 8 * i + 40, 100 + 4 * i : 140 + 4 * i] for i in range(24)])
+
+
+def _noisy(clean, rng, fraction=NOISE):
+    return clean + rng.normal(0, fraction * np.ptp(clean), clean.shape)
+
+
+def _rel_frobenius(a, b):
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+# (a) the diagonal, centred kernel is scipy's gaussian_filter ------------------------------------
+@pytest.mark.parametrize("sigma, truncate", [((2.0, 1.3), 4.0), ((0.7, 3.1), 2.5), ((1.0, 1.0), 6.0)])
+def test_diagonal_kernel_is_gaussian_filter_2d(cam, sigma, truncate):
+    kernel = GaussianKernel.from_sigma(sigma)
+    assert kernel.is_diagonal_centred
+    expected = ndimage.gaussian_filter(cam, sigma, mode="reflect", truncate=truncate)
+    np.testing.assert_allclose(kernel.apply(cam, truncate), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("sigma, truncate", [((1.0, 2.0, 1.5), 4.0), ((2.2, 0.8, 0.8), 3.0)])
+def test_diagonal_kernel_is_gaussian_filter_3d(vol, sigma, truncate):
+    kernel = GaussianKernel.from_sigma(sigma)
+    expected = ndimage.gaussian_filter(vol, sigma, mode="reflect", truncate=truncate)
+    np.testing.assert_allclose(kernel.apply(vol, truncate), expected, rtol=0, atol=1e-12)
+
+
+# (b) shift sign: the target is the reference moved by +mu ----------------------------------------
+def test_shift_follows_ndimage_shift(cam):
+    mu = np.array([1.4, -2.3])
+    expected = ndimage.shift(ndimage.gaussian_filter(cam, 2.0), mu, order=3)
+    inner = (slice(20, -20), slice(20, -20))
+    err = np.abs(GaussianKernel.from_sigma([2.0, 2.0], mu).apply(cam) - expected)[inner].max()
+    wrong = np.abs(GaussianKernel.from_sigma([2.0, 2.0], -mu).apply(cam) - expected)[inner].max()
+    assert err < 2e-3 < wrong
+
+
+# (c) parameterisations round trip ----------------------------------------------------------------
+def test_log_cholesky_round_trip():
+    rng = np.random.default_rng(0)
+    for d in (2, 3):
+        params = rng.normal(size=d * (d + 1) // 2)
+        kernel = GaussianKernel.from_cholesky(params)
+        np.testing.assert_allclose(kernel.cholesky, params, atol=1e-12)
+        assert np.linalg.eigvalsh(kernel.covariance)[0] > 0
+
+
+def test_basicsr_triple_round_trip():
+    triple = (3.0, 1.0, 0.6)
+    kernel = GaussianKernel.from_basicsr(*triple)
+    np.testing.assert_allclose(tuple(kernel.basicsr()), triple, atol=1e-12)
+    # theta turns from +x (columns) towards +y (rows): at 90 deg the major axis runs along the rows
+    turned = GaussianKernel.from_basicsr(3.0, 1.0, np.pi / 2)
+    np.testing.assert_allclose(turned.covariance, np.diag([9.0, 1.0]), atol=1e-12)
+    # any triple gives the canonical one (sigma_x >= sigma_y, theta in (-pi/2, pi/2])
+    same = GaussianKernel.from_basicsr(1.0, 3.0, 0.6 - np.pi / 2)
+    np.testing.assert_allclose(tuple(same.basicsr()), triple, atol=1e-12)
+    np.testing.assert_allclose(kernel.sigma, np.sqrt(np.diag(kernel.covariance)))
+
+
+# (d) analytic kernel derivatives -----------------------------------------------------------------
+@pytest.mark.parametrize("d", [2, 3])
+def test_kernel_derivatives_match_finite_differences(d):
+    rng = np.random.default_rng(d)
+    chol = np.r_[np.log(rng.uniform(1.0, 2.0, d)), rng.normal(0, 0.4, d * (d - 1) // 2)]
+    shift = rng.normal(0, 0.7, d)
+    kernel = GaussianKernel.from_cholesky(chol, shift)
+    analytic = kernel.derivatives()
+    theta, nc, h = np.r_[chol, shift], len(chol), 1e-6
+    for p in range(len(theta)):
+        step = np.zeros(len(theta))
+        step[p] = h
+        plus = GaussianKernel.from_cholesky((theta + step)[:nc], (theta + step)[nc:]).sampled()
+        minus = GaussianKernel.from_cholesky((theta - step)[:nc], (theta - step)[nc:]).sampled()
+        assert plus.shape == analytic[p].shape
+        np.testing.assert_allclose(analytic[p], (plus - minus) / (2 * h), atol=1e-8)
+
+
+def test_estimate_shift(cam):
+    mu = np.array([0.37, -1.62])
+    target = GaussianKernel.from_basicsr(2.5, 1.2, 0.5, mu).apply(cam)
+    np.testing.assert_allclose(estimate_shift(cam, target), mu, atol=0.06)
+
+
+# (e) accuracy on real images ---------------------------------------------------------------------
+def test_full_covariance_and_shift_2d(cam):
+    rng = np.random.default_rng(1)
+    true = GaussianKernel.from_basicsr(3.0, 1.2, 0.7, (0.4, -1.1))
+    target = _noisy(0.8 * true.apply(cam) + 0.05, rng)
+    fit = fit_whole_gaussian(cam, target, loss="l2", gain_offset=True, full_covariance=True, shift=True,
+                             start_sigma=(2.0, 2.0))
+    assert _rel_frobenius(fit.kernel.covariance, true.covariance) < 0.01
+    np.testing.assert_allclose(fit.kernel.shift, true.shift, atol=0.03)
+    assert abs(fit.gain - 0.8) < 0.01 and abs(fit.offset - 0.05) < 0.01
+    assert np.all(np.isfinite(fit.covariance_stderr)) and np.all(fit.shift_stderr < 0.03)
+
+
+def test_full_covariance_and_shift_3d(vol):
+    rng = np.random.default_rng(2)
+    cov = np.array([[2.0, 0.5, 0.0], [0.5, 2.5, -0.6], [0.0, -0.6, 1.5]])
+    true = GaussianKernel(cov, (0.5, -0.3, 0.8))
+    target = _noisy(1.2 * true.apply(vol) - 0.1, rng)
+    fit = fit_whole_gaussian(vol, target, gain_offset=True, full_covariance=True, shift=True,
+                             start_sigma=(1.4, 1.4, 1.4))
+    assert _rel_frobenius(fit.kernel.covariance, true.covariance) < 0.01
+    np.testing.assert_allclose(fit.kernel.shift, true.shift, atol=0.03)
+
+
+@pytest.mark.parametrize("loss", ["l1", "huber"])
+def test_robust_losses_with_impulse_noise(cam, loss):
+    rng = np.random.default_rng(3)
+    true = GaussianKernel.from_basicsr(2.5, 1.5, -0.4, (-0.6, 0.9))
+    target = _noisy(0.9 * true.apply(cam) + 0.1, rng)
+    hit = rng.random(cam.shape) < 0.02
+    target[hit] = rng.choice([0.0, 1.5], size=hit.sum())
+    fit = fit_whole_gaussian(cam, target, loss=loss, gain_offset=True, full_covariance=True, shift=True,
+                             start_sigma=(2.0, 2.0))
+    assert _rel_frobenius(fit.kernel.covariance, true.covariance) < 0.02
+    np.testing.assert_allclose(fit.kernel.shift, true.shift, atol=0.05)
+
+
+def test_axis_aligned_blur_with_full_covariance(cam):
+    rng = np.random.default_rng(4)
+    true = GaussianKernel.from_sigma((2.5, 1.5))
+    target = _noisy(true.apply(cam), rng)
+    full = fit_whole_gaussian(cam, target, full_covariance=True, shift=False, start_sigma=(2.0, 2.0))
+    per_axis = fit_whole_gaussian(cam, target, full_covariance=False, shift=False, start_sigma=(2.0, 2.0))
+    assert abs(full.kernel.covariance[0, 1]) < 3 * full.covariance_stderr[0, 1] + 1e-3
+    np.testing.assert_allclose(full.kernel.sigma, per_axis.kernel.sigma, rtol=3e-3)
+    np.testing.assert_allclose(per_axis.kernel.sigma, (2.5, 1.5), rtol=5e-3)
+
+
+def test_mask_and_nan_pixels(cam):
+    rng = np.random.default_rng(5)
+    true = GaussianKernel.from_basicsr(2.0, 1.0, 0.3, (0.5, 0.5))
+    target = _noisy(true.apply(cam), rng)
+    used = np.ones(cam.shape, bool)
+    used[:40] = False
+    target[:40] = 99.0  # garbage where the mask excludes pixels
+    target[100, 100] = np.nan
+    fit = fit_whole_gaussian(cam, target, used, full_covariance=True, start_sigma=(1.5, 1.5))
+    assert fit.n_used == used.sum() - 1
+    assert _rel_frobenius(fit.kernel.covariance, true.covariance) < 0.02
+
+
+# (f) global: never worse than multi-start least_squares on the same model -------------------------
+def _least_squares_best(reference, target, starts):
+    def residual(theta):
+        kernel = GaussianKernel.from_cholesky(theta[:3], theta[3:])
+        return (kernel.apply(reference) - target).ravel()
+
+    best = min((optimize.least_squares(residual, s, x_scale="jac") for s in starts), key=lambda r: r.cost)
+    return 2 * best.cost
+
+
+def _line_kernel(length, angle_deg, size=15):
+    kernel = np.zeros((size, size))
+    c = size // 2
+    for t in np.linspace(-length / 2, length / 2, 4 * length):
+        y = c + t * np.sin(np.radians(angle_deg))
+        x = c + t * np.cos(np.radians(angle_deg))
+        kernel[int(round(y)), int(round(x))] += 1
+    return kernel / kernel.sum()
+
+
+def _disk_kernel(radius, centre=(0.0, 0.0)):
+    n = int(np.ceil(radius + np.abs(centre).max())) + 1
+    y, x = np.mgrid[-n : n + 1, -n : n + 1]
+    kernel = ((y - centre[0]) ** 2 + (x - centre[1]) ** 2 <= radius**2).astype(float)
+    return kernel / kernel.sum()
+
+
+@pytest.mark.parametrize("name", ["gaussian", "motion", "disk"])
+def test_never_worse_than_multistart_least_squares(name):
+    reference = _crop(data.camera(), 64, 200, 220) / 255.0
+    rng = np.random.default_rng(6)
+    if name == "gaussian":
+        clean = GaussianKernel.from_basicsr(2.5, 1.0, 0.9, (0.6, -0.4)).apply(reference)
+    else:
+        kernel = _line_kernel(9, 30) if name == "motion" else _disk_kernel(3.0, (0.7, -0.5))
+        clean = ndimage.convolve(reference, kernel, mode="reflect")
+    target = _noisy(clean, rng)
+    fit = fit_whole_gaussian(reference, target, full_covariance=True, shift=True, start_sigma=(1.5, 1.5))
+    starts = [np.r_[np.log(1.5), np.log(1.5), rho, 0.0, 0.0] for rho in (0.0, 0.8, -0.8)]
+    reference_loss = _least_squares_best(reference, target, starts)
+    assert fit.loss_sum <= reference_loss * (1 + 1e-4)
+
+
+# (g) the probe -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def probe_image():
+    return _crop(data.camera(), 256) / 255.0
+
+
+def test_probe_warns_on_shift_and_ellipse(probe_image):
+    rng = np.random.default_rng(7)
+    shifted = _noisy(GaussianKernel.from_sigma((2.0, 2.0), (1.0, 0.0)).apply(probe_image), rng)
+    probe = probe_model(probe_image, shifted)
+    assert probe.misaligned and not probe.elliptical and len(probe.notes) == 1
+    ellipse = _noisy(GaussianKernel.from_basicsr(3.0, 1.0, np.pi / 4).apply(probe_image), rng)
+    probe = probe_model(probe_image, ellipse)
+    assert probe.rotated and not probe.misaligned and "full_covariance" in probe.notes[0]
+    assert abs(probe.angle - 45) < 2
+
+
+def test_probe_silent_on_clean_round_pair(probe_image):
+    rng = np.random.default_rng(8)
+    target = _noisy(GaussianKernel.from_sigma((2.0, 2.0)).apply(probe_image), rng)
+    probe = probe_model(probe_image, target, start_sigma=(2.0, 2.0))
+    assert probe.notes == () and not (probe.misaligned or probe.elliptical)
+
+
+# (h) clear errors --------------------------------------------------------------------------------
+def test_too_small_images_raise():
+    rng = np.random.default_rng(9)
+    with pytest.raises(ValueError, match="at least 8 pixels"):
+        fit_whole_gaussian(rng.random((6, 40)), rng.random((6, 40)), start_sigma=(1.0, 1.0))
+    with pytest.raises(ValueError, match="too small for a kernel"):
+        fit_whole_gaussian(rng.random((12, 12)), rng.random((12, 12)), start_sigma=(3.0, 3.0))
+    with pytest.raises(ValueError, match="loss must be"):
+        fit_whole_gaussian(rng.random((32, 32)), rng.random((32, 32)), loss="l3", start_sigma=(1.0, 1.0))

@@ -1,7 +1,8 @@
 """Save docs/screenshot.png and docs/screenshots/*.png: the real widget docked in napari.
 
 docs/screenshot.png: the sample pair after a fit, reference / target / fit / residual in a grid.
-docs/screenshots/: the default dock, after a fit, after an error, per-frame and blur-map modes.
+docs/screenshots/: the default dock, after a fit, after an error, per-frame and blur-map modes,
+and a rotated, shifted kernel fitted with kernel "rotated" and "fit shift".
 
 Run under a display, e.g.: xvfb-run -a -s "-screen 0 1400x900x24" .venv/bin/python scripts/screenshot.py
 """
@@ -13,6 +14,8 @@ import numpy as np
 from qtpy.QtWidgets import QApplication, QMenu
 from scipy import ndimage
 
+from napari_blurfit._gaussian import GaussianKernel
+from napari_blurfit.layers import KernelShape
 from napari_blurfit.sample_data import load_sample_pair
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -100,4 +103,19 @@ widget.mode.value = "whole image/volume"
 fit(widget)
 save(viewer, SHOTS / "3-after-error.png")
 print(widget.status.text())
+
+viewer.layers.clear()
+moved = GaussianKernel.from_basicsr(2.5, 1.2, 0.5, shift=(0.4, -0.6)).apply(sharp)
+viewer.add_image(sharp, name="sharp", scale=(0.2, 0.2), units=("um", "um"))
+viewer.add_image(moved, name="rotated, shifted", scale=(0.2, 0.2), units=("um", "um"))
+widget.reference.value, widget.target.value = viewer.layers["sharp"], viewer.layers["rotated, shifted"]
+widget.gain_offset.value = False
+widget.kernel.value = KernelShape.ROTATED
+widget.fit_shift.value = True
+fit(widget)
+viewer.grid.enabled = True
+viewer.grid.shape = (2, 2)
+viewer.reset_view()
+save(viewer, SHOTS / "6-rotated-shift.png")
+print(widget.result_text.text())
 viewer.close()

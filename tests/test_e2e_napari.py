@@ -7,6 +7,7 @@ import pytest
 from qtpy.QtCore import QTimer
 from scipy import ndimage
 
+from napari_blurfit.layers import KernelShape
 from napari_blurfit.sample_data import TRUE_GAIN, TRUE_OFFSET, TRUE_SIGMA
 
 pytestmark = pytest.mark.gui
@@ -20,7 +21,7 @@ def test_manifest_widget_sample_fit_cancel_screenshot(make_napari_viewer, qtbot,
     assert widget.reference.value.name == "cell reference"
     assert widget.target.value.name == "cell target"
     widget.gain_offset.value = True
-    widget.per_axis.value = True
+    widget.kernel.value = KernelShape.PER_AXIS
 
     widget.start_fit()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)

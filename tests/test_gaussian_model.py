@@ -246,3 +246,22 @@ def test_too_small_images_raise():
         fit_whole_gaussian(rng.random((12, 12)), rng.random((12, 12)), start_sigma=(3.0, 3.0))
     with pytest.raises(ValueError, match="loss must be"):
         fit_whole_gaussian(rng.random((32, 32)), rng.random((32, 32)), loss="l3", start_sigma=(1.0, 1.0))
+
+
+# (i) the large-image L2 path (kernel-space matrix, float32 FFTs) agrees with the exact-matrix path -
+def test_large_image_path_matches_exact_path(cam, monkeypatch):
+    from napari_blurfit import _fullfit
+
+    rng = np.random.default_rng(10)
+    true = GaussianKernel.from_basicsr(2.6, 1.3, 0.5, (0.6, -0.8))
+    target = _noisy(0.9 * true.apply(cam) + 0.02, rng)
+    kwargs = dict(gain_offset=True, full_covariance=True, shift=True, start_sigma=(2.0, 2.0))
+    exact = fit_whole_gaussian(cam, target, **kwargs)
+    monkeypatch.setattr(_fullfit, "EXACT_MATRIX_PIXELS", 0)
+    monkeypatch.setattr(_fullfit, "FLOAT32_PIXELS", 0)
+    monkeypatch.setitem(_fullfit.CROP_EDGE, 2, 96)
+    fast = fit_whole_gaussian(cam, target, **kwargs)
+    assert fast.loss_sum <= exact.loss_sum * (1 + 1e-5)
+    assert _rel_frobenius(fast.kernel.covariance, true.covariance) < 0.01
+    np.testing.assert_allclose(fast.kernel.shift, true.shift, atol=0.03)
+    np.testing.assert_allclose(fast.covariance_stderr, exact.covariance_stderr, rtol=0.2)

@@ -284,3 +284,74 @@ def test_current_slice_reports_the_plane(time_series):
     ref, tgt, _ = time_series
     one = run_layer_fit(ref, tgt, mode="current slice", world_point=(3, 0, 0))
     assert one.plane == (3,)
+
+
+# --- issue 8: the kernel choice and the shift reach every mode -----------------------------------
+def test_kernel_shape_labels_and_options():
+    from napari_blurfit.layers import KernelShape
+
+    assert [k.value for k in KernelShape] == ["round", "per axis", "rotated"]
+    assert KernelShape.ROUND.options == {"per_axis": False, "full_covariance": False}
+    assert KernelShape.PER_AXIS.options == {"per_axis": True, "full_covariance": False}
+    assert KernelShape.ROTATED.options == {"per_axis": False, "full_covariance": True}
+
+
+SHIFT = (0.5, -0.3)
+
+
+@pytest.mark.parametrize("mode", MODE_CASES)
+def test_every_mode_honours_shift(stack_pair, mode):
+    from napari_blurfit._gaussian import GaussianKernel
+
+    ref, _ = stack_pair
+    moved = np.stack([GaussianKernel.from_sigma((2.0, 2.0), shift=SHIFT).apply(f) for f in ref])
+    ref, tgt = _pair_for(mode, ref, moved)
+    result = run_layer_fit(Image(ref, name="r"), Image(tgt, name="t"), per_axis=True, shift=True,
+                           mode=mode, tile=48, world_point=(1, 0, 0))
+    if result.frames is not None:
+        shifts = np.array([f.shift for f in result.frames])
+    elif result.blur_map is not None:
+        shifts = result.blur_map.shift.reshape(-1, 2)
+    else:
+        shifts = np.array([result.fit.shift])
+        residual = result.layers[1][0]
+        assert np.abs(residual).max() < 1e-3 * np.ptp(tgt)  # the shifted kernel made the images
+    np.testing.assert_allclose(shifts, np.broadcast_to(SHIFT, shifts.shape), atol=0.02)
+
+
+def test_blur_map_shift_arrows_layer(cell):
+    from napari_blurfit._gaussian import GaussianKernel
+    from napari_blurfit._report import describe
+
+    kernel = GaussianKernel.from_basicsr(2.5, 1.2, 0.5, shift=(0.4, -0.6))
+    ref = Image(cell[:128, :128], name="c", scale=(0.1, 0.1), units=("um", "um"))
+    tgt = Image(kernel.apply(cell[:128, :128]), name="c moved", scale=(0.1, 0.1), units=("um", "um"))
+    out = run_layer_fit(ref, tgt, mode="blur map", tile=64, full_covariance=True, shift=True)
+    (sigma_img, _, kind), (arrows, akw, akind) = out.layers
+    assert (kind, akind) == ("image", "vectors") and akw["name"] == "c moved shift map"
+    assert arrows.shape == (9, 2, 2) and akw["scale"] == (0.1, 0.1)
+    np.testing.assert_allclose(arrows[:, 0], out.blur_map.centers.reshape(-1, 2))
+    np.testing.assert_allclose(arrows[:, 1], np.broadcast_to((0.4, -0.6), (9, 2)), atol=0.02)
+    assert out.arrow_scale == akw["length"] == 20  # the longest (0.72 px) drawn ~ half a 32 px step
+    text = describe(out)
+    principal = np.linalg.eigvalsh(out.blur_map.covariance.reshape(-1, 2, 2)) ** 0.5
+    np.testing.assert_allclose(principal, np.broadcast_to((1.2, 2.5), (9, 2)), rtol=0.02)
+    lo, hi = principal[:, 1].min(), principal[:, 1].max()
+    assert (f"Principal sigmas per tile: major {lo:.3g} to {hi:.3g} px = {lo * 0.1:.3g} to "
+            f"{hi * 0.1:.3g} µm") in text
+    lo, hi = arrows[:, 1, 0].min(), arrows[:, 1, 0].max()
+    assert (f"Shift per tile: axis 0 {lo:.3g} to {hi:.3g} px = {lo * 0.1:.3g} to {hi * 0.1:.3g} µm; "
+            "axis 1") in text
+    assert "The arrows of 'c moved shift map' show each tile's shift 20 times enlarged." in text
+
+
+def test_shift_arrows_skip_unmeasured_tiles():
+    from types import SimpleNamespace
+
+    from napari_blurfit.layers import shift_arrows
+
+    centers = np.array([[[16, 16], [16, 48]], [[48, 16], [48, 48]]], float)
+    shift = np.array([[[0.1, 0.0], [np.nan, np.nan]], [[0.0, -2.0], [0.3, 0.3]]])
+    data, factor = shift_arrows(SimpleNamespace(centers=centers, shift=shift, step=(32, 32)))
+    assert data.shape == (3, 2, 2) and factor == 5  # 16 px / 2 px = 8 -> 5
+    assert shift_arrows(SimpleNamespace(centers=centers, shift=shift * np.nan, step=(32, 32))) is None

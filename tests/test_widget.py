@@ -1,14 +1,18 @@
 """The dock widget in a real napari viewer (under Xvfb): pickers, worker, cancel, outputs, errors."""
 
+import json
+import re
 import time
 
 import numpy as np
 import pytest
+from magicgui.widgets import CheckBox
 from scipy import ndimage
 
 from napari_blurfit import fit_blur
+from napari_blurfit._gaussian import GaussianKernel
 from napari_blurfit._widget import BlurFitWidget
-from napari_blurfit.layers import fit_layers
+from napari_blurfit.layers import KernelShape, fit_layers
 
 pytestmark = pytest.mark.gui
 
@@ -97,7 +101,8 @@ def running_big_fit(make_napari_viewer, qtbot):
     big = ndimage.zoom(rng.random((256, 256)).astype(np.float32), 8)
     viewer.add_image(big, name="big")
     viewer.add_image(ndimage.gaussian_filter(big, 3.0), name="big blurred")
-    widget = widget_for(viewer, "big", "big blurred", loss="l1", per_axis=True, gain_offset=True)
+    widget = widget_for(viewer, "big", "big blurred", loss="l1", kernel=KernelShape.PER_AXIS,
+                        gain_offset=True)
     widget.start_fit()
     qtbot.waitUntil(lambda: "filter pass" in widget.status.text(), timeout=60_000)
     return viewer, widget
@@ -123,7 +128,7 @@ def test_removing_an_input_layer_ends_the_fit(running_big_fit, qtbot):
 
 def test_console_fit_layers_matches_widget(viewer_pair, qtbot):
     viewer = viewer_pair
-    widget = widget_for(viewer, "ref", "tgt", per_axis=True, gain_offset=True)
+    widget = widget_for(viewer, "ref", "tgt", kernel=KernelShape.PER_AXIS, gain_offset=True)
     run(widget, qtbot)
     from_widget = widget.last_result.fit
     from_console = fit_layers(viewer, "ref", "tgt", per_axis=True, gain_offset=True)
@@ -429,3 +434,171 @@ def test_blur_map_mode_gets_mask_reverse_and_border(make_napari_viewer, qtbot, c
     sigma = widget.last_result.blur_map.sigma[..., 0]
     assert np.isfinite(sigma).all()
     np.testing.assert_allclose(sigma, 2.0, rtol=0.02)
+
+
+# --- issue 8: the whole Gaussian in the widget -----------------------------------------------------
+API_WORDS = re.compile(r"\b(per_axis|gain_offset|full_covariance|sigma_bounds|exclude_border|huber_delta"
+                       r"|spatial_axes|\w+=(True|False))")
+NOTE_MODULES = ("fit", "_fullfit", "_adequacy", "blurmap", "stack")
+# every note the core can emit that names an option, with example numbers filled in
+CORE_NOTES = (
+    "a gain/offset would more than halve the L2 loss: the images differ in brightness or background; "
+    "consider gain_offset=True",
+    "the target looks sharper than the image it should be a blur of: the other direction fits "
+    "sigma ~ 2.1 px; refit with reverse=True",
+    "the reference looks sharper than the image it should be a blur of: the other direction fits "
+    "sigma ~ 2.1 px; refit with reverse=False",
+    "the optimum lies on a sigma bound; the best blur may lie beyond it (widen sigma_bounds)",
+    "the fitted principal sigmas lie outside sigma_bounds, which a rotated or shifted fit does not "
+    "constrain (widen sigma_bounds)",
+    "the target looks misaligned by 0.69 px (shift 0.40, -0.57 px); a centred kernel reads a shift as "
+    "extra blur: fit with shift=True",
+    "the blur looks elliptical and rotated (principal sigmas 2.38, 1.23 px, major axis at 33 deg): "
+    "use full_covariance=True",
+    "the blur looks elliptical and rotated (principal sigmas 2.38, 1.23 px, major axis 33 deg off the "
+    "array axes): use full_covariance=True",
+    "the blur looks elliptical along the array axes (about 1.5, 2.3 px per axis; one sigma per axis "
+    "lowers the L2 loss by 5%): use per_axis=True",
+    "the blur looks elliptical (principal sigmas 2.38, 1.23 px): use per_axis=True",
+)
+
+
+def _core_fragments_naming_options() -> list[str]:
+    """String literals of the core's modules (not docstrings, not raised errors) that name an option."""
+    import ast
+    from pathlib import Path
+
+    import napari_blurfit
+
+    found = []
+    for module in NOTE_MODULES:
+        tree = ast.parse((Path(napari_blurfit.__file__).parent / f"{module}.py").read_text())
+        skip = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Raise):
+                skip |= {id(n) for n in ast.walk(node)}
+            body = getattr(node, "body", None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+                skip.add(id(body[0].value))  # a docstring
+        found += [node.value for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                  and id(node) not in skip and API_WORDS.search(node.value)
+                  and not re.fullmatch(r"\w+", node.value)]  # a bare name: an argument, not text
+    return found
+
+
+def test_every_core_note_is_listed_here():
+    """A new note that names an option fails here until it is added to CORE_NOTES (and translated)."""
+    fragments = _core_fragments_naming_options()
+    assert fragments  # the scan sees the core's notes
+    missing = [f for f in fragments if not any(f in note for note in CORE_NOTES)]
+    assert not missing
+
+
+def test_notes_and_errors_speak_the_widgets_words(viewer_pair):
+    from napari_blurfit._report import WIDGET_WORDS, failure_text, in_widget_words
+
+    for note in CORE_NOTES:
+        assert not API_WORDS.search(in_widget_words(note)), in_widget_words(note)
+    assert in_widget_words(CORE_NOTES[5]).endswith('reads a shift as extra blur: tick "fit shift"')
+    assert in_widget_words(CORE_NOTES[6]).endswith(': choose kernel "rotated"')
+    assert in_widget_words(CORE_NOTES[1]).endswith('; tick "reverse"')
+    assert failure_text(ValueError("sigma_bounds must satisfy 0 <= low < high")) == \
+        '"sigma min/max" must satisfy 0 <= low < high'
+    widget = BlurFitWidget(viewer_pair)  # every quoted label names a control of the dock
+    texts = [w.text for w in widget.options_box if isinstance(w, CheckBox)]
+    texts += [w.label for w in widget.options_box] + [k.value for k in KernelShape]
+    for _, words in WIDGET_WORDS:
+        label = words.split('"')[1].split("/")[0]
+        assert any(t.startswith(label) for t in texts), label
+
+
+def test_kernel_choice_keeps_labels_and_api_apart(viewer_pair):
+    widget = BlurFitWidget(viewer_pair)
+    labels = [widget.kernel.native.itemText(i) for i in range(widget.kernel.native.count())]
+    assert labels == ["round", "per axis", "rotated"]
+    expected = {KernelShape.ROUND: (False, False), KernelShape.PER_AXIS: (True, False),
+                KernelShape.ROTATED: (False, True)}
+    for choice, (per_axis, full) in expected.items():
+        widget.kernel.value = choice
+        widget.fit_shift.value = choice is KernelShape.ROTATED
+        options = widget.options()
+        assert (options["per_axis"], options["full_covariance"]) == (per_axis, full)
+        assert options["shift"] is (choice is KernelShape.ROTATED)
+    assert widget.kernel in widget.options_box and widget.fit_shift in widget.options_box  # collapsible
+
+
+@pytest.fixture(scope="module")
+def rotated_pair(cell_module):
+    kernel = GaussianKernel.from_basicsr(2.5, 1.2, 0.5, shift=(0.4, -0.6))
+    return cell_module, kernel.apply(cell_module), kernel
+
+
+@pytest.fixture(scope="module")
+def cell_module():
+    from skimage import data
+
+    img = data.cell()
+    y0, x0 = (img.shape[0] - 192) // 2, (img.shape[1] - 192) // 2
+    return np.ascontiguousarray(img[y0 : y0 + 192, x0 : x0 + 192]).astype(np.float64)
+
+
+def test_rotated_shifted_fit_shows_the_whole_gaussian(make_napari_viewer, qtbot, rotated_pair):
+    ref, tgt, truth = rotated_pair
+    viewer = make_napari_viewer(show=True)
+    kw = dict(scale=(0.2, 0.2), units=("um", "um"))
+    viewer.add_image(ref, name="ref", **kw)
+    viewer.add_image(tgt, name="tgt", **kw)
+    widget = widget_for(viewer, "ref", "tgt", kernel=KernelShape.ROTATED, fit_shift=True)
+    viewer.window.add_dock_widget(widget, name="blur")
+    assert not widget.kernel_picture.canvas.isVisible()  # nothing before a result
+    run(widget, qtbot, timeout=120_000)
+    fit = widget.last_result.fit
+    assert fit.full_covariance and fit.shift_fitted
+    np.testing.assert_allclose(fit.principal_sigmas, (2.5, 1.2), rtol=1e-3)
+    assert fit.angle == pytest.approx(np.degrees(0.5), abs=0.1)
+    np.testing.assert_allclose(fit.shift, (0.4, -0.6), atol=1e-3)
+    text = widget.result_text.text()
+    assert "Principal sigmas: 2.5, 1.2 px = 0.5, 0.24 µm (± " in text
+    assert f"Major axis at {fit.angle:.1f}° (± " in text and "from +x towards +y" in text
+    assert "Shift (axis 0, axis 1): 0.4, -0.6 px = 0.08, -0.12 µm (± " in text
+    assert "use full_covariance" not in text and "shift=True" not in text
+    # the picture is the fitted kernel, shown beside the text
+    picture = widget.kernel_picture
+    assert picture.canvas.isVisible() and picture.canvas.width() <= 120
+    np.testing.assert_allclose(picture.axes.images[0].get_array(), fit.kernel.sampled(fit.truncate))
+    # the output layers use the rotated, shifted kernel: the residual is tiny
+    fitted, residual = viewer.layers["tgt fit"], viewer.layers["tgt residual"]
+    np.testing.assert_allclose(fitted.data, truth.apply(ref), atol=1e-3 * np.ptp(ref))
+    assert np.abs(residual.data).max() < 1e-3 * np.ptp(tgt)
+    assert tuple(residual.scale) == (0.2, 0.2)
+    assert residual.metadata["blurfit"]["angle"] == pytest.approx(fit.angle)
+    saved = json.loads(widget.result_json())
+    assert saved["shift_world"] == pytest.approx([0.08, -0.12], abs=1e-3)
+    assert saved["principal_sigmas_world"] == pytest.approx([0.5, 0.24], rel=1e-3)
+    # a per-frame result has no single kernel: the picture goes
+    viewer.add_image(np.stack([ref, ref]), name="r2")
+    viewer.add_image(np.stack([tgt, tgt]), name="t2")
+    widget.reference.value, widget.target.value = viewer.layers["r2"], viewer.layers["t2"]
+    widget.mode.value = "per frame"
+    run(widget, qtbot, timeout=120_000)
+    assert widget.result_text.isVisible() and not picture.canvas.isVisible()
+
+
+def test_per_frame_mode_fits_each_frames_shift(make_napari_viewer, qtbot, camera):
+    viewer = make_napari_viewer()
+    ref = np.stack([camera[i * 40 : i * 40 + 96, 60:156] for i in range(3)])
+    shifts = [(0.3, -0.2), (0.6, -0.4), (0.9, -0.6)]
+    tgt = np.stack([GaussianKernel.from_sigma((1.5, 1.5), shift=s).apply(f) for f, s in zip(ref, shifts)])
+    kw = dict(scale=(1.0, 0.5, 0.5), units=("s", "um", "um"))
+    viewer.add_image(ref, name="r", **kw)
+    viewer.add_image(tgt, name="t", **kw)
+    widget = widget_for(viewer, "r", "t", mode="per frame", kernel=KernelShape.PER_AXIS, fit_shift=True)
+    run(widget, qtbot, timeout=120_000)
+    frames = widget.last_result.frames
+    assert all(f.shift_fitted for f in frames)
+    np.testing.assert_allclose([f.shift for f in frames], shifts, atol=2e-3)
+    np.testing.assert_allclose([f.sigma for f in frames], 1.5, rtol=2e-3)
+    text = widget.result_text.text()
+    assert ("Shift per frame: axis 0 0.3 to 0.9 px = 0.15 to 0.45 µm; "
+            "axis 1 -0.6 to -0.2 px = -0.3 to -0.1 µm.") in text

@@ -12,15 +12,28 @@ import operator
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import reduce
+from typing import NamedTuple
 
 import numpy as np
 
 from ._kernels import transfer
-from ._losses import irls_sums, l1_gain_offset, loss_sum, robust_gain_offset
-from ._spectral import SpectralStats, block_stats, frame_dct, frame_idct
+from ._losses import (
+    GainOffset,
+    chunks,
+    huber_gain_offset,
+    irls_sums,
+    l1_gain_offset,
+    l2_gain_offset,
+    loss_curvature,
+    loss_derivative,
+    loss_sum,
+    robust_gain_offset,
+)
+from ._spectral import SpectralStats, block_stats, contract, frame_dct, frame_idct
 from ._validate import Pair, fill_nonfinite
 
 TREE_WIDTH = 8  # blocks summed per node of the dask reduction tree
+SUBSAMPLE = 2**18  # pixels the robust gain/offset is solved on during the sigma search
 
 
 def blur_coefficients(ref_hat: np.ndarray, sigma, ndim: int, truncate: float,
@@ -151,13 +164,50 @@ def target_spread(target: np.ndarray, used: np.ndarray | None) -> float:
     return float(np.square(t - t.mean()).sum())
 
 
+class Evaluation(NamedTuple):
+    """The loss at one sigma, with the gain/offset used and (optionally) its gradient."""
+
+    value: float  # loss sum over the used pixels
+    gain: float
+    offset: float
+    gradient: np.ndarray | None  # d value / d sigma_i, one per spatial axis
+    curvature: float  # mean second derivative of the loss over the residuals (`loss_curvature`)
+
+
+def _sample_index(shape: tuple[int, ...], size: int, seed: int = 0):
+    """A fixed random sample of ``size`` positions of an array of ``shape`` (sorted: cache-friendly)."""
+    n = int(np.prod(shape))
+    flat = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+    return np.unravel_index(flat, shape)
+
+
+def sigma_gradient(spectrum: np.ndarray, sigma, truncate: float) -> np.ndarray:
+    """``sum_k S(k) dH/dsigma_i(k)`` for each axis i, for a spatial-shape spectrum ``S``.
+
+    ``dH/dsigma_i`` is separable (``dh_i`` on axis i, ``h_j`` on the others), so every component
+    is one entry of a single outer-grid contraction with ``[h, dh]`` per axis. The heavy first
+    product runs in the spectrum's dtype (float32 stays float32: no copy); the rest in float64.
+    """
+    d = spectrum.ndim
+    vectors = []
+    for axis, (s, n) in enumerate(zip(sigma, spectrum.shape)):
+        h, dh = transfer([s], n, truncate, derivative=True)
+        v = np.concatenate([h, dh], axis=1)
+        vectors.append(v.astype(spectrum.dtype) if axis == d - 1 else v)
+    table = contract(spectrum, vectors, joint=False)
+    return np.array([float(table[tuple(int(j == i) for j in range(d))]) for i in range(d)])
+
+
 class SpatialObjective:
     """Loss sum of ``gain * G_sigma * A + offset`` against ``B`` over the used pixels.
 
     Each call is one filter pass (an inverse DCT of the cached reference transform in memory, or a
     pass over the blocks for dask). With ``gain_offset`` the best gain/offset for the loss are
-    found for each sigma: exactly for L1 in memory (a median per gain step), by IRLS otherwise,
-    warm-started from the previous call. Every evaluation is recorded in ``trace``.
+    found for each sigma: in memory on a fixed random sample of `SUBSAMPLE` pixels (exactly for
+    L1, by Newton for Huber, warm-started from the previous sigma; the loss itself is always summed
+    over all used pixels) and exactly over all pixels by `finish`; for dask by IRLS. In memory,
+    `point` also returns the gradient over the sigmas: one more DCT (docs/design.md section 11).
+    Every evaluation is recorded in ``trace``.
     """
 
     def __init__(self, pair: Pair, ref_hat, *, loss, gain_offset, delta, truncate, workers,
@@ -173,19 +223,43 @@ class SpatialObjective:
         self._cache: dict = {}
         self.n_used = n_used
         if not pair.dask:
-            used = pair.used
-            if used is not None:
-                used = _box_or_mask(np.broadcast_to(used, pair.target.shape))
-            self._used = used
-            self._target = pair.target if used is None else pair.target[self._used]
-            self._buffer = np.empty_like(self.ref_hat)  # one model array, reused by evaluations
+            self._init_memory(pair)
         else:
             self._blocks = _frame_blocks(pair)
 
+    def _init_memory(self, pair: Pair) -> None:
+        used = pair.used
+        if used is not None:
+            used = _box_or_mask(np.broadcast_to(used, pair.target.shape))
+        self._used = used
+        self._target = pair.target if used is None else pair.target[self._used]
+        self._buffer = np.empty_like(self.ref_hat)  # one model array, reused by evaluations
+        self._model_key: tuple | None = None  # the sigma whose model is in the buffer
+        self._work: np.ndarray | None = None  # residual derivative / its spectrum (gradients)
+        self._sample = None  # all pixels: no sample
+        if self._target.size > SUBSAMPLE:
+            self._sample = _sample_index(self._target.shape, SUBSAMPLE)
+        self._target_sample = self._take(self._target)
+
+    @property
+    def has_gradient(self) -> bool:
+        """Gradients are available (in-memory pairs)."""
+        return not self.pair.dask
+
+    def _take(self, pixels: np.ndarray) -> np.ndarray:
+        """The sampled pixels of a used-pixel array, as float64."""
+        if self._sample is None:
+            return pixels.reshape(-1).astype(np.float64)
+        return pixels[self._sample].astype(np.float64)
+
     def _model(self, sigma):
         """The blurred reference at the used pixels (in memory only; valid until the next call)."""
-        model = blurred(self.ref_hat, sigma, self.pair.ndim, self.truncate, self.workers,
-                        out=self._buffer)
+        key = tuple(float(s) for s in sigma)
+        if key != self._model_key:
+            blurred(self.ref_hat, sigma, self.pair.ndim, self.truncate, self.workers,
+                    out=self._buffer)
+            self._model_key = key
+        model = self._buffer
         return model if self._used is None else model[self._used]
 
     def _sums_function(self, sigma, loss):
@@ -217,12 +291,12 @@ class SpatialObjective:
         key = (tuple(float(s) for s in sigma), loss)
         if key in self._cache:
             return self._cache[key]
+        if not self.pair.dask and loss == self.loss:
+            point = self.point(sigma)
+            return point.value, point.gain, point.offset
         if self.callback is not None:
             self.callback(f"filter pass {len(self.trace) + 1} ({loss})")
-        if self.gain_offset and loss == "l1" and not self.pair.dask:
-            g, o, value = l1_gain_offset(self._model(sigma), self._target, self.gain,
-                                         self.callback)
-        elif self.gain_offset:
+        if self.gain_offset:
             sums_at = self._sums_function(sigma, loss)
             g, o, value = robust_gain_offset(sums_at, self.gain, self.offset, loss,
                                              callback=self.callback)
@@ -234,13 +308,123 @@ class SpatialObjective:
         self._cache[key] = (value, g, o)
         return value, g, o
 
+    def point(self, sigma, *, gradient: bool = False) -> Evaluation:
+        """Loss (and its gradient over the sigmas) at ``sigma``, in memory: one filter pass.
+
+        The gain/offset are those of the pixel sample (exact where there is no sample); the
+        gradient treats them as fixed, which is exact at their optimum (envelope theorem).
+        """
+        key = (tuple(float(s) for s in sigma), self.loss, gradient)
+        if key in self._cache:
+            return self._cache[key]
+        if self.callback is not None:
+            self.callback(f"filter pass {len(self.trace) + 1} ({self.loss})")
+        model = self._model(sigma)
+        go = self._solve_gain_offset(model)
+        psi = self._psi_buffer() if gradient else None
+        value = self._residual_loss(model, go.gain, go.offset, psi)
+        grad = self._gradient(sigma, go.gain) if gradient else None
+        curvature = loss_curvature(self._take(model) * go.gain + go.offset - self._target_sample,
+                                   self.loss, self.delta)
+        self.gain, self.offset = go.gain, go.offset
+        self.trace.append((key[0], value / self.n_used))
+        result = Evaluation(value, go.gain, go.offset, grad, curvature)
+        self._cache[key] = result
+        self._cache[(key[0], self.loss)] = (value, go.gain, go.offset)
+        if gradient:
+            self._cache[(*key[:2], False)] = result
+        return result
+
+    def _solve_gain_offset(self, model) -> GainOffset:
+        """Best gain/offset for the model: exact L2 over all pixels, else on the sample."""
+        if not self.gain_offset:
+            return GainOffset(1.0, 0.0, float("nan"))
+        if self.loss == "l2":
+            return l2_gain_offset(model, self._target)
+        f, b = self._take(model), self._target_sample
+        if self.loss == "l1":
+            return GainOffset(*l1_gain_offset(f, b, self.gain, offset=self.offset, n_eff=f.size))
+        return huber_gain_offset(f, b, self.gain, self.offset, self.delta)
+
+    def finish(self, sigma, value: float) -> tuple[float, float, float]:
+        """Exact ``(loss_sum, gain, offset)`` at ``sigma`` over all used pixels (in memory).
+
+        Refines the sample's gain/offset on every pixel (warm-started, so a few passes); never
+        returns a worse loss than ``value`` (the loss with the sample's gain/offset).
+        """
+        point = self.point(sigma)
+        if not self.gain_offset or self.loss == "l2" or self._sample is None:
+            return point.value, point.gain, point.offset
+        model = self._model(sigma)
+        if self.loss == "l1":
+            g, o, exact = l1_gain_offset(model, self._target, point.gain, offset=point.offset,
+                                         n_eff=SUBSAMPLE)
+        else:
+            g, o, exact = huber_gain_offset(model, self._target, point.gain, point.offset,
+                                            self.delta)
+        if exact < point.value:
+            return float(exact), float(g), float(o)
+        return point.value, point.gain, point.offset
+
+    def _psi_buffer(self) -> np.ndarray:
+        """Full-frame buffer for the residual derivative; zero outside the used pixels."""
+        if self._work is None:
+            self._work = np.zeros_like(self.ref_hat)
+        elif self._used is not None:
+            self._work[...] = 0
+        return self._work
+
+    def _residual_loss(self, model, gain, offset, psi) -> float:
+        """Loss sum of ``gain * model + offset - target``; its derivative into ``psi`` if given.
+
+        One chunked pass (the slices' temporaries stay in cache) where the arrays allow it.
+        """
+        t, loss, delta = self._target, self.loss, self.delta
+        g, o = model.dtype.type(gain), model.dtype.type(offset)
+        if self._used is None or isinstance(self._used, tuple) and psi is None:
+            total = 0.0
+            parts = chunks(model, t) if psi is None else chunks(model, t, psi)
+            for part in parts:
+                r = np.multiply(part[0], g)
+                r += o
+                r -= part[1]
+                if psi is not None:
+                    loss_derivative(r, loss, delta, out=part[2])
+                total += loss_sum(r, loss, delta, overwrite=True)
+            return total
+        r = model * g
+        r += o
+        r -= t
+        if psi is not None:
+            psi[self._used] = loss_derivative(r, loss, delta)
+        return loss_sum(r, loss, delta, overwrite=True)
+
+    def _gradient(self, sigma, gain) -> np.ndarray:
+        """``d loss / d sigma_i`` from the residual derivative in ``_work``: one DCT (Parseval)."""
+        nd = self.pair.ndim
+        spectrum = frame_dct(self._work, nd, workers=self.workers, out=self._work)
+        spectrum *= self.ref_hat
+        if spectrum.ndim > nd:  # frames of a stack: one sigma for all
+            spectrum = spectrum.reshape((-1, *spectrum.shape[spectrum.ndim - nd :])).sum(axis=0)
+        return gain * sigma_gradient(spectrum, sigma, self.truncate)
+
     def _fixed_loss(self, sigma, loss) -> float:
         """Loss sum with gain 1 and offset 0: one filter pass, no weights."""
         if not self.pair.dask:
-            residual = self._model(sigma)
-            np.subtract(residual, self._target, out=residual)
-            return loss_sum(residual, loss, self.delta, overwrite=True)
+            return self._loss_at(sigma, 1.0, 0.0, loss)
         return float(self._sums_function(sigma, loss)(1.0, 0.0)[5])
+
+    def _loss_at(self, sigma, gain, offset, loss) -> float:
+        """Loss sum at fixed parameters, in memory, without touching the cached model."""
+        model = self._model(sigma)
+        total = 0.0
+        g, o = model.dtype.type(gain), model.dtype.type(offset)
+        for m, t in chunks(model, self._target):
+            r = np.multiply(m, g)
+            r += o
+            r -= t
+            total += loss_sum(r, loss, self.delta, overwrite=True)
+        return total
 
     def robust_scale(self, sigma, gain, offset) -> float:
         """Noise sigma estimated as sqrt(pi/2) * mean |residual| (exact for Gaussian noise).
@@ -248,7 +432,10 @@ class SpatialObjective:
         Less swayed by outliers than the RMS, and, unlike a median, it adds up over dask blocks,
         so numpy and dask inputs get the same value.
         """
-        total = float(self._sums_function(sigma, "l1")(gain, offset)[5])
+        if self.pair.dask:
+            total = float(self._sums_function(sigma, "l1")(gain, offset)[5])
+        else:
+            total = self._loss_at(sigma, gain, offset, "l1")
         return float(np.sqrt(np.pi / 2) * total / self.n_used)
 
     def target_spread(self) -> float:
@@ -271,8 +458,29 @@ class SpatialObjective:
         """Sum of squared residuals at fixed parameters (for the standard error)."""
         if self.pair.dask:
             return float(self._sums_function(sigma, "l2")(gain, offset)[5])
-        r = self._model(sigma)
-        if gain != 1.0:
-            r *= r.dtype.type(gain)
-        np.subtract(r, self._target - r.dtype.type(offset) if offset else self._target, out=r)
-        return loss_sum(r, "l2", None, overwrite=True)
+        return self._loss_at(sigma, gain, offset, "l2")
+
+
+def l2_model_hessian(stats: SpectralStats, sigma, gain: float, *, per_axis: bool,
+                     gain_offset: bool, truncate: float, fraction: float = 1.0) -> np.ndarray:
+    """Gauss-Newton ``J^T J`` of the L2 objective over log-sigma, gain/offset profiled out.
+
+    The sigma block of `normal_matrix` with the gain/offset eliminated (Schur complement), in
+    ``t = log sigma`` (``ds/dt = s``) and scaled by ``fraction`` (share of pixels used). Free from
+    the statistics; times a loss's mean second derivative it models that loss's Hessian.
+    """
+    from ._spectral import normal_matrix
+
+    sigma = np.asarray(sigma, dtype=np.float64)
+    jtj = normal_matrix(stats, np.maximum(sigma, 0.165), gain, per_axis=per_axis,
+                        gain_offset=gain_offset, truncate=truncate) * fraction
+    k = len(sigma) if per_axis else 1
+    h = jtj[:k, :k]
+    if gain_offset:
+        cross, rest = jtj[:k, k:], jtj[k:, k:]
+        try:
+            h = h - cross @ np.linalg.solve(rest, cross.T)
+        except np.linalg.LinAlgError:
+            pass
+    scale = sigma if per_axis else sigma[:1]
+    return h * np.outer(scale, scale)

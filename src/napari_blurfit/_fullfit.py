@@ -21,7 +21,7 @@ still follows the exact gradient, and every step is accepted only if the true lo
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import ducc0
@@ -30,7 +30,7 @@ from scipy import fft as sfft
 from scipy import signal
 
 from ._gaussian import GaussianKernel, n_cholesky
-from ._losses import irls_sums, l1_gain_offset, loss_sum, robust_gain_offset, solve_weighted
+from ._losses import irls_sums, l1_gain_offset, loss_sum, robust_gain_offset
 
 LOSSES = ("l2", "l1", "huber")
 MIN_SIZE = 8  # below this a shift cannot be told from a blur
@@ -41,10 +41,9 @@ MISALIGNED_PX = 0.5
 ELLIPTICAL_RATIO = 1.15
 ROTATED_DEG = 10.0
 SCOUT_STEPS = 4  # solver steps from each start before the best start is solved to the end
-KERNEL_SCOUT_STEPS = 8  # the same in kernel space, where a step costs no image-sized work
 EXACT_MATRIX_PIXELS = 2**18  # up to this many pixels the exact L2 polish recomputes the exact matrix
 FLOAT32_PIXELS = 2**20  # above this many pixels the L2 path runs its FFTs in float32
-PROBE_EXACT_STEPS = 2  # exact-loss steps after the probe's kernel-space search
+PROBE_STEPS = 6  # exact Levenberg-Marquardt steps of the probe (a warning needs the basin, not 1e-10)
 SHIFT_START_PIXELS = 2**16  # crop of the shift's start estimate in a fit (the fit refines it)
 
 
@@ -282,28 +281,42 @@ class _Options:
     shift: bool
     truncate: float
     delta: float  # Huber threshold, or the L1 weight floor
+    isotropic: bool = False  # one sigma for every axis (a round kernel, shifted)
 
     @property
-    def free(self) -> np.ndarray:
-        """Indices of the fitted entries in ``[log-Cholesky (d(d+1)/2), shift (d)]``."""
-        nc = n_cholesky(self.d)
-        chol = np.arange(nc if self.full_covariance else self.d)
-        shift = np.arange(nc, nc + self.d) if self.shift else np.arange(0)
-        return np.concatenate([chol, shift])
+    def tie(self) -> np.ndarray:
+        """``theta = tie @ x``: the full vector ``[log-Cholesky (d(d+1)/2), shift (d)]`` of the free one.
+
+        Columns pick entries (per-axis log sigmas, correlations, shift components); a round kernel
+        has one column that moves every log sigma together. Fixed entries are zero.
+        """
+        nc, d = n_cholesky(self.d), self.d
+        columns = []
+        if self.isotropic:
+            columns.append(np.r_[np.ones(d), np.zeros(nc - d + d)])
+        else:
+            columns += [np.eye(nc + d)[i] for i in range(nc if self.full_covariance else d)]
+        if self.shift:
+            columns += [np.eye(nc + d)[nc + i] for i in range(d)]
+        return np.stack(columns, axis=1)
 
     def kernel(self, x: np.ndarray) -> GaussianKernel:
-        """The kernel of a free-parameter vector (fixed entries are zero)."""
+        """The kernel of a free-parameter vector."""
         nc = n_cholesky(self.d)
-        full = np.zeros(nc + self.d)
-        full[self.free] = x
+        full = self.tie @ x
         return GaussianKernel.from_cholesky(full[:nc], full[nc:])
 
     def start(self, kernel: GaussianKernel) -> np.ndarray:
-        return np.concatenate([kernel.cholesky, kernel.shift])[self.free]
+        """The free vector closest to ``kernel`` (a round fit starts from the mean log sigma)."""
+        return np.linalg.pinv(self.tie) @ np.concatenate([kernel.cholesky, kernel.shift])
+
+    def derivatives(self, kernel: GaussianKernel) -> np.ndarray:
+        """``dK/dx`` for the free parameters, shape ``(len(x), *kernel)``."""
+        full = kernel.derivatives(self.truncate)
+        return np.tensordot(self.tie.T, full, axes=1)
 
     def _replace_delta(self, delta: float) -> _Options:
-        return _Options(self.d, self.loss, self.gain_offset, self.full_covariance, self.shift, self.truncate,
-                        float(delta))
+        return replace(self, delta=float(delta))
 
 
 class _Point(NamedTuple):
@@ -404,7 +417,7 @@ class _Problem:
     def normal(self, point: _Point, w: np.ndarray | None, *, matrix: bool) -> _Normal:
         """Gradient ``J^T W r`` (and ``J^T W J`` with ``matrix``) over kernel params, gain, offset."""
         opts = self.options
-        derivs = point.kernel.derivatives(opts.truncate)[opts.free]
+        derivs = opts.derivatives(point.kernel)
         radius = tuple((k - 1) // 2 for k in point.sampled.shape)
         wr = point.residual if w is None else w * point.residual
         corr = self.spectrum.lag_correlation(wr, radius)
@@ -436,25 +449,21 @@ class _Problem:
 
 
 class _KernelSpace:
-    """The L2 loss of the whole image (no mask) as a quadratic form in the kernel.
+    """The whole image's Gauss-Newton matrix (L2, no mask) from statistics of the reference alone.
 
-    With ``m = A_pad * K`` on the crop: ``sum m B = K.c``, ``sum m = K.s`` and ``sum m^2 = K^T G K``,
-    where ``c`` is the lag correlation of the target with the padded reference, ``s`` the box sums of
-    the padded reference and ``G[n, k] = sum_x A_pad(x - n) A_pad(x - k)``. ``G`` is replaced by the
-    Toeplitz ``T(n - k)``, the reference's autocorrelation over the crop (symmetrised): they differ only
-    on strips |n| wide along the crop's edges. A point then costs a few kernel-sized convolutions, none
-    of the image's size. Set-up: three FFTs and two inverse FFTs of the padded grid. Points carry
-    ``G K`` in their ``model`` field and no residual. The exact loss (`_Problem`) polishes the result.
+    With ``m = A_pad * K``: ``sum m = K.s`` and ``sum m^2 = K^T G K``, where ``s`` holds the box
+    sums of the padded reference and ``G[n, k] = sum_x A_pad(x - n) A_pad(x - k)``. ``G`` is
+    replaced by the Toeplitz ``T(n - k)``, the reference's autocorrelation (symmetrised): they
+    differ only on strips |n| wide along the edges, which matters little for a matrix that only
+    preconditions steps along the exact gradient. Set-up: a few FFTs of the padded grid; no
+    Jacobian images. (Searching on this quadratic form instead of the exact loss was tried and
+    is biased by those strips: docs/whole-gaussian.md.)
     """
 
     def __init__(self, frames: _Frames, options: _Options, radius, workers, dtype):
         self.options, self.frames = options, frames
         self.workers, self.dtype = workers, dtype
         self.n_used = frames.target.size
-        self.used = None
-        self.evaluations = 0
-        tgt = frames.target
-        self.sb, self.sbb = float(tgt.sum(dtype=np.float64)), _dot(tgt, tgt)
         self._build(tuple(radius))
 
     def _build(self, radius: tuple[int, ...]) -> None:
@@ -463,19 +472,26 @@ class _KernelSpace:
         self.spectrum = _ReferenceSpectrum(self.frames.reference, radius, self.workers, dtype=self.dtype,
                                            margin=lags)
         self.s = self.spectrum.box_sums(radius)
-        self.c = self.spectrum.lag_correlation(self.frames.target, radius)
         t = self.spectrum.lag_correlation(self.frames.reference, lags)
         self.t = 0.5 * (t + t[(slice(None, None, -1),) * len(radius)])
         self.radius = radius
 
-    def _local(self, radius: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``c``, ``s`` and ``T`` cut to a kernel of the given radius."""
+    def matrix_at(self, kernel: GaussianKernel, gain: float) -> np.ndarray:
+        """The Gauss-Newton matrix at a kernel (gain and offset given), without the target's statistics."""
+        k = kernel.sampled(self.options.truncate)
+        s, t = self._local(tuple((n - 1) // 2 for n in k.shape))
+        x = self.options.start(kernel)
+        point = _Point(x, gain, 0.0, 0.0, kernel, k, self._gram(t, k), None)
+        return self._matrix(point, s, t)
+
+    def _local(self, radius: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """``s`` and ``T`` cut to a kernel of the given radius."""
         if any(r > p for r, p in zip(radius, self.radius)):
             _check_radius(radius, self.frames.target.shape[1:])
             self._build(tuple(max(r, p) * 3 // 2 + 2 for r, p in zip(radius, self.radius)))
         cut = tuple(slice(p - r, p + r + 1) for r, p in zip(radius, self.radius))
         lag = tuple(slice(2 * (p - r), 2 * (p + r) + 1) for r, p in zip(radius, self.radius))
-        return self.c[cut], self.s[cut], self.t[lag]
+        return self.s[cut], self.t[lag]
 
     def _gram(self, t: np.ndarray, kernels: np.ndarray) -> np.ndarray:
         """``G k`` on the kernel's support for one kernel, or a stack of them (first axis)."""
@@ -483,43 +499,20 @@ class _KernelSpace:
         axes = tuple(range(extra, kernels.ndim))
         return signal.fftconvolve(t.reshape((1,) * extra + t.shape), kernels, mode="valid", axes=axes)
 
-    def evaluate(self, x, gain: float, offset: float) -> _Point:
-        """Loss at ``x`` from the statistics; the gain/offset are the closed-form best ones."""
-        opts = self.options
-        kernel = opts.kernel(x)
-        k = kernel.sampled(opts.truncate)
-        c, s, t = self._local(tuple((n - 1) // 2 for n in k.shape))
-        gk = self._gram(t, k)
-        sff, sfb, sf = _dot(k, gk), _dot(k, c), _dot(k, s)
-        if opts.gain_offset:
-            gain, offset = solve_weighted(np.array([self.n_used, sf, sff, self.sb, sfb]))
-        loss = (gain * gain * sff - 2 * gain * sfb + self.sbb + offset * (self.n_used * offset - 2 * self.sb)
-                + 2 * gain * offset * sf)
-        return _Point(x, gain, offset, loss, kernel, k, gk, None)
-
-    def weights(self, point: _Point, loss: str | None = None) -> None:
-        return None
-
-    def normal(self, point: _Point, w, *, matrix: bool) -> _Normal:
-        """Gradient ``J^T r`` (and ``J^T J`` with ``matrix``) over kernel params, gain, offset."""
-        opts, g, o, k, gk = self.options, point.gain, point.offset, point.sampled, point.model
-        c, s, t = self._local(tuple((n - 1) // 2 for n in k.shape))
-        derivs = point.kernel.derivatives(opts.truncate)[opts.free]
+    def _matrix(self, point: _Point, s: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """``J^T J`` over kernel params (and gain, offset) from ``T`` and the box sums."""
+        opts, g, k, gk = self.options, point.gain, point.sampled, point.model
+        derivs = opts.derivatives(point.kernel)
         flat = derivs.reshape(len(derivs), -1)
-        grad = list(g * np.einsum("pi,i->p", flat, (g * gk + o * s - c).ravel()))
-        sff, sf = _dot(k, gk), _dot(k, s)
-        if opts.gain_offset:
-            grad += [g * sff + o * sf - _dot(k, c), g * sf + self.n_used * o - self.sb]
-        if not matrix:
-            return _Normal(None, np.array(grad))
         q = len(flat)
-        out = np.zeros((len(grad), len(grad)))
+        out = np.zeros((q + 2, q + 2) if opts.gain_offset else (q, q))
         out[:q, :q] = g * g * np.einsum("pi,qi->pq", flat, self._gram(t, derivs).reshape(q, -1))
         if opts.gain_offset:
+            sff, sf = _dot(k, gk), _dot(k, s)
             out[:q, q] = out[q, :q] = g * np.einsum("pi,i->p", flat, gk.ravel())
             out[:q, q + 1] = out[q + 1, :q] = g * np.einsum("pi,i->p", flat, s.ravel())
             out[q, q], out[q, q + 1], out[q + 1, q], out[q + 1, q + 1] = sff, sf, sf, self.n_used
-        return _Normal(0.5 * (out + out.T), np.array(grad))
+        return 0.5 * (out + out.T)
 
 
 def _check_radius(radius, spatial) -> None:
@@ -745,8 +738,7 @@ def _best_start(problem, starts, callback, *, max_iter: int, rtol: float, scout:
 def _multistart(frames: _Frames, options: _Options, starts, workers, callback, *, max_iter: int = 40,
                 rtol: float = 1e-10) -> _Scaled:
     """Best L2 solution over the start kernels, each solved with the exact matrix at every step."""
-    l2 = _Options(options.d, "l2", options.gain_offset, options.full_covariance, options.shift,
-                  options.truncate, options.delta)
+    l2 = replace(options, loss="l2")
     for kernel in starts:
         _check_radius(kernel.grid(options.truncate).radius, frames.target.shape[1:])
     problem = _Problem(*frames, l2, _pad_radius(starts, options.truncate), workers)
@@ -756,31 +748,35 @@ def _multistart(frames: _Frames, options: _Options, starts, workers, callback, *
 
 def _fit_l2(frames: _Frames, options: _Options, starts, workers, callback, *, max_iter: int | None = None,
             rtol: float = 1e-9) -> tuple[_Problem, _Solved]:
-    """L2 without a mask: multi-start on the whole image's quadratic form, then the exact loss.
+    """L2 without a mask: multi-start on a central crop, then the exact loss of the whole image.
 
-    The search runs in `_KernelSpace` (no image-sized work per step). The exact full-image steps
-    start there: images of at most `EXACT_MATRIX_PIXELS` recompute the exact matrix at each step;
-    larger ones keep the kernel-space matrix (the chord method: each step follows the exact gradient
-    and must lower the exact loss; the matrix is off by the crop's edge strips only), in float32
-    above `FLOAT32_PIXELS`. ``max_iter`` bounds the exact steps (default 40 with the exact matrix,
-    12 with the chord method). The returned matrix is the one for the standard errors.
+    Images of at most `EXACT_MATRIX_PIXELS` are solved directly with the exact matrix at each step.
+    Larger ones start from the crop's solution and keep one matrix, the whole image's Gauss-Newton
+    matrix from `_KernelSpace` (the chord method: each step follows the exact gradient and must lower
+    the exact loss; that matrix is off by the crop's edge strips only), in float32 above
+    `FLOAT32_PIXELS`. The returned matrix is the one for the standard errors.
     """
-    for kernel in starts:
-        _check_radius(kernel.grid(options.truncate).radius, frames.target.shape[1:])
     size = frames.target.size
+    if size <= EXACT_MATRIX_PIXELS:
+        scout = _multistart(frames, options, starts, workers, callback, max_iter=max_iter or 40)
+        problem = _Problem(*frames, options, _pad_radius([scout.solved.point.kernel], options.truncate),
+                           workers)
+        point = problem.evaluate(scout.solved.point.x, scout.solved.point.gain, scout.solved.point.offset)
+        solved = _levenberg_marquardt(problem, point, refresh=True, max_iter=max_iter or 40, rtol=rtol,
+                                      callback=callback)
+        return problem, solved
+    crop = _central(frames, CROP_EDGE.get(options.d, 64), 4)
+    start = _multistart(crop, options, starts, workers, callback).solved.point
     dtype = np.float32 if size > FLOAT32_PIXELS else np.float64
-    space = _KernelSpace(frames, options, _pad_radius(starts, options.truncate), workers, dtype)
-    best = _best_start(space, starts, callback, max_iter=60, rtol=1e-11, scout=KERNEL_SCOUT_STEPS)
+    space = _KernelSpace(frames, options, _pad_radius([start.kernel], options.truncate), workers, dtype)
     problem = _Problem(*frames, options, None, workers, spectrum=space.spectrum)
-    point = problem.evaluate(best.point.x, best.point.gain, best.point.offset)
-    small = size <= EXACT_MATRIX_PIXELS
-    max_iter = max_iter or (40 if small else 12)
-    solved = _levenberg_marquardt(problem, point, refresh=small, matrix=None if small else best.matrix,
-                                  max_iter=max_iter, rtol=rtol, callback=callback, tries=12 if small else 4)
-    if not small:  # the kernel-space matrix at the final point
-        at = space.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
-        solved = _Solved(solved.point, space.normal(at, None, matrix=True).matrix, solved.iterations)
-    return problem, solved
+    point = problem.evaluate(start.x, start.gain, start.offset)
+    matrix = space.matrix_at(point.kernel, point.gain)
+    # float32 losses are exact to ~1e-8: stop at a relative decrease of 1e-7, and do not chase noise
+    solved = _levenberg_marquardt(problem, point, refresh=False, matrix=matrix, max_iter=max_iter or 12,
+                                  rtol=max(rtol, 1e-7), callback=callback, tries=2)
+    return problem, _Solved(solved.point, space.matrix_at(solved.point.kernel, solved.point.gain),
+                            solved.iterations)
 
 
 def _noise_delta(point: _Point, problem: _Problem, loss: str, delta: float | None) -> float:
@@ -808,9 +804,9 @@ def _polish_gain_offset(problem: _Problem, point: _Point) -> _Point:
 
 
 def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_offset: bool = False,
-                       full_covariance: bool = False, shift: bool = True, start_sigma,
-                       delta: float | None = None, truncate: float = 4.0, workers: int | None = None,
-                       callback=None) -> FullFit:
+                       full_covariance: bool = False, shift: bool = True, isotropic: bool = False,
+                       start_sigma, delta: float | None = None, truncate: float = 4.0,
+                       workers: int | None = None, callback=None) -> FullFit:
     """Fit ``target ~ gain * K * reference + offset`` with a Gaussian ``K`` of full covariance and shift.
 
     Parameters
@@ -829,6 +825,9 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
         Rotated ellipse (all covariance entries); else one sigma per axis.
     shift : bool
         Fit the kernel's centre; else it stays at 0.
+    isotropic : bool
+        One sigma for every axis (a round kernel; with ``shift``, a round kernel moved).
+        Excludes ``full_covariance``.
     start_sigma : sequence of float
         Per-axis start (px), e.g. the spectral fit's sigma.
     delta : float, optional
@@ -856,7 +855,9 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
     frames = _as_frames(reference, target, used, d)
     shift0 = (estimate_shift(frames.reference, frames.target, ndim=d, max_pixels=SHIFT_START_PIXELS)
               if shift else np.zeros(d))
-    options = _Options(d, loss, gain_offset, full_covariance, shift, float(truncate), 0.0)
+    if isotropic and full_covariance:
+        raise ValueError("isotropic and full_covariance exclude each other")
+    options = _Options(d, loss, gain_offset, full_covariance, shift, float(truncate), 0.0, isotropic)
     starts = _starts(start_sigma, shift0, full_covariance)
     if loss == "l2" and frames.used is None:
         problem, solved = _fit_l2(frames, options, starts, workers, callback)
@@ -908,8 +909,7 @@ def _result(problem: _Problem, point: _Point, matrix: np.ndarray, steps: int) ->
             cov = np.full((p, p), np.nan)
     k, d = len(point.x), opts.d
     nc = n_cholesky(d)
-    full = np.zeros((nc + d, nc + d))
-    full[np.ix_(opts.free, opts.free)] = cov[:k, :k]
+    full = opts.tie @ cov[:k, :k] @ opts.tie.T
     jac = point.kernel.covariance_jacobian()  # (nc, d, d)
     var_cov = np.einsum("pij,pq,qij->ij", jac, full[:nc, :nc], jac)
     var_shift = np.diag(full)[nc:] if opts.shift else np.full(d, np.nan)
@@ -964,14 +964,34 @@ def probe_model(reference, target, *, ndim: int | None = None, start_sigma=None,
         Shift, principal sigmas, angle (2D), flags and the notes to warn with.
     """
     d = ndim or (len(start_sigma) if start_sigma is not None else np.ndim(reference))
-    frames = _as_frames(*_raw_crop(reference, target, d, PROBE_EDGE.get(d, 64)), None, d)
+    frames = _probe_frames(reference, target, d, start_sigma, truncate)
     shift0 = estimate_shift(frames.reference, frames.target, ndim=d)
     if start_sigma is None:
         start_sigma = _coarse_sigma(frames, d, shift0, truncate, workers)
     options = _Options(d, "l2", True, True, True, float(truncate), 0.0)
     start = _starts(start_sigma, shift0, False)  # one start: a warning needs the basin, not 1e-10
-    _, solved = _fit_l2(frames, options, start, workers, None, max_iter=PROBE_EXACT_STEPS, rtol=1e-6)
+    solved = _multistart(frames, options, start, workers, None, max_iter=PROBE_STEPS, rtol=1e-6).solved
     return _probe_result(solved.point.kernel)
+
+
+def _probe_frames(reference, target, d: int, start_sigma, truncate: float) -> _Frames:
+    """The probe's central crop, with a band of the kernel's radius left out of the loss.
+
+    A cropped target near the crop's edges was blurred from pixels outside the crop, which the
+    model (reflecting the crop) cannot see: counted, they bias the fit (a centred pair read as
+    shifted by 0.7 px at sigma 6 on a 128 px crop). The crop grows with the kernel.
+    """
+    radius = 2 if start_sigma is None else int(truncate * float(np.max(start_sigma)) + 0.5) + 2
+    base = PROBE_EDGE.get(d, 64)
+    ref, tgt = _raw_crop(reference, target, d, max(base, 4 * radius + base // 2))
+    spatial = np.asarray(reference).shape[-d:]
+    used = np.ones(ref.shape[1:], dtype=bool)
+    for axis, (n, full) in enumerate(zip(ref.shape[1:], spatial)):
+        if n < full:  # cut out of a larger image: its edges saw pixels the crop does not have
+            band = [slice(None)] * d
+            band[axis] = np.r_[0:radius, n - radius : n]
+            used[tuple(band)] = False
+    return _as_frames(ref, tgt, used, d)
 
 
 def _raw_crop(reference, target, d: int, edge: int,

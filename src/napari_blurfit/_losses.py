@@ -5,10 +5,25 @@ Sums are returned (not means) so that blocks of a stack or a dask array can be a
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy import optimize, special
 
 LOSSES = ("l2", "l1", "huber")
+WINDOW = 6.0  # half-width of the first L1 window, in standard errors of the warm start
+CHUNK = 2**16  # pixels per slice of a pass over an image: the slice's temporaries stay in cache
+
+
+def chunks(*arrays: np.ndarray):
+    """Matching flat slices of same-sized arrays, `CHUNK` pixels at a time.
+
+    A pass of several elementwise steps over a large image is memory-bound; done a slice at a
+    time the intermediate arrays stay in cache (2-4x faster here for 16M pixels).
+    """
+    flat = [a.reshape(-1) for a in arrays]
+    for start in range(0, flat[0].size, CHUNK):
+        yield [a[start : start + CHUNK] for a in flat]
 
 
 def loss_sum(residual: np.ndarray, loss: str, delta: float, *, overwrite: bool = False) -> float:
@@ -84,33 +99,242 @@ def robust_gain_offset(sums_at, gain: float, offset: float, loss: str, *, iterat
     return best
 
 
-def l1_gain_offset(model: np.ndarray, target: np.ndarray, gain: float,
-                   callback=None) -> tuple[float, float, float]:
-    """Exact least-absolute-deviation ``target ~ gain * model + offset`` for in-memory pixels.
+class GainOffset(NamedTuple):
+    """The best gain and offset for one model image, and the loss sum there."""
 
-    For a given gain the best offset is the median residual, and the remaining function of the
-    gain is convex, so a bracketing Brent search over the gain is exact and fast (a median per
-    step, where IRLS for L1 converges only linearly).
+    gain: float
+    offset: float
+    value: float
+
+
+def sum64(x: np.ndarray) -> float:
+    """Sum in float64 (pairwise) without a float64 copy of a float32 array."""
+    return float(np.add.reduce(x, axis=None, dtype=np.float64))
+
+
+def loss_derivative(residual: np.ndarray, loss: str, delta: float, *, out=None) -> np.ndarray:
+    """``psi = d rho / d r`` elementwise: ``2 r`` (L2), ``sign(r)`` (L1), ``clip(r, -delta, delta)``."""
+    if loss == "l2":
+        return np.multiply(residual, 2, out=out)
+    if loss == "l1":
+        return np.sign(residual, out=out)
+    return np.clip(residual, -delta, delta, out=out)
+
+
+def loss_curvature(residual: np.ndarray, loss: str, delta: float) -> float:
+    """Mean second derivative of ``rho`` over the residuals: the scale of the loss's Hessian.
+
+    The Hessian of ``sum rho(r)`` over a smooth model is close to ``c * J^T J`` with ``c`` the
+    mean ``rho''``: 2 for L2, the fraction of residuals inside ``delta`` for Huber, and twice the
+    residual density at zero for L1 (``rho'' = 2 delta(r)``; a kernel estimate here). It seeds the
+    quasi-Newton model of the sigma search; the search corrects it from measured gradients.
     """
-    f = model.astype(np.float64, copy=False)
-    b = target.astype(np.float64, copy=False)
+    a = np.abs(residual)
+    if loss == "l2":
+        return 2.0
+    if loss == "huber":
+        return max(float(np.count_nonzero(a <= delta)) / max(a.size, 1), 1e-3)
+    h = 0.5 * float(np.mean(a)) + 1e-300  # window of about a third of the noise sigma
+    return 2.0 * float(np.count_nonzero(a <= h)) / (2.0 * h * max(a.size, 1))
 
-    def cost(g):
+
+def l2_gain_offset(model: np.ndarray, target: np.ndarray) -> GainOffset:
+    """Closed-form least-squares gain and offset (sums in float64)."""
+    n = model.size
+    sf, sb = sum64(model), sum64(target)
+    sff = sum64(np.square(model, dtype=np.float64))
+    sfb = sum64(np.multiply(model, target, dtype=np.float64))
+    sbb = sum64(np.square(target, dtype=np.float64))
+    gain, offset = solve_weighted(np.array([n, sf, sff, sb, sfb]))
+    # RSS from the sums, clipped: exactness of the value is not needed here (the caller re-evaluates)
+    value = sbb - 2 * gain * sfb - 2 * offset * sb + gain**2 * sff + 2 * gain * offset * sf + n * offset**2
+    return GainOffset(gain, offset, max(float(value), 0.0))
+
+
+def huber_gain_offset(model: np.ndarray, target: np.ndarray, gain: float, offset: float,
+                      delta: float, *, iterations: int = 40) -> GainOffset:
+    """Huber-optimal ``target ~ gain * model + offset`` by damped Newton from a warm start.
+
+    The Huber loss is convex with a piecewise-constant Hessian (``sum_inside [f^2, f; f, 1]``), so
+    Newton's method settles in a few steps once the set of inlier pixels stops changing, where IRLS
+    converges only linearly. Each step is checked: the loss never increases.
+    """
+    f, b = model, target
+    cur = _huber_state(f, b, gain, offset, delta)
+    for _ in range(iterations):
+        step = _newton_step(cur.hessian, cur.gradient)
+        scale = 1.0
+        while True:
+            trial = _huber_state(f, b, cur.gain + scale * step[0], cur.offset + scale * step[1],
+                                 delta)
+            if trial.value <= cur.value or scale < 1e-6:
+                break
+            scale *= 0.25
+        if trial.value > cur.value:
+            break
+        done = cur.value - trial.value <= 1e-13 * max(cur.value, 1e-300)
+        cur = trial
+        if done:
+            break
+    return GainOffset(cur.gain, cur.offset, cur.value)
+
+
+class _HuberState(NamedTuple):
+    gain: float
+    offset: float
+    value: float
+    gradient: np.ndarray  # d value / d (gain, offset)
+    hessian: np.ndarray  # 2x2, over the inlier pixels
+
+
+def _huber_state(f, b, gain, offset, delta) -> _HuberState:
+    """Loss, gradient and Hessian over (gain, offset) at one point, in one chunked pass."""
+    sums = np.zeros(6)  # value, psi*f, psi, inside*f^2, inside*f, inside count
+    g, o = f.dtype.type(gain), f.dtype.type(offset)
+    for fc, bc in chunks(f, b):
+        r = np.multiply(fc, g)
+        r += o
+        r -= bc
+        inside = np.abs(r) <= delta
+        sums[0] += float(special.huber(delta, r).sum(dtype=np.float64))
+        psi = np.clip(r, -delta, delta, out=r)
+        fi = np.where(inside, fc, 0)
+        sums[1:] += [sum64(psi * fc), sum64(psi), sum64(fi * fi), sum64(fi),
+                     np.count_nonzero(inside)]
+    hess = np.array([[sums[3], sums[4]], [sums[4], sums[5]]])
+    return _HuberState(float(gain), float(offset), float(sums[0]), sums[1:3].copy(), hess)
+
+
+def _newton_step(hessian: np.ndarray, gradient: np.ndarray) -> np.ndarray:
+    """``-H^-1 g`` with a small ridge when H is (nearly) singular (no inliers, flat model)."""
+    ridge = 1e-12 * max(float(np.trace(hessian)), 1e-300)
+    try:
+        return -np.linalg.solve(hessian + ridge * np.eye(2), gradient)
+    except np.linalg.LinAlgError:
+        return -gradient / max(float(np.trace(hessian)), 1.0)
+
+
+def partition_median(x: np.ndarray) -> float:
+    """A minimiser of ``sum |x - m|`` (the upper median), by one `np.partition`.
+
+    About 8x faster than `np.median`, which also partitions for a NaN check and averages the two
+    middle values (either minimises the absolute deviation).
+    """
+    k = x.size // 2
+    return float(np.partition(x, k)[k])
+
+
+def l1_gain_offset(model: np.ndarray, target: np.ndarray, gain: float, callback=None, *,
+                   offset: float | None = None, n_eff: int | None = None) -> tuple[float, float, float]:
+    """Exact least-absolute-deviation ``target ~ gain * model + offset``: ``(gain, offset, loss)``.
+
+    For a given gain the best offset is the median residual, and what remains is a convex function
+    of the gain (bounded Brent search over it). Only pixels near the median can change sides for
+    gains and offsets in a small window around the warm start ``(gain, offset)``; the others
+    contribute a linear function of both, summed once. Each Brent step is then a partition of that
+    band (a few per cent of the pixels), not of all of them. The window is checked (the median must
+    stay inside it, the optimum off its edges) and doubled until it holds, so the answer is exact.
+    ``n_eff``: the number of pixels the warm start was fitted on (sets the first window).
+    """
+    f, b = model.ravel(), target.ravel()
+    if offset is None:
+        offset = partition_median(b - f.dtype.type(gain) * f)
+    n_eff = n_eff or min(f.size, 4096)
+    window = _first_window(f, b, gain, offset, n_eff)
+    for _ in range(60):
         if callback is not None:
             callback("gain/offset step")
-        r = b - g * f
-        o = float(np.median(r))
-        return float(np.abs(r - o).sum()), o
+        band = _l1_band(f, b, gain, offset, window)
+        result = band.solve() if band is not None else None
+        if result is not None:
+            return result
+        window = (2.0 * window[0], 2.0 * window[1])
+    raise RuntimeError("L1 gain/offset search did not converge")  # pragma: no cover
 
-    width = 0.02 * max(abs(gain), 1e-3)
-    lo, hi = gain - width, gain + width
-    c0 = cost(gain)[0]
-    while cost(lo)[0] < c0:  # convex: walk until the ends are uphill
-        lo -= 2 * (gain - lo)
-    while cost(hi)[0] < c0:
-        hi += 2 * (hi - gain)
-    res = optimize.minimize_scalar(lambda g: cost(g)[0], bounds=(lo, hi), method="bounded",
-                                   options={"xatol": 1e-7 * max(abs(gain), 1e-3)})
-    g = float(res.x) if res.fun < c0 else gain
-    value, o = cost(g)
-    return g, o, value
+
+def _first_window(f, b, gain, offset, n_eff) -> tuple[float, float]:
+    """Half-widths (gain, offset) of about `WINDOW` standard errors of a fit on ``n_eff`` pixels."""
+    scale = float(np.mean(np.abs(b - f.dtype.type(gain) * f - f.dtype.type(offset)))) + 1e-300
+    spread = float(np.std(f)) + 1e-12 * (float(np.abs(f).max()) + 1e-300)
+    w_gain = WINDOW * scale / (np.sqrt(n_eff) * spread)
+    w_offset = WINDOW * scale / np.sqrt(n_eff) + w_gain * abs(float(np.mean(f)))
+    return w_gain, w_offset
+
+
+class _L1Band(NamedTuple):
+    """The L1 profile over the gain, exact for gains and offsets within a window (`l1_gain_offset`).
+
+    Pixels outside the band keep the sign of their residual in the whole window: those above the
+    median add ``S_b - g S_f - n o``, those below the negative of it.
+    """
+
+    f: np.ndarray  # model values of the band pixels (float64)
+    b: np.ndarray  # target values of the band pixels (float64)
+    rank: int  # rank of the overall median within the band
+    outside: np.ndarray  # [n, S_f, S_b] of the pixels above minus those below
+    gain: float  # window centre and half-widths
+    offset: float
+    w_gain: float
+    w_offset: float
+
+    def profile(self, g: float) -> tuple[float, float]:
+        """``(loss, offset)`` at gain ``g``; raises `_OutOfWindow` if the window does not hold."""
+        v = self.b - g * self.f
+        v.partition(self.rank)
+        o = float(v[self.rank])
+        if abs(o - self.offset) > self.w_offset:
+            raise _OutOfWindow
+        n, s_f, s_b = self.outside
+        value = float(np.abs(v - o).sum()) + s_b - g * s_f - n * o
+        return value, o
+
+    def solve(self) -> tuple[float, float, float] | None:
+        """Brent over the gain window; None when the window is too small."""
+        lo, hi = self.gain - self.w_gain, self.gain + self.w_gain
+        try:
+            res = optimize.minimize_scalar(lambda g: self.profile(g)[0], bounds=(lo, hi),
+                                           method="bounded",
+                                           options={"xatol": 1e-4 * self.w_gain})
+            g = float(res.x)
+            if min(g - lo, hi - g) < 1e-2 * self.w_gain:  # optimum may lie beyond the window
+                return None
+            value, o = self.profile(g)
+        except _OutOfWindow:
+            return None
+        return g, o, value
+
+
+class _OutOfWindow(Exception):
+    """The median left the offset window: widen it."""
+
+
+def _l1_band(f, b, gain, offset, window) -> _L1Band | None:
+    """Split the pixels for `l1_gain_offset`'s window; None if the median is not in the band."""
+    w_gain, w_offset = window
+    g, o = f.dtype.type(gain), f.dtype.type(offset)
+    # the margin also covers the rounding of the residual in the pixels' dtype
+    slack = 8 * float(np.finfo(f.dtype).eps) * (abs(offset) + abs(gain) + 1.0)
+    bands_f, bands_b = [], []
+    below = np.zeros(3)  # [count, S_f, S_b] of the pixels surely below the median
+    for fc, bc in chunks(f, b):
+        d = np.multiply(fc, -g)
+        d += bc
+        d -= o
+        margin = np.abs(fc)
+        margin *= f.dtype.type(w_gain)
+        margin += f.dtype.type(w_offset + slack * (1.0 + float(np.abs(bc).max())))
+        low = d < -margin
+        band = np.abs(d) <= margin
+        bands_f.append(fc[band])
+        bands_b.append(bc[band])
+        below += [np.count_nonzero(low), sum64(fc[low]), sum64(bc[low])]
+    fb = np.concatenate(bands_f).astype(np.float64)
+    bb = np.concatenate(bands_b).astype(np.float64)
+    rank = f.size // 2 - int(below[0])
+    if not 0 <= rank < fb.size:
+        return None
+    count = f.size - fb.size - 2 * below[0]  # above minus below
+    s_f = sum64(f) - fb.sum() - 2 * below[1]
+    s_b = sum64(b) - bb.sum() - 2 * below[2]
+    return _L1Band(fb, bb, rank, np.array([count, s_f, s_b]), float(gain), float(offset),
+                   float(w_gain), float(w_offset))

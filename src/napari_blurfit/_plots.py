@@ -2,7 +2,8 @@
 
 One `ResultPlots` holds two tabs: the fit's loss against sigma (or sigma per frame, or the
 tile histogram of a blur map) and the transfer plot (measured vs Gaussian transfer against
-spatial frequency). Nothing is shown before there is a result.
+spatial frequency). `KernelPicture` draws the fitted kernel itself, small, beside the result
+text. Nothing is shown before there is a result.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 PLOT_HEIGHT = 210  # px: two plots fit a laptop screen beside the dock's inputs
+KERNEL_SIZE = 104  # px: the kernel picture, a thumbnail beside the result text
+KERNEL_VIEW_SIGMAS = 3.0  # the picture shows the kernel out to this many sigmas (plus the shift)
 
 
 def palette(theme_name: str) -> dict:
@@ -159,14 +162,28 @@ class ResultPlots:
         self.tabs.setVisible(True)
 
 
+def principal_sigmas_of(covariance) -> np.ndarray:
+    """Principal sigmas, largest first, of a stack of covariances ``(..., d, d)``; NaN stays NaN."""
+    cov = np.asarray(covariance, dtype=float)
+    out = np.full(cov.shape[:-1], np.nan)
+    good = np.all(np.isfinite(cov), axis=(-2, -1))
+    out[good] = np.sqrt(np.clip(np.linalg.eigvalsh(cov[good]), 0, None))[..., ::-1]
+    return out
+
+
 def _draw_frames(plot, frames, colors):
     ax = plot.start(colors)
-    sig = np.array([f.sigma for f in frames], dtype=float)
-    if not any(f.per_axis for f in frames):
-        sig = sig[:, :1]  # one shared sigma: one line
+    if any(f.full_covariance for f in frames):  # rotated: the ellipse's own axes
+        sig = principal_sigmas_of([f.covariance for f in frames])
+        names = ["major", "minor"] if sig.shape[1] == 2 else ["major", "middle", "minor"]
+    else:
+        sig = np.array([f.sigma for f in frames], dtype=float)
+        names = [f"axis {i}" for i in range(sig.shape[1])]
+        if not any(f.per_axis for f in frames):
+            sig = sig[:, :1]  # one shared sigma: one line
     cycle = [colors["line"], colors["accent"], colors["text"]]
     for i in range(sig.shape[1]):
-        ax.plot(sig[:, i], marker=".", color=cycle[i % 3], label=f"axis {i}" if sig.shape[1] > 1 else None)
+        ax.plot(sig[:, i], marker=".", color=cycle[i % 3], label=names[i] if sig.shape[1] > 1 else None)
     ax.set_xlabel("frame")
     ax.set_ylabel("sigma (px)")
     if len(frames) <= 12:
@@ -258,3 +275,75 @@ def _common_unit(result) -> tuple[str, float]:
     if len(units) == 1 and len(sizes) == 1 and next(iter(units)):
         return unit_symbol(next(iter(units))), float(next(iter(sizes)))
     return "", 1.0
+
+
+def kernel_view(fit) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """What the kernel picture shows: a 2D image of the sampled kernel and its 1-sigma ellipse.
+
+    Returns ``(image, centre, covariance, radius)``: the kernel (its central plane for 3D, rows
+    down and columns right, offsets ``-r..r`` about the unshifted centre), the ellipse's centre
+    ``(x, y)`` and 2x2 covariance ``[[yy, yx], [xy, xx]]`` in that plane, and the half-width to
+    show (px).
+    """
+    kernel = fit.kernel
+    image = kernel.sampled(fit.truncate)
+    cov, mu = np.asarray(kernel.covariance, float), np.asarray(kernel.shift, float)
+    while image.ndim > 2:  # the central plane; the Gaussian's section there is a Gaussian too
+        image = image[image.shape[0] // 2]
+        gain = cov[1:, :1] / cov[0, 0]
+        mu = mu[1:] - gain[:, 0] * mu[0]
+        cov = cov[1:, 1:] - gain @ cov[:1, 1:]
+    radius = KERNEL_VIEW_SIGMAS * float(np.sqrt(np.linalg.eigvalsh(cov)[-1])) + float(np.abs(mu).max())
+    radius = min(max(radius, 1.5), (max(image.shape) - 1) / 2 + 0.5)
+    return image, mu[::-1], cov, radius
+
+
+class KernelPicture:
+    """A thumbnail of the fitted kernel in the theme's colours, with its 1-sigma ellipse."""
+
+    def __init__(self):
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        size = KERNEL_SIZE / 100
+        self.figure = Figure(figsize=(size, size), dpi=100)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setFixedSize(KERNEL_SIZE, KERNEL_SIZE)
+        self.canvas.setToolTip("The fitted kernel (1-sigma ellipse, + the unshifted centre); rows "
+                               "grow downwards as on the canvas")
+        self.canvas.setVisible(False)
+        self.axes = None
+
+    def clear(self):
+        """Hide the picture (no single fit to show)."""
+        self.canvas.setVisible(False)
+
+    def draw(self, fit, colors: dict):
+        """Draw ``fit``'s kernel (a `napari_blurfit.BlurFit`) and show the picture."""
+        from matplotlib.colors import LinearSegmentedColormap
+        from matplotlib.patches import Ellipse
+
+        image, centre, cov, radius = kernel_view(fit)
+        self.figure.clear()
+        self.figure.set_facecolor(colors["background"])
+        ax = self.axes = self.figure.add_axes((0.02, 0.12, 0.96, 0.86))
+        ramp = LinearSegmentedColormap.from_list("kernel", [colors["axes"], colors["line"], colors["text"]])
+        ry, rx = ((n - 1) / 2 for n in image.shape)
+        ax.imshow(image, cmap=ramp, extent=(-rx - 0.5, rx + 0.5, ry + 0.5, -ry - 0.5),
+                  interpolation="nearest")
+        values, vectors = np.linalg.eigh(cov[::-1, ::-1])  # (x, y) order for matplotlib
+        angle = float(np.degrees(np.arctan2(vectors[1, -1], vectors[0, -1])))
+        width, height = 2 * np.sqrt(np.clip(values[::-1], 0, None))
+        ax.add_patch(Ellipse(tuple(centre), width, height, angle=angle, fill=False,
+                             edgecolor=colors["accent"], lw=1))
+        ax.plot([0], [0], "+", color=colors["text"], ms=5, mew=0.8)
+        ax.set_xlim(-radius, radius)
+        ax.set_ylim(radius, -radius)  # rows down, as napari shows them
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_color(colors["muted"])
+        self.figure.text(0.5, 0.01, f"kernel, ±{radius:.3g} px", ha="center", va="bottom",
+                         fontsize=7, color=colors["text"])
+        self.canvas.draw_idle()
+        self.canvas.setVisible(True)

@@ -4,15 +4,94 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._plots import unit_symbol
+from ._plots import principal_sigmas_of, unit_symbol
+
+#: The core's advice names its keyword arguments; the widget's user sees labels. Phrases first,
+#: then bare names (order matters: the first match wins for each place in the text).
+WIDGET_WORDS = (
+    ("refit with reverse=True", 'tick "reverse"'),
+    ("refit with reverse=False", 'untick "reverse"'),
+    ("fit with shift=True", 'tick "fit shift"'),
+    ("use full_covariance=True", 'choose kernel "rotated"'),
+    ("use per_axis=True", 'choose kernel "per axis"'),
+    ("consider gain_offset=True", 'tick "fit gain and offset"'),
+    ("widen sigma_bounds", 'widen "sigma min/max"'),
+    ("sigma_bounds", '"sigma min/max"'),
+    ("exclude_border", '"skip border"'),
+    ("full_covariance=True", 'kernel "rotated"'),
+    ("per_axis=True", 'kernel "per axis"'),
+    ("gain_offset=True", '"fit gain and offset"'),
+    ("shift=True", '"fit shift"'),
+)
+
+
+def in_widget_words(text: str) -> str:
+    """``text`` with the core's option names replaced by the widget's labels (`WIDGET_WORDS`)."""
+    for api, label in WIDGET_WORDS:
+        text = text.replace(api, label)
+    return text
 
 
 def failure_text(error: BaseException) -> str:
-    """What went wrong, without Python class names."""
+    """What went wrong, without Python class names, in the widget's words."""
     if isinstance(error, MemoryError):
         return "not enough memory for these images; try 'current slice' or a smaller region"
-    text = str(error).strip()
+    text = in_widget_words(str(error).strip())
     return text or "an unexpected error (details in the terminal)"
+
+
+def _world_unit(result) -> str:
+    """The unit symbol shared by every spatial axis, or ``""`` (then pixels only)."""
+    units = set(result.units)
+    return unit_symbol(units.pop()) if len(units) == 1 and "" not in units else ""
+
+
+def _numbers(values, digits: str = ".3g") -> str:
+    return ", ".join(f"{v:{digits}}" for v in values)
+
+
+def _errors(values) -> str:
+    """`` (± 0.01, 0.02)`` for the finite standard errors; ``""`` when none is finite."""
+    values = [float(v) for v in values]
+    if not any(np.isfinite(values)):
+        return ""
+    return " (± " + ", ".join(f"{v:.2g}" if np.isfinite(v) else "?" for v in values) + ")"
+
+
+def _amount(px, world, unit: str) -> str:
+    """``0.4, -0.6 px = 0.08, -0.12 µm`` (the world part only with a unit)."""
+    text = f"{_numbers(px)} px"
+    return text + (f" = {_numbers(world)} {unit}" if unit else "")
+
+
+def principal_stderr(fit) -> tuple[float, ...]:
+    """First-order standard errors of ``fit.principal_sigmas`` from ``fit.covariance_stderr``.
+
+    ``d lambda_i = v_i^T dC v_i`` for each eigenpair, with the covariance entries taken as
+    independent (their correlations are not reported), and ``d sigma = d lambda / (2 sigma)``.
+    """
+    se = np.asarray(fit.covariance_stderr, dtype=float)
+    d = se.shape[0]
+    twice_off_diagonal = np.triu(np.full((d, d), 4.0), 1) + np.eye(d)  # C_jk = C_kj: one entry
+    out = []
+    for v, sigma in zip(fit.principal_axes.T, fit.principal_sigmas):
+        var = float(np.sum(np.outer(v, v) ** 2 * twice_off_diagonal * se**2))
+        out.append(np.sqrt(var) / (2 * sigma) if sigma > 0 else float("nan"))
+    return tuple(out)
+
+
+def angle_stderr(fit) -> float:
+    """First-order standard error (degrees) of the 2D ``fit.angle``; NaN for a round kernel.
+
+    ``angle = atan2(2 C_xy, C_xx - C_yy) / 2``, entries taken as independent.
+    """
+    (a, b), (_, c) = np.asarray(fit.covariance, dtype=float)  # a = C_yy, b = C_xy, c = C_xx
+    (sa, sb), (_, sc) = np.asarray(fit.covariance_stderr, dtype=float)
+    denom = (c - a) ** 2 + 4 * b**2
+    if denom <= 0:
+        return float("nan")
+    var = ((c - a) ** 2 * sb**2 + b**2 * (sa**2 + sc**2)) / denom**2
+    return float(np.degrees(np.sqrt(var)))
 
 
 def _sigma_line(fit, result) -> str:
@@ -27,6 +106,47 @@ def _sigma_line(fit, result) -> str:
         name = f"axis {i}: " if fit.per_axis else ""
         parts.append(f"{name}{s:.3g} px{world} (± {e:.2g})")
     return ("Blur sigma per axis: " if fit.per_axis else "Blur sigma: ") + "; ".join(parts)
+
+
+def _principal_lines(fit, result, world: dict) -> list[str]:
+    """The rotated kernel: principal sigmas and (2D) the major axis' angle."""
+    unit = _world_unit(result)
+    lines = ["Principal sigmas: " + _amount(fit.principal_sigmas, world["principal_sigmas"], unit)
+             + _errors(principal_stderr(fit))]
+    if fit.angle is not None:
+        error = angle_stderr(fit)
+        spread = f" (± {error:.2g}°)" if np.isfinite(error) else ""
+        lines.append(f"Major axis at {fit.angle:.1f}°{spread} from +x towards +y "
+                     "(clockwise on screen)" + _world_angle(fit, result, world))
+    return lines
+
+
+def _world_angle(fit, result, world: dict) -> str:
+    """The angle in world space when the pixels are not square (``""`` when it is the same)."""
+    sizes = result.pixel_size
+    if len(sizes) != 2 or np.isclose(sizes[0], sizes[1]):
+        return ""
+    values, vectors = np.linalg.eigh(np.asarray(world["covariance"], dtype=float))
+    vy, vx = vectors[:, int(np.argmax(values))]
+    theta = float(np.degrees(np.arctan2(vy, vx)))
+    theta = theta - 180.0 if theta > 90.0 else theta + 180.0 if theta <= -90.0 else theta
+    return f"; {theta:.1f}° in world space (the pixels are not square)"
+
+
+def _shift_line(fit, result, world: dict) -> str:
+    axes = ", ".join(f"axis {i}" for i in range(len(fit.shift)))
+    return (f"Shift ({axes}): " + _amount(fit.shift, world["shift"], _world_unit(result))
+            + _errors(fit.shift_stderr) + "; the target is the reference moved by this.")
+
+
+def _kernel_lines(fit, result) -> list[str]:
+    """Sigma (or the rotated kernel's principal sigmas and angle) and the shift, px and world."""
+    world = fit.in_world_units(result.pixel_size) if len(result.pixel_size) == len(fit.sigma) \
+        else fit.in_world_units(np.ones(len(fit.sigma)))
+    lines = _principal_lines(fit, result, world) if fit.full_covariance else [_sigma_line(fit, result)]
+    if fit.shift_fitted:
+        lines.append(_shift_line(fit, result, world))
+    return lines
 
 
 def _explained(fit) -> str:
@@ -51,26 +171,74 @@ def _context(result) -> list[str]:
     return lines
 
 
+def _range(values, what: str, unit: str = "", size: float = 1.0) -> str:
+    """``what a to b px (= c to d µm)``; ``""`` when no value is finite."""
+    values = np.asarray(values, dtype=float)
+    if not np.isfinite(values).any():
+        return ""
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    world = f" = {lo * size:.3g} to {hi * size:.3g} {unit}" if unit else ""
+    return f"{what} {lo:.3g} to {hi:.3g} px{world}"
+
+
+def _field_lines(shift, covariance, result, where: str) -> list[str]:
+    """Ranges of the principal sigmas (when rotated) and of the shift per axis, per frame or tile."""
+    unit = _world_unit(result)
+    sizes = tuple(result.pixel_size) if unit else ()
+    lines = []
+    cov = np.asarray(covariance, dtype=float)
+    d = cov.shape[-1]
+    if np.any(np.nan_to_num(cov * (1 - np.eye(d))) != 0):
+        sig = principal_sigmas_of(cov)
+        square = len(set(sizes)) == 1  # principal directions mix the axes: one pixel size only
+        size, shown = (sizes[0], unit) if square else (1.0, "")
+        lines.append(f"Principal sigmas per {where}: " + _range(sig[..., 0], "major", shown, size)
+                     + "; " + _range(sig[..., -1], "minor", shown, size) + ".")
+    shift = np.asarray(shift, dtype=float)
+    if np.any(np.nan_to_num(shift) != 0):
+        parts = [_range(shift[..., i], f"axis {i}", unit if len(sizes) == d else "",
+                        sizes[i] if len(sizes) == d else 1.0) for i in range(d)]
+        lines.append(f"Shift per {where}: " + "; ".join(parts) + ".")
+    return lines
+
+
+def _frames_text(result) -> str:
+    frames = result.frames
+    sig = np.array([f.sigma for f in frames], dtype=float)
+    failed = int(np.isnan(sig[:, 0]).sum())
+    lines = [f"{len(frames)} frames: sigma {np.nanmin(sig):.3g} to {np.nanmax(sig):.3g} px "
+             f"(median {np.nanmedian(sig):.3g})."]
+    lines += _field_lines([f.shift for f in frames], [f.covariance for f in frames], result, "frame")
+    if failed:
+        lines.append(f"{failed} frame(s) could not be fitted (blank or all NaN).")
+    return "\n".join(lines + _context(result))
+
+
+def _blur_map_text(result) -> str:
+    bm = result.blur_map
+    s = bm.sigma
+    bad = int(np.isnan(s[..., 0]).sum())
+    lines = [f"Blur map: {' x '.join(str(n) for n in s.shape[:-1])} tiles, sigma "
+             f"{np.nanmin(s):.3g} to {np.nanmax(s):.3g} px."]
+    if bm.covariance is not None and bm.shift is not None:
+        lines += _field_lines(bm.shift, bm.covariance, result, "tile")
+    if result.arrow_scale is not None:
+        name = result.layers[-1][1]["name"]
+        lines.append(f"The arrows of {name!r} show each tile's shift {result.arrow_scale:g} times "
+                     "enlarged.")
+    if bad:
+        lines.append(f"{bad} tile(s) had too little detail to measure (shown empty).")
+    return "\n".join(lines + _context(result))
+
+
 def describe(result) -> str:
     """The result panel's text for a `napari_blurfit.layers.LayerFit`."""
     if result.frames is not None:
-        sig = np.array([f.sigma for f in result.frames], dtype=float)
-        failed = int(np.isnan(sig[:, 0]).sum())
-        lines = [f"{len(result.frames)} frames: sigma {np.nanmin(sig):.3g} to {np.nanmax(sig):.3g} px "
-                 f"(median {np.nanmedian(sig):.3g})."]
-        if failed:
-            lines.append(f"{failed} frame(s) could not be fitted (blank or all NaN).")
-        return "\n".join(lines + _context(result))
+        return _frames_text(result)
     if result.blur_map is not None:
-        s = result.blur_map.sigma
-        bad = int(np.isnan(s[..., 0]).sum())
-        lines = [f"Blur map: {' x '.join(str(n) for n in s.shape[:-1])} tiles, sigma "
-                 f"{np.nanmin(s):.3g} to {np.nanmax(s):.3g} px."]
-        if bad:
-            lines.append(f"{bad} tile(s) had too little detail to measure (shown empty).")
-        return "\n".join(lines + _context(result))
+        return _blur_map_text(result)
     fit = result.fit
-    lines = [_sigma_line(fit, result)]
+    lines = _kernel_lines(fit, result)
     if fit.gain_offset:
         lines.append(f"Gain {fit.gain:.4g} and offset {fit.offset:.4g} (fitted).")
     lines.append(f"Mean {fit.loss_name} loss {fit.loss:.4g} over {fit.n_pixels:,} pixels.")
@@ -80,11 +248,11 @@ def describe(result) -> str:
     if fit.reverse:
         lines.append("Direction: the reference is the blurred one (reverse).")
     if fit.target_sharper:
-        lines.append("! The target looks sharper than the reference: tick 'reverse'.")
+        lines.append('! The target looks sharper than the reference: tick "reverse".')
     if not fit.identifiable:
         lines.append("! A sigma below 0.3 px cannot be measured reliably.")
     if fit.at_bound:
-        lines.append("! The fit sits on a sigma bound: widen the bounds.")
+        lines.append('! The fit sits on a sigma bound: widen "sigma min/max".')
     lines += _context(result)
-    lines += [f"Note: {n}" for n in fit.notes]
+    lines += [f"Note: {in_widget_words(n)}" for n in fit.notes]
     return "\n".join(lines)

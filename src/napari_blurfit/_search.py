@@ -5,12 +5,13 @@ Work is in ``t = log(sigma)``: blur scales multiplicatively, so relative steps a
 evaluates a whole grid in one tensor contraction), then grids shrinking around each of the best
 local minima; `grid_brent` is its one-dimensional form. `local_minimize` polishes an objective
 that costs a filter pass per evaluation (L1, Huber, masked) from the L2 optimum: bracket then
-Brent, one axis at a time.
+Brent, one axis at a time; `quasi_newton` does the same from values and gradients (in memory).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage, optimize
@@ -183,3 +184,107 @@ def _bracket_brent(f, t0, lo, hi, step, xtol):
             t0, f0 = float(res.x), float(res.fun)
     best = min(cache, key=cache.get)
     return np.array([best]), cache[best]
+
+
+class Probe(NamedTuple):
+    """What an objective with a gradient returns at one point of the search."""
+
+    value: float
+    gradient: np.ndarray  # d value / d t (log-sigma)
+    curvature: float  # scale of the loss's Hessian relative to the model Hessian
+
+
+class _Point(NamedTuple):
+    t: np.ndarray
+    value: float
+    gradient: np.ndarray
+
+
+def quasi_newton(
+    f: Callable[[np.ndarray], Probe],
+    start: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    model_hessian: Callable[[np.ndarray], np.ndarray],
+    *,
+    xtol: float = 1e-5,
+    max_evals: int = 16,
+    max_step: float = 0.5,
+) -> tuple[np.ndarray, float]:
+    """Minimise ``f`` (of log-sigma, with gradient) from ``start`` within the box: ``(t, f(t))``.
+
+    BFGS started from a model Hessian rather than the identity: ``curvature * model_hessian(t)``
+    (the L2 Gauss-Newton matrix scaled by the loss's mean second derivative), so the first step
+    is already close to Newton's and a handful of evaluations converge, in 2D and 3D alike.
+    Safeguards: steps are capped at ``max_step`` in log-sigma, projected onto the box (bound
+    coordinates pushed outward are frozen), and accepted only when the loss decreases
+    (backtracking by quadratic interpolation), so the result is never worse than the start.
+    Stops when the next step is below ``xtol`` or after ``max_evals`` evaluations.
+    """
+    t0 = np.clip(np.asarray(start, dtype=np.float64), lower, upper)
+    probe = f(t0)
+    cur = _Point(t0, probe.value, np.asarray(probe.gradient, dtype=np.float64))
+    hessian = _positive_definite(max(probe.curvature, 1e-300) * model_hessian(t0), cur.gradient)
+    evals = 1
+    while evals < max_evals:
+        p = _projected_newton(hessian, cur, lower, upper)
+        p *= min(1.0, max_step / max(float(np.max(np.abs(p))), 1e-300))
+        if np.max(np.abs(p)) < xtol:
+            break
+        trial, used = _backtrack(f, cur, p, lower, upper, xtol, max_evals - evals)
+        evals += used
+        if trial is None:
+            break
+        s, y = trial.t - cur.t, trial.gradient - cur.gradient
+        if s @ y > 1e-12 * np.sqrt((s @ s) * (y @ y)):
+            hs = hessian @ s
+            hessian = hessian + np.outer(y, y) / (s @ y) - np.outer(hs, hs) / (s @ hs)
+        cur = trial
+    return cur.t, cur.value
+
+
+def _backtrack(f, cur: _Point, p, lower, upper, xtol, budget):
+    """A point along ``p`` with a lower value (quadratic backtracking); None if none is found."""
+    alpha, used = 1.0, 0
+    slope = float(cur.gradient @ p)
+    while used < budget:
+        t = np.clip(cur.t + alpha * p, lower, upper)
+        probe = f(t)
+        used += 1
+        if probe.value < cur.value:
+            return _Point(t, probe.value, np.asarray(probe.gradient, dtype=np.float64)), used
+        if alpha * np.max(np.abs(p)) < xtol:
+            break
+        rise = probe.value - cur.value - alpha * slope
+        guess = -slope * alpha**2 / (2 * rise) if rise > 0 and slope < 0 else 0.25 * alpha
+        alpha = min(max(guess, 0.1 * alpha), 0.5 * alpha)
+    return None, used
+
+
+def _positive_definite(hessian: np.ndarray, gradient: np.ndarray) -> np.ndarray:
+    """The model Hessian with its eigenvalues floored (a flat direction must not give a huge step)."""
+    h = np.atleast_2d(np.asarray(hessian, dtype=np.float64))
+    h = 0.5 * (h + h.T)
+    if not np.all(np.isfinite(h)):
+        h = np.eye(len(h)) * max(float(np.abs(gradient).max()), 1e-300)
+    w, v = np.linalg.eigh(h)
+    floor = max(1e-6 * float(w.max(initial=0.0)), 1e-300)
+    if w.max(initial=0.0) <= 0:  # no model at all: a unit step along the steepest descent
+        return np.eye(len(h)) * max(float(np.abs(gradient).max()), 1e-300)
+    return (v * np.maximum(w, floor)) @ v.T
+
+
+def _projected_newton(hessian, cur: _Point, lower, upper) -> np.ndarray:
+    """Newton step ``-H^-1 g`` with coordinates at a bound that would leave the box frozen."""
+    g, t = cur.gradient, cur.t
+    free = np.ones(len(g), bool)
+    p = np.zeros(len(g))
+    for _ in range(len(g)):
+        p = np.zeros(len(g))
+        if free.any():
+            p[free] = np.linalg.solve(hessian[np.ix_(free, free)], -g[free])
+        blocked = free & (((t <= lower) & (p < 0)) | ((t >= upper) & (p > 0)))
+        if not blocked.any():
+            break
+        free &= ~blocked
+    return p

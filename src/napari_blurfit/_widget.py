@@ -25,9 +25,9 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from ._plots import ResultPlots, palette
+from ._plots import KernelPicture, ResultPlots, palette
 from ._report import describe, failure_text
-from .layers import MODES, axis_hint, check_pair, run_layer_fit, show_layers
+from .layers import MODES, KernelShape, axis_hint, check_pair, run_layer_fit, show_layers
 
 if TYPE_CHECKING:
     import napari
@@ -115,7 +115,12 @@ class BlurFitWidget(Container):
         self.mode = ComboBox(label="mode", choices=list(MODES), value="whole image/volume")
         self.tile = SpinBox(label="tile (px)", min=16, max=4096, value=128, visible=False)
         self.loss = ComboBox(label="loss", choices=["l2", "l1", "huber"], value="l2")
-        self.per_axis = CheckBox(text="one sigma per axis", value=False)
+        self.kernel = ComboBox(label="kernel", choices=[(k.value, k) for k in KernelShape],
+                               value=KernelShape.ROUND,
+                               tooltip="round: one sigma; per axis: one sigma per array axis; "
+                                       "rotated: an elliptical Gaussian at any angle")
+        self.fit_shift = CheckBox(text="fit shift", value=False,
+                                  tooltip="also fit a sub-pixel shift between the two images")
         self.gain_offset = CheckBox(text="fit gain and offset", value=False)
         self.reverse = CheckBox(text="reverse (the reference is the blurred one)", value=False)
         self.exclude_border = SpinBox(label="skip border (px)", min=0, max=10000, value=0)
@@ -126,8 +131,8 @@ class BlurFitWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="", min=0, max=1, value=0, visible=False)
         self.options_box = Container(labels=True, widgets=[
-            self.loss, self.per_axis, self.gain_offset, self.reverse, self.exclude_border,
-            self.sigma_min, self.sigma_max])
+            self.loss, self.kernel, self.fit_shift, self.gain_offset, self.reverse,
+            self.exclude_border, self.sigma_min, self.sigma_max])
         self.options_box.native.layout().setContentsMargins(0, 0, 0, 0)
         buttons = Container(layout="horizontal", labels=False, widgets=[self.fit_button, self.cancel_button])
         buttons.native.layout().setContentsMargins(0, 0, 0, 0)
@@ -142,13 +147,20 @@ class BlurFitWidget(Container):
         self.native.layout().addWidget(self.progress.native)
 
     def _build_outputs(self):
-        from qtpy.QtWidgets import QSizePolicy
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QHBoxLayout, QSizePolicy, QWidget
 
         self.status = _label()
         self.result_text = _label(selectable=True)
+        self.kernel_picture = KernelPicture()
+        result_row = QWidget()
+        row = QHBoxLayout(result_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.result_text, 1)
+        row.addWidget(self.kernel_picture.canvas, 0, Qt.AlignmentFlag.AlignTop)
         self.plots = ResultPlots()
         self.copy_button = PushButton(text="Copy result (JSON)", visible=False)
-        for w in (self.status, self.result_text, self.plots.tabs, self.copy_button.native):
+        for w in (self.status, result_row, self.plots.tabs, self.copy_button.native):
             self.native.layout().addWidget(w)
         self.native.layout().addStretch(1)
         self.native.setMinimumWidth(DOCK_WIDTH)
@@ -244,7 +256,7 @@ class BlurFitWidget(Container):
     def options(self) -> dict:
         """The fit options as keywords of the core functions (every mode gets all of them)."""
         high = self.sigma_max.value or None
-        return dict(loss=self.loss.value, per_axis=self.per_axis.value,
+        return dict(loss=self.loss.value, **self.kernel.value.options, shift=self.fit_shift.value,
                     gain_offset=self.gain_offset.value, reverse=self.reverse.value,
                     exclude_border=int(self.exclude_border.value),
                     sigma_bounds=(float(self.sigma_min.value), high))
@@ -361,7 +373,7 @@ class BlurFitWidget(Container):
         self.result_text.setText(describe(result))
         self.result_text.setVisible(True)
         self.copy_button.visible = True
-        self.plots.draw(result, palette(self._viewer.theme))
+        self._draw(result)
         self._say("")
 
     def _failed(self, err):
@@ -383,10 +395,20 @@ class BlurFitWidget(Container):
         self.result_text.setVisible(False)
         self.copy_button.visible = False
         self.plots.clear()
+        self.kernel_picture.clear()
+
+    def _draw(self, result):
+        """The plots and, for a single fit, the kernel picture, in the viewer's theme."""
+        colors = palette(self._viewer.theme)
+        self.plots.draw(result, colors)
+        if result.fit is not None:
+            self.kernel_picture.draw(result.fit, colors)
+        else:
+            self.kernel_picture.clear()
 
     def _theme_changed(self, event=None):
         if self.last_result is not None:
-            self.plots.draw(self.last_result, palette(self._viewer.theme))
+            self._draw(self.last_result)
 
     def result_json(self) -> str:
         """The last result as JSON text (what Copy puts on the clipboard)."""
@@ -395,7 +417,10 @@ class BlurFitWidget(Container):
             return ""
         if r.fit is not None:
             d = json.loads(r.fit.to_json())
-            d.update(sigma_world=list(r.sigma_world), units=list(r.units))
+            world = r.fit.in_world_units(r.pixel_size)
+            d.update(sigma_world=list(r.sigma_world), units=list(r.units),
+                     principal_sigmas_world=list(world["principal_sigmas"]),
+                     shift_world=list(world["shift"]))
             return json.dumps(d, indent=2)
         if r.frames is not None:
             return json.dumps([json.loads(f.to_json()) for f in r.frames], indent=2)

@@ -23,6 +23,8 @@ IDENTITY_BELOW = 0.165
 IDENTIFIABLE_FROM = 0.3  # below this the sampled kernel is nearly [0, 1, 0] (docs/design.md section 7)
 SEARCH_FLOOR = 0.1  # the log-sigma search starts here; everything below is the identity
 SPATIAL_SCAN = 16  # coarse grid points of a masked fit's image-space search
+ELLIPSE_RATIO = 1.15  # per-axis sigmas this far apart, ...
+ELLIPSE_GAIN = 0.05  # ... lowering the L2 loss by this share, make a note: use per_axis
 ROTATED_CORRELATION = 0.3  # |off-diagonal correlation| of a clearly rotated ellipse (10 deg, 3:1: 0.4)
 HUBER_K = 1.345  # default Huber threshold in units of the L2 fit's residual noise scale
 
@@ -357,30 +359,51 @@ def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
         if delta is None:  # noise scale of the L2 fit's residuals
             delta = HUBER_K * objective.robust_scale(start.sigma, start.gain, start.offset)
         objective.delta = delta = max(float(delta), 1e-9 * scale)
+    from ._engine import l2_model_hessian
+
+    def hessian(sigma):  # the L2 Gauss-Newton matrix (free from the statistics)
+        return l2_model_hessian(stats, sigma, start.gain, per_axis=opt.per_axis,
+                                gain_offset=opt.gain_offset, truncate=opt.truncate,
+                                fraction=data.n_used / data.n_total)
+
     sigma, value, gain, offset = _spatial_fit(
         objective, start.sigma, problem.lower, problem.upper, opt.per_axis,
-        scan=opt.mask is not None or data.n_nonfinite > 0)
+        scan=opt.mask is not None or data.n_nonfinite > 0, hessian=hessian)
     rss = objective.sum_squares(sigma, gain, offset) if opt.loss != "l2" else value
     order = sorted(objective.trace, key=lambda t: float(np.prod(t[0])))
     profile = {"sigma": np.array([float(np.exp(np.mean(np.log(t[0])))) for t in order]),
                "loss": np.array([[t[1] for t in order]]), "objective": opt.loss}
-    return Solution(sigma, gain, offset, rss, value, profile, delta,
-                    sst=objective.target_spread())
+    # all pixels count: the target's spread is already in the statistics (saves a pass)
+    sst = start.sst if data.all_pixels else objective.target_spread()
+    return Solution(sigma, gain, offset, rss, value, profile, delta, sst=sst)
 
 
-def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, scan: bool):
+def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, scan: bool,
+                 hessian=None):
     """Polish the loss in image space from the L2 optimum.
 
     With ``scan`` (a mask or NaNs can make the whole-image L2 optimum a poor guide: the excluded
     pixels may be garbage) a coarse log-grid of one shared sigma is evaluated first and the search
-    starts from its best point. A border band alone needs no scan.
+    starts from its best point. A border band alone needs no scan. In memory, with ``hessian``
+    (the L2 Gauss-Newton matrix over log-sigma), the search is quasi-Newton on values and exact
+    gradients (a handful of filter passes); dask pairs keep the bracketing search on values.
     """
+    from ._search import Probe, quasi_newton
+
     d = len(sigma)
     lo, hi = _log_box(lower, upper)
 
+    def sigmas(t):
+        return np.exp(t) if per_axis else np.full(d, np.exp(t[0]))
+
     def f(t):
-        s = np.exp(t) if per_axis else np.full(d, np.exp(t[0]))
-        return objective.evaluate(s)[0]
+        return objective.evaluate(sigmas(t))[0]
+
+    def probe(t):  # value, gradient over log-sigma (d/dt = sigma d/dsigma), curvature scale
+        s = sigmas(t)
+        point = objective.point(s, gradient=True)
+        grad = s * point.gradient
+        return Probe(point.value, grad if per_axis else np.array([grad.sum()]), point.curvature)
 
     start = np.log(np.maximum(sigma if per_axis else sigma[:1], SEARCH_FLOOR))
     if scan:
@@ -388,8 +411,13 @@ def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, sca
         tries = [np.full(start.shape, t) for t in shared] + [start]
         values = [f(t) for t in tries]
         start = tries[int(np.argmin(values))]
+    if hessian is not None and objective.has_gradient:
+        best_t, value = quasi_newton(probe, start, lo, hi, lambda t: hessian(sigmas(t)))
+        best = sigmas(best_t)
+        value, gain, offset = objective.finish(best, value)
+        return best, value, gain, offset
     best_t, _ = local_minimize(f, start, lo, hi)
-    best = np.exp(best_t) if per_axis else np.full(d, np.exp(best_t[0]))
+    best = sigmas(best_t)
     value, gain, offset = objective.evaluate(best)
     return best, value, gain, offset
 
@@ -448,7 +476,7 @@ def _findings(problem: Problem, data: Data, sol: Solution) -> Findings:
     if identifiable and not (at_bound or target_sharper):
         not_gaussian = adequacy.note(r2)
         notes += [not_gaussian] if not_gaussian else []
-        notes += _unfitted_notes(problem, data, sol, shape=not not_gaussian)
+        notes += _unfitted_notes(problem, data, sol, used_stats, shape=not not_gaussian)
     return Findings(sigma, tuple(float(s) for s in _stderr(problem, data, sol)), bool(at_bound),
                     bool(identifiable), target_sharper, float(r2), adequacy.r2_linear(r2),
                     adequacy.transfer, tuple(notes))
@@ -464,40 +492,58 @@ def _brightness_note(stats: SpectralStats, sol: Solution, truncate: float) -> li
     return []
 
 
-def _unfitted_notes(problem: Problem, data: Data, sol: Solution, *, shape: bool) -> list[str]:
-    """What the fit left out (a shift, an elliptical or rotated blur), from a cheap probe.
+def _unfitted_notes(problem: Problem, data: Data, sol: Solution, used_stats: SpectralStats,
+                    *, shape: bool) -> list[str]:
+    """What the fit left out: a shift, an ellipse along the axes, a rotated ellipse.
 
-    Run on in-memory pairs without a mask (a crop of masked-out pixels could be anything).
     Without ``shape`` (the blur is not Gaussian at all) only a shift is reported: the shape of
-    a Gaussian fitted to a non-Gaussian blur says little. "Rotated" is read from the
-    correlations (the principal directions of nearly equal sigmas are arbitrary).
+    a Gaussian fitted to a non-Gaussian blur says little.
     """
     opt = problem.options
+    notes = []
+    if shape and not opt.sigma_per_axis:
+        notes += _axis_ellipse_note(problem, sol, used_stats)
     if (opt.shift and opt.full_covariance) or data.pair.dask or opt.mask is not None:
-        return []
+        return notes  # the probe reads a central crop: masked-out pixels could be anything
     problem.tick("checking for a shift and a rotated blur")
     probe = probe_model(data.pair.reference, data.pair.target, ndim=problem.d,
                         start_sigma=np.maximum(sol.sigma, IDENTIFIABLE_FROM),
                         truncate=opt.truncate, workers=problem.workers)
-    fmt = ", ".join
-    notes = []
     if probe.misaligned and not opt.shift:
         notes.append(f"the target looks misaligned by {np.linalg.norm(probe.shift):.2f} px (shift "
-                     f"{fmt(f'{s:.2f}' for s in probe.shift)} px); a centred kernel reads a shift "
-                     "as extra blur: fit with shift=True")
-    sigmas = fmt(f"{s:.2f}" for s in probe.principal_sigmas)
-    correlation = probe.kernel.correlation - np.eye(problem.d)
-    rotated = probe.elliptical and np.abs(correlation).max() >= ROTATED_CORRELATION
-    if not shape:
-        return notes
-    if rotated and not opt.full_covariance:
-        notes.append(f"the blur looks elliptical and rotated (principal sigmas {sigmas} px"
+                     f"{', '.join(f'{s:.2f}' for s in probe.shift)} px); a centred kernel reads a "
+                     "shift as extra blur: fit with shift=True")
+    # "rotated" is read from the correlations: the principal directions of nearly equal sigmas
+    # are arbitrary, and an ellipse along the axes has none
+    correlation = np.abs(probe.kernel.correlation - np.eye(problem.d)).max()
+    if shape and probe.elliptical and correlation >= ROTATED_CORRELATION and not opt.full_covariance:
+        notes.append("the blur looks elliptical and rotated (principal sigmas "
+                     f"{', '.join(f'{s:.2f}' for s in probe.principal_sigmas)} px"
                      + (f", major axis at {probe.angle:.0f} deg" if probe.angle is not None else "")
                      + "): use full_covariance=True")
-    elif probe.elliptical and not opt.sigma_per_axis:
-        notes.append(f"the blur looks elliptical along the array axes (principal sigmas {sigmas} "
-                     "px): use per_axis=True")
     return notes
+
+
+def _axis_ellipse_note(problem: Problem, sol: Solution, stats: SpectralStats) -> list[str]:
+    """A note when one sigma per axis would fit clearly better (exact, from the statistics).
+
+    One contraction over a grid of per-axis sigmas around the round answer (a factor of 2 each
+    way): cheap, and on the whole image, not a crop.
+    """
+    opt = problem.options
+    factors = np.exp(np.linspace(-0.7, 0.7, 11))
+    candidates = [sol.sigma[i] * factors for i in range(problem.d)]
+    grid = l2_grid(stats, candidates, joint=False, gain_offset=opt.gain_offset,
+                   truncate=opt.truncate)[0]
+    best = np.unravel_index(int(np.argmin(grid)), grid.shape)
+    per_axis = np.array([c[i] for c, i in zip(candidates, best)])
+    rss = l2_at(stats, sol.sigma, truncate=opt.truncate)[opt.gain_offset][0]
+    gain = (rss - float(grid[best])) / max(rss, 1e-300)
+    if per_axis.max() > ELLIPSE_RATIO * per_axis.min() and gain > ELLIPSE_GAIN:
+        return [f"the blur looks elliptical along the array axes (about "
+                f"{', '.join(f'{s:.2g}' for s in per_axis)} px per axis; one sigma per axis lowers "
+                f"the L2 loss by {100 * gain:.0f}%): use per_axis=True"]
+    return []
 
 
 def _adequacy(problem: Problem, data: Data, sol: Solution, used_stats: SpectralStats) -> Adequacy:

@@ -12,6 +12,7 @@ translate; re-running updates them in place. Input layers are never modified.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
@@ -21,6 +22,21 @@ from .fit import fit_blur
 
 MODES = ("whole image/volume", "current slice", "frames jointly", "per frame", "blur map")
 RESIDUAL_COLORMAP = "bwr"
+SHIFT_ARROW_COLOR = "magenta"  # reads on every viridis shade of the blur map beneath
+
+
+class KernelShape(Enum):
+    """The widget's "kernel" choice: its label is the value, `options` the core keywords."""
+
+    ROUND = "round"
+    PER_AXIS = "per axis"
+    ROTATED = "rotated"
+
+    @property
+    def options(self) -> dict:
+        """``per_axis`` and ``full_covariance`` for `napari_blurfit.fit_blur` and friends."""
+        return {"per_axis": self is KernelShape.PER_AXIS,
+                "full_covariance": self is KernelShape.ROTATED}
 
 
 @dataclass
@@ -50,6 +66,8 @@ class LayerFit:
         Pixels the mask selected (in the fitted data).
     hint : str
         A warning about the mode for this layer, or ``""``.
+    arrow_scale : float, optional
+        How many times the ``"<target> shift map"`` arrows enlarge each tile's shift.
     """
 
     fit: BlurFit | None
@@ -63,6 +81,7 @@ class LayerFit:
     plane: tuple | None = None
     mask_pixels: int | None = None
     hint: str = ""
+    arrow_scale: float | None = None
 
 
 def image_data(layer, role: str) -> object:
@@ -346,7 +365,7 @@ def run_layer_fit(reference, target, *, mask_layer=None, mode: str = "whole imag
 
 
 def _blur_map_fit(a, b, mask, target, tile, callback, options, meta_base, info) -> LayerFit:
-    """Blur-map mode: the core's map and one image layer of it, aligned with the target."""
+    """Blur-map mode: the core's map as an image layer aligned with the target (plus its shifts)."""
     from .blurmap import blur_map
 
     bm = blur_map(a, b, tile=tile, mask=mask, callback=callback, **options)
@@ -354,12 +373,44 @@ def _blur_map_fit(a, b, mask, target, tile, callback, options, meta_base, info) 
     finite = sigma_img[np.isfinite(sigma_img)]
     hi = float(finite.max()) if finite.size else 1.0
     lo = float(finite.min()) if finite.size else 0.0
-    layer = (sigma_img, {"name": f"{target.name} blur map", "scale": tuple(target.scale),
-                         "translate": tuple(target.translate), "units": tuple(target.units),
-                         "colormap": "viridis",
-                         "contrast_limits": (lo, hi if hi > lo else lo + 1.0),
-                         "metadata": {"blurfit": {**meta_base, "tile": tile}}}, "image")
-    return LayerFit(None, [layer], blur_map=bm, **info)
+    placement = {"scale": tuple(target.scale), "translate": tuple(target.translate),
+                 "units": tuple(target.units), "metadata": {"blurfit": {**meta_base, "tile": tile}}}
+    layers = [(sigma_img, {"name": f"{target.name} blur map", "colormap": "viridis",
+                           "contrast_limits": (lo, hi if hi > lo else lo + 1.0), **placement}, "image")]
+    arrows = shift_arrows(bm) if options.get("shift") else None
+    if arrows is not None:
+        data, factor = arrows
+        width = max(1.0, min(bm.step) / 24)
+        layers.append((data, {"name": f"{target.name} shift map", "length": factor,
+                              "edge_width": width, "edge_color": SHIFT_ARROW_COLOR, **placement},
+                       "vectors"))
+    return LayerFit(None, layers, blur_map=bm, arrow_scale=None if arrows is None else arrows[1],
+                    **info)
+
+
+def shift_arrows(bm) -> tuple[np.ndarray, float] | None:
+    """Per-tile shifts as napari vectors ``(n, 2, d)`` (tile centre, shift) and an enlargement.
+
+    The enlargement is a 1-2-5 number that draws the largest shift at about half a tile step;
+    ``None`` when no tile has a finite shift.
+    """
+    if bm.shift is None:
+        return None
+    d = bm.centers.shape[-1]
+    centres, shifts = bm.centers.reshape(-1, d), np.asarray(bm.shift, float).reshape(-1, d)
+    keep = np.all(np.isfinite(shifts), axis=1)
+    if not keep.any():
+        return None
+    longest = float(np.linalg.norm(shifts[keep], axis=1).max())
+    wanted = 0.5 * min(bm.step) / max(longest, 1e-3)
+    factor = max(1.0, _nice_below(wanted))
+    return np.stack([centres[keep], shifts[keep]], axis=1), factor
+
+
+def _nice_below(x: float) -> float:
+    """The largest 1, 2 or 5 times a power of ten that is at most ``x`` (``x > 0``)."""
+    power = 10.0 ** np.floor(np.log10(x))
+    return float(max(m * power for m in (1, 2, 5) if m * power <= x))
 
 
 def _output_layers(fit, a, b, name, placement, meta_base, callback, *, lazy) -> list:
@@ -392,26 +443,32 @@ def _output_layers(fit, a, b, name, placement, meta_base, callback, *, lazy) -> 
     ]
 
 
+UPDATED = ("scale", "translate", "units", "metadata", "contrast_limits", "colormap", "length",
+           "edge_width", "edge_color")
+
+
 def show_layers(viewer, result: LayerFit) -> list:
-    """Add a fit's output layers, or update same-named image layers in place; returns the layers.
+    """Add a fit's output layers, or update same-named layers of the same kind in place.
 
-    A blur map also gets its colorbar shown on the canvas (where napari's layers have one), so
-    its range reads off the view.
+    Returns the layers. A blur map also gets its colorbar shown on the canvas (where napari's
+    image layers have one), so its range reads off the view.
     """
-    from napari.layers import Image
+    from napari.layers import Image, Vectors
 
+    kinds = {"image": (Image, viewer.add_image), "vectors": (Vectors, viewer.add_vectors)}
     out = []
-    for data, kwargs, _ in result.layers:
+    for data, kwargs, kind in result.layers:
+        cls, add = kinds[kind]
         name = kwargs["name"]
-        if name in viewer.layers and isinstance(viewer.layers[name], Image):
+        if name in viewer.layers and isinstance(viewer.layers[name], cls):
             layer = viewer.layers[name]
             layer.data = data
-            for key in ("scale", "translate", "units", "metadata", "contrast_limits", "colormap"):
+            for key in UPDATED:
                 if key in kwargs:
                     setattr(layer, key, kwargs[key])
         else:
-            layer = viewer.add_image(data, **kwargs)
-        if result.blur_map is not None and hasattr(layer, "colorbar"):
+            layer = add(data, **kwargs)
+        if result.blur_map is not None and isinstance(layer, Image) and hasattr(layer, "colorbar"):
             layer.colorbar.visible = True
         out.append(layer)
     return out

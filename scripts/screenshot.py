@@ -97,19 +97,14 @@ fit(widget)
 viewer.reset_view()
 save(viewer, SHOTS / "5-blur-map.png")
 
-flat = viewer.add_image(np.full(sharp.shape, 12.0, np.float32), name="flat")
-widget.target.value = flat
-widget.mode.value = "whole image/volume"
-fit(widget)
-save(viewer, SHOTS / "3-after-error.png")
-print(widget.status.text())
-
 viewer.layers.clear()
 moved = GaussianKernel.from_basicsr(2.5, 1.2, 0.5, shift=(0.4, -0.6)).apply(sharp)
+moved = (moved + rng.normal(0, 2.0, moved.shape)).astype(np.float32)  # camera-like noise
 viewer.add_image(sharp, name="sharp", scale=(0.2, 0.2), units=("um", "um"))
 viewer.add_image(moved, name="rotated, shifted", scale=(0.2, 0.2), units=("um", "um"))
 widget.reference.value, widget.target.value = viewer.layers["sharp"], viewer.layers["rotated, shifted"]
 widget.gain_offset.value = False
+widget.mode.value = "whole image/volume"
 widget.kernel.value = KernelShape.ROTATED
 widget.fit_shift.value = True
 fit(widget)
@@ -118,4 +113,15 @@ viewer.grid.shape = (2, 2)
 viewer.reset_view()
 save(viewer, SHOTS / "6-rotated-shift.png")
 print(widget.result_text.text())
+viewer.grid.enabled = False
+
+viewer.layers.remove("rotated, shifted fit")
+viewer.layers.remove("rotated, shifted residual")
+flat = viewer.add_image(np.full(sharp.shape, 12.0, np.float32), name="flat")
+widget.target.value = flat
+widget.mode.value = "whole image/volume"
+fit(widget)
+save(viewer, SHOTS / "3-after-error.png")
+print(widget.status.text())
+
 viewer.close()

@@ -5,8 +5,10 @@ import pytest
 from scipy import ndimage, optimize
 from skimage import data
 
-from napari_blurfit._fullfit import estimate_shift, fit_whole_gaussian, probe_model
+from napari_blurfit._fullfit import fit_whole_gaussian
 from napari_blurfit._gaussian import GaussianKernel
+from napari_blurfit._probe import probe_model
+from napari_blurfit._shift import estimate_shift
 
 NOISE = 0.002  # of the image range
 

@@ -561,7 +561,7 @@ def test_rotated_shifted_fit_shows_the_whole_gaussian(make_napari_viewer, qtbot,
     text = widget.result_text.text()
     assert "Principal sigmas: 2.5, 1.2 px = 0.5, 0.24 µm (± " in text
     assert f"Major axis at {fit.angle:.1f}° (± " in text and "from +x towards +y" in text
-    assert "Shift (axis 0, axis 1): 0.4, -0.6 px = 0.08, -0.12 µm (± " in text
+    assert "Shift of the target: 0.4, -0.6 px = 0.08, -0.12 µm (± " in text
     assert "use full_covariance" not in text and "shift=True" not in text
     # the picture is the fitted kernel, shown beside the text
     picture = widget.kernel_picture

@@ -31,19 +31,14 @@ from scipy import signal
 
 from ._gaussian import GaussianKernel, n_cholesky
 from ._losses import irls_sums, l1_gain_offset, loss_sum, robust_gain_offset
+from ._shift import Frames, as_frames, central, estimate_shift
 
 LOSSES = ("l2", "l1", "huber")
-MIN_SIZE = 8  # below this a shift cannot be told from a blur
 CROP_EDGE = {2: 384, 3: 64}  # edge of the central crop used for the multi-start stage
-PROBE_EDGE = {2: 128, 3: 48}
 HUBER_K = 1.345  # default Huber threshold in noise units (as fit_blur)
-MISALIGNED_PX = 0.5
-ELLIPTICAL_RATIO = 1.15
-ROTATED_DEG = 10.0
 SCOUT_STEPS = 4  # solver steps from each start before the best start is solved to the end
 EXACT_MATRIX_PIXELS = 2**18  # up to this many pixels the exact L2 polish recomputes the exact matrix
 FLOAT32_PIXELS = 2**20  # above this many pixels the L2 path runs its FFTs in float32
-PROBE_STEPS = 6  # exact Levenberg-Marquardt steps of the probe (a warning needs the basin, not 1e-10)
 SHIFT_START_PIXELS = 2**16  # crop of the shift's start estimate in a fit (the fit refines it)
 
 
@@ -93,37 +88,6 @@ class FullFit:
     def loss(self) -> float:
         """Mean loss per pixel used."""
         return self.loss_sum / max(self.n_used, 1)
-
-
-@dataclass(frozen=True, eq=False)
-class ProbeResult:
-    """What `probe_model` saw on a central crop: shift and shape of the blur.
-
-    Attributes
-    ----------
-    shift : ndarray
-        Fitted shift (px, per spatial axis).
-    principal_sigmas : ndarray
-        Principal standard deviations of the fitted covariance, largest first (px).
-    angle : float or None
-        2D: angle of the major axis from +x (columns) towards +y (rows), degrees.
-    kernel : GaussianKernel
-        The fitted kernel.
-    misaligned, elliptical, rotated : bool
-        Shift above `MISALIGNED_PX`; principal ratio above `ELLIPTICAL_RATIO`; and, if elliptical,
-        the major axis more than `ROTATED_DEG` off the array axes.
-    notes : tuple of str
-        Warnings to show the user (empty when the default model is adequate).
-    """
-
-    shift: np.ndarray
-    principal_sigmas: np.ndarray
-    angle: float | None
-    kernel: GaussianKernel
-    misaligned: bool
-    elliptical: bool
-    rotated: bool
-    notes: tuple[str, ...]
 
 
 # the cached reference spectrum --------------------------------------------------------------------
@@ -460,7 +424,7 @@ class _KernelSpace:
     is biased by those strips: docs/whole-gaussian.md.)
     """
 
-    def __init__(self, frames: _Frames, options: _Options, radius, workers, dtype):
+    def __init__(self, frames: Frames, options: _Options, radius, workers, dtype):
         self.options, self.frames = options, frames
         self.workers, self.dtype = workers, dtype
         self.n_used = frames.target.size
@@ -588,109 +552,6 @@ def _damped_step(problem, point: _Point, matrix, gradient, lam: float, tries: in
     return None, lam
 
 
-# preparing the data -------------------------------------------------------------------------------
-class _Frames(NamedTuple):
-    """Inputs as frames-first float arrays with the spatial axes last."""
-
-    reference: np.ndarray
-    target: np.ndarray
-    used: np.ndarray | None  # bool, target's shape; None: every pixel counts
-
-
-def _as_frames(reference, target, used, d: int) -> _Frames:
-    ref = np.asarray(reference)
-    tgt = np.asarray(target)
-    if ref.shape != tgt.shape or ref.ndim < d:
-        raise ValueError(f"reference and target must have the same shape with {d} spatial axes last; "
-                         f"got {ref.shape} and {tgt.shape}")
-    spatial = ref.shape[ref.ndim - d :]
-    if min(spatial) < MIN_SIZE:
-        raise ValueError(f"every spatial axis needs at least {MIN_SIZE} pixels to fit a shift and a "
-                         f"covariance; got spatial shape {spatial}")
-    ref = ref.reshape((-1, *spatial))
-    if ref.dtype not in (np.float32, np.float64):
-        ref = ref.astype(np.float64)
-    tgt = tgt.reshape((-1, *spatial))
-    if tgt.dtype not in (np.float32, np.float64):
-        tgt = tgt.astype(np.float64)
-    mask = None if used is None else np.broadcast_to(np.asarray(used, dtype=bool), tgt.shape)
-    finite = np.isfinite(ref) & np.isfinite(tgt)
-    if not finite.all():  # NaN/inf pixels: left out of the loss, filled so the FFTs stay finite
-        mask = finite if mask is None else mask & finite
-        ref = np.where(np.isfinite(ref), ref, np.nanmean(np.where(np.isfinite(ref), ref, np.nan)))
-        tgt = np.where(finite, tgt, 0.0)
-    if mask is not None and not mask.any():
-        raise ValueError("no pixel is used: the mask, border band and NaN pixels exclude them all")
-    return _Frames(ref, tgt, None if mask is None or mask.all() else np.ascontiguousarray(mask))
-
-
-def _central(frames: _Frames, edge: int, max_frames: int) -> _Frames:
-    """A central crop of at most ``edge`` pixels per spatial axis, on a few evenly spaced frames."""
-    pick = np.unique(np.linspace(0, len(frames.reference) - 1, max_frames).round().astype(int))
-    box = (pick,) + tuple(slice((n - min(n, edge)) // 2, (n - min(n, edge)) // 2 + min(n, edge))
-                          for n in frames.reference.shape[1:])
-
-    def cut(a):
-        return None if a is None else np.ascontiguousarray(a[box])
-
-    used = cut(frames.used)
-    return _Frames(cut(frames.reference), cut(frames.target), None if used is None or used.all() else used)
-
-
-# shift estimate -----------------------------------------------------------------------------------
-def estimate_shift(reference, target, *, ndim: int | None = None, max_pixels: int = 2**18) -> np.ndarray:
-    """Shift (px) that moves ``reference`` onto ``target``, from a windowed cross-correlation.
-
-    Plain (not whitened) cross-correlation of Hann-windowed, mean-removed central crops (at most
-    ``max_pixels`` per frame; frames on leading axes are summed), refined to 0.01 px by evaluating
-    the correlation's trigonometric interpolant on two finer grids around the peak (a matrix DFT).
-    The sign follows `scipy.ndimage.shift`: ``target ~ shift(reference, result)``.
-
-    Parameters
-    ----------
-    reference, target : array_like
-        Same shape; the last ``ndim`` axes are spatial.
-    ndim : int, optional
-        Number of spatial axes (default: all).
-    max_pixels : int
-        Largest crop per frame.
-
-    Returns
-    -------
-    ndarray
-        One shift per spatial axis, in pixels.
-    """
-    d = np.ndim(reference) if ndim is None else ndim
-    edge = max(MIN_SIZE, int(max_pixels ** (1.0 / d)))
-    crop = _as_frames(*_raw_crop(reference, target, d, edge, None), None, d)  # crop first, then convert
-    axes = tuple(range(1, d + 1))
-    window = np.ones(())
-    for n in crop.reference.shape[1:]:
-        window = np.multiply.outer(window, np.hanning(n))
-    a = (crop.reference - crop.reference.mean(axis=axes, keepdims=True)) * window
-    b = (crop.target - crop.target.mean(axis=axes, keepdims=True)) * window
-    power = (sfft.fftn(b, axes=axes, workers=-1) * np.conj(sfft.fftn(a, axes=axes, workers=-1))).sum(0)
-    xc = sfft.ifftn(power, workers=-1).real
-    peak = np.array(np.unravel_index(np.argmax(xc), xc.shape), dtype=np.float64)
-    sizes = np.array(xc.shape)
-    peak = np.where(peak > sizes // 2, peak - sizes, peak)
-    for step in (0.1, 0.01):
-        peak = _refine_peak(power, peak, step)
-    return peak
-
-
-def _refine_peak(power: np.ndarray, centre: np.ndarray, step: float, half: int = 15) -> np.ndarray:
-    """Arg-max of the correlation's interpolant on a grid ``centre + step * (-half..half)`` per axis."""
-    values = power
-    for axis, n in enumerate(power.shape):
-        s = centre[axis] + step * np.arange(-half, half + 1)
-        e = np.exp(2j * np.pi * np.outer(s, sfft.fftfreq(n)))
-        moved = np.einsum("pq,q...->p...", e, np.moveaxis(values, axis, 0))  # einsum: no BLAS threads
-        values = np.moveaxis(moved, 0, axis)
-    best = np.unravel_index(np.argmax(values.real), values.shape)
-    return centre + step * (np.array(best) - half)
-
-
 # the fit ------------------------------------------------------------------------------------------
 def _starts(start_sigma, shift: np.ndarray, full_covariance: bool) -> list[GaussianKernel]:
     """Start kernels: the per-axis sigma, and with a full covariance correlations of +-0.5 per pair."""
@@ -735,7 +596,7 @@ def _best_start(problem, starts, callback, *, max_iter: int, rtol: float, scout:
     return best
 
 
-def _multistart(frames: _Frames, options: _Options, starts, workers, callback, *, max_iter: int = 40,
+def _multistart(frames: Frames, options: _Options, starts, workers, callback, *, max_iter: int = 40,
                 rtol: float = 1e-10) -> _Scaled:
     """Best L2 solution over the start kernels, each solved with the exact matrix at every step."""
     l2 = replace(options, loss="l2")
@@ -746,7 +607,7 @@ def _multistart(frames: _Frames, options: _Options, starts, workers, callback, *
     return _Scaled(best, problem.n_used)
 
 
-def _fit_l2(frames: _Frames, options: _Options, starts, workers, callback, *, max_iter: int | None = None,
+def _fit_l2(frames: Frames, options: _Options, starts, workers, callback, *, max_iter: int | None = None,
             rtol: float = 1e-9) -> tuple[_Problem, _Solved]:
     """L2 without a mask: multi-start on a central crop, then the exact loss of the whole image.
 
@@ -765,7 +626,7 @@ def _fit_l2(frames: _Frames, options: _Options, starts, workers, callback, *, ma
         solved = _levenberg_marquardt(problem, point, refresh=True, max_iter=max_iter or 40, rtol=rtol,
                                       callback=callback)
         return problem, solved
-    crop = _central(frames, CROP_EDGE.get(options.d, 64), 4)
+    crop = central(frames, CROP_EDGE.get(options.d, 64), 4)
     start = _multistart(crop, options, starts, workers, callback).solved.point
     dtype = np.float32 if size > FLOAT32_PIXELS else np.float64
     space = _KernelSpace(frames, options, _pad_radius([start.kernel], options.truncate), workers, dtype)
@@ -852,7 +713,7 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}; got {loss!r}")
     d = len(start_sigma)
-    frames = _as_frames(reference, target, used, d)
+    frames = as_frames(reference, target, used, d)
     shift0 = (estimate_shift(frames.reference, frames.target, ndim=d, max_pixels=SHIFT_START_PIXELS)
               if shift else np.zeros(d))
     if isotropic and full_covariance:
@@ -865,14 +726,14 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
     return _fit_general(frames, options, starts, delta, workers, callback)
 
 
-def _fit_general(frames: _Frames, options: _Options, starts, delta, workers, callback) -> FullFit:
+def _fit_general(frames: Frames, options: _Options, starts, delta, workers, callback) -> FullFit:
     """Masked L2, L1 and Huber: multi-start on a central crop, then the full image.
 
     L2 keeps the crop's exact matrix scaled to the full pixel count (the chord method: every step
     follows the exact gradient and must lower the true loss); L1/Huber recompute the IRLS matrix.
     """
     loss, truncate = options.loss, options.truncate
-    crop = _central(frames, CROP_EDGE.get(options.d, 64), 4)
+    crop = central(frames, CROP_EDGE.get(options.d, 64), 4)
     scout = _multistart(crop, options, starts, workers, callback)
     solved = scout.solved
     if loss != "l2":
@@ -925,110 +786,3 @@ def _result(problem: _Problem, point: _Point, matrix: np.ndarray, steps: int) ->
     )
 
 
-# the probe ----------------------------------------------------------------------------------------
-def _coarse_sigma(frames: _Frames, d: int, shift: np.ndarray, truncate: float, workers) -> np.ndarray:
-    """Best isotropic sigma on a log grid (L2 with gain/offset, at the estimated shift)."""
-    top = max(0.6, min(12.0, min(frames.target.shape[1:]) / (2 * truncate + 2) - np.abs(shift).max()))
-    grid = np.geomspace(0.3, top, 12)
-    options = _Options(d, "l2", True, False, True, truncate, 0.0)
-    widest = GaussianKernel(np.eye(d) * top**2, shift)
-    problem = _Problem(*frames, options, widest.grid(truncate).radius, workers)
-    losses = [problem.evaluate(options.start(GaussianKernel(np.eye(d) * s**2, shift)), 1.0, 0.0).loss
-              for s in grid]
-    return np.full(d, grid[int(np.argmin(losses))])
-
-
-def probe_model(reference, target, *, ndim: int | None = None, start_sigma=None, truncate: float = 4.0,
-                workers: int | None = None) -> ProbeResult:
-    """Cheap check of what a per-axis, centred fit leaves out: a shift, an elliptical or rotated blur.
-
-    Fits a full covariance and a shift (L2, with gain and offset) on a central crop of at most 256^2
-    (2D) or 64^3 (3D) pixels of a few frames.
-
-    Parameters
-    ----------
-    reference, target : array_like
-        Same shape; the last ``ndim`` axes are spatial.
-    ndim : int, optional
-        Number of spatial axes (default: ``len(start_sigma)``, else all axes).
-    start_sigma : sequence of float, optional
-        Per-axis start (e.g. the spectral fit's sigma); default: the best isotropic sigma of a grid.
-    truncate : float
-        Kernel truncation in standard deviations.
-    workers : int, optional
-        FFT threads.
-
-    Returns
-    -------
-    ProbeResult
-        Shift, principal sigmas, angle (2D), flags and the notes to warn with.
-    """
-    d = ndim or (len(start_sigma) if start_sigma is not None else np.ndim(reference))
-    frames = _probe_frames(reference, target, d, start_sigma, truncate)
-    shift0 = estimate_shift(frames.reference, frames.target, ndim=d)
-    if start_sigma is None:
-        start_sigma = _coarse_sigma(frames, d, shift0, truncate, workers)
-    options = _Options(d, "l2", True, True, True, float(truncate), 0.0)
-    start = _starts(start_sigma, shift0, False)  # one start: a warning needs the basin, not 1e-10
-    solved = _multistart(frames, options, start, workers, None, max_iter=PROBE_STEPS, rtol=1e-6).solved
-    return _probe_result(solved.point.kernel)
-
-
-def _probe_frames(reference, target, d: int, start_sigma, truncate: float) -> _Frames:
-    """The probe's central crop, with a band of the kernel's radius left out of the loss.
-
-    A cropped target near the crop's edges was blurred from pixels outside the crop, which the
-    model (reflecting the crop) cannot see: counted, they bias the fit (a centred pair read as
-    shifted by 0.7 px at sigma 6 on a 128 px crop). The crop grows with the kernel.
-    """
-    radius = 2 if start_sigma is None else int(truncate * float(np.max(start_sigma)) + 0.5) + 2
-    base = PROBE_EDGE.get(d, 64)
-    ref, tgt = _raw_crop(reference, target, d, max(base, 4 * radius + base // 2))
-    spatial = np.asarray(reference).shape[-d:]
-    used = np.ones(ref.shape[1:], dtype=bool)
-    for axis, (n, full) in enumerate(zip(ref.shape[1:], spatial)):
-        if n < full:  # cut out of a larger image: its edges saw pixels the crop does not have
-            band = [slice(None)] * d
-            band[axis] = np.r_[0:radius, n - radius : n]
-            used[tuple(band)] = False
-    return _as_frames(ref, tgt, used, d)
-
-
-def _raw_crop(reference, target, d: int, edge: int,
-              max_frames: int | None = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Central crop of ``max_frames`` frames at most (None: all), before any conversion."""
-    ref, tgt = np.asarray(reference), np.asarray(target)
-    if ref.shape != tgt.shape or ref.ndim < d:
-        raise ValueError(f"reference and target must have the same shape with {d} spatial axes last; "
-                         f"got {ref.shape} and {tgt.shape}")
-    spatial = ref.shape[ref.ndim - d :]
-    ref, tgt = ref.reshape((-1, *spatial)), tgt.reshape((-1, *spatial))
-    pick = np.unique(np.linspace(0, len(ref) - 1, max_frames or len(ref)).round().astype(int))
-    box = (pick,) + tuple(slice((n - min(n, edge)) // 2, (n - min(n, edge)) // 2 + min(n, edge))
-                          for n in spatial)
-    return ref[box], tgt[box]
-
-
-def _probe_result(kernel: GaussianKernel) -> ProbeResult:
-    """Flags and notes from the probe's kernel."""
-    sig, vec = kernel.principal
-    distance = float(np.linalg.norm(kernel.shift))
-    misaligned = distance > MISALIGNED_PX
-    elliptical = bool(sig[0] >= 0.5 and sig[0] > ELLIPTICAL_RATIO * sig[-1])
-    off_axis = float(np.degrees(np.arccos(min(1.0, np.abs(vec[:, 0]).max()))))
-    rotated = elliptical and off_axis > ROTATED_DEG
-    angle = float(np.degrees(kernel.angle)) if kernel.ndim == 2 else None
-    notes = []
-    if misaligned:
-        shift = ", ".join(f"{s:.2f}" for s in kernel.shift)
-        notes.append(f"the target looks misaligned by {distance:.2f} px (shift {shift}); a centred kernel "
-                     "reads a shift as extra blur: fit with shift=True")
-    if rotated:
-        notes.append(f"the blur looks elliptical and rotated (principal sigmas "
-                     f"{', '.join(f'{s:.2f}' for s in sig)} px, major axis {off_axis:.0f} deg off the "
-                     "array axes): use full_covariance=True")
-    elif elliptical:
-        notes.append(f"the blur looks elliptical (principal sigmas {', '.join(f'{s:.2f}' for s in sig)} "
-                     "px): use per_axis=True")
-    return ProbeResult(kernel.shift.copy(), sig, angle, kernel, misaligned, elliptical, rotated,
-                       tuple(notes))

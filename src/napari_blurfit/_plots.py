@@ -142,7 +142,13 @@ class ResultPlots:
         self.tabs.setVisible(False)
 
     def draw(self, result, colors: dict):
-        """Draw a `napari_blurfit.layers.LayerFit` and show the tabs."""
+        """Draw a `napari_blurfit.layers.LayerFit` and show the tabs.
+
+        A rotated or shifted fit has no loss-against-sigma curve of its own (the search's
+        profile is of the centred, axis-aligned start), so its "loss" tab is hidden.
+        """
+        fit = result.fit
+        whole = fit is not None and (fit.full_covariance or fit.shift_fitted)
         if result.frames is not None:
             _draw_frames(self.main, result.frames, colors)
             title = "sigma per frame"
@@ -150,16 +156,18 @@ class ResultPlots:
             _draw_tiles(self.main, result.blur_map, colors)
             title = "tiles"
         else:
-            _draw_loss(self.main, result.fit, colors)
+            if not whole:
+                _draw_loss(self.main, fit, colors)
             title = "loss"
         self.tabs.setTabText(0, title)
-        transfer = None if result.fit is None else getattr(result.fit, "transfer", None)
+        self.tabs.setTabVisible(0, not whole)
+        transfer = None if fit is None else getattr(fit, "transfer", None)
         if transfer is not None:
             _draw_transfer(self.transfer, transfer, result, colors)
         self.tabs.setTabVisible(1, transfer is not None)
-        if transfer is None:
-            self.tabs.setCurrentIndex(0)
-        self.tabs.setVisible(True)
+        if whole or transfer is None:
+            self.tabs.setCurrentIndex(1 if whole else 0)
+        self.tabs.setVisible(not whole or transfer is not None)
 
 
 def principal_sigmas_of(covariance) -> np.ndarray:
@@ -252,12 +260,28 @@ def _draw_transfer(plot, transfer, result, colors):
             label="Gaussian")
     ax.set_xlabel("frequency (cycles/px)")
     ax.set_ylabel("transfer")
+    _transfer_range(ax, np.asarray(_field(transfer, "measured"), float))
     unit, size = _common_unit(result)
     if unit:
         top = ax.secondary_xaxis("top", functions=(lambda x: x / size, lambda x: x * size))
         top.set_xlabel(f"cycles/{unit}", fontsize=8, color=colors["text"])
         top.tick_params(colors=colors["text"], labelsize=8)
     plot.finish(colors, legend=True)
+
+
+def _transfer_range(ax, measured):
+    """0 to 1 with a margin, widened for the bulk of the measured points but not for a stray one.
+
+    At high frequencies the measured transfer divides noise by little signal: one point can
+    reach 5 and squash the curve that matters into a sliver.
+    """
+    finite = measured[np.isfinite(measured)]
+    lo, hi = -0.1, 1.1
+    if finite.size:
+        lo = min(lo, float(np.percentile(finite, 2)))
+        hi = max(hi, float(np.percentile(finite, 98)))
+    pad = 0.05 * (hi - lo)
+    ax.set_ylim(lo - pad, hi + pad)
 
 
 UNIT_SYMBOLS = {"micrometer": "µm", "nanometer": "nm", "millimeter": "mm", "meter": "m",
@@ -327,6 +351,7 @@ class KernelPicture:
         self.figure.clear()
         self.figure.set_facecolor(colors["background"])
         ax = self.axes = self.figure.add_axes((0.02, 0.12, 0.96, 0.86))
+        ax.set_facecolor(colors["axes"])  # beyond the truncated kernel: zero, the ramp's start
         ramp = LinearSegmentedColormap.from_list("kernel", [colors["axes"], colors["line"], colors["text"]])
         ry, rx = ((n - 1) / 2 for n in image.shape)
         ax.imshow(image, cmap=ramp, extent=(-rx - 0.5, rx + 0.5, ry + 0.5, -ry - 0.5),

@@ -116,8 +116,8 @@ def _principal_lines(fit, result, world: dict) -> list[str]:
     if fit.angle is not None:
         error = angle_stderr(fit)
         spread = f" (± {error:.2g}°)" if np.isfinite(error) else ""
-        lines.append(f"Major axis at {fit.angle:.1f}°{spread} from +x towards +y "
-                     "(clockwise on screen)" + _world_angle(fit, result, world))
+        lines.append(f"Major axis at {fit.angle:.1f}°{spread} from +x towards +y"
+                     + _world_angle(fit, result, world) + ".")
     return lines
 
 
@@ -134,9 +134,9 @@ def _world_angle(fit, result, world: dict) -> str:
 
 
 def _shift_line(fit, result, world: dict) -> str:
-    axes = ", ".join(f"axis {i}" for i in range(len(fit.shift)))
-    return (f"Shift ({axes}): " + _amount(fit.shift, world["shift"], _world_unit(result))
-            + _errors(fit.shift_stderr) + "; the target is the reference moved by this.")
+    """The shift per array axis: the target is the reference moved by it."""
+    return ("Shift of the target: " + _amount(fit.shift, world["shift"], _world_unit(result))
+            + _errors(fit.shift_stderr) + ".")
 
 
 def _kernel_lines(fit, result) -> list[str]:

@@ -208,7 +208,8 @@ def quasi_newton(
     model_hessian: Callable[[np.ndarray], np.ndarray],
     *,
     xtol: float = 1e-5,
-    max_evals: int = 16,
+    rtol: float = 1e-8,
+    max_evals: int = 12,
     max_step: float = 0.5,
 ) -> tuple[np.ndarray, float]:
     """Minimise ``f`` (of log-sigma, with gradient) from ``start`` within the box: ``(t, f(t))``.
@@ -219,7 +220,9 @@ def quasi_newton(
     Safeguards: steps are capped at ``max_step`` in log-sigma, projected onto the box (bound
     coordinates pushed outward are frozen), and accepted only when the loss decreases
     (backtracking by quadratic interpolation), so the result is never worse than the start.
-    Stops when the next step is below ``xtol`` or after ``max_evals`` evaluations.
+    Stops when the next step is below ``xtol``, when it promises less than ``rtol`` relative
+    decrease (the loss with gain/offset solved on a pixel sample is smooth only to ~1e-9: chasing
+    it costs filter passes for nothing), or after ``max_evals`` evaluations.
     """
     t0 = np.clip(np.asarray(start, dtype=np.float64), lower, upper)
     probe = f(t0)
@@ -229,9 +232,14 @@ def quasi_newton(
     while evals < max_evals:
         p = _projected_newton(hessian, cur, lower, upper)
         p *= min(1.0, max_step / max(float(np.max(np.abs(p))), 1e-300))
-        if np.max(np.abs(p)) < xtol:
+        promise = -0.5 * float(cur.gradient @ p)
+        if np.max(np.abs(p)) < xtol or promise < rtol * abs(cur.value):
             break
-        trial, used = _backtrack(f, cur, p, lower, upper, xtol, max_evals - evals)
+        # a small promised gain that fails at once is gradient noise (float32 transforms, the
+        # sampled gain/offset): stop rather than spend filter passes backtracking for it
+        tries = 1 if promise < 100 * rtol * abs(cur.value) else 3
+        trial, used = _backtrack(f, cur, p, lower, upper, xtol, rtol * abs(cur.value) / promise,
+                                 min(tries, max_evals - evals))
         evals += used
         if trial is None:
             break
@@ -243,8 +251,11 @@ def quasi_newton(
     return cur.t, cur.value
 
 
-def _backtrack(f, cur: _Point, p, lower, upper, xtol, budget):
-    """A point along ``p`` with a lower value (quadratic backtracking); None if none is found."""
+def _backtrack(f, cur: _Point, p, lower, upper, xtol, min_alpha, budget):
+    """A point along ``p`` with a lower value (quadratic backtracking); None if none is found.
+
+    Gives up when the step gets shorter than ``xtol`` or than ``min_alpha`` of ``p``.
+    """
     alpha, used = 1.0, 0
     slope = float(cur.gradient @ p)
     while used < budget:
@@ -258,6 +269,8 @@ def _backtrack(f, cur: _Point, p, lower, upper, xtol, budget):
         rise = probe.value - cur.value - alpha * slope
         guess = -slope * alpha**2 / (2 * rise) if rise > 0 and slope < 0 else 0.25 * alpha
         alpha = min(max(guess, 0.1 * alpha), 0.5 * alpha)
+        if alpha < min_alpha or alpha * np.max(np.abs(p)) < xtol:
+            break
     return None, used
 
 
@@ -288,3 +301,81 @@ def _projected_newton(hessian, cur: _Point, lower, upper) -> np.ndarray:
             break
         free &= ~blocked
     return p
+
+
+class Edge(NamedTuple):
+    """A point just across a kernel-radius jump next to a search result, and its side's box."""
+
+    t: np.ndarray  # log-sigma, one coordinate moved across the jump
+    axis: int
+    lower: float  # the other piece's extent along ``axis`` (log-sigma)
+    upper: float
+
+
+def radius_edges(t: np.ndarray, truncate: float, *, reach: float = 0.002) -> list[Edge]:
+    """Points across the kernel-radius jumps within ``reach`` (log-sigma) of ``t``.
+
+    scipy's kernel radius is ``int(truncate * sigma + 0.5)``: the loss jumps where it changes
+    (the kernel gains or loses its outermost taps), and a gradient at fixed radius cannot see
+    that. The best point of the piece next door can lie on its edge, just across the jump.
+    """
+    edges = []
+    for axis, ti in enumerate(np.asarray(t, dtype=np.float64)):
+        sigma = float(np.exp(ti))
+        radius = int(truncate * sigma + 0.5)
+        below = (radius - 0.5) / truncate  # radius - 1 under this sigma
+        above = (radius + 0.5) / truncate  # radius + 1 from this sigma on
+        for edge, side in ((below, -1), (above, 1)):
+            if edge <= 0 or abs(np.log(edge) - ti) > reach:
+                continue
+            across = np.log(edge) + side * 1e-9
+            moved = np.array(t, dtype=np.float64)
+            moved[axis] = across
+            lower, upper = (across, np.inf) if side > 0 else (-np.inf, across)
+            edges.append(Edge(moved, axis, lower, upper))
+    return edges
+
+
+def radius_piece(t: np.ndarray, truncate: float) -> tuple[np.ndarray, np.ndarray]:
+    """The box (log-sigma) around ``t`` in which no coordinate's kernel radius changes."""
+    sigma = np.exp(np.asarray(t, dtype=np.float64))
+    radius = np.floor(truncate * sigma + 0.5)
+    low = (radius - 0.5) / truncate
+    lower = np.where(low > 0, np.log(np.maximum(low, 1e-300)), -np.inf) + 1e-12
+    upper = np.log((radius + 0.5) / truncate) - 1e-9
+    return lower, upper
+
+
+def piecewise_minimize(
+    f: Callable[[np.ndarray], Probe],
+    start: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    model_hessian: Callable[[np.ndarray], np.ndarray],
+    truncate: float,
+    *,
+    pieces: int = 4,
+) -> tuple[np.ndarray, float]:
+    """`quasi_newton` over a loss that jumps where the kernel radius changes: ``(t, f(t))``.
+
+    The loss is smooth between radius jumps (pieces 0.25 px wide in sigma) and its gradient
+    blind to them. A coarse search crosses pieces freely (the jumps are ~1e-6 of the loss); a fine
+    one then stays inside the piece it reached, and the points just across the nearest jumps are
+    tried (`radius_edges`): if one is lower, the fine search continues in that piece.
+    """
+    t, value = quasi_newton(f, start, lower, upper, model_hessian, xtol=1e-3, rtol=1e-6)
+    for _ in range(pieces):
+        piece_lo, piece_hi = radius_piece(t, truncate)
+        box_lo, box_hi = np.maximum(lower, piece_lo), np.minimum(upper, piece_hi)
+        t, value = quasi_newton(f, np.clip(t, box_lo, box_hi), box_lo, box_hi, model_hessian,
+                                rtol=1e-7)
+        moved = False
+        for edge in radius_edges(t, truncate):
+            if lower[edge.axis] <= edge.t[edge.axis] <= upper[edge.axis]:
+                across = f(edge.t).value
+                if across < value:
+                    t, value, moved = edge.t, across, True
+                    break
+        if not moved:
+            break
+    return t, value

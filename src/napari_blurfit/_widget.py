@@ -152,6 +152,9 @@ class BlurFitWidget(Container):
 
         self.status = _label()
         self.result_text = _label(selectable=True)
+        self.result_text.setToolTip("Angles turn from +x (right) towards +y (down): clockwise on "
+                                    "screen. Shifts are per array axis (rows first): the target is "
+                                    "the reference moved by them.")
         self.kernel_picture = KernelPicture()
         result_row = QWidget()
         row = QHBoxLayout(result_row)

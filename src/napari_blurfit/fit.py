@@ -10,10 +10,12 @@ import numpy as np
 
 from ._adequacy import Adequacy, Transfer, assess, assess_model
 from ._engine import SpatialObjective, blurred, compute_stats, target_spread
-from ._fullfit import FullFit, fit_whole_gaussian, probe_model
+from ._fullfit import FullFit, fit_whole_gaussian
 from ._options import FitOptions
+from ._probe import probe_model
 from ._result import BlurFit, BlurFitWarning
 from ._search import grid_brent, grid_zoom, local_minimize
+from ._shift import MIN_SIZE as PROBE_MIN_SIZE
 from ._spectral import SpectralStats, frame_dct, l2_at, l2_grid, normal_matrix
 from ._validate import Pair, prepare_pair
 
@@ -25,7 +27,6 @@ SEARCH_FLOOR = 0.1  # the log-sigma search starts here; everything below is the 
 SPATIAL_SCAN = 16  # coarse grid points of a masked fit's image-space search
 ELLIPSE_RATIO = 1.15  # per-axis sigmas this far apart, ...
 ELLIPSE_GAIN = 0.05  # ... lowering the L2 loss by this share, make a note: use per_axis
-ROTATED_CORRELATION = 0.3  # |off-diagonal correlation| of a clearly rotated ellipse (10 deg, 3:1: 0.4)
 HUBER_K = 1.345  # default Huber threshold in units of the L2 fit's residual noise scale
 
 
@@ -388,7 +389,7 @@ def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, sca
     (the L2 Gauss-Newton matrix over log-sigma), the search is quasi-Newton on values and exact
     gradients (a handful of filter passes); dask pairs keep the bracketing search on values.
     """
-    from ._search import Probe, quasi_newton
+    from ._search import Probe, piecewise_minimize
 
     d = len(sigma)
     lo, hi = _log_box(lower, upper)
@@ -412,7 +413,8 @@ def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, sca
         values = [f(t) for t in tries]
         start = tries[int(np.argmin(values))]
     if hessian is not None and objective.has_gradient:
-        best_t, value = quasi_newton(probe, start, lo, hi, lambda t: hessian(sigmas(t)))
+        best_t, value = piecewise_minimize(probe, start, lo, hi, lambda u: hessian(sigmas(u)),
+                                           objective.truncate)
         best = sigmas(best_t)
         value, gain, offset = objective.finish(best, value)
         return best, value, gain, offset
@@ -503,24 +505,21 @@ def _unfitted_notes(problem: Problem, data: Data, sol: Solution, used_stats: Spe
     notes = []
     if shape and not opt.sigma_per_axis:
         notes += _axis_ellipse_note(problem, sol, used_stats)
-    if (opt.shift and opt.full_covariance) or data.pair.dask or opt.mask is not None:
+    if ((opt.shift and opt.full_covariance) or data.pair.dask or opt.mask is not None
+            or min(problem.pair.spatial_shape) < PROBE_MIN_SIZE):
         return notes  # the probe reads a central crop: masked-out pixels could be anything
     problem.tick("checking for a shift and a rotated blur")
-    probe = probe_model(data.pair.reference, data.pair.target, ndim=problem.d,
-                        start_sigma=np.maximum(sol.sigma, IDENTIFIABLE_FROM),
-                        truncate=opt.truncate, workers=problem.workers)
+    try:
+        probe = probe_model(data.pair.reference, data.pair.target, ndim=problem.d,
+                            start_sigma=np.maximum(sol.sigma, IDENTIFIABLE_FROM),
+                            truncate=opt.truncate, workers=problem.workers)
+    except ValueError:  # a kernel as wide as the image: no crop can show a shift; the fit stands
+        return notes
     if probe.misaligned and not opt.shift:
-        notes.append(f"the target looks misaligned by {np.linalg.norm(probe.shift):.2f} px (shift "
-                     f"{', '.join(f'{s:.2f}' for s in probe.shift)} px); a centred kernel reads a "
-                     "shift as extra blur: fit with shift=True")
-    # "rotated" is read from the correlations: the principal directions of nearly equal sigmas
-    # are arbitrary, and an ellipse along the axes has none
-    correlation = np.abs(probe.kernel.correlation - np.eye(problem.d)).max()
-    if shape and probe.elliptical and correlation >= ROTATED_CORRELATION and not opt.full_covariance:
-        notes.append("the blur looks elliptical and rotated (principal sigmas "
-                     f"{', '.join(f'{s:.2f}' for s in probe.principal_sigmas)} px"
-                     + (f", major axis at {probe.angle:.0f} deg" if probe.angle is not None else "")
-                     + "): use full_covariance=True")
+        notes.append(probe.shift_note)
+    # a plain ellipse along the axes is left to the exact per-axis check above
+    if shape and probe.rotated and not opt.full_covariance:
+        notes.append(probe.shape_note)
     return notes
 
 

@@ -1,0 +1,160 @@
+"""A cheap look at what a centred, axis-aligned fit leaves out: a shift, a rotated ellipse.
+
+Every default fit runs it (docs/design.md, "The whole Gaussian"): a few Levenberg-Marquardt steps
+of the full model (covariance and shift, L2 with gain/offset) on a central crop, with a band of
+the kernel's radius left out of the loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._fullfit import _multistart, _Options, _Problem, _starts
+from ._gaussian import GaussianKernel
+from ._shift import Frames, as_frames, estimate_shift, raw_crop
+
+PROBE_EDGE = {2: 128, 3: 48}  # smallest crop edge (grown with the kernel)
+PROBE_STEPS = 6  # exact Levenberg-Marquardt steps of the probe (a warning needs the basin, not 1e-10)
+MISALIGNED_PX = 0.5  # a shift this large makes a centred kernel read it as blur
+ELLIPTICAL_RATIO = 1.15  # principal sigmas this far apart: elliptical
+ROTATED_CORRELATION = 0.3  # |off-diagonal correlation| of a clearly rotated ellipse (10 deg, 3:1: 0.4)
+
+
+@dataclass(frozen=True, eq=False)
+class ProbeResult:
+    """What `probe_model` saw on a central crop: shift and shape of the blur.
+
+    Attributes
+    ----------
+    kernel : GaussianKernel
+        The fitted kernel (covariance and shift).
+    misaligned, elliptical, rotated : bool
+        Shift above `MISALIGNED_PX`; principal ratio above `ELLIPTICAL_RATIO`; and, if elliptical,
+        an off-diagonal correlation of at least `ROTATED_CORRELATION`.
+    """
+
+    kernel: GaussianKernel
+    misaligned: bool
+    elliptical: bool
+    rotated: bool
+
+    @property
+    def shift(self) -> np.ndarray:
+        """Fitted shift (px, per spatial axis)."""
+        return self.kernel.shift
+
+    @property
+    def principal_sigmas(self) -> np.ndarray:
+        """Principal standard deviations, largest first (px)."""
+        return self.kernel.principal[0]
+
+    @property
+    def angle(self) -> float | None:
+        """2D: angle of the major axis from +x (columns) towards +y (rows), degrees."""
+        return float(np.degrees(self.kernel.angle)) if self.kernel.ndim == 2 else None
+
+    @property
+    def shift_note(self) -> str:
+        """The finding about a shift, in words."""
+        shift = ", ".join(f"{s:.2f}" for s in self.shift)
+        return (f"the target looks misaligned by {np.linalg.norm(self.shift):.2f} px (shift {shift} "
+                "px); a centred kernel reads a shift as extra blur: fit with shift=True")
+
+    @property
+    def shape_note(self) -> str:
+        """The finding about an elliptical (and rotated) blur, in words."""
+        principal = ", ".join(f"{s:.2f}" for s in self.principal_sigmas)
+        if self.rotated:
+            at = f", major axis at {self.angle:.0f} deg" if self.angle is not None else ""
+            return (f"the blur looks elliptical and rotated (principal sigmas {principal} px{at}): "
+                    "use full_covariance=True")
+        return f"the blur looks elliptical (principal sigmas {principal} px): use per_axis=True"
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Every finding (empty when a centred, round kernel is adequate)."""
+        return ((self.shift_note,) if self.misaligned else ()) + (
+            (self.shape_note,) if self.elliptical else ())
+
+
+def _coarse_sigma(frames: Frames, d: int, shift: np.ndarray, truncate: float, workers) -> np.ndarray:
+    """Best isotropic sigma on a log grid (L2 with gain/offset, at the estimated shift)."""
+    top = max(0.6, min(12.0, min(frames.target.shape[1:]) / (2 * truncate + 2) - np.abs(shift).max()))
+    grid = np.geomspace(0.3, top, 12)
+    options = _Options(d, "l2", True, False, True, truncate, 0.0)
+    widest = GaussianKernel(np.eye(d) * top**2, shift)
+    problem = _Problem(*frames, options, widest.grid(truncate).radius, workers)
+    losses = [problem.evaluate(options.start(GaussianKernel(np.eye(d) * s**2, shift)), 1.0, 0.0).loss
+              for s in grid]
+    return np.full(d, grid[int(np.argmin(losses))])
+
+
+def probe_model(reference, target, *, ndim: int | None = None, start_sigma=None, truncate: float = 4.0,
+                workers: int | None = None) -> ProbeResult:
+    """Cheap check of what a per-axis, centred fit leaves out: a shift, an elliptical or rotated blur.
+
+    Fits a full covariance and a shift (L2, with gain and offset) on a central crop of at most 256^2
+    (2D) or 64^3 (3D) pixels of a few frames.
+
+    Parameters
+    ----------
+    reference, target : array_like
+        Same shape; the last ``ndim`` axes are spatial.
+    ndim : int, optional
+        Number of spatial axes (default: ``len(start_sigma)``, else all axes).
+    start_sigma : sequence of float, optional
+        Per-axis start (e.g. the spectral fit's sigma); default: the best isotropic sigma of a grid.
+    truncate : float
+        Kernel truncation in standard deviations.
+    workers : int, optional
+        FFT threads.
+
+    Returns
+    -------
+    ProbeResult
+        Shift, principal sigmas, angle (2D), flags and the notes to warn with.
+    """
+    d = ndim or (len(start_sigma) if start_sigma is not None else np.ndim(reference))
+    frames = _probe_frames(reference, target, d, start_sigma, truncate)
+    shift0 = estimate_shift(frames.reference, frames.target, ndim=d)
+    if start_sigma is None:
+        start_sigma = _coarse_sigma(frames, d, shift0, truncate, workers)
+    options = _Options(d, "l2", True, True, True, float(truncate), 0.0)
+    start = _starts(start_sigma, shift0, False)  # one start: a warning needs the basin, not 1e-10
+    solved = _multistart(frames, options, start, workers, None, max_iter=PROBE_STEPS, rtol=1e-6).solved
+    return _probe_result(solved.point.kernel)
+
+
+def _probe_frames(reference, target, d: int, start_sigma, truncate: float) -> Frames:
+    """The probe's central crop, with a band of the kernel's radius left out of the loss.
+
+    A cropped target near the crop's edges was blurred from pixels outside the crop, which the
+    model (reflecting the crop) cannot see: counted, they bias the fit (a centred pair read as
+    shifted by 0.7 px at sigma 6 on a 128 px crop). The crop grows with the kernel.
+    """
+    radius = 2 if start_sigma is None else int(truncate * float(np.max(start_sigma)) + 0.5) + 2
+    base = PROBE_EDGE.get(d, 64)
+    ref, tgt = raw_crop(reference, target, d, max(base, 4 * radius + base // 2))
+    spatial = np.asarray(reference).shape[-d:]
+    used = np.ones(ref.shape[1:], dtype=bool)
+    for axis, (n, full) in enumerate(zip(ref.shape[1:], spatial)):
+        if n < full:  # cut out of a larger image: its edges saw pixels the crop does not have
+            band = [slice(None)] * d
+            band[axis] = np.r_[0:radius, n - radius : n]
+            used[tuple(band)] = False
+    return as_frames(ref, tgt, used, d)
+
+
+def _probe_result(kernel: GaussianKernel) -> ProbeResult:
+    """Flags from the probe's kernel.
+
+    "Rotated" is read from the correlations, not from the principal directions: those of nearly
+    equal sigmas are arbitrary, and an ellipse along the axes has no correlation.
+    """
+    sig = kernel.principal[0]
+    elliptical = bool(sig[0] >= 0.5 and sig[0] > ELLIPTICAL_RATIO * sig[-1])
+    correlation = float(np.abs(kernel.correlation - np.eye(kernel.ndim)).max())
+    return ProbeResult(kernel, bool(np.linalg.norm(kernel.shift) > MISALIGNED_PX), elliptical,
+                       elliptical and correlation >= ROTATED_CORRELATION)

@@ -10,8 +10,10 @@ the shift/full-covariance rows with a rotated, shifted one (so those fits have w
 
 Every time is the median of ``--repeats`` runs divided by the median time of one
 ``scipy.ndimage.gaussian_filter`` pass over the same reference, timed in the same run. Peak memory
-is tracemalloc's peak during one extra (untimed) run, divided by the bytes of the two inputs.
+is tracemalloc's peak over one run (an extra untimed run; with ``--repeats 1`` the timed run
+itself), minus what was allocated before it, divided by the bytes of the two inputs.
 Default sizes: 4096^2 and 128x512x512 float32; ``--quick``: 1024^2 and 32x256x256.
+``--whole-3d go`` keeps only the gain/offset shift/full-covariance rows in 3D (they are slow).
 """
 
 from __future__ import annotations
@@ -125,10 +127,13 @@ def make_case(name: str, reference: np.ndarray, sigma, kernel: GaussianKernel, r
     return Case(name, reference, aligned, whole, t_filter)
 
 
-def configs(whole: bool) -> list[Config]:
+def configs(whole: str) -> list[Config]:
     rows = [Config(loss, per_axis, go) for per_axis in (False, True) for go in (False, True)
             for loss in LOSSES]
-    if whole:
+    if whole == "go":
+        rows += [Config(loss, False, True, shift=True) for loss in LOSSES]
+        rows += [Config(loss, True, True, full_covariance=True) for loss in LOSSES]
+    elif whole == "all":
         rows += [Config(loss, per_axis, go, shift=True) for per_axis in (False, True)
                  for go in (False, True) for loss in LOSSES]
         rows += [Config(loss, True, go, full_covariance=True) for go in (False, True)
@@ -144,8 +149,17 @@ def measure(case: Case, config: Config, repeats: int) -> Row:
                         gain_offset=config.gain_offset, shift=config.shift,
                         full_covariance=config.full_covariance, warn=False)
 
-    seconds, fit = timed(run, repeats)
-    memory = peak_memory(run) / (case.reference.nbytes + target.nbytes)
+    if repeats == 1:  # one traced run gives both (tracemalloc costs little on numpy code)
+        tracemalloc.start()
+        try:
+            seconds, fit = timed(run, 1)
+            memory = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    else:
+        seconds, fit = timed(run, repeats)
+        memory = peak_memory(run)
+    memory /= case.reference.nbytes + target.nbytes
     return Row(config, seconds, seconds / case.filter_seconds, memory, fit.sigma, fit.loss)
 
 
@@ -163,7 +177,7 @@ def report(case: Case, rows: list[Row]) -> None:
           + f"; worst memory {max(r.memory for r in rows):.2f}x (target <= 6)")
 
 
-def run_case(case: Case, whole: bool, repeats: int) -> None:
+def run_case(case: Case, whole: str, repeats: int) -> None:
     print(f"\n-- {case.name} --", flush=True)
     rows = []
     for config in configs(whole):
@@ -185,6 +199,7 @@ def main():
     p.add_argument("--no-whole", action="store_true", help="skip the shift/full-covariance rows")
     p.add_argument("--no-3d", action="store_true")
     p.add_argument("--no-2d", action="store_true")
+    p.add_argument("--whole-3d", choices=("all", "go", "none"), default="all")
     args = p.parse_args()
     n2 = 1024 if args.quick else 4096
     shape3 = (32, 256, 256) if args.quick else (128, 512, 512)
@@ -195,7 +210,7 @@ def main():
         kernel = GaussianKernel.from_basicsr(3.0, 1.5, 0.5, (0.6, -0.8))
         case = make_case(f"2D {n2}x{n2} float32, sigma (2.5, 3.0)", ref, (2.5, 3.0), kernel,
                          args.repeats, 0)
-        run_case(case, not args.no_whole, args.repeats)
+        run_case(case, "none" if args.no_whole else "all", args.repeats)
         del case, ref
     if not args.no_3d:
         ref = texture_3d(shape3)
@@ -203,7 +218,7 @@ def main():
         kernel = GaussianKernel(cov, (0.5, -0.4, 0.9))
         case = make_case(f"3D {'x'.join(map(str, shape3))} float32, sigma (1.2, 2.0, 3.0)", ref,
                          (1.2, 2.0, 3.0), kernel, args.repeats, 1)
-        run_case(case, not args.no_whole, args.repeats)
+        run_case(case, "none" if args.no_whole else args.whole_3d, args.repeats)
 
 
 if __name__ == "__main__":

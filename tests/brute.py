@@ -33,8 +33,11 @@ def best_loss_at(a, b, sigma, loss, gain_offset, delta=None, mask=None):
 
 
 def brute_force(a, b, *, loss="l2", per_axis=False, gain_offset=False, delta=None, mask=None,
-                lo=0.2, hi=20.0, n=60):
-    """Lowest loss found by a dense log grid, then Nelder-Mead / bounded Brent from the best point."""
+                lo=0.2, hi=20.0, n=60, coarse=16):
+    """Lowest loss found by a dense log grid, then Nelder-Mead / bounded Brent from the best point.
+
+    ``coarse``: grid points per axis of the per-axis grid (16^3 is slow in 3D).
+    """
     d = a.ndim
     grid = np.geomspace(lo, hi, n)
 
@@ -44,8 +47,8 @@ def brute_force(a, b, *, loss="l2", per_axis=False, gain_offset=False, delta=Non
         return best_loss_at(a, b, sigma, loss, gain_offset, delta, mask)
 
     if per_axis:
-        coarse = np.geomspace(lo, hi, 16)
-        pts = np.array(np.meshgrid(*[np.log(coarse)] * d, indexing="ij")).reshape(d, -1).T
+        axis = np.geomspace(lo, hi, coarse)
+        pts = np.array(np.meshgrid(*[np.log(axis)] * d, indexing="ij")).reshape(d, -1).T
     else:
         pts = np.log(grid)[:, None]
     values = np.array([f(t) for t in pts])

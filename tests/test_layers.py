@@ -39,8 +39,9 @@ def test_outputs_and_world_units(layers):
 
 def test_same_as_core(layers):
     ref, tgt = layers
-    core = fit_blur(ref.data, tgt.data, loss="l1", gain_offset=True)
-    assert run_layer_fit(ref, tgt, loss="l1", gain_offset=True).fit.sigma == core.sigma
+    # (round fits of an elliptical blur: the note saying so is not what this test is about)
+    core = fit_blur(ref.data, tgt.data, loss="l1", gain_offset=True, warn=False)
+    assert run_layer_fit(ref, tgt, loss="l1", gain_offset=True, warn=False).fit.sigma == core.sigma
 
 
 def test_masks_from_labels_and_shapes(layers, cell):

@@ -602,3 +602,22 @@ def test_per_frame_mode_fits_each_frames_shift(make_napari_viewer, qtbot, camera
     text = widget.result_text.text()
     assert ("Shift per frame: axis 0 0.3 to 0.9 px = 0.15 to 0.45 µm; "
             "axis 1 -0.6 to -0.2 px = -0.3 to -0.1 µm.") in text
+
+
+def test_kernel_view_of_identity_3d_and_shifted_kernels():
+    from types import SimpleNamespace
+
+    from napari_blurfit._plots import kernel_view
+
+    assert kernel_view(SimpleNamespace(covariance=np.diag([0.0, 4.0]))) is None  # sigma 0: identity
+    kernel = GaussianKernel(np.array([[4.0, 1.0, 0.5], [1.0, 2.0, 0.3], [0.5, 0.3, 1.0]]), (0.6, 0.2, -0.4))
+    fit = SimpleNamespace(covariance=kernel.covariance, kernel=kernel, truncate=4.0)
+    image, centre, cov, radius = kernel_view(fit)
+    sampled = kernel.sampled(4.0)
+    np.testing.assert_array_equal(image, sampled[sampled.shape[0] // 2])  # the central plane
+    precision = np.linalg.inv(kernel.covariance)  # the plane's section: its precision block
+    np.testing.assert_allclose(np.linalg.inv(cov), precision[1:, 1:])
+    mean_rest = np.linalg.solve(precision[1:, 1:], precision[1:, 1:] @ kernel.shift[1:]
+                                + precision[1:, :1] @ kernel.shift[:1])
+    np.testing.assert_allclose(centre, mean_rest[::-1])  # (x, y)
+    assert 1.5 <= radius <= (max(image.shape) - 1) / 2 + 0.5

@@ -28,6 +28,7 @@ from ._losses import (
     loss_derivative,
     loss_sum,
     robust_gain_offset,
+    sum64,
 )
 from ._spectral import SpectralStats, block_stats, contract, frame_dct, frame_idct
 from ._validate import Pair, fill_nonfinite
@@ -172,6 +173,8 @@ class Evaluation(NamedTuple):
     offset: float
     gradient: np.ndarray | None  # d value / d sigma_i, one per spatial axis
     curvature: float  # mean second derivative of the loss over the residuals (`loss_curvature`)
+    # d value / d (gain, offset) over all pixels: not zero where they were solved on a sample
+    gain_offset_gradient: np.ndarray | None = None
 
 
 def _sample_index(shape: tuple[int, ...], size: int, seed: int = 0):
@@ -201,6 +204,16 @@ def sigma_gradient(spectrum: np.ndarray, sigma, truncate: float) -> np.ndarray:
         vectors.append(v.astype(spectrum.dtype) if axis == d - 1 else v)
     table = contract(spectrum, vectors, joint=False)
     return np.array([float(table[tuple(int(j == i) for j in range(d))]) for i in range(d)])
+
+
+class _GradientSums(NamedTuple):
+    """Per-block parts of a dask gradient (they add up)."""
+
+    spectrum: np.ndarray
+    inside: float
+
+    def __add__(self, other):
+        return _GradientSums(self.spectrum + other.spectrum, self.inside + other.inside)
 
 
 class SpatialObjective:
@@ -248,8 +261,8 @@ class SpatialObjective:
 
     @property
     def has_gradient(self) -> bool:
-        """Gradients are available (in-memory pairs)."""
-        return not self.pair.dask
+        """Gradients are available (in memory; for dask with a fixed gain/offset)."""
+        return not self.pair.dask or not self.gain_offset
 
     def _take(self, pixels: np.ndarray) -> np.ndarray:
         """The sampled pixels of a used-pixel array, as float64."""
@@ -322,24 +335,66 @@ class SpatialObjective:
         key = (tuple(float(s) for s in sigma), self.loss, gradient)
         if key in self._cache:
             return self._cache[key]
+        if self.pair.dask:
+            result = self._dask_point(sigma, gradient)
+            self._cache[key] = result
+            return result
         if self.callback is not None:
             self.callback(f"filter pass {len(self.trace) + 1} ({self.loss})")
         model = self._model(sigma)
         sample = self._take(model)
         go = self._solve_gain_offset(model, sample)
         psi = self._psi_buffer() if gradient else None
-        value = self._residual_loss(model, go.gain, go.offset, psi)
+        value, theta = self._residual_loss(model, go.gain, go.offset, psi)
         grad = self._gradient(sigma, go.gain) if gradient else None
         curvature = loss_curvature(sample * go.gain + go.offset - self._target_sample,
                                    self.loss, self.delta)
         self.gain, self.offset = go.gain, go.offset
         self.trace.append((key[0], value / self.n_used))
-        result = Evaluation(value, go.gain, go.offset, grad, curvature)
+        sampled = gradient and self.gain_offset and self.loss != "l2" and self._sample is not None
+        result = Evaluation(value, go.gain, go.offset, grad, curvature, theta if sampled else None)
         self._cache[key] = result
         self._cache[(key[0], self.loss)] = (value, go.gain, go.offset)
         if gradient:
             self._cache[(*key[:2], False)] = result
         return result
+
+    def _dask_point(self, sigma, gradient: bool) -> Evaluation:
+        """`point` for dask pairs with gain 1 and offset 0: value, then one gradient pass.
+
+        Each block returns its spectrum sum ``sum_frames DCT(psi) * A_hat`` and its inlier count;
+        they add up over the blocks, so the search takes the same steps as in memory.
+        """
+        value, g, o = self.evaluate(sigma)
+        if not gradient:
+            return Evaluation(value, g, o, None, 2.0)
+        import dask
+        from dask import delayed
+
+        nd, tr, w, loss, delta = self.pair.ndim, self.truncate, self.workers, self.loss, self.delta
+        window = 0.5 * value / max(self.n_used, 1)  # L1 density window, as `loss_curvature`
+
+        def block(r, t, u):
+            r, t, finite, _ = fill_nonfinite(r, t)
+            keep = _keep(u, finite)
+            ref_hat = frame_dct(r, nd, workers=w)
+            resid = blurred(ref_hat.copy(), sigma, nd, tr, w) - t
+            psi = loss_derivative(resid, loss, delta)
+            a = np.abs(resid)
+            inside = a <= (delta if loss == "huber" else window)
+            if keep is not None:
+                keep = np.broadcast_to(keep, psi.shape)
+                psi, inside = np.where(keep, psi, 0), inside & keep
+            spec = frame_dct(psi, nd, workers=w) * ref_hat
+            spec = spec.reshape((-1, *spec.shape[spec.ndim - nd :])).sum(axis=0)
+            return _GradientSums(spec, float(np.count_nonzero(inside)))
+
+        parts = [delayed(block)(r, t, u) for r, t, u in self._blocks]
+        (total,) = dask.compute(_tree_sum(parts))
+        n = max(self.n_used, 1)
+        curvature = {"l2": 2.0, "huber": max(total.inside / n, 1e-3),
+                     "l1": total.inside / (window + 1e-300) / n}[loss]
+        return Evaluation(value, g, o, sigma_gradient(total.spectrum, sigma, tr), curvature)
 
     def _solve_gain_offset(self, model, sample) -> GainOffset:
         """Best gain/offset for the model: exact L2 over all pixels, else on the pixel sample."""
@@ -380,13 +435,15 @@ class SpatialObjective:
             self._work[...] = 0
         return self._work
 
-    def _residual_loss(self, model, gain, offset, psi) -> float:
+    def _residual_loss(self, model, gain, offset, psi) -> tuple[float, np.ndarray]:
         """Loss sum of ``gain * model + offset - target``; its derivative into ``psi`` if given.
 
-        One chunked pass (the slices' temporaries stay in cache) where the arrays allow it.
+        Also returns ``d loss / d (gain, offset)`` (``[sum psi * model, sum psi]``; zeros without
+        ``psi``). One chunked pass (the slices' temporaries stay in cache) where possible.
         """
         t, loss, delta = self._target, self.loss, self.delta
         g, o = model.dtype.type(gain), model.dtype.type(offset)
+        theta = np.zeros(2)
         if self._used is None or isinstance(self._used, tuple) and psi is None:
             total = 0.0
             parts = chunks(model, t) if psi is None else chunks(model, t, psi)
@@ -395,15 +452,18 @@ class SpatialObjective:
                 r += o
                 r -= part[1]
                 if psi is not None:
-                    loss_derivative(r, loss, delta, out=part[2])
+                    p = loss_derivative(r, loss, delta, out=part[2])
+                    theta += [sum64(p * part[0]), sum64(p)]
                 total += loss_sum(r, loss, delta, overwrite=True)
-            return total
+            return total, theta
         r = model * g
         r += o
         r -= t
         if psi is not None:
-            psi[self._used] = loss_derivative(r, loss, delta)
-        return loss_sum(r, loss, delta, overwrite=True)
+            p = loss_derivative(r, loss, delta)
+            psi[self._used] = p
+            theta[:] = [sum64(p * model), sum64(p)]
+        return loss_sum(r, loss, delta, overwrite=True), theta
 
     def _gradient(self, sigma, gain) -> np.ndarray:
         """``d loss / d sigma_i`` from the residual derivative in ``_work``: one DCT (Parseval)."""
@@ -490,3 +550,21 @@ def l2_model_hessian(stats: SpectralStats, sigma, gain: float, *, per_axis: bool
             pass
     scale = sigma if per_axis else sigma[:1]
     return h * np.outer(scale, scale)
+
+
+def l2_model_blocks(stats: SpectralStats, sigma, gain: float, *, per_axis: bool,
+                    truncate: float, fraction: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The (log-sigma, gain/offset) and (gain/offset, gain/offset) blocks of `normal_matrix`.
+
+    They turn a loss evaluated at a slightly wrong gain/offset (solved on a pixel sample) into
+    the profile over sigma: value ``- 1/2 g_th^T H_thth^-1 g_th``, gradient
+    ``- H_s,th H_thth^-1 g_th`` (one Newton step in gain/offset, to second order).
+    """
+    from ._spectral import normal_matrix
+
+    sigma = np.asarray(sigma, dtype=np.float64)
+    jtj = normal_matrix(stats, np.maximum(sigma, 0.165), gain, per_axis=per_axis,
+                        gain_offset=True, truncate=truncate) * fraction
+    k = len(sigma) if per_axis else 1
+    scale = sigma if per_axis else sigma[:1]
+    return jtj[:k, k:] * scale[:, None], jtj[k:, k:]

@@ -578,6 +578,7 @@ class _Scaled(NamedTuple):
 
     solved: _Solved
     n_used: int
+    problem: _Problem  # the crop's problem, to evaluate other kernels on it
 
 
 def _best_start(problem, starts, callback, *, max_iter: int, rtol: float, scout: int) -> _Solved:
@@ -604,7 +605,7 @@ def _multistart(frames: Frames, options: _Options, starts, workers, callback, *,
         _check_radius(kernel.grid(options.truncate).radius, frames.target.shape[1:])
     problem = _Problem(*frames, l2, _pad_radius(starts, options.truncate), workers)
     best = _best_start(problem, starts, callback, max_iter=max_iter, rtol=rtol, scout=SCOUT_STEPS)
-    return _Scaled(best, problem.n_used)
+    return _Scaled(best, problem.n_used, problem)
 
 
 def _fit_l2(frames: Frames, options: _Options, starts, workers, callback, *, max_iter: int | None = None,

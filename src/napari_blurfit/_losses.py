@@ -253,12 +253,25 @@ def l1_gain_offset(model: np.ndarray, target: np.ndarray, gain: float, callback=
 
 
 def _first_window(f, b, gain, offset, n_eff) -> tuple[float, float]:
-    """Half-widths (gain, offset) of about `WINDOW` standard errors of a fit on ``n_eff`` pixels."""
-    scale = float(np.mean(np.abs(b - f.dtype.type(gain) * f - f.dtype.type(offset)))) + 1e-300
-    spread = float(np.std(f)) + 1e-12 * (float(np.abs(f).max()) + 1e-300)
+    """Half-widths (gain, offset) of about `WINDOW` standard errors of a fit on ``n_eff`` pixels.
+
+    One chunked pass: no image-sized temporaries.
+    """
+    sums = np.zeros(4)  # |residual|, f, f^2, max |f|
+    g, o = f.dtype.type(gain), f.dtype.type(offset)
+    for fc, bc in chunks(f, b):
+        r = np.multiply(fc, -g)
+        r += bc
+        r -= o
+        sums[:3] += [sum64(np.abs(r, out=r)), sum64(fc), sum64(np.square(fc, dtype=np.float64))]
+        sums[3] = max(sums[3], float(np.abs(fc).max()))
+    n = f.size
+    scale = sums[0] / n + 1e-300
+    mean = sums[1] / n
+    spread = np.sqrt(max(sums[2] / n - mean * mean, 0.0)) + 1e-12 * (sums[3] + 1e-300)
     w_gain = WINDOW * scale / (np.sqrt(n_eff) * spread)
-    w_offset = WINDOW * scale / np.sqrt(n_eff) + w_gain * abs(float(np.mean(f)))
-    return w_gain, w_offset
+    w_offset = WINDOW * scale / np.sqrt(n_eff) + w_gain * abs(mean)
+    return float(w_gain), float(w_offset)
 
 
 class _L1Band(NamedTuple):

@@ -230,8 +230,10 @@ def _draw_loss(plot, fit, colors):
         ax.axvline(s, color=colors["accent"], lw=1)
     values = np.concatenate([np.ravel(y) for y in shown]) if shown else np.array([1.0])
     _loss_range(ax, values[np.isfinite(values)])
-    if hi > lo:
-        readable_axis(ax, "x", lo, hi)
+    if not hi > lo:  # one evaluated point (an image-space polish that started at its optimum)
+        centre = max(best[0], 0.1)
+        lo, hi = centre / 1.2, centre * 1.2
+    readable_axis(ax, "x", lo, hi)
     ax.set_xlabel("sigma (px)")
     ax.set_ylabel(f"mean {prof['objective']} loss")
     text = ", ".join(f"{s:.3g}" for s in (fit.sigma if fit.per_axis else fit.sigma[:1]))
@@ -301,14 +303,17 @@ def _common_unit(result) -> tuple[str, float]:
     return "", 1.0
 
 
-def kernel_view(fit) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def kernel_view(fit) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
     """What the kernel picture shows: a 2D image of the sampled kernel and its 1-sigma ellipse.
 
     Returns ``(image, centre, covariance, radius)``: the kernel (its central plane for 3D, rows
     down and columns right, offsets ``-r..r`` about the unshifted centre), the ellipse's centre
     ``(x, y)`` and 2x2 covariance ``[[yy, yx], [xy, xx]]`` in that plane, and the half-width to
-    show (px).
+    show (px). ``None`` when there is no Gaussian to draw (a sigma of 0: the identity, or NaN).
     """
+    cov = np.asarray(fit.covariance, dtype=float)
+    if not np.all(np.isfinite(cov)) or np.linalg.eigvalsh(cov)[0] <= 0:
+        return None
     kernel = fit.kernel
     image = kernel.sampled(fit.truncate)
     cov, mu = np.asarray(kernel.covariance, float), np.asarray(kernel.shift, float)
@@ -347,7 +352,11 @@ class KernelPicture:
         from matplotlib.colors import LinearSegmentedColormap
         from matplotlib.patches import Ellipse
 
-        image, centre, cov, radius = kernel_view(fit)
+        view = kernel_view(fit)
+        if view is None:
+            self.clear()
+            return
+        image, centre, cov, radius = view
         self.figure.clear()
         self.figure.set_facecolor(colors["background"])
         ax = self.axes = self.figure.add_axes((0.02, 0.12, 0.96, 0.86))

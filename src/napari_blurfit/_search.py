@@ -354,6 +354,7 @@ def piecewise_minimize(
     model_hessian: Callable[[np.ndarray], np.ndarray],
     truncate: float,
     *,
+    n_used: int = 1,
     pieces: int = 4,
 ) -> tuple[np.ndarray, float]:
     """`quasi_newton` over a loss that jumps where the kernel radius changes: ``(t, f(t))``.
@@ -362,13 +363,19 @@ def piecewise_minimize(
     blind to them. A coarse search crosses pieces freely (the jumps are ~1e-6 of the loss); a fine
     one then stays inside the piece it reached, and the points just across the nearest jumps are
     tried (`radius_edges`): if one is lower, the fine search continues in that piece.
+
+    Tolerances are statistical: a move of one standard error of sigma changes a loss summed over
+    ``n_used`` pixels by about ``value / n_used``; the fine search stops when the next step promises
+    less than 1e-3 of that (a few hundredths of a standard error), the coarse one at 0.1.
     """
-    t, value = quasi_newton(f, start, lower, upper, model_hessian, xtol=1e-3, rtol=1e-6)
+    per_pixel = 1.0 / max(n_used, 1)
+    t, value = quasi_newton(f, start, lower, upper, model_hessian, xtol=1e-3,
+                            rtol=0.1 * per_pixel)
     for _ in range(pieces):
         piece_lo, piece_hi = radius_piece(t, truncate)
         box_lo, box_hi = np.maximum(lower, piece_lo), np.minimum(upper, piece_hi)
         t, value = quasi_newton(f, np.clip(t, box_lo, box_hi), box_lo, box_hi, model_hessian,
-                                rtol=1e-7)
+                                rtol=1e-3 * per_pixel)
         moved = False
         for edge in radius_edges(t, truncate):
             if lower[edge.axis] <= edge.t[edge.axis] <= upper[edge.axis]:

@@ -360,12 +360,13 @@ def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
         if delta is None:  # noise scale of the L2 fit's residuals
             delta = HUBER_K * objective.robust_scale(start.sigma, start.gain, start.offset)
         objective.delta = delta = max(float(delta), 1e-9 * scale)
-    from ._engine import l2_model_hessian
+    from ._engine import l2_model_blocks, l2_model_hessian
 
-    def hessian(sigma):  # the L2 Gauss-Newton matrix (free from the statistics)
-        return l2_model_hessian(stats, sigma, start.gain, per_axis=opt.per_axis,
-                                gain_offset=opt.gain_offset, truncate=opt.truncate,
-                                fraction=data.n_used / data.n_total)
+    def hessian(sigma, blocks=False):  # the L2 Gauss-Newton matrix (free from the statistics)
+        model = l2_model_blocks if blocks else l2_model_hessian
+        extra = {} if blocks else {"gain_offset": opt.gain_offset}
+        return model(stats, sigma, start.gain, per_axis=opt.per_axis, truncate=opt.truncate,
+                     fraction=data.n_used / data.n_total, **extra)
 
     sigma, value, gain, offset = _spatial_fit(
         objective, start.sigma, problem.lower, problem.upper, opt.per_axis,
@@ -404,7 +405,13 @@ def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, sca
         s = sigmas(t)
         point = objective.point(s, gradient=True)
         grad = s * point.gradient
-        return Probe(point.value, grad if per_axis else np.array([grad.sum()]), point.curvature)
+        grad = grad if per_axis else np.array([grad.sum()])
+        value, theta = point.value, point.gain_offset_gradient
+        if theta is not None:  # gain/offset from a pixel sample: correct to the exact profile
+            cross, block = (m * point.curvature for m in hessian(s, blocks=True))
+            step = np.linalg.lstsq(block, theta, rcond=None)[0]
+            value, grad = value - 0.5 * float(theta @ step), grad - cross @ step
+        return Probe(value, grad, point.curvature)
 
     start = np.log(np.maximum(sigma if per_axis else sigma[:1], SEARCH_FLOOR))
     if scan:
@@ -414,7 +421,7 @@ def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, sca
         start = tries[int(np.argmin(values))]
     if hessian is not None and objective.has_gradient:
         best_t, value = piecewise_minimize(probe, start, lo, hi, lambda u: hessian(sigmas(u)),
-                                           objective.truncate)
+                                           objective.truncate, n_used=objective.n_used)
         best = sigmas(best_t)
         value, gain, offset = objective.finish(best, value)
         return best, value, gain, offset
@@ -499,20 +506,21 @@ def _unfitted_notes(problem: Problem, data: Data, sol: Solution, used_stats: Spe
     """What the fit left out: a shift, an ellipse along the axes, a rotated ellipse.
 
     Without ``shape`` (the blur is not Gaussian at all) only a shift is reported: the shape of
-    a Gaussian fitted to a non-Gaussian blur says little.
+    a Gaussian fitted to a non-Gaussian blur says little. The probe honours the mask, the
+    border band and NaN pixels (``used``).
     """
     opt = problem.options
     notes = []
     if shape and not opt.sigma_per_axis:
         notes += _axis_ellipse_note(problem, sol, used_stats)
-    if ((opt.shift and opt.full_covariance) or data.pair.dask or opt.mask is not None
-            or min(problem.pair.spatial_shape) < PROBE_MIN_SIZE):
-        return notes  # the probe reads a central crop: masked-out pixels could be anything
+    too_small = min(problem.pair.spatial_shape) < PROBE_MIN_SIZE
+    if (opt.shift and opt.full_covariance) or data.pair.dask or too_small:
+        return notes
     problem.tick("checking for a shift and a rotated blur")
     try:
         probe = probe_model(data.pair.reference, data.pair.target, ndim=problem.d,
                             start_sigma=np.maximum(sol.sigma, IDENTIFIABLE_FROM),
-                            truncate=opt.truncate, workers=problem.workers)
+                            truncate=opt.truncate, workers=problem.workers, used=data.pair.used)
     except ValueError:  # a kernel as wide as the image: no crop can show a shift; the fit stands
         return notes
     if probe.misaligned and not opt.shift:

@@ -8,8 +8,9 @@ fit a shift (one sigma and per axis) or a full covariance, on a real-texture pai
 difference a network's output usually has. The axis-aligned rows blur with a per-axis Gaussian;
 the shift/full-covariance rows with a rotated, shifted one (so those fits have work to do).
 
-Every time is the median of ``--repeats`` runs divided by the median time of one
-``scipy.ndimage.gaussian_filter`` pass over the same reference, timed in the same run. Peak memory
+Every time is the median of ``--repeats`` runs divided by the median time of three
+``scipy.ndimage.gaussian_filter`` passes over the same reference, timed in the same run right
+before that row (the machine is shared: load drifts between rows). Peak memory
 is tracemalloc's peak over one run (an extra untimed run; with ``--repeats 1`` the timed run
 itself), minus what was allocated before it, divided by the bytes of the two inputs.
 Default sizes: 4096^2 and 128x512x512 float32; ``--quick``: 1024^2 and 32x256x256.
@@ -63,6 +64,7 @@ class Row(NamedTuple):
 
     config: Config
     seconds: float
+    filter_seconds: float  # one gaussian_filter pass, timed right before this row
     ratio: float
     memory: float  # peak traced bytes / input bytes
     sigma: tuple[float, ...]
@@ -76,7 +78,7 @@ class Case(NamedTuple):
     reference: np.ndarray
     aligned: np.ndarray  # target for the axis-aligned rows
     whole: np.ndarray  # target for the shift / full-covariance rows
-    filter_seconds: float
+    sigma: tuple[float, ...]  # of the yardstick filter pass
 
 
 def texture_2d(size: int) -> np.ndarray:
@@ -123,8 +125,7 @@ def make_case(name: str, reference: np.ndarray, sigma, kernel: GaussianKernel, r
     aligned = brighten(ndimage.gaussian_filter(reference.astype(np.float64), sigma))
     whole = brighten(kernel.apply(reference))
     ndimage.gaussian_filter(reference, sigma)  # warm-up
-    t_filter, _ = timed(lambda: ndimage.gaussian_filter(reference, sigma), max(3, repeats))
-    return Case(name, reference, aligned, whole, t_filter)
+    return Case(name, reference, aligned, whole, tuple(sigma))
 
 
 def configs(whole: str) -> list[Config]:
@@ -143,6 +144,9 @@ def configs(whole: str) -> list[Config]:
 
 def measure(case: Case, config: Config, repeats: int) -> Row:
     target = case.whole if config.whole else case.aligned
+    # the machine is shared: the yardstick is timed next to each row, so a change of load
+    # between rows does not skew the ratios
+    t_filter, _ = timed(lambda: ndimage.gaussian_filter(case.reference, case.sigma), 3)
 
     def run():
         return fit_blur(case.reference, target, loss=config.loss, per_axis=config.per_axis,
@@ -160,16 +164,18 @@ def measure(case: Case, config: Config, repeats: int) -> Row:
         seconds, fit = timed(run, repeats)
         memory = peak_memory(run)
     memory /= case.reference.nbytes + target.nbytes
-    return Row(config, seconds, seconds / case.filter_seconds, memory, fit.sigma, fit.loss)
+    return Row(config, seconds, t_filter, seconds / t_filter, memory, fit.sigma, fit.loss)
 
 
 def report(case: Case, rows: list[Row]) -> None:
-    print(f"\n== {case.name}: one gaussian_filter pass {case.filter_seconds:.3f} s ==")
-    print(f"{'configuration':38s} {'time':>9s} {'x filter':>9s} {'memory':>7s}   sigma")
+    passes = [r.filter_seconds for r in rows]
+    print(f"\n== {case.name}: one gaussian_filter pass {statistics.median(passes):.3f} s "
+          f"(median; {min(passes):.3f}-{max(passes):.3f} s over the rows) ==")
+    print(f"{'configuration':38s} {'time':>9s} {'filter':>7s} {'x filter':>9s} {'memory':>7s}   sigma")
     for row in rows:
         sigma = ", ".join(f"{s:.3f}" for s in row.sigma)
-        print(f"{row.config.label:38s} {row.seconds:8.3f}s {row.ratio:8.2f}x {row.memory:6.2f}x"
-              f"   ({sigma})", flush=True)
+        print(f"{row.config.label:38s} {row.seconds:8.3f}s {row.filter_seconds:6.3f}s "
+              f"{row.ratio:8.2f}x {row.memory:6.2f}x   ({sigma})", flush=True)
     plain = [r.ratio for r in rows if not r.config.full_covariance]
     rotated = [r.ratio for r in rows if r.config.full_covariance]
     print(f"worst ratio: axis-aligned/shift {max(plain):.2f}x (target <= 8, most <= 5)"

@@ -730,30 +730,39 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
 def _fit_general(frames: Frames, options: _Options, starts, delta, workers, callback) -> FullFit:
     """Masked L2, L1 and Huber: multi-start on a central crop, then the full image.
 
-    L2 keeps the crop's exact matrix scaled to the full pixel count (the chord method: every step
-    follows the exact gradient and must lower the true loss); L1/Huber recompute the IRLS matrix.
+    The crop is solved to the end with the loss's own (IRLS) matrix at every step; the full image
+    then keeps the crop's matrix scaled to its pixel count (the chord method: every step follows
+    the exact gradient of the true loss and must lower it), so a full-image step costs one model
+    and one gradient, not a Jacobian image per parameter.
     """
     loss, truncate = options.loss, options.truncate
     crop = central(frames, CROP_EDGE.get(options.d, 64), 4)
     scout = _multistart(crop, options, starts, workers, callback)
     solved = scout.solved
+    local = scout.problem
     if loss != "l2":
         local = _Problem(*crop, options, _pad_radius([solved.point.kernel], truncate), workers)
         point = local.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
         options = options._replace_delta(_noise_delta(point, local, loss, delta))
-    problem = _Problem(*frames, options, _pad_radius([solved.point.kernel], truncate), workers)
-    point = problem.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
-    matrix = solved.matrix * (problem.n_used / scout.n_used)
-    steps = 0
-    if not (crop.reference.shape == frames.reference.shape and loss == "l2"):
-        robust = loss != "l2"
-        solved = _levenberg_marquardt(problem, point, refresh=robust, matrix=None if robust else matrix,
-                                      max_iter=40 if robust else 12, rtol=1e-7, callback=callback)
-        point, steps = solved.point, solved.iterations
-        if options.gain_offset and robust:
-            point = _polish_gain_offset(problem, point)
-    if loss != "l2":  # standard errors need the least-squares matrix, not the IRLS one
-        matrix = problem.normal(point, problem.used, matrix=True).matrix
+        local = _Problem(*crop, options, _pad_radius([solved.point.kernel], truncate), workers)
+        point = local.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
+        # a start for the full image: IRLS converges linearly, and the full image finishes it
+        solved = _levenberg_marquardt(local, point, refresh=True, max_iter=12, rtol=1e-6,
+                                      callback=callback)
+    if crop.reference.shape == frames.reference.shape:  # the crop is the image: solved
+        problem, point, steps = local, solved.point, solved.iterations
+    else:
+        problem = _Problem(*frames, options, _pad_radius([solved.point.kernel], truncate), workers)
+        point = problem.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
+        scale = problem.n_used / max(local.n_used, 1)
+        full = _levenberg_marquardt(problem, point, refresh=False, matrix=solved.matrix * scale,
+                                    max_iter=12, rtol=1e-7, callback=callback)
+        point, steps = full.point, full.iterations
+    if options.gain_offset and loss != "l2":
+        point = _polish_gain_offset(problem, point)
+    # standard errors need the least-squares matrix, not the IRLS one: the crop's, scaled
+    matrix = local.normal(local.evaluate(point.x, point.gain, point.offset), local.used,
+                          matrix=True).matrix * (problem.n_used / max(local.n_used, 1))
     return _result(problem, point, matrix, steps)
 
 

@@ -368,9 +368,12 @@ def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
         return model(stats, sigma, start.gain, per_axis=opt.per_axis, truncate=opt.truncate,
                      fraction=data.n_used / data.n_total, **extra)
 
+    # a mask or NaNs: the whole-image statistics (garbage included) are no guide to the curvature
+    # of the pixels used, so those fits keep the bracketing search on values
+    scan = opt.mask is not None or data.n_nonfinite > 0
     sigma, value, gain, offset = _spatial_fit(
-        objective, start.sigma, problem.lower, problem.upper, opt.per_axis,
-        scan=opt.mask is not None or data.n_nonfinite > 0, hessian=hessian)
+        objective, start.sigma, problem.lower, problem.upper, opt.per_axis, scan=scan,
+        hessian=None if scan else hessian)
     rss = objective.sum_squares(sigma, gain, offset) if opt.loss != "l2" else value
     order = sorted(objective.trace, key=lambda t: float(np.prod(t[0])))
     profile = {"sigma": np.array([float(np.exp(np.mean(np.log(t[0])))) for t in order]),

@@ -163,3 +163,12 @@ def test_too_small_for_a_shift():
     a = rng.random((6, 40))
     with pytest.raises(ValueError, match="at least 8 pixels"):
         fit_blur(a, ndimage.gaussian_filter(a, 1.0), shift=True)
+
+
+def test_default_3d_fit_warns_about_a_shift_only_when_there_is_one(volume):
+    moved = GaussianKernel(np.diag([1.0, 4.0, 4.0]), (0.0, 1.0, 0.0)).apply(volume)
+    # 3D is probed by cross-correlation alone (cheap), less exact than the 2D probe's fit
+    with pytest.warns(BlurFitWarning, match=r"misaligned by (0\.[5-9]|1\.[0-3])\d px .*shift=True"):
+        fit_blur(volume, moved + noise(volume, 0.002), per_axis=True)
+    centred = ndimage.gaussian_filter(volume, (1.0, 2.0, 2.0)) + noise(volume, 0.002)
+    assert fit_blur(volume, centred, per_axis=True).notes == ()

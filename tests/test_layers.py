@@ -356,3 +356,19 @@ def test_shift_arrows_skip_unmeasured_tiles():
     data, factor = shift_arrows(SimpleNamespace(centers=centers, shift=shift, step=(32, 32)))
     assert data.shape == (3, 2, 2) and factor == 5  # 16 px / 2 px = 8 -> 5
     assert shift_arrows(SimpleNamespace(centers=centers, shift=shift * np.nan, step=(32, 32))) is None
+
+
+def test_blur_map_rerun_without_shift_removes_its_old_arrows(make_napari_viewer, cell):
+    from napari_blurfit._gaussian import GaussianKernel
+    from napari_blurfit.layers import show_layers
+
+    viewer = make_napari_viewer()
+    kernel = GaussianKernel.from_basicsr(2.5, 1.2, 0.5, shift=(0.4, -0.6))
+    ref = viewer.add_image(cell[:128, :128], name="c")
+    tgt = viewer.add_image(kernel.apply(cell[:128, :128]), name="c moved")
+    show_layers(viewer, run_layer_fit(ref, tgt, mode="blur map", tile=64, shift=True))
+    assert "c moved shift map" in viewer.layers
+    viewer.add_image(np.zeros((4, 4)), name="c moved shift map ours")  # not ours to remove
+    show_layers(viewer, run_layer_fit(ref, tgt, mode="blur map", tile=64, warn=False))
+    assert "c moved shift map" not in viewer.layers and "c moved blur map" in viewer.layers
+    assert "c moved shift map ours" in viewer.layers

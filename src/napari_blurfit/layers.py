@@ -471,7 +471,18 @@ def show_layers(viewer, result: LayerFit) -> list:
         if result.blur_map is not None and isinstance(layer, Image) and hasattr(layer, "colorbar"):
             layer.colorbar.visible = True
         out.append(layer)
+    _remove_stale_shift_map(viewer, result)
     return out
+
+
+def _remove_stale_shift_map(viewer, result: LayerFit) -> None:
+    """A blur map rerun without a shift leaves no arrows of an earlier run beside the new map."""
+    if result.blur_map is None or any(kind == "vectors" for _, _, kind in result.layers):
+        return
+    for _, kwargs, _ in result.layers:
+        stale = kwargs["name"].replace(" blur map", " shift map")
+        if stale in viewer.layers and "blurfit" in viewer.layers[stale].metadata:
+            viewer.layers.remove(stale)
 
 
 def fit_layers(viewer, reference, target, *, mask=None, mode: str = "whole image/volume", show: bool = True,

@@ -20,7 +20,6 @@ still follows the exact gradient, and every step is accepted only if the true lo
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -30,12 +29,11 @@ from scipy import fft as sfft
 from scipy import signal
 
 from ._gaussian import GaussianKernel, n_cholesky
-from ._losses import irls_sums, l1_gain_offset, loss_sum, robust_gain_offset
+from ._losses import HUBER_K, LOSSES, irls_sums, l1_gain_offset, loss_sum, robust_gain_offset
 from ._shift import Frames, as_frames, central, estimate_shift
+from ._spectral import threads
 
-LOSSES = ("l2", "l1", "huber")
 CROP_EDGE = {2: 384, 3: 64}  # edge of the central crop used for the multi-start stage
-HUBER_K = 1.345  # default Huber threshold in noise units (as fit_blur)
 SCOUT_STEPS = 4  # solver steps from each start before the best start is solved to the end
 EXACT_MATRIX_PIXELS = 2**18  # up to this many pixels the exact L2 polish recomputes the exact matrix
 FLOAT32_PIXELS = 2**20  # above this many pixels the L2 path runs its FFTs in float32
@@ -91,12 +89,6 @@ class FullFit:
 
 
 # the cached reference spectrum --------------------------------------------------------------------
-def _threads(workers: int | None) -> int:
-    if workers is None or workers < 0:
-        return os.cpu_count() or 1
-    return max(1, workers)
-
-
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
     """``sum(a * b)`` accumulated in float64, without a temporary or a copy of strided views (einsum)."""
     letters = "abcdefghij"[: a.ndim]
@@ -169,7 +161,7 @@ class _ReferenceSpectrum:
         self.d = len(radius)
         self.radius = tuple(radius)
         self.margin = self.radius if margin is None else tuple(margin)
-        self.nthreads = _threads(workers)
+        self.nthreads = threads(-1 if workers is None else workers)  # default: all cores
         self.dtype = np.dtype(dtype)
         self.spatial = reference.shape[1:]
         self.lengths = tuple(sfft.next_fast_len(n + 2 * m, real=True)

@@ -11,6 +11,7 @@ import numpy as np
 from scipy import optimize, special
 
 LOSSES = ("l2", "l1", "huber")
+HUBER_K = 1.345  # default Huber threshold in units of the L2 fit's residual noise scale
 WINDOW = 6.0  # half-width of the first L1 window, in standard errors of the warm start
 CHUNK = 2**16  # pixels per slice of a pass over an image: the slice's temporaries stay in cache
 

@@ -106,7 +106,7 @@ class SpectralStats:
             raise ValueError(f"cannot add statistics of shapes {self.shape} and {other.shape}")
 
 
-def _threads(workers: int | None) -> int:
+def threads(workers: int | None) -> int:
     """Thread count for ``workers`` as `scipy.fft` reads it (None: 1; -1: all cores, -2: all but one)."""
     if workers is None:
         return 1
@@ -123,7 +123,7 @@ def frame_dct(frames: np.ndarray, ndim: int, *, workers: int | None = None,
     1.5x faster, which is most of a joint fit's time.
     """
     axes = tuple(range(frames.ndim - ndim, frames.ndim))
-    return ducc0.fft.dct(frames, 2, axes=axes, inorm=1, out=out, nthreads=_threads(workers))
+    return ducc0.fft.dct(frames, 2, axes=axes, inorm=1, out=out, nthreads=threads(workers))
 
 
 def frame_idct(coefs: np.ndarray, ndim: int, *, workers: int | None = None,
@@ -131,7 +131,7 @@ def frame_idct(coefs: np.ndarray, ndim: int, *, workers: int | None = None,
     """Inverse of `frame_dct` (``overwrite`` lets it reuse ``coefs``' memory)."""
     axes = tuple(range(coefs.ndim - ndim, coefs.ndim))
     out = coefs if overwrite and coefs.flags.writeable else None
-    return ducc0.fft.dct(coefs, 3, axes=axes, inorm=1, out=out, nthreads=_threads(workers))
+    return ducc0.fft.dct(coefs, 3, axes=axes, inorm=1, out=out, nthreads=threads(workers))
 
 
 def block_stats(ref: np.ndarray, tgt: np.ndarray, ndim: int, *, workers=None) -> SpectralStats:

@@ -11,6 +11,7 @@ import numpy as np
 from ._adequacy import Adequacy, Transfer, assess, assess_model
 from ._engine import SpatialObjective, blurred, compute_stats, target_spread
 from ._fullfit import FullFit, fit_whole_gaussian
+from ._losses import HUBER_K
 from ._options import FitOptions
 from ._probe import probe_model
 from ._result import BlurFit, BlurFitWarning
@@ -27,7 +28,6 @@ SEARCH_FLOOR = 0.1  # the log-sigma search starts here; everything below is the 
 SPATIAL_SCAN = 16  # coarse grid points of a masked fit's image-space search
 ELLIPSE_RATIO = 1.15  # per-axis sigmas this far apart, ...
 ELLIPSE_GAIN = 0.05  # ... lowering the L2 loss by this share, make a note: use per_axis
-HUBER_K = 1.345  # default Huber threshold in units of the L2 fit's residual noise scale
 
 
 def fit_blur(

@@ -1,6 +1,7 @@
 """Speed and memory of every fit_blur configuration, as multiples of one gaussian_filter pass.
 
-Run: .venv/bin/python benchmarks/bench_matrix.py [--quick] [--repeats N] [--no-whole] [--no-3d]
+Run: .venv/bin/python benchmarks/bench_matrix.py [--quick] [--repeats N] [--no-whole | --whole-only]
+[--no-2d] [--no-3d] [--whole-3d all|go|none]
 
 The matrix is {l2, l1, huber} x {one sigma, per axis} x {gain_offset off, on}, plus the rows that
 fit a shift (one sigma and per axis) or a full covariance, on a real-texture pair (scikit-image's
@@ -183,10 +184,12 @@ def report(case: Case, rows: list[Row]) -> None:
           + f"; worst memory {max(r.memory for r in rows):.2f}x (target <= 6)")
 
 
-def run_case(case: Case, whole: str, repeats: int) -> None:
+def run_case(case: Case, whole: str, repeats: int, whole_only: bool = False) -> None:
     print(f"\n-- {case.name} --", flush=True)
     rows = []
     for config in configs(whole):
+        if whole_only and not config.whole:
+            continue
         try:
             rows.append(measure(case, config, repeats))
         except Exception as exc:  # another engine's work in progress: report it, go on
@@ -203,6 +206,7 @@ def main():
     p.add_argument("--quick", action="store_true", help="1024^2 and 32x256x256")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-whole", action="store_true", help="skip the shift/full-covariance rows")
+    p.add_argument("--whole-only", action="store_true", help="only the shift/full-covariance rows")
     p.add_argument("--no-3d", action="store_true")
     p.add_argument("--no-2d", action="store_true")
     p.add_argument("--whole-3d", choices=("all", "go", "none"), default="all")
@@ -216,7 +220,7 @@ def main():
         kernel = GaussianKernel.from_basicsr(3.0, 1.5, 0.5, (0.6, -0.8))
         case = make_case(f"2D {n2}x{n2} float32, sigma (2.5, 3.0)", ref, (2.5, 3.0), kernel,
                          args.repeats, 0)
-        run_case(case, "none" if args.no_whole else "all", args.repeats)
+        run_case(case, "none" if args.no_whole else "all", args.repeats, args.whole_only)
         del case, ref
     if not args.no_3d:
         ref = texture_3d(shape3)
@@ -224,7 +228,7 @@ def main():
         kernel = GaussianKernel(cov, (0.5, -0.4, 0.9))
         case = make_case(f"3D {'x'.join(map(str, shape3))} float32, sigma (1.2, 2.0, 3.0)", ref,
                          (1.2, 2.0, 3.0), kernel, args.repeats, 1)
-        run_case(case, "none" if args.no_whole else args.whole_3d, args.repeats)
+        run_case(case, "none" if args.no_whole else args.whole_3d, args.repeats, args.whole_only)
 
 
 if __name__ == "__main__":

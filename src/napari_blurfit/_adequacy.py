@@ -17,6 +17,7 @@ each statistic), so the cost stays a small fraction of the fit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -206,19 +207,22 @@ def assess(stats: SpectralStats, sigma, gain: float, *, truncate: float) -> Adeq
     return Adequacy(share, curve_t, _suggest(curve_t))
 
 
-def assess_model(fit_stats: SpectralStats, pair_stats: SpectralStats, model_stats: SpectralStats,
-                 gain: float) -> Adequacy:
+def assess_model(fit_stats: Callable[[], SpectralStats], pair_stats: Callable[[], SpectralStats],
+                 model_stats: Callable[[], SpectralStats], gain: float) -> Adequacy:
     """`assess` for a fitted model image ``M`` that is not diagonal in the DCT (rotated, shifted).
 
     The free class is then ``c_b * M_hat``: the fitted model followed by a free shell filter,
-    which contains the model (``c_b = 1``). ``fit_stats`` are of the pair (M, target),
-    ``pair_stats`` of (reference, target) and ``model_stats`` of (reference, M): the model's
-    curve is measured exactly like the pair's, so the two read alike (a shift lowers both).
+    which contains the model (``c_b = 1``). ``fit_stats`` make the statistics of the pair
+    (M, target), ``pair_stats`` of (reference, target) and ``model_stats`` of (reference, M):
+    the model's curve is measured exactly like the pair's, so the two read alike (a shift lowers
+    both). They are called one at a time, so only one set of full-size statistics is in memory.
     """
-    d = len(fit_stats.shape)
-    share = assess(fit_stats, np.zeros(d), 1.0, truncate=4.0).share
-    pair = assess(pair_stats, np.zeros(d), gain, truncate=4.0).transfer
-    model = assess(model_stats, np.zeros(d), gain, truncate=4.0).transfer
+    def as_is(stats: SpectralStats, g: float) -> Adequacy:  # the identity kernel: sigma 0
+        return assess(stats, np.zeros(len(stats.shape)), g, truncate=4.0)
+
+    share = as_is(fit_stats(), 1.0).share
+    pair = as_is(pair_stats(), gain).transfer
+    model = as_is(model_stats(), gain).transfer
     curve = Transfer(pair.frequency, pair.measured, model.measured, pair.stderr, pair.energy)
     return Adequacy(share, curve, _suggest(curve))
 

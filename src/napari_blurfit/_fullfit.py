@@ -36,8 +36,9 @@ from ._spectral import threads
 CROP_EDGE = {2: 384, 3: 64}  # edge of the central crop used for the multi-start stage
 SCOUT_STEPS = 4  # solver steps from each start before the best start is solved to the end
 EXACT_MATRIX_PIXELS = 2**18  # up to this many pixels the exact L2 polish recomputes the exact matrix
-FLOAT32_PIXELS = 2**20  # above this many pixels the L2 path runs its FFTs in float32
+FLOAT32_PIXELS = 2**20  # above this many pixels the full-image stage runs its FFTs in float32
 SHIFT_START_PIXELS = 2**16  # crop of the shift's start estimate in a fit (the fit refines it)
+L1_WINDOW_PIXELS = 2**18  # the exact L1 gain/offset's first window: as sure as a start from this many
 
 
 # results ------------------------------------------------------------------------------------------
@@ -65,6 +66,9 @@ class FullFit:
         Likewise (NaN when gain/offset were not fitted).
     delta : float or None
         Huber threshold used.
+    residual : ndarray
+        ``gain * kernel.apply(reference) + offset - target`` at every pixel (used or not), frames
+        first, in the dtype the fit ran in.
     """
 
     kernel: GaussianKernel
@@ -81,6 +85,7 @@ class FullFit:
     gain_stderr: float
     offset_stderr: float
     delta: float | None
+    residual: np.ndarray
 
     @property
     def loss(self) -> float:
@@ -365,7 +370,7 @@ class _Problem:
             return self.used
         a = np.abs(point.residual)
         if loss == "huber":
-            w = np.minimum(1.0, self.options.delta / np.maximum(a, 1e-300))
+            w = self.options.delta / np.maximum(a, self.options.delta)  # min(1, delta/|r|)
         else:
             w = 1.0 / np.maximum(a, self.options.delta)
         return w if self.used is None else w * self.used
@@ -427,7 +432,8 @@ class _KernelSpace:
         lags = tuple(2 * r for r in radius)
         self.spectrum = _ReferenceSpectrum(self.frames.reference, radius, self.workers, dtype=self.dtype,
                                            margin=lags)
-        self.s = self.spectrum.box_sums(radius)
+        # the box sums enter only the gain/offset rows (one pass over the grid: skip it otherwise)
+        self.s = self.spectrum.box_sums(radius) if self.options.gain_offset else None
         t = self.spectrum.lag_correlation(self.frames.reference, lags)
         self.t = 0.5 * (t + t[(slice(None, None, -1),) * len(radius)])
         self.radius = radius
@@ -447,7 +453,7 @@ class _KernelSpace:
             self._build(tuple(max(r, p) * 3 // 2 + 2 for r, p in zip(radius, self.radius)))
         cut = tuple(slice(p - r, p + r + 1) for r, p in zip(radius, self.radius))
         lag = tuple(slice(2 * (p - r), 2 * (p + r) + 1) for r, p in zip(radius, self.radius))
-        return self.s[cut], self.t[lag]
+        return (None if self.s is None else self.s[cut]), self.t[lag]
 
     def _gram(self, t: np.ndarray, kernels: np.ndarray) -> np.ndarray:
         """``G k`` on the kernel's support for one kernel, or a stack of them (first axis)."""
@@ -494,7 +500,11 @@ def _levenberg_marquardt(problem, point: _Point, *, refresh: bool, max_iter: int
                          callback=None, tries: int = 12) -> _Solved:
     """Minimise the loss from ``point``; ``refresh=False`` keeps the first matrix (chord method).
 
-    ``problem`` is a `_Problem` or a `_KernelSpace`; ``tries`` bounds the damping increases per step.
+    Without ``refresh`` the matrix gets a BFGS update from each step and the change of the exact
+    gradient it caused: the Gauss-Newton (or IRLS) matrix misses the curvature of large residuals
+    (a model that fits only roughly) and of the L1/Huber kinks; the secant supplies it, so the
+    chord steps converge in a few iterations instead of linearly. ``problem`` is a `_Problem` or a
+    `_KernelSpace`; ``tries`` bounds the damping increases per step.
     """
     normal = problem.normal(point, problem.weights(point), matrix=matrix is None or refresh)
     if normal.matrix is not None:
@@ -506,13 +516,29 @@ def _levenberg_marquardt(problem, point: _Point, *, refresh: bool, max_iter: int
         trial, lam = _damped_step(problem, point, matrix, normal.gradient, lam, tries)
         if trial is None:
             return _Solved(point, matrix, done - 1)
+        step = _difference(trial, point, len(normal.gradient))
         decrease, point = point.loss - trial.loss, trial
         if decrease <= rtol * abs(point.loss):
             break
-        normal = problem.normal(point, problem.weights(point), matrix=refresh)
-        if refresh:
-            matrix = normal.matrix
+        new = problem.normal(point, problem.weights(point), matrix=refresh)
+        matrix = new.matrix if refresh else _secant_update(matrix, step, new.gradient - normal.gradient)
+        normal = new
     return _Solved(point, matrix, done)
+
+
+def _difference(a: _Point, b: _Point, size: int) -> np.ndarray:
+    """``a - b`` over the solver's variables: kernel parameters, then gain and offset if stepped."""
+    diff = a.x - b.x
+    return diff if size == len(diff) else np.r_[diff, a.gain - b.gain, a.offset - b.offset]
+
+
+def _secant_update(matrix: np.ndarray, step: np.ndarray, change: np.ndarray) -> np.ndarray:
+    """BFGS update of a positive definite matrix (skipped where the curvature is not positive)."""
+    ms = matrix @ step
+    sy, sms = float(step @ change), float(step @ ms)
+    if sy <= 1e-10 * np.linalg.norm(step) * np.linalg.norm(change) or sms <= 0:
+        return matrix
+    return matrix - np.outer(ms, ms) / sms + np.outer(change, change) / sy
 
 
 def _damped_step(problem, point: _Point, matrix, gradient, lam: float, tries: int = 12):
@@ -646,8 +672,9 @@ def _polish_gain_offset(problem: _Problem, point: _Point) -> _Point:
     """Exact L1 / converged Huber gain and offset at the final kernel (never worse)."""
     keep = slice(None) if problem.used is None else problem.used > 0
     model, target = point.model[keep], problem.target[keep]
-    if problem.options.loss == "l1":
-        gain, offset, _ = l1_gain_offset(model, target, point.gain)
+    if problem.options.loss == "l1":  # warm: the window around the start holds, one band pass
+        gain, offset, _ = l1_gain_offset(model, target, point.gain, offset=point.offset,
+                                         n_eff=L1_WINDOW_PIXELS)
     else:
         def sums_at(g, o):
             return irls_sums(model, target, g, o, "huber", problem.options.delta)
@@ -725,7 +752,7 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
     The crop is solved to the end with the loss's own (IRLS) matrix at every step; the full image
     then keeps the crop's matrix scaled to its pixel count (the chord method: every step follows
     the exact gradient of the true loss and must lower it), so a full-image step costs one model
-    and one gradient, not a Jacobian image per parameter.
+    and one gradient, not a Jacobian image per parameter; in float32 above `FLOAT32_PIXELS`.
     """
     loss, truncate = options.loss, options.truncate
     crop = central(frames, CROP_EDGE.get(options.d, 64), 4)
@@ -744,11 +771,15 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
     if crop.reference.shape == frames.reference.shape:  # the crop is the image: solved
         problem, point, steps = local, solved.point, solved.iterations
     else:
-        problem = _Problem(*frames, options, _pad_radius([solved.point.kernel], truncate), workers)
+        dtype = np.float32 if frames.target.size > FLOAT32_PIXELS else np.float64
+        problem = _Problem(*frames, options, _pad_radius([solved.point.kernel], truncate), workers,
+                           dtype=dtype)
         point = problem.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
         scale = problem.n_used / max(local.n_used, 1)
+        # float32 losses are exact to ~1e-7 of themselves: a failed step is not retried for less
         full = _levenberg_marquardt(problem, point, refresh=False, matrix=solved.matrix * scale,
-                                    max_iter=12, rtol=1e-7, callback=callback)
+                                    max_iter=12, rtol=1e-7, callback=callback,
+                                    tries=2 if dtype == np.float32 else 12)
         point, steps = full.point, full.iterations
     if options.gain_offset and loss != "l2":
         point = _polish_gain_offset(problem, point)
@@ -784,7 +815,7 @@ def _result(problem: _Problem, point: _Point, matrix: np.ndarray, steps: int) ->
         covariance_stderr=np.sqrt(np.abs(var_cov)), shift_stderr=np.sqrt(np.abs(var_shift)),
         gain_stderr=float(np.sqrt(abs(cov[k, k]))) if go else float("nan"),
         offset_stderr=float(np.sqrt(abs(cov[k + 1, k + 1]))) if go else float("nan"),
-        delta=opts.delta if opts.loss == "huber" else None,
+        delta=opts.delta if opts.loss == "huber" else None, residual=point.residual,
     )
 
 

@@ -355,6 +355,7 @@ def piecewise_minimize(
     truncate: float,
     *,
     n_used: int = 1,
+    precision: float = 0.0,
     pieces: int = 4,
 ) -> tuple[np.ndarray, float]:
     """`quasi_newton` over a loss that jumps where the kernel radius changes: ``(t, f(t))``.
@@ -366,16 +367,18 @@ def piecewise_minimize(
 
     Tolerances are statistical: a move of one standard error of sigma changes a loss summed over
     ``n_used`` pixels by about ``value / n_used``; the fine search stops when the next step promises
-    less than 1e-3 of that (a few hundredths of a standard error), the coarse one at 0.1.
+    less than 1e-3 of that (a few hundredths of a standard error), the coarse one at 0.1. Neither
+    chases less than ``precision``, the relative resolution of the values themselves (a float32
+    model jitters a loss sum by ~1e-7 of itself: docs/design.md section 11).
     """
     per_pixel = 1.0 / max(n_used, 1)
     t, value = quasi_newton(f, start, lower, upper, model_hessian, xtol=1e-3,
-                            rtol=0.1 * per_pixel)
+                            rtol=max(0.1 * per_pixel, precision))
     for _ in range(pieces):
         piece_lo, piece_hi = radius_piece(t, truncate)
         box_lo, box_hi = np.maximum(lower, piece_lo), np.minimum(upper, piece_hi)
         t, value = quasi_newton(f, np.clip(t, box_lo, box_hi), box_lo, box_hi, model_hessian,
-                                rtol=1e-3 * per_pixel)
+                                rtol=max(1e-3 * per_pixel, precision))
         moved = False
         for edge in radius_edges(t, truncate):
             if lower[edge.axis] <= edge.t[edge.axis] <= upper[edge.axis]:

@@ -424,7 +424,8 @@ def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, sca
         start = tries[int(np.argmin(values))]
     if hessian is not None and objective.has_gradient:
         best_t, value = piecewise_minimize(probe, start, lo, hi, lambda u: hessian(sigmas(u)),
-                                           objective.truncate, n_used=objective.n_used)
+                                           objective.truncate, n_used=objective.n_used,
+                                           precision=objective.precision)
         best = sigmas(best_t)
         value, gain, offset = objective.finish(best, value)
         return best, value, gain, offset
@@ -449,7 +450,8 @@ def _whole_gaussian(problem: Problem, data: Data, start: Solution) -> Solution:
         callback=opt.callback)
     profile = {**start.profile, "objective": "l2 (centred, axis-aligned start)"}
     return Solution(whole.kernel.sigma, whole.gain, whole.offset, whole.rss, whole.loss_sum,
-                    profile, whole.delta, sst=target_spread(pair.target, pair.used), whole=whole)
+                    profile, whole.delta, whole=whole,
+                    sst=start.sst if data.all_pixels else target_spread(pair.target, pair.used))
 
 
 def _findings(problem: Problem, data: Data, sol: Solution) -> Findings:
@@ -561,14 +563,46 @@ def _adequacy(problem: Problem, data: Data, sol: Solution, used_stats: SpectralS
     opt = problem.options
     if sol.whole is None:
         return assess(used_stats, sol.sigma, sol.gain, truncate=opt.truncate)
+    pair = data.pair
+    # the fitted image is the target plus the fit's residual (no second convolution), formed in
+    # the residual's memory: the fit is done with it
+    fitted = np.add(sol.whole.residual.reshape(pair.target.shape), pair.target,
+                    out=sol.whole.residual.reshape(pair.target.shape))
+    target = pair.target if pair.used is None else np.where(pair.used, pair.target, fitted)
+    return assess_model(*_model_stats(problem, data, fitted, target), sol.gain)
+
+
+def _model_stats(problem: Problem, data: Data, fitted: np.ndarray, target: np.ndarray):
+    """Makers of the statistics of (fitted, target), (reference, target) and (reference, fitted).
+
+    A single frame transforms each image once (the reference's transform is kept from the first
+    pass, and so are the pair's statistics when the target is unchanged; the fitted image is
+    transformed in place); stacks go through `compute_stats`, which chunks the frames.
+    """
     pair, workers = data.pair, problem.workers
-    model = sol.gain * sol.whole.kernel.apply(pair.reference, opt.truncate) + sol.offset
-    target = pair.target if pair.used is None else np.where(pair.used, pair.target, model)
-    return assess_model(compute_stats(replace(pair, reference=model, target=target, used=None),
-                                      workers=workers)[0],
-                        compute_stats(replace(pair, target=target, used=None), workers=workers)[0],
-                        compute_stats(replace(pair, target=model, used=None), workers=workers)[0],
-                        sol.gain)
+    if data.ref_hat is None:
+        def of(a, b):
+            return lambda: compute_stats(replace(pair, reference=a, target=b, used=None),
+                                         workers=workers)[0]
+
+        return of(fitted, target), of(pair.reference, target), of(pair.reference, fitted)
+    nd, shape = pair.ndim, data.stats.shape
+    target_hat = frame_dct(target, nd, workers=workers,
+                           out=None if target is pair.target else target)
+    fitted_hat = frame_dct(fitted, nd, workers=workers, out=fitted)
+
+    def fit_stats():
+        return SpectralStats.zeros(shape).accumulate(fitted_hat, target_hat)
+
+    def pair_stats():
+        nonlocal target_hat  # not needed after this: let it go
+        stats = (data.stats if target is pair.target
+                 else SpectralStats.zeros(shape).accumulate(data.ref_hat, target_hat))
+        target_hat = None
+        return stats
+
+    return (fit_stats, pair_stats,
+            lambda: SpectralStats.zeros(shape).accumulate(data.ref_hat, fitted_hat))
 
 
 def _used_stats(problem: Problem, data: Data, sol: Solution) -> SpectralStats:

@@ -29,7 +29,7 @@ from scipy import fft as sfft
 from scipy import signal
 
 from ._gaussian import GaussianKernel, n_cholesky
-from ._losses import HUBER_K, LOSSES, irls_sums, l1_gain_offset, loss_sum, robust_gain_offset
+from ._losses import HUBER_K, LOSSES, huber_gain_offset, l1_gain_offset, loss_sum
 from ._shift import Frames, as_frames, central, estimate_shift
 from ._spectral import threads
 
@@ -216,7 +216,10 @@ class _ReferenceSpectrum:
         return full[self.crop]
 
     def lag_correlation(self, image: np.ndarray, radius: tuple[int, ...]) -> np.ndarray:
-        """``c[n] = sum_x image(x) A_pad(x + m - n)`` summed over frames, for lags ``|n_i| <= radius_i``."""
+        """``c[n] = sum_x image(x) A_pad(x + m - n)`` summed over frames, for lags ``|n_i| <= radius_i``.
+
+        Overwrites the model buffer: a view returned by `model` is invalid afterwards.
+        """
         if self._real is None:
             self._real = np.zeros_like(self._padded)
         self._real[self.crop] = image
@@ -225,8 +228,10 @@ class _ReferenceSpectrum:
         z *= self.spectrum
         z.imag *= -1.0
         spec = z.sum(axis=0) if len(z) > 1 else z[0]
+        # into the model buffer (its first frame): a model view taken before is overwritten
         full = ducc0.fft.c2r(spec, axes=tuple(range(self.d)), lastsize=self.lengths[-1], forward=False,
-                             inorm=2, nthreads=self.nthreads, allow_overwriting_input=True)
+                             inorm=2, out=self._padded[0], nthreads=self.nthreads,
+                             allow_overwriting_input=True)
         return full[_lag_index(radius, self.lengths)].astype(np.float64)
 
 
@@ -368,19 +373,21 @@ class _Problem:
         loss = loss or self.options.loss
         if loss == "l2":
             return self.used
-        a = np.abs(point.residual)
-        if loss == "huber":
-            w = self.options.delta / np.maximum(a, self.options.delta)  # min(1, delta/|r|)
-        else:
-            w = 1.0 / np.maximum(a, self.options.delta)
-        return w if self.used is None else w * self.used
+        delta = self.options.delta
+        w = np.abs(point.residual)  # one image-sized array, transformed in place
+        np.maximum(w, delta, out=w)
+        np.divide(delta if loss == "huber" else 1.0, w, out=w)  # min(1, delta/|r|), 1/max(|r|, eps)
+        return w if self.used is None else np.multiply(w, self.used, out=w, casting="unsafe")
 
     def normal(self, point: _Point, w: np.ndarray | None, *, matrix: bool) -> _Normal:
         """Gradient ``J^T W r`` (and ``J^T W J`` with ``matrix``) over kernel params, gain, offset."""
         opts = self.options
         derivs = opts.derivatives(point.kernel)
         radius = tuple((k - 1) // 2 for k in point.sampled.shape)
-        wr = point.residual if w is None else w * point.residual
+        if w is None:
+            wr = point.residual
+        else:  # fresh weights are not needed after this without a matrix: reuse their memory
+            wr = np.multiply(w, point.residual, out=None if matrix or w is self.used else w)
         corr = self.spectrum.lag_correlation(wr, radius)
         grad = list(point.gain * (derivs.reshape(len(derivs), -1) * corr.reshape(-1)).sum(axis=1))
         if opts.gain_offset:
@@ -397,11 +404,11 @@ class _Problem:
         for i, dk in enumerate(derivs):
             jac = self.spectrum.model(dk)
             wj = jac if w is None else w * jac
-            corr = self.spectrum.lag_correlation(wj, radius)
-            out[i, :k] = point.gain**2 * (derivs.reshape(len(derivs), -1) * corr.reshape(-1)).sum(axis=1)
-            if go:
+            if go:  # before the lag correlation, which overwrites the model buffer (jac)
                 out[i, k] = out[k, i] = point.gain * float(_dot(wf, jac))
                 out[i, k + 1] = out[k + 1, i] = point.gain * float(wj.sum(dtype=np.float64))
+            corr = self.spectrum.lag_correlation(wj, radius)
+            out[i, :k] = point.gain**2 * (derivs.reshape(len(derivs), -1) * corr.reshape(-1)).sum(axis=1)
         if go:
             sw = float(self.n_used) if w is None else float(w.sum())
             out[k, k], out[k, k + 1] = float(_dot(wf, point.model)), float(wf.sum(dtype=np.float64))
@@ -675,11 +682,9 @@ def _polish_gain_offset(problem: _Problem, point: _Point) -> _Point:
     if problem.options.loss == "l1":  # warm: the window around the start holds, one band pass
         gain, offset, _ = l1_gain_offset(model, target, point.gain, offset=point.offset,
                                          n_eff=L1_WINDOW_PIXELS)
-    else:
-        def sums_at(g, o):
-            return irls_sums(model, target, g, o, "huber", problem.options.delta)
-
-        gain, offset, _ = robust_gain_offset(sums_at, point.gain, point.offset, "huber")
+    else:  # damped Newton in chunked passes: no float64 copies of the images
+        gain, offset, _ = huber_gain_offset(model, target, point.gain, point.offset,
+                                            problem.options.delta)
     trial = problem.evaluate(point.x, gain, offset)
     return trial if trial.loss < point.loss else point
 
@@ -775,9 +780,9 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
         problem = _Problem(*frames, options, _pad_radius([solved.point.kernel], truncate), workers,
                            dtype=dtype)
         point = problem.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
-        scale = problem.n_used / max(local.n_used, 1)
+        matrix = solved.matrix * (problem.n_used / max(local.n_used, 1))
         # float32 losses are exact to ~1e-7 of themselves: a failed step is not retried for less
-        full = _levenberg_marquardt(problem, point, refresh=False, matrix=solved.matrix * scale,
+        full = _levenberg_marquardt(problem, point, refresh=False, matrix=matrix,
                                     max_iter=12, rtol=1e-7, callback=callback,
                                     tries=2 if dtype == np.float32 else 12)
         point, steps = full.point, full.iterations

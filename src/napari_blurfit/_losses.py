@@ -32,13 +32,15 @@ def loss_sum(residual: np.ndarray, loss: str, delta: float, *, overwrite: bool =
 
     ``overwrite`` lets it use ``residual``'s memory instead of a new array.
     """
+    if not overwrite and residual.size > CHUNK and residual.flags.c_contiguous:  # no big temporary
+        return sum(loss_sum(part.copy(), loss, delta, overwrite=True) for (part,) in chunks(residual))
     r = residual
     out = r if overwrite else None
     if loss == "l2":
         return float(np.square(r, out=out).sum(dtype=np.float64))
     if loss == "l1":
         return float(np.abs(r, out=out).sum(dtype=np.float64))
-    return float(special.huber(delta, r).sum(dtype=np.float64))
+    return float(special.huber(delta, r, out=out).sum(dtype=np.float64))
 
 
 def irls_sums(model: np.ndarray, target: np.ndarray, gain: float, offset: float, loss: str,

@@ -148,6 +148,26 @@ def test_robust_losses_with_impulse_noise(cam, loss):
     np.testing.assert_allclose(fit.kernel.shift, true.shift, atol=0.05)
 
 
+@pytest.mark.parametrize("loss", ["l1", "huber"])
+def test_chord_ladder_through_a_middle_crop_matches_the_direct_path(cam, loss, monkeypatch):
+    """Large images rehearse the chord steps on a middle crop; shrunk here to run on 160^2."""
+    from napari_blurfit import _fullfit
+
+    rng = np.random.default_rng(11)
+    true = GaussianKernel.from_basicsr(2.5, 1.5, -0.4, (-0.6, 0.9))
+    target = _noisy(0.9 * true.apply(cam) + 0.1, rng)
+    hit = rng.random(cam.shape) < 0.02
+    target[hit] = rng.choice([0.0, 1.5], size=hit.sum())
+    kwargs = dict(loss=loss, gain_offset=True, full_covariance=True, shift=True, start_sigma=(2.0, 2.0))
+    monkeypatch.setitem(_fullfit.CROP_EDGE, 2, 48)
+    direct = fit_whole_gaussian(cam, target, **kwargs)  # the middle crop (1024) is the image
+    monkeypatch.setitem(_fullfit.MIDDLE_EDGE, 2, 80)
+    ladder = fit_whole_gaussian(cam, target, **kwargs)
+    assert ladder.loss_sum <= direct.loss_sum * (1 + 1e-6)
+    assert _rel_frobenius(ladder.kernel.covariance, true.covariance) < 0.02
+    np.testing.assert_allclose(ladder.kernel.shift, true.shift, atol=0.05)
+
+
 def test_axis_aligned_blur_with_full_covariance(cam):
     rng = np.random.default_rng(4)
     true = GaussianKernel.from_sigma((2.5, 1.5))

@@ -34,6 +34,7 @@ from ._shift import Frames, as_frames, central, estimate_shift
 from ._spectral import threads
 
 CROP_EDGE = {2: 384, 3: 64}  # edge of the central crop used for the multi-start stage
+MIDDLE_EDGE = {2: 1024, 3: 128}  # edge of the crop that rehearses the full image's chord steps
 SCOUT_STEPS = 4  # solver steps from each start before the best start is solved to the end
 EXACT_MATRIX_PIXELS = 2**18  # up to this many pixels the exact L2 polish recomputes the exact matrix
 FLOAT32_PIXELS = 2**20  # above this many pixels the full-image stage runs its FFTs in float32
@@ -757,7 +758,9 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
     The crop is solved to the end with the loss's own (IRLS) matrix at every step; the full image
     then keeps the crop's matrix scaled to its pixel count (the chord method: every step follows
     the exact gradient of the true loss and must lower it), so a full-image step costs one model
-    and one gradient, not a Jacobian image per parameter; in float32 above `FLOAT32_PIXELS`.
+    and one gradient, not a Jacobian image per parameter; in float32 above `FLOAT32_PIXELS`. On a
+    large image a middle crop (`MIDDLE_EDGE`) takes those chord steps first: its solution and its
+    secant-updated matrix start the full image closer and better informed.
     """
     loss, truncate = options.loss, options.truncate
     crop = central(frames, CROP_EDGE.get(options.d, 64), 4)
@@ -776,15 +779,13 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
     if crop.reference.shape == frames.reference.shape:  # the crop is the image: solved
         problem, point, steps = local, solved.point, solved.iterations
     else:
-        dtype = np.float32 if frames.target.size > FLOAT32_PIXELS else np.float64
-        problem = _Problem(*frames, options, _pad_radius([solved.point.kernel], truncate), workers,
-                           dtype=dtype)
-        point = problem.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
-        matrix = solved.matrix * (problem.n_used / max(local.n_used, 1))
-        # float32 losses are exact to ~1e-7 of themselves: a failed step is not retried for less
-        full = _levenberg_marquardt(problem, point, refresh=False, matrix=matrix,
-                                    max_iter=12, rtol=1e-7, callback=callback,
-                                    tries=2 if dtype == np.float32 else 12)
+        n_solved = local.n_used
+        middle = central(frames, MIDDLE_EDGE.get(options.d, 128), 4)
+        if middle.target.size * 4 <= frames.target.size:  # a rehearsal at a sixteenth of the cost
+            _, solved = _chord(middle, options, solved, n_solved, workers, callback)
+            n_solved = int(middle.target.size if middle.used is None
+                           else np.count_nonzero(middle.used))
+        problem, full = _chord(frames, options, solved, n_solved, workers, callback)
         point, steps = full.point, full.iterations
     if options.gain_offset and loss != "l2":
         point = _polish_gain_offset(problem, point)
@@ -792,6 +793,24 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
     matrix = local.normal(local.evaluate(point.x, point.gain, point.offset), local.used,
                           matrix=True).matrix * (problem.n_used / max(local.n_used, 1))
     return _result(problem, point, matrix, steps)
+
+
+def _chord(frames: Frames, options: _Options, solved: _Solved, n_solved: int, workers,
+           callback) -> tuple[_Problem, _Solved]:
+    """Chord steps on ``frames`` from a smaller problem's solution and matrix (scaled by pixels).
+
+    The matrix arrives with the secant updates of the smaller problem's steps: the curvature they
+    learned is not learned again at the larger size.
+    """
+    dtype = np.float32 if frames.target.size > FLOAT32_PIXELS else np.float64
+    problem = _Problem(*frames, options, _pad_radius([solved.point.kernel], options.truncate),
+                       workers, dtype=dtype)
+    point = problem.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
+    matrix = solved.matrix * (problem.n_used / max(n_solved, 1))
+    # float32 losses are exact to ~1e-7 of themselves: a failed step is not retried for less
+    return problem, _levenberg_marquardt(problem, point, refresh=False, matrix=matrix, max_iter=12,
+                                         rtol=1e-7, callback=callback,
+                                         tries=2 if dtype == np.float32 else 12)
 
 
 def _result(problem: _Problem, point: _Point, matrix: np.ndarray, steps: int) -> FullFit:

@@ -35,7 +35,9 @@ from ._spectral import threads
 
 CROP_EDGE = {2: 384, 3: 64}  # edge of the central crop used for the multi-start stage
 MIDDLE_EDGE = {2: 1024, 3: 128}  # edge of the crop that rehearses the full image's chord steps
-SCOUT_STEPS = 4  # solver steps from each start before the best start is solved to the end
+# solver steps from each start before the best start is solved to the end (3D: 7 starts, and a step
+# with the exact matrix costs 27 FFTs of the crop: 2 steps already rank them)
+SCOUT_STEPS = {2: 4, 3: 2}
 EXACT_MATRIX_PIXELS = 2**18  # up to this many pixels the exact L2 polish recomputes the exact matrix
 FLOAT32_PIXELS = 2**20  # above this many pixels the full-image stage runs its FFTs in float32
 SHIFT_START_PIXELS = 2**16  # crop of the shift's start estimate in a fit (the fit refines it)
@@ -314,7 +316,9 @@ class _Problem:
     """
 
     def __init__(self, reference, target, used, options: _Options, radius, workers, *,
-                 spectrum: _ReferenceSpectrum | None = None, dtype=np.float64):
+                 spectrum: _ReferenceSpectrum | None = None, dtype=np.float64,
+                 space: _KernelSpace | None = None):
+        self.space = space  # gives the unweighted matrix from statistics instead of Jacobian images
         self.options = options
         self.reference = reference
         self.target = target
@@ -397,6 +401,8 @@ class _Problem:
 
     def _matrix(self, point: _Point, w, derivs, radius) -> np.ndarray:
         """``J^T W J``: one Jacobian image at a time, its row from a lag correlation."""
+        if self.space is not None and w is None:
+            return self.space.matrix_at(point.kernel, point.gain)
         k = len(derivs)
         p = k + (2 if self.options.gain_offset else 0)
         out = np.zeros((p, p))
@@ -436,13 +442,17 @@ class _KernelSpace:
         self._build(tuple(radius))
 
     def _build(self, radius: tuple[int, ...]) -> None:
-        """Statistics for kernels up to ``radius`` (the grid's margin is ``2 radius``, for the lags of T)."""
+        """Statistics for kernels up to ``radius``.
+
+        On a grid of its own, with a margin of ``2 radius`` for the lags of T, dropped once they
+        are taken: a fit's models need only ``radius`` (in 3D the wider grid was a third larger).
+        """
         lags = tuple(2 * r for r in radius)
-        self.spectrum = _ReferenceSpectrum(self.frames.reference, radius, self.workers, dtype=self.dtype,
-                                           margin=lags)
+        grid = _ReferenceSpectrum(self.frames.reference, radius, self.workers, dtype=self.dtype,
+                                  margin=lags)
         # the box sums enter only the gain/offset rows (one pass over the grid: skip it otherwise)
-        self.s = self.spectrum.box_sums(radius) if self.options.gain_offset else None
-        t = self.spectrum.lag_correlation(self.frames.reference, lags)
+        self.s = grid.box_sums(radius) if self.options.gain_offset else None
+        t = grid.lag_correlation(self.frames.reference, lags)
         self.t = 0.5 * (t + t[(slice(None, None, -1),) * len(radius)])
         self.radius = radius
 
@@ -624,13 +634,23 @@ def _best_start(problem, starts, callback, *, max_iter: int, rtol: float, scout:
 
 
 def _multistart(frames: Frames, options: _Options, starts, workers, callback, *, max_iter: int = 40,
-                rtol: float = 1e-10) -> _Scaled:
-    """Best L2 solution over the start kernels, each solved with the exact matrix at every step."""
+                rtol: float = 1e-10, exact: bool = True) -> _Scaled:
+    """Best L2 solution over the start kernels, each solved with a fresh matrix at every step.
+
+    The matrix is exact, or without ``exact`` (a crop that only finds the start; no mask) the one
+    `_KernelSpace` makes from statistics: kernel-sized convolutions instead of three image FFTs per
+    parameter (in 3D, 27 FFTs of the crop per step).
+    """
     l2 = replace(options, loss="l2")
     for kernel in starts:
         _check_radius(kernel.grid(options.truncate).radius, frames.target.shape[1:])
-    problem = _Problem(*frames, l2, _pad_radius(starts, options.truncate), workers)
-    best = _best_start(problem, starts, callback, max_iter=max_iter, rtol=rtol, scout=SCOUT_STEPS)
+    radius = _pad_radius(starts, options.truncate)
+    if exact or frames.used is not None:
+        problem = _Problem(*frames, l2, radius, workers)
+    else:
+        space = _KernelSpace(frames, l2, radius, workers, np.float64)
+        problem = _Problem(*frames, l2, radius, workers, space=space)
+    best = _best_start(problem, starts, callback, max_iter=max_iter, rtol=rtol, scout=SCOUT_STEPS.get(options.d, 2))
     return _Scaled(best, problem.n_used, problem)
 
 
@@ -654,10 +674,11 @@ def _fit_l2(frames: Frames, options: _Options, starts, workers, callback, *, max
                                       callback=callback)
         return problem, solved
     crop = central(frames, CROP_EDGE.get(options.d, 64), 4)
-    start = _multistart(crop, options, starts, workers, callback).solved.point
+    start = _multistart(crop, options, starts, workers, callback, exact=False).solved.point
     dtype = np.float32 if size > FLOAT32_PIXELS else np.float64
-    space = _KernelSpace(frames, options, _pad_radius([start.kernel], options.truncate), workers, dtype)
-    problem = _Problem(*frames, options, None, workers, spectrum=space.spectrum)
+    radius = _pad_radius([start.kernel], options.truncate)
+    space = _KernelSpace(frames, options, radius, workers, dtype)
+    problem = _Problem(*frames, options, radius, workers, dtype=dtype)
     point = problem.evaluate(start.x, start.gain, start.offset)
     matrix = space.matrix_at(point.kernel, point.gain)
     # float32 losses are exact to ~1e-8: stop at a relative decrease of 1e-7, and do not chase noise
@@ -764,7 +785,8 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
     """
     loss, truncate = options.loss, options.truncate
     crop = central(frames, CROP_EDGE.get(options.d, 64), 4)
-    scout = _multistart(crop, options, starts, workers, callback)
+    # L1/Huber take only a start from the L2 multi-start; masked L2 keeps its matrix (exact)
+    scout = _multistart(crop, options, starts, workers, callback, exact=loss == "l2")
     solved = scout.solved
     local = scout.problem
     if loss != "l2":

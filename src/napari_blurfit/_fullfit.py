@@ -650,7 +650,8 @@ def _multistart(frames: Frames, options: _Options, starts, workers, callback, *,
     else:
         space = _KernelSpace(frames, l2, radius, workers, np.float64)
         problem = _Problem(*frames, l2, radius, workers, space=space)
-    best = _best_start(problem, starts, callback, max_iter=max_iter, rtol=rtol, scout=SCOUT_STEPS.get(options.d, 2))
+    best = _best_start(problem, starts, callback, max_iter=max_iter, rtol=rtol,
+                       scout=SCOUT_STEPS.get(options.d, 2))
     return _Scaled(best, problem.n_used, problem)
 
 
@@ -780,8 +781,8 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
     then keeps the crop's matrix scaled to its pixel count (the chord method: every step follows
     the exact gradient of the true loss and must lower it), so a full-image step costs one model
     and one gradient, not a Jacobian image per parameter; in float32 above `FLOAT32_PIXELS`. On a
-    large image a middle crop (`MIDDLE_EDGE`) takes those chord steps first: its solution and its
-    secant-updated matrix start the full image closer and better informed.
+    large image a middle crop (`MIDDLE_EDGE`) takes those chord steps first: its solution starts
+    the full image closer.
     """
     loss, truncate = options.loss, options.truncate
     crop = central(frames, CROP_EDGE.get(options.d, 64), 4)
@@ -801,13 +802,12 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
     if crop.reference.shape == frames.reference.shape:  # the crop is the image: solved
         problem, point, steps = local, solved.point, solved.iterations
     else:
-        n_solved = local.n_used
+        per_pixel = solved.matrix / max(local.n_used, 1)  # the crop's matrix, per pixel used
+        start = solved.point
         middle = central(frames, MIDDLE_EDGE.get(options.d, 128), 4)
         if middle.target.size * 4 <= frames.target.size:  # a rehearsal at a sixteenth of the cost
-            _, solved = _chord(middle, options, solved, n_solved, workers, callback)
-            n_solved = int(middle.target.size if middle.used is None
-                           else np.count_nonzero(middle.used))
-        problem, full = _chord(frames, options, solved, n_solved, workers, callback)
+            start = _chord(middle, options, start, per_pixel, workers, callback)[1].point
+        problem, full = _chord(frames, options, start, per_pixel, workers, callback)
         point, steps = full.point, full.iterations
     if options.gain_offset and loss != "l2":
         point = _polish_gain_offset(problem, point)
@@ -817,18 +817,18 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
     return _result(problem, point, matrix, steps)
 
 
-def _chord(frames: Frames, options: _Options, solved: _Solved, n_solved: int, workers,
+def _chord(frames: Frames, options: _Options, start: _Point, per_pixel: np.ndarray, workers,
            callback) -> tuple[_Problem, _Solved]:
-    """Chord steps on ``frames`` from a smaller problem's solution and matrix (scaled by pixels).
+    """Chord steps on ``frames`` from ``start``, with the crop's matrix scaled to the pixels used.
 
-    The matrix arrives with the secant updates of the smaller problem's steps: the curvature they
-    learned is not learned again at the larger size.
+    (Carrying a smaller problem's secant-updated matrix instead was tried: its first step on the
+    full image overshot, twice, and the fit stopped there: docs/whole-gaussian.md.)
     """
     dtype = np.float32 if frames.target.size > FLOAT32_PIXELS else np.float64
-    problem = _Problem(*frames, options, _pad_radius([solved.point.kernel], options.truncate),
-                       workers, dtype=dtype)
-    point = problem.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
-    matrix = solved.matrix * (problem.n_used / max(n_solved, 1))
+    problem = _Problem(*frames, options, _pad_radius([start.kernel], options.truncate), workers,
+                       dtype=dtype)
+    point = problem.evaluate(start.x, start.gain, start.offset)
+    matrix = per_pixel * problem.n_used
     # float32 losses are exact to ~1e-7 of themselves: a failed step is not retried for less
     return problem, _levenberg_marquardt(problem, point, refresh=False, matrix=matrix, max_iter=12,
                                          rtol=1e-7, callback=callback,

@@ -71,7 +71,8 @@ class FullFit:
         Huber threshold used.
     residual : ndarray
         ``gain * kernel.apply(reference) + offset - target`` at every pixel (used or not), frames
-        first, in the dtype the fit ran in.
+        first, in the dtype the fit ran in. `fit_blur`'s checks turn it into the fitted image in
+        place (the fit is done with it by then).
     """
 
     kernel: GaussianKernel

@@ -30,12 +30,13 @@ from ._losses import (
     robust_gain_offset,
     sum64,
 )
-from ._spectral import SpectralStats, block_stats, contract, frame_dct, frame_idct
+from ._spectral import SpectralStats, block_stats, contract, frame_dct, frame_idct, normal_matrix
 from ._validate import Pair, fill_nonfinite
 
 TREE_WIDTH = 8  # blocks summed per node of the dask reduction tree
 SUBSAMPLE = 2**18  # pixels the robust gain/offset is solved on during the sigma search
 FLOAT32_LOSS_JITTER = 1e-7  # relative jitter of a loss summed over a float32 model (measured)
+IDENTITY_SIGMA = 0.165  # below this scipy's kernel is the identity to within 1e-8 (fit.IDENTITY_BELOW)
 
 
 def blur_coefficients(ref_hat: np.ndarray, sigma, ndim: int, truncate: float,
@@ -534,20 +535,32 @@ class SpatialObjective:
         return self._loss_at(sigma, gain, offset, "l2")
 
 
+def _log_sigma_normal(stats: SpectralStats, sigma, gain: float, *, per_axis: bool,
+                      gain_offset: bool, truncate: float, fraction: float) -> tuple[np.ndarray, int]:
+    """`normal_matrix` times ``fraction`` (share of pixels used), in log-sigma; and its sigma rows.
+
+    The first ``k`` rows and columns are in ``t = log sigma`` (``ds/dt = s``). Sigmas are floored
+    where scipy's kernel is the identity (no curvature to read there).
+    """
+    sigma = np.asarray(sigma, dtype=np.float64)
+    jtj = normal_matrix(stats, np.maximum(sigma, IDENTITY_SIGMA), gain, per_axis=per_axis,
+                        gain_offset=gain_offset, truncate=truncate) * fraction
+    k = len(sigma) if per_axis else 1
+    scale = np.ones(len(jtj))
+    scale[:k] = sigma if per_axis else sigma[:1]
+    return jtj * np.outer(scale, scale), k
+
+
 def l2_model_hessian(stats: SpectralStats, sigma, gain: float, *, per_axis: bool,
                      gain_offset: bool, truncate: float, fraction: float = 1.0) -> np.ndarray:
     """Gauss-Newton ``J^T J`` of the L2 objective over log-sigma, gain/offset profiled out.
 
     The sigma block of `normal_matrix` with the gain/offset eliminated (Schur complement), in
-    ``t = log sigma`` (``ds/dt = s``) and scaled by ``fraction`` (share of pixels used). Free from
-    the statistics; times a loss's mean second derivative it models that loss's Hessian.
+    ``t = log sigma`` and scaled by ``fraction`` (share of pixels used). Free from the
+    statistics; times a loss's mean second derivative it models that loss's Hessian.
     """
-    from ._spectral import normal_matrix
-
-    sigma = np.asarray(sigma, dtype=np.float64)
-    jtj = normal_matrix(stats, np.maximum(sigma, 0.165), gain, per_axis=per_axis,
-                        gain_offset=gain_offset, truncate=truncate) * fraction
-    k = len(sigma) if per_axis else 1
+    jtj, k = _log_sigma_normal(stats, sigma, gain, per_axis=per_axis, gain_offset=gain_offset,
+                               truncate=truncate, fraction=fraction)
     h = jtj[:k, :k]
     if gain_offset:
         cross, rest = jtj[:k, k:], jtj[k:, k:]
@@ -555,8 +568,7 @@ def l2_model_hessian(stats: SpectralStats, sigma, gain: float, *, per_axis: bool
             h = h - cross @ np.linalg.solve(rest, cross.T)
         except np.linalg.LinAlgError:
             pass
-    scale = sigma if per_axis else sigma[:1]
-    return h * np.outer(scale, scale)
+    return h
 
 
 def l2_model_blocks(stats: SpectralStats, sigma, gain: float, *, per_axis: bool,
@@ -567,11 +579,6 @@ def l2_model_blocks(stats: SpectralStats, sigma, gain: float, *, per_axis: bool,
     the profile over sigma: value ``- 1/2 g_th^T H_thth^-1 g_th``, gradient
     ``- H_s,th H_thth^-1 g_th`` (one Newton step in gain/offset, to second order).
     """
-    from ._spectral import normal_matrix
-
-    sigma = np.asarray(sigma, dtype=np.float64)
-    jtj = normal_matrix(stats, np.maximum(sigma, 0.165), gain, per_axis=per_axis,
-                        gain_offset=True, truncate=truncate) * fraction
-    k = len(sigma) if per_axis else 1
-    scale = sigma if per_axis else sigma[:1]
-    return jtj[:k, k:] * scale[:, None], jtj[k:, k:]
+    jtj, k = _log_sigma_normal(stats, sigma, gain, per_axis=per_axis, gain_offset=True,
+                               truncate=truncate, fraction=fraction)
+    return jtj[:k, k:], jtj[k:, k:]

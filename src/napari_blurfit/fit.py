@@ -9,7 +9,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._adequacy import Adequacy, Transfer, assess, assess_model
-from ._engine import SpatialObjective, blurred, compute_stats, target_spread
+from ._engine import (
+    SpatialObjective,
+    blurred,
+    compute_stats,
+    l2_model_blocks,
+    l2_model_hessian,
+    target_spread,
+)
 from ._fullfit import FullFit, fit_whole_gaussian
 from ._losses import HUBER_K
 from ._options import FitOptions
@@ -360,20 +367,20 @@ def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
         if delta is None:  # noise scale of the L2 fit's residuals
             delta = HUBER_K * objective.robust_scale(start.sigma, start.gain, start.offset)
         objective.delta = delta = max(float(delta), 1e-9 * scale)
-    from ._engine import l2_model_blocks, l2_model_hessian
+    common = dict(per_axis=opt.per_axis, truncate=opt.truncate, fraction=data.n_used / data.n_total)
 
-    def hessian(sigma, blocks=False):  # the L2 Gauss-Newton matrix (free from the statistics)
-        model = l2_model_blocks if blocks else l2_model_hessian
-        extra = {} if blocks else {"gain_offset": opt.gain_offset}
-        return model(stats, sigma, start.gain, per_axis=opt.per_axis, truncate=opt.truncate,
-                     fraction=data.n_used / data.n_total, **extra)
+    def hessian(sigma):  # the L2 Gauss-Newton matrix (free from the statistics)
+        return l2_model_hessian(stats, sigma, start.gain, gain_offset=opt.gain_offset, **common)
+
+    def blocks(sigma):  # its gain/offset blocks, to correct a sampled gain/offset
+        return l2_model_blocks(stats, sigma, start.gain, **common)
 
     # a mask or NaNs: the whole-image statistics (garbage included) are no guide to the curvature
     # of the pixels used, so those fits keep the bracketing search on values
     scan = opt.mask is not None or data.n_nonfinite > 0
     sigma, value, gain, offset = _spatial_fit(
         objective, start.sigma, problem.lower, problem.upper, opt.per_axis, scan=scan,
-        hessian=None if scan else hessian)
+        hessian=None if scan else hessian, blocks=blocks)
     rss = objective.sum_squares(sigma, gain, offset) if opt.loss != "l2" else value
     order = sorted(objective.trace, key=lambda t: float(np.prod(t[0])))
     profile = {"sigma": np.array([float(np.exp(np.mean(np.log(t[0])))) for t in order]),
@@ -384,7 +391,7 @@ def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
 
 
 def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, scan: bool,
-                 hessian=None):
+                 hessian=None, blocks=None):
     """Polish the loss in image space from the L2 optimum.
 
     With ``scan`` (a mask or NaNs can make the whole-image L2 optimum a poor guide: the excluded
@@ -411,7 +418,7 @@ def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, sca
         grad = grad if per_axis else np.array([grad.sum()])
         value, theta = point.value, point.gain_offset_gradient
         if theta is not None:  # gain/offset from a pixel sample: correct to the exact profile
-            cross, block = (m * point.curvature for m in hessian(s, blocks=True))
+            cross, block = (m * point.curvature for m in blocks(s))
             step = np.linalg.lstsq(block, theta, rcond=None)[0]
             value, grad = value - 0.5 * float(theta @ step), grad - cross @ step
         return Probe(value, grad, point.curvature)

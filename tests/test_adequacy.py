@@ -137,3 +137,29 @@ def test_share_matches_a_brute_force_shell_filter():
         if mm > 0:
             removed += max((mm - mb) ** 2 / mm - noise, 0.0)
     assert result.share == pytest.approx(removed / residual, rel=1e-9)
+
+
+@pytest.mark.parametrize("shape, ndim", [((300, 410), 2), ((40, 70, 90), 3), ((3, 64, 80), 2)])
+def test_binned_statistics_give_the_full_statistics_answer(shape, ndim):
+    """A rotated/shifted fit's check sums the products straight into blocks: same answer."""
+    from napari_blurfit._adequacy import assess_model, binned_stats
+    from napari_blurfit._spectral import SpectralStats, frame_dct
+
+    rng = np.random.default_rng(5)
+    a = rng.random(shape).astype(np.float32)
+    b = ndimage.gaussian_filter(a, 1.5) + rng.normal(0, 0.05, shape).astype(np.float32)
+    m = ndimage.gaussian_filter(a, 1.3).astype(np.float32)
+    a_hat, b_hat, m_hat = (frame_dct(x, ndim) for x in (a, b, m))
+
+    def full(x, y):
+        return lambda: SpectralStats.zeros(shape[-ndim:]).accumulate(x, y)
+
+    def binned(x, y):
+        return lambda: binned_stats(x, y, ndim)
+
+    want = assess_model(full(m_hat, b_hat), full(a_hat, b_hat), full(a_hat, m_hat), 0.9)
+    got = assess_model(binned(m_hat, b_hat), binned(a_hat, b_hat), binned(a_hat, m_hat), 0.9)
+    assert got.share == pytest.approx(want.share, rel=1e-9, abs=1e-12)
+    for field in ("frequency", "measured", "model", "stderr", "energy"):
+        np.testing.assert_allclose(getattr(got.transfer, field), getattr(want.transfer, field),
+                                   rtol=1e-9, atol=1e-12)

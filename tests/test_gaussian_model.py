@@ -287,3 +287,91 @@ def test_large_image_path_matches_exact_path(cam, monkeypatch):
     assert _rel_frobenius(fast.kernel.covariance, true.covariance) < 0.01
     np.testing.assert_allclose(fast.kernel.shift, true.shift, atol=0.03)
     np.testing.assert_allclose(fast.covariance_stderr, exact.covariance_stderr, rtol=0.2)
+
+
+# (j) the full-image stage's building blocks: separable spectra, folded gain/offset, lag sums ------
+def test_diagonal_kernels_factorise_shifted_or_not():
+    rng = np.random.default_rng(12)
+    for d in (2, 3):
+        kernel = GaussianKernel(np.diag(rng.uniform(0.8, 2.5, d) ** 2), rng.uniform(-1.2, 1.2, d))
+        outer = np.ones(())
+        for factor in kernel.factors(3.5):
+            outer = np.multiply.outer(outer, factor)
+        np.testing.assert_allclose(outer, kernel.sampled(3.5), rtol=1e-12, atol=1e-17)
+    assert GaussianKernel.from_basicsr(2.0, 1.0, 0.3).factors() is None
+
+
+@pytest.mark.parametrize("shape", [(2, 40, 52), (1, 14, 18, 22)])
+def test_model_from_factors_with_gain_and_offset_is_the_plain_convolution(shape):
+    from napari_blurfit._fullfit import _ReferenceSpectrum
+
+    rng = np.random.default_rng(13)
+    d = len(shape) - 1
+    reference = rng.random(shape)
+    kernel = GaussianKernel(np.diag(rng.uniform(0.8, 1.6, d) ** 2), rng.uniform(-1.0, 1.0, d))
+    spectrum = _ReferenceSpectrum(reference, tuple(r + 2 for r in kernel.grid().radius), None)
+    plain = spectrum.model(kernel.sampled()).copy()
+    np.testing.assert_allclose(plain, kernel.apply(reference), rtol=0, atol=1e-12)  # reflect borders
+    folded = spectrum.model(kernel.sampled(), kernel.factors(), gain=0.7, offset=-0.3)
+    np.testing.assert_allclose(folded, 0.7 * plain - 0.3, rtol=0, atol=1e-12)
+
+
+def test_lag_correlation_is_the_direct_sum_over_the_padded_reference():
+    from napari_blurfit._fullfit import _ReferenceSpectrum
+
+    rng = np.random.default_rng(14)
+    reference, image = rng.random((2, 30, 41)), rng.normal(size=(2, 30, 41))
+    radius = (5, 6)
+    spectrum = _ReferenceSpectrum(reference, radius, None)
+    padded, m = spectrum._padded.copy(), spectrum.margin  # the reflect-padded reference
+    corr, total = spectrum.lag_correlation(image, radius,
+                                           transform=lambda r, out: np.clip(r, -0.5, 0.5, out=out))
+    clipped = np.clip(image, -0.5, 0.5)
+    direct = np.zeros(corr.shape)
+    for index in np.ndindex(*corr.shape):
+        lag = [i - r for i, r in zip(index, radius)]
+        moved = (slice(None),) + tuple(slice(mi - n, mi - n + size)
+                                       for mi, n, size in zip(m, lag, image.shape[1:]))
+        direct[index] = np.sum(clipped * padded[moved])  # c[n] = sum_x f(x) A_pad(x + m - n)
+    np.testing.assert_allclose(corr, direct, rtol=0, atol=1e-10 * np.abs(direct).max())
+    assert total == pytest.approx(clipped.sum(), abs=1e-10)
+
+
+def test_a_step_the_matrix_underestimates_is_cut_back_once_not_damped_four_times(cam):
+    """A crop's matrix scaled to an image of other content can miss the curvature many times over."""
+    from napari_blurfit._fullfit import _damped_step, _Options, _pad_radius, _Problem
+
+    rng = np.random.default_rng(15)
+    true = GaussianKernel.from_basicsr(2.2, 1.4, 0.4, (0.5, -0.3))
+    target = _noisy(true.apply(cam), rng)[None]
+    options = _Options(2, "l2", False, True, True, 4.0, 0.0)
+    start = GaussianKernel.from_basicsr(2.0, 1.6, 0.2, (0.3, -0.1))
+    problem = _Problem(cam[None], target, None, options, _pad_radius([start], 4.0), None)
+    point = problem.evaluate(options.start(start), 1.0, 0.0)
+    normal = problem.normal(point, matrix=True)
+    before = problem.evaluations
+    trial, _ = _damped_step(problem, point, normal.matrix / 30.0, normal.gradient, 1e-4)
+    assert trial is not None and trial.loss < point.loss
+    assert problem.evaluations - before <= 2
+
+
+@pytest.mark.parametrize("loss", ["l1", "huber"])
+def test_float32_chord_of_a_robust_loss_matches_the_exact_path(cam, loss, monkeypatch):
+    """Large images run the chord in float32 and keep its joint gain/offset (no exact polish)."""
+    from napari_blurfit import _fullfit
+
+    rng = np.random.default_rng(16)
+    true = GaussianKernel.from_basicsr(2.4, 1.4, 0.5, (0.6, -0.7))
+    target = _noisy(0.85 * true.apply(cam) + 0.05, rng)
+    hit = rng.random(cam.shape) < 0.02
+    target[hit] = rng.choice([0.0, 1.5], size=hit.sum())
+    kwargs = dict(loss=loss, gain_offset=True, full_covariance=True, shift=True, start_sigma=(2.0, 2.0))
+    monkeypatch.setitem(_fullfit.CROP_EDGE, 2, 64)
+    exact = fit_whole_gaussian(cam, target, **kwargs)  # float64, gain/offset polished exactly
+    monkeypatch.setattr(_fullfit, "FLOAT32_PIXELS", 0)
+    fast = fit_whole_gaussian(cam, target, **kwargs)
+    assert fast.loss_sum <= exact.loss_sum * (1 + 1e-5)
+    assert fast.gain == pytest.approx(exact.gain, rel=1e-3)
+    assert fast.offset == pytest.approx(exact.offset, abs=1e-3)
+    assert _rel_frobenius(fast.kernel.covariance, true.covariance) < 0.02
+    np.testing.assert_allclose(fast.kernel.shift, true.shift, atol=0.05)

@@ -120,11 +120,15 @@ def _reduce_axis(p: np.ndarray, axis: int, weights: np.ndarray, starts: np.ndarr
     return np.moveaxis(np.moveaxis(out, 1, -1), 0, axis)
 
 
+def _all_block_starts(shape: tuple[int, ...]) -> list[np.ndarray]:
+    per_axis = MAX_BLOCKS_PER_AXIS if len(shape) == 2 else MAX_BLOCKS_PER_AXIS // 4
+    return [_block_starts(n, per_axis) for n in shape]
+
+
 def _grid(stats: SpectralStats, sigma, truncate: float) -> _Grid:
     """Sum the statistics (with the Gaussian's transfer) over blocks of frequencies."""
     d = len(stats.shape)
-    per_axis = MAX_BLOCKS_PER_AXIS if d == 2 else MAX_BLOCKS_PER_AXIS // 4
-    starts = [_block_starts(n, per_axis) for n in stats.shape]
+    starts = _all_block_starts(stats.shape)
     hs = [transfer([s], n, truncate)[:, 0] for s, n in zip(sigma, stats.shape)]
     aa, ab = stats.paa, stats.pab
     # weights per axis: [h^2, h, 1] for P_AA and [h, 1] for P_AB; combos picked on the diagonal
@@ -136,19 +140,73 @@ def _grid(stats: SpectralStats, sigma, truncate: float) -> _Grid:
         ab = _reduce_axis(ab, axis, w_ab, starts[axis])
     # aa has the block axes first, then one combo axis per spatial axis
     spatial = (slice(None),) * d
-    mm, hpaa, paa = (aa[spatial + (c,) * d] for c in range(3))
-    hpab, pab = (ab[spatial + (c,) * d] for c in range(2))
+    origin = (0,) * d
+    return _finish_grid(starts, stats.shape, [aa[spatial + (c,) * d] for c in range(3)],
+                        [ab[spatial + (c,) * d] for c in range(2)],
+                        float(stats.paa[origin]), float(stats.pab[origin]))
+
+
+def _finish_grid(starts, shape, aa_sums, ab_sums, dc_aa: float, dc_ab: float) -> _Grid:
+    """The grid from its block sums ``[H^2 P_AA, H P_AA, P_AA]`` and ``[H P_AB, P_AB]``."""
+    d = len(shape)
     origin = (0,) * d  # remove the DC coefficient (H = 1 there): brightness, not shape
-    dc_aa, dc_ab = float(stats.paa[origin]), float(stats.pab[origin])
-    for arr, dc in ((mm, dc_aa), (hpaa, dc_aa), (paa, dc_aa), (hpab, dc_ab), (pab, dc_ab)):
-        arr[origin] -= dc
-    sizes = [np.diff(np.append(s, n)) for s, n in zip(starts, stats.shape)]
+    for arr in aa_sums:
+        arr[origin] -= dc_aa
+    for arr in ab_sums:
+        arr[origin] -= dc_ab
+    sizes = [np.diff(np.append(s, n)) for s, n in zip(starts, shape)]
     counts = np.ones([len(s) for s in starts])
     for axis, size in enumerate(sizes):
         counts = counts * size.reshape([-1 if i == axis else 1 for i in range(d)])
     counts[origin] -= 1
-    freqs = [(s + (z - 1) / 2.0) / (2.0 * n) for s, z, n in zip(starts, sizes, stats.shape)]
-    return _Grid(freqs, counts, mm, hpaa, paa, hpab, pab)
+    freqs = [(s + (z - 1) / 2.0) / (2.0 * n) for s, z, n in zip(starts, sizes, shape)]
+    return _Grid(freqs, counts, *aa_sums, *ab_sums)
+
+
+@dataclass(frozen=True)
+class BinnedStats:
+    """A pair's statistics already summed over `assess`'s frequency blocks (identity kernel).
+
+    All that `assess_model` reads of a pair: made from the two transforms a block of rows at a
+    time (`binned_stats`), with no full-size float64 statistic (`SpectralStats` holds two).
+    """
+
+    shape: tuple[int, ...]  # spatial shape of a frame
+    paa: np.ndarray  # block sums of sum_f A_hat^2, DC included
+    pab: np.ndarray  # block sums of sum_f A_hat B_hat
+    dc_aa: float  # the DC coefficient's sum_f A_hat^2 and sum_f A_hat B_hat
+    dc_ab: float
+    cbb: float  # sum of all B_hat^2
+    dc_b: np.ndarray  # each frame's DC coefficient of B
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.dc_b)
+
+    @property
+    def n_pixels(self) -> int:
+        return int(np.prod(self.shape))
+
+
+def binned_stats(ref_hat: np.ndarray, tgt_hat: np.ndarray, ndim: int) -> BinnedStats:
+    """`BinnedStats` of two transformed frame stacks (`frame_dct`, frames on leading axes)."""
+    shape = ref_hat.shape[ref_hat.ndim - ndim :]
+    a, b = ref_hat.reshape(-1, *shape), tgt_hat.reshape(-1, *shape)
+    starts = _all_block_starts(shape)
+    paa, pab = np.empty([len(s) for s in starts]), np.empty([len(s) for s in starts])
+    edges = np.append(starts[0], shape[0])
+    cbb = 0.0
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        fa, fb = a[:, lo:hi].astype(np.float64), b[:, lo:hi].astype(np.float64)  # exact products
+        cbb += float(np.vdot(fb, fb))
+        for out, prod in ((paa, fa * fa), (pab, fa * fb)):
+            block = prod.sum(axis=(0, 1))
+            for axis, first in enumerate(starts[1:]):
+                block = np.add.reduceat(block, first, axis=axis)
+            out[i] = block
+    origin = (slice(None),) + (0,) * ndim
+    dc_a, dc_b = a[origin].astype(np.float64), b[origin].astype(np.float64)
+    return BinnedStats(tuple(shape), paa, pab, float(dc_a @ dc_a), float(dc_a @ dc_b), cbb, dc_b)
 
 
 def _shells(values: np.ndarray, width: float) -> np.ndarray:
@@ -189,7 +247,11 @@ def assess(stats: SpectralStats, sigma, gain: float, *, truncate: float) -> Adeq
     truncate : float
         Kernel truncation, as in the fit.
     """
-    grid = _grid(stats, sigma, truncate)
+    return _assess_grid(_grid(stats, sigma, truncate), stats, gain)
+
+
+def _assess_grid(grid: _Grid, stats: SpectralStats | BinnedStats, gain: float) -> Adequacy:
+    """`assess` from the block sums (``stats`` gives the target's energy and the counts)."""
     free, curve, width = _labels(grid, stats.shape)
     # Gaussian residual without the DC coefficients: sum (g H A - B)^2 over k != 0
     residual = (gain * gain * grid.mm.sum() - 2.0 * gain * grid.hpab.sum()
@@ -207,17 +269,25 @@ def assess(stats: SpectralStats, sigma, gain: float, *, truncate: float) -> Adeq
     return Adequacy(share, curve_t, _suggest(curve_t))
 
 
-def assess_model(fit_stats: Callable[[], SpectralStats], pair_stats: Callable[[], SpectralStats],
-                 model_stats: Callable[[], SpectralStats], gain: float) -> Adequacy:
+Maker = Callable[[], "SpectralStats | BinnedStats"]
+
+
+def assess_model(fit_stats: Maker, pair_stats: Maker, model_stats: Maker, gain: float) -> Adequacy:
     """`assess` for a fitted model image ``M`` that is not diagonal in the DCT (rotated, shifted).
 
     The free class is then ``c_b * M_hat``: the fitted model followed by a free shell filter,
     which contains the model (``c_b = 1``). ``fit_stats`` make the statistics of the pair
     (M, target), ``pair_stats`` of (reference, target) and ``model_stats`` of (reference, M):
     the model's curve is measured exactly like the pair's, so the two read alike (a shift lowers
-    both). They are called one at a time, so only one set of full-size statistics is in memory.
+    both). They are called one at a time, so at most one set of full-size statistics is in
+    memory; `BinnedStats` hold none.
     """
-    def as_is(stats: SpectralStats, g: float) -> Adequacy:  # the identity kernel: sigma 0
+    def as_is(stats: SpectralStats | BinnedStats, g: float) -> Adequacy:  # the identity kernel
+        if isinstance(stats, BinnedStats):
+            grid = _finish_grid(_all_block_starts(stats.shape), stats.shape,
+                                [stats.paa.copy() for _ in range(3)], [stats.pab.copy() for _ in range(2)],
+                                stats.dc_aa, stats.dc_ab)  # H = 1: every transfer-weighted sum alike
+            return _assess_grid(grid, stats, g)
         return assess(stats, np.zeros(len(stats.shape)), g, truncate=4.0)
 
     share = as_is(fit_stats(), 1.0).share

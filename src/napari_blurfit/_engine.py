@@ -18,6 +18,7 @@ import numpy as np
 
 from ._kernels import transfer
 from ._losses import (
+    FLOAT32_LOSS_JITTER,
     GainOffset,
     chunks,
     huber_gain_offset,
@@ -35,7 +36,6 @@ from ._validate import Pair, fill_nonfinite
 
 TREE_WIDTH = 8  # blocks summed per node of the dask reduction tree
 SUBSAMPLE = 2**18  # pixels the robust gain/offset is solved on during the sigma search
-FLOAT32_LOSS_JITTER = 1e-7  # relative jitter of a loss summed over a float32 model (measured)
 IDENTITY_SIGMA = 0.165  # below this scipy's kernel is the identity to within 1e-8 (fit.IDENTITY_BELOW)
 
 

@@ -29,7 +29,7 @@ from scipy import fft as sfft
 from scipy import signal
 
 from ._gaussian import GaussianKernel, n_cholesky
-from ._losses import HUBER_K, LOSSES, huber_gain_offset, l1_gain_offset, loss_sum
+from ._losses import FLOAT32_LOSS_JITTER, HUBER_K, LOSSES, huber_gain_offset, l1_gain_offset, loss_sum
 from ._shift import Frames, as_frames, central, estimate_shift
 from ._spectral import threads
 
@@ -104,11 +104,6 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.einsum(f"{letters},{letters}->", a, b, dtype=np.float64))
 
 
-def _lag_index(radius: tuple[int, ...], lengths: tuple[int, ...]) -> tuple[np.ndarray, ...]:
-    """Open-mesh index of the lags ``-r..r`` per axis in a circular array of the given lengths."""
-    return np.ix_(*[np.arange(-r, r + 1) % n for r, n in zip(radius, lengths)])
-
-
 def _reflect_fill(grid: np.ndarray, frames: np.ndarray, margin: tuple[int, ...]) -> None:
     """Write ``frames`` into ``grid`` at ``margin`` and reflect-pad around it (numpy ``"symmetric"``).
 
@@ -161,8 +156,8 @@ class _ReferenceSpectrum:
     (at least ``radius``; twice it leaves room for the lags of `_KernelSpace`) from the origin; each
     axis is padded to a fast FFT length, the extra going to the right, so circular convolution never
     wraps into the crop. ``dtype`` is float64, or float32 for large images (half the time and memory).
-    Two grid-sized real buffers are reused: one for models, one (zero outside the crop) for lag
-    correlations.
+    One grid-sized real buffer serves models and lag correlations in turn (the padded reference
+    until then), one complex buffer their spectra.
     """
 
     def __init__(self, reference: np.ndarray, radius: tuple[int, ...], workers: int | None, *,
@@ -181,8 +176,8 @@ class _ReferenceSpectrum:
         self.spectrum = ducc0.fft.r2c(padded, axes=self.axes, nthreads=self.nthreads)
         self.crop = (slice(None),) + tuple(slice(m, m + n) for m, n in zip(self.margin, self.spatial))
         self._complex = np.empty_like(self.spectrum)
-        self._padded = padded  # the padded reference until the first model, then the model buffer
-        self._real = None  # zero outside the crop, for lag correlations (made on first use)
+        # the padded reference until the first model or lag correlation, then their real buffer
+        self._padded = padded
 
     def box_sums(self, radius: tuple[int, ...]) -> np.ndarray:
         """Sums of the padded reference over the crop moved by every lag ``|n_i| <= radius_i``."""
@@ -209,34 +204,78 @@ class _ReferenceSpectrum:
             spec = ducc0.fft.c2c(grown, axes=(axis,), out=grown, nthreads=nt)
         return spec
 
-    def model(self, kernel: np.ndarray) -> np.ndarray:
-        """The reference convolved with ``kernel``, on the crop: a view of a reused buffer.
+    def axis_spectra(self, factors: list[np.ndarray]) -> list[np.ndarray]:
+        """DFTs of 1-D kernels (offset 0 at the origin) along each axis, shaped to broadcast."""
+        out = []
+        for axis, (f, n) in enumerate(zip(factors, self.lengths)):
+            r = (len(f) - 1) // 2
+            line = np.zeros(n, dtype=self.dtype)
+            line[np.arange(-r, r + 1) % n] = f
+            last = axis == self.d - 1
+            spec = np.fft.rfft(line) if last else np.fft.fft(line)
+            shape = [1] * (self.d + 1)
+            shape[axis + 1] = len(spec)
+            out.append(spec.astype(self._complex.dtype).reshape(shape))
+        return out
 
-        The view is overwritten by the next call; copy it to keep it.
+    def model(self, kernel: np.ndarray, factors: list[np.ndarray] | None = None, *,
+              gain: float = 1.0, offset: float = 0.0) -> np.ndarray:
+        """``gain * (A * kernel) + offset`` on the crop: a view of a reused buffer.
+
+        ``factors``: 1-D kernels whose outer product is ``kernel`` (`GaussianKernel.factors`); its
+        spectrum is then their spectra broadcast, one pass per axis instead of a transform of
+        the grid. The gain scales the kernel and the offset enters the zero frequency, so
+        neither costs a pass. The view is overwritten by the next call; copy it to keep it.
         """
-        np.multiply(self.spectrum, self.kernel_spectrum(kernel), out=self._complex)
+        if factors is None:
+            np.multiply(self.spectrum, self.kernel_spectrum(kernel * gain), out=self._complex)
+        else:
+            first, *rest = self.axis_spectra(factors)[::-1]
+            np.multiply(self.spectrum, first * gain, out=self._complex)
+            for spec in rest:
+                self._complex *= spec
+        if offset:  # the inverse transform divides by the grid's size
+            self._complex[(slice(None),) + (0,) * self.d] += offset * np.prod(self.lengths, dtype=np.float64)
         full = ducc0.fft.c2r(self._complex, axes=self.axes, lastsize=self.lengths[-1], forward=False,
                              inorm=2, out=self._padded, nthreads=self.nthreads, allow_overwriting_input=True)
         return full[self.crop]
 
-    def lag_correlation(self, image: np.ndarray, radius: tuple[int, ...]) -> np.ndarray:
-        """``c[n] = sum_x image(x) A_pad(x + m - n)`` summed over frames, for lags ``|n_i| <= radius_i``.
+    def lag_correlation(self, image: np.ndarray, radius: tuple[int, ...], *,
+                        transform=None) -> tuple[np.ndarray, float]:
+        """``c[n] = sum_x f(x) A_pad(x + m - n)`` summed over frames, for lags ``|n_i| <= radius_i``.
 
-        Overwrites the model buffer: a view returned by `model` is invalid afterwards.
+        ``f`` is ``image``, or what ``transform(image, out)`` writes into ``out`` (an elementwise
+        function of it, formed in the buffer: no image-sized temporary). Returns ``c`` and
+        ``sum f`` (the transform's zero frequency). The image goes into the model buffer flipped
+        (zero outside the crop): the correlation is then the convolution
+        ``c2r(r2c(flipped) * A_hat)`` read at mirrored lags, with no pass to conjugate the
+        spectrum. Overwrites the model buffer: a view returned by `model` is invalid afterwards
+        (``image`` may be that view).
         """
-        if self._real is None:
-            self._real = np.zeros_like(self._padded)
-        self._real[self.crop] = image
-        z = ducc0.fft.r2c(self._real, axes=self.axes, out=self._complex, nthreads=self.nthreads)
-        z.imag *= -1.0  # z <- conj(conj(z) * A_hat) = z * conj(A_hat), without a conjugated copy
+        real = self._padded
+        flipped = real[self.crop][(slice(None),) + (slice(None, None, -1),) * self.d]
+        if transform is None:
+            flipped[...] = image
+        else:
+            transform(image, flipped)
+        for axis, (m, n) in enumerate(zip(self.margin, self.spatial), start=1):
+            edge = [slice(None)] * real.ndim
+            edge[axis] = slice(0, m)
+            real[tuple(edge)] = 0.0
+            edge[axis] = slice(m + n, None)
+            real[tuple(edge)] = 0.0
+        z = ducc0.fft.r2c(real, axes=self.axes, out=self._complex, nthreads=self.nthreads)
+        total = float(z[(slice(None),) + (0,) * self.d].real.sum(dtype=np.float64))
         z *= self.spectrum
-        z.imag *= -1.0
         spec = z.sum(axis=0) if len(z) > 1 else z[0]
         # into the model buffer (its first frame): a model view taken before is overwritten
         full = ducc0.fft.c2r(spec, axes=tuple(range(self.d)), lastsize=self.lengths[-1], forward=False,
                              inorm=2, out=self._padded[0], nthreads=self.nthreads,
                              allow_overwriting_input=True)
-        return full[_lag_index(radius, self.lengths)].astype(np.float64)
+        # f(x) sits at y = m + N - 1 - x: the convolution at q holds the lag 2m + N - 1 - q
+        lags = [(2 * m + n - 1 - np.arange(-r, r + 1)) % length
+                for m, n, r, length in zip(self.margin, self.spatial, radius, self.lengths)]
+        return full[np.ix_(*lags)].astype(np.float64), total
 
 
 # the problem --------------------------------------------------------------------------------------
@@ -313,13 +352,17 @@ class _Problem:
     """Reference spectrum, target and used pixels of one fit; evaluates points and normal equations.
 
     ``spectrum`` may be shared with a `_KernelSpace` built first. Points keep their own residual
-    (and model, when the gain is fitted), in the spectrum's dtype.
+    in the spectrum's dtype, and with ``keep_models`` their model when the gain is fitted (the
+    exact matrix needs it); without, a fitted gain and offset are applied inside the transform.
     """
 
     def __init__(self, reference, target, used, options: _Options, radius, workers, *,
                  spectrum: _ReferenceSpectrum | None = None, dtype=np.float64,
-                 space: _KernelSpace | None = None):
+                 space: _KernelSpace | None = None, keep_models: bool = True):
         self.space = space  # gives the unweighted matrix from statistics instead of Jacobian images
+        # the exact matrix with gain/offset needs each point's model; chord steps (a fixed matrix)
+        # and gradients do not: without a copy per point, two image-sized arrays fewer
+        self.keep_models = keep_models
         self.options = options
         self.reference = reference
         self.target = target
@@ -345,15 +388,26 @@ class _Problem:
         kernel = opts.kernel(x)
         sampled = kernel.sampled(opts.truncate)
         self._ensure_radius(sampled)
-        model = self.spectrum.model(sampled)  # a view of a reused buffer
+        factors = kernel.factors(opts.truncate)
         self.evaluations += 1
-        if opts.gain_offset and opts.loss == "l2":
+        fitted = opts.gain_offset and (opts.loss == "l2" or self.keep_models)  # the model itself is needed
+        # a view of a reused buffer: the bare model, or gain * model + offset made in the transform
+        model = self.spectrum.model(sampled, factors, gain=1.0 if fitted else gain,
+                                    offset=0.0 if fitted else offset)
+        if not fitted:
+            residual = np.subtract(model, self.target, dtype=self.spectrum.dtype)
+            return _Point(x, gain, offset, self.loss_of(residual), kernel, sampled, None, residual)
+        if opts.loss == "l2":
             gain, offset = self._best_l2(model)
         residual = np.multiply(model, gain, dtype=self.spectrum.dtype)
         residual += offset
         residual -= self.target
-        kept = np.ascontiguousarray(model) if opts.gain_offset else None
+        kept = np.ascontiguousarray(model) if self.keep_models else None
         return _Point(x, gain, offset, self.loss_of(residual), kernel, sampled, kept, residual)
+
+    def model_of(self, point: _Point) -> np.ndarray:
+        """The point's model: the kept copy, or made again (a view of the reused model buffer)."""
+        return point.model if point.model is not None else self.spectrum.model(point.sampled)
 
     def _best_l2(self, model) -> tuple[float, float]:
         m = self.used
@@ -385,19 +439,27 @@ class _Problem:
         np.divide(delta if loss == "huber" else 1.0, w, out=w)  # min(1, delta/|r|), 1/max(|r|, eps)
         return w if self.used is None else np.multiply(w, self.used, out=w, casting="unsafe")
 
-    def normal(self, point: _Point, w: np.ndarray | None, *, matrix: bool) -> _Normal:
-        """Gradient ``J^T W r`` (and ``J^T W J`` with ``matrix``) over kernel params, gain, offset."""
+    def normal(self, point: _Point, *, matrix: bool, loss: str | None = None) -> _Normal:
+        """Gradient ``J^T W r`` (and ``J^T W J`` with ``matrix``) over kernel params, gain, offset.
+
+        ``W`` holds the IRLS weights of ``loss`` (default the fit's) times the mask. Without the
+        matrix, ``W r`` (the loss's derivative) is written straight into the FFT buffer.
+        """
         opts = self.options
+        loss = loss or opts.loss
         derivs = opts.derivatives(point.kernel)
         radius = tuple((k - 1) // 2 for k in point.sampled.shape)
-        if w is None:
-            wr = point.residual
-        else:  # fresh weights are not needed after this without a matrix: reuse their memory
-            wr = np.multiply(w, point.residual, out=None if matrix or w is self.used else w)
-        corr = self.spectrum.lag_correlation(wr, radius)
+        w = self.weights(point, loss) if matrix else None
+        if matrix:
+            wr = point.residual if w is None else w * point.residual
+            corr, total = self.spectrum.lag_correlation(wr, radius)
+        else:
+            corr, total = self.spectrum.lag_correlation(
+                point.residual, radius,
+                transform=lambda r, out: _loss_derivative(r, out, loss, opts.delta, self.used))
         grad = list(point.gain * (derivs.reshape(len(derivs), -1) * corr.reshape(-1)).sum(axis=1))
-        if opts.gain_offset:
-            grad += [float(_dot(wr, point.model)), float(wr.sum(dtype=np.float64))]
+        if opts.gain_offset:  # sum(w r m) = sum_n K[n] c[n]: the model is not needed
+            grad += [float(np.vdot(point.sampled, corr)), total]
         return _Normal(self._matrix(point, w, derivs, radius) if matrix else None, np.array(grad))
 
     def _matrix(self, point: _Point, w, derivs, radius) -> np.ndarray:
@@ -415,13 +477,30 @@ class _Problem:
             if go:  # before the lag correlation, which overwrites the model buffer (jac)
                 out[i, k] = out[k, i] = point.gain * float(_dot(wf, jac))
                 out[i, k + 1] = out[k + 1, i] = point.gain * float(wj.sum(dtype=np.float64))
-            corr = self.spectrum.lag_correlation(wj, radius)
+            corr, _ = self.spectrum.lag_correlation(wj, radius)
             out[i, :k] = point.gain**2 * (derivs.reshape(len(derivs), -1) * corr.reshape(-1)).sum(axis=1)
         if go:
             sw = float(self.n_used) if w is None else float(w.sum())
             out[k, k], out[k, k + 1] = float(_dot(wf, point.model)), float(wf.sum(dtype=np.float64))
             out[k + 1, k], out[k + 1, k + 1] = out[k, k + 1], sw
         return 0.5 * (out + out.T)
+
+
+def _loss_derivative(residual: np.ndarray, out: np.ndarray, loss: str, delta: float, used) -> None:
+    """``out = w r`` (times the mask) without the IRLS weights: the loss's derivative.
+
+    ``clip(r, -delta, delta)`` for Huber, ``clip(r / eps, -1, 1)`` for L1, ``r`` for L2: one or
+    two passes where the weights took four.
+    """
+    if loss == "huber":
+        np.clip(residual, -delta, delta, out=out)
+    elif loss == "l1":
+        np.multiply(residual, 1.0 / delta, out=out, casting="unsafe")
+        np.clip(out, -1.0, 1.0, out=out)
+    else:
+        out[...] = residual
+    if used is not None:
+        np.multiply(out, used, out=out, casting="unsafe")
 
 
 class _KernelSpace:
@@ -453,7 +532,7 @@ class _KernelSpace:
                                   margin=lags)
         # the box sums enter only the gain/offset rows (one pass over the grid: skip it otherwise)
         self.s = grid.box_sums(radius) if self.options.gain_offset else None
-        t = grid.lag_correlation(self.frames.reference, lags)
+        t, _ = grid.lag_correlation(self.frames.reference, lags)
         self.t = 0.5 * (t + t[(slice(None, None, -1),) * len(radius)])
         self.radius = radius
 
@@ -516,30 +595,32 @@ MAX_STEP = 1.0  # largest change of a log-Cholesky entry (or px of shift) in one
 
 def _levenberg_marquardt(problem, point: _Point, *, refresh: bool, max_iter: int,
                          matrix: np.ndarray | None = None, rtol: float = 1e-10,
-                         callback=None, tries: int = 12) -> _Solved:
+                         callback=None, precision: float = 0.0) -> _Solved:
     """Minimise the loss from ``point``; ``refresh=False`` keeps the first matrix (chord method).
 
     Without ``refresh`` the matrix gets a BFGS update from each step and the change of the exact
     gradient it caused: the Gauss-Newton (or IRLS) matrix misses the curvature of large residuals
     (a model that fits only roughly) and of the L1/Huber kinks; the secant supplies it, so the
     chord steps converge in a few iterations instead of linearly. ``problem`` is a `_Problem` or a
-    `_KernelSpace`; ``tries`` bounds the damping increases per step.
+    `_KernelSpace`. ``precision``: the loss's relative rounding (a float32 model's jitter), below
+    which no decrease is chased.
     """
-    normal = problem.normal(point, problem.weights(point), matrix=matrix is None or refresh)
+    normal = problem.normal(point, matrix=matrix is None or refresh)
     if normal.matrix is not None:
         matrix = normal.matrix
     lam, done = 1e-4, 0
     for done in range(1, max_iter + 1):
         if callback is not None:
             callback(f"whole Gaussian: step {done}")
-        trial, lam = _damped_step(problem, point, matrix, normal.gradient, lam, tries)
+        floor = precision * abs(point.loss)
+        trial, lam = _damped_step(problem, point, matrix, normal.gradient, lam, floor)
         if trial is None:
             return _Solved(point, matrix, done - 1)
         step = _difference(trial, point, len(normal.gradient))
         decrease, point = point.loss - trial.loss, trial
-        if decrease <= rtol * abs(point.loss):
+        if decrease <= max(rtol * abs(point.loss), floor):
             break
-        new = problem.normal(point, problem.weights(point), matrix=refresh)
+        new = problem.normal(point, matrix=refresh)
         matrix = new.matrix if refresh else _secant_update(matrix, step, new.gradient - normal.gradient)
         normal = new
     return _Solved(point, matrix, done)
@@ -560,20 +641,37 @@ def _secant_update(matrix: np.ndarray, step: np.ndarray, change: np.ndarray) -> 
     return matrix - np.outer(ms, ms) / sms + np.outer(change, change) / sy
 
 
-def _damped_step(problem, point: _Point, matrix, gradient, lam: float, tries: int = 12):
-    """One accepted Marquardt step (raising the damping until the true loss falls), or None."""
+MAX_TRIES = 12  # trials per step
+
+
+def _damped_step(problem, point: _Point, matrix, gradient, lam: float, floor: float = 0.0):
+    """One accepted Marquardt step, or None.
+
+    A failed trial is cut back once along its own direction, to the minimum of the parabola
+    through the loss, its slope and the trial's loss: where the matrix underestimates the
+    curvature (a crop's matrix scaled to an image of other content), that is one more
+    evaluation, where raising the damping took four. Further failures raise the damping. A
+    step whose predicted decrease is well below ``floor`` (the loss's rounding) is not tried:
+    an evaluation could not tell it.
+    """
     k = len(point.x)
     scale = np.sqrt(np.maximum(np.diag(matrix), 1e-300))
     scaled = matrix / np.outer(scale, scale)
-    for _ in range(tries):
-        try:
-            delta = -np.linalg.solve(scaled + lam * np.eye(len(scale)), gradient / scale) / scale
-        except np.linalg.LinAlgError:
-            lam *= 10.0
-            continue
-        big = np.abs(delta[:k]).max(initial=0.0)
-        if big > MAX_STEP:
-            delta *= MAX_STEP / big
+    slope_per_gradient = 2.0 if problem.options.loss == "l2" else 1.0  # L2: the loss is sum r^2
+    delta, cut = None, False
+    for _ in range(MAX_TRIES):
+        if delta is None:
+            try:
+                delta = -np.linalg.solve(scaled + lam * np.eye(len(scale)), gradient / scale) / scale
+            except np.linalg.LinAlgError:
+                lam *= 10.0
+                continue
+            big = np.abs(delta[:k]).max(initial=0.0)
+            if big > MAX_STEP:
+                delta *= MAX_STEP / big
+        # IRLS majorises L1/Huber: their predictions run low (0.009 for a step that gained 0.016)
+        if floor > 0 and _predicted_decrease(delta, matrix, gradient) <= 0.1 * floor:
+            break
         gain, offset = point.gain, point.offset
         if len(delta) > k:
             gain, offset = gain + delta[k], offset + delta[k + 1]
@@ -583,10 +681,26 @@ def _damped_step(problem, point: _Point, matrix, gradient, lam: float, tries: in
             trial = None
         if trial is not None and trial.loss < point.loss:
             return trial, max(lam / 10.0, 1e-12)
-        lam *= 10.0
-        if big < 1e-10:  # the step vanished: converged to rounding
-            break
+        slope = slope_per_gradient * float(gradient @ delta)
+        if trial is not None and not cut and slope < 0:
+            rise = trial.loss - point.loss - slope  # > 0: the parabola's curvature term
+            delta = delta * float(np.clip(-slope / (2.0 * rise), 0.05, 0.5))
+            cut = True
+        else:
+            if np.abs(delta[:k]).max(initial=0.0) < 1e-10:  # the step vanished: converged to rounding
+                break
+            lam, delta = lam * 10.0, None
+        trial = None  # let its arrays go before the next trial makes its own
     return None, lam
+
+
+def _predicted_decrease(delta: np.ndarray, matrix: np.ndarray, gradient: np.ndarray) -> float:
+    """Loss decrease the quadratic model ``g.d + d.M.d / 2`` predicts for a step.
+
+    For L2, whose gradient and matrix are half the loss's, it is half the decrease: a conservative
+    test against the loss's rounding.
+    """
+    return -float(gradient @ delta + 0.5 * delta @ matrix @ delta)
 
 
 # the fit ------------------------------------------------------------------------------------------
@@ -680,12 +794,14 @@ def _fit_l2(frames: Frames, options: _Options, starts, workers, callback, *, max
     dtype = np.float32 if size > FLOAT32_PIXELS else np.float64
     radius = _pad_radius([start.kernel], options.truncate)
     space = _KernelSpace(frames, options, radius, workers, dtype)
-    problem = _Problem(*frames, options, radius, workers, dtype=dtype)
-    point = problem.evaluate(start.x, start.gain, start.offset)
-    matrix = space.matrix_at(point.kernel, point.gain)
+    problem = _Problem(*frames, options, radius, workers, dtype=dtype, keep_models=False)
+    matrix = space.matrix_at(start.kernel, start.gain)  # the crop's gain: the matrix only preconditions
     # float32 losses are exact to ~1e-8: stop at a relative decrease of 1e-7, and do not chase noise
-    solved = _levenberg_marquardt(problem, point, refresh=False, matrix=matrix, max_iter=max_iter or 12,
-                                  rtol=max(rtol, 1e-7), callback=callback, tries=2)
+    # (the start point is not held here: its arrays go as soon as the solver leaves it)
+    solved = _levenberg_marquardt(problem, problem.evaluate(start.x, start.gain, start.offset),
+                                  refresh=False, matrix=matrix, max_iter=max_iter or 12,
+                                  rtol=max(rtol, 1e-7), callback=callback,
+                                  precision=FLOAT32_LOSS_JITTER if dtype == np.float32 else 0.0)
     return problem, _Solved(solved.point, space.matrix_at(solved.point.kernel, solved.point.gain),
                             solved.iterations)
 
@@ -702,7 +818,7 @@ def _noise_delta(point: _Point, problem: _Problem, loss: str, delta: float | Non
 def _polish_gain_offset(problem: _Problem, point: _Point) -> _Point:
     """Exact L1 / converged Huber gain and offset at the final kernel (never worse)."""
     keep = slice(None) if problem.used is None else problem.used > 0
-    model, target = point.model[keep], problem.target[keep]
+    model, target = problem.model_of(point)[keep], problem.target[keep]
     if problem.options.loss == "l1":  # warm: the window around the start holds, one band pass
         gain, offset, _ = l1_gain_offset(model, target, point.gain, offset=point.offset,
                                          n_eff=L1_WINDOW_PIXELS)
@@ -804,36 +920,54 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
         problem, point, steps = local, solved.point, solved.iterations
     else:
         per_pixel = solved.matrix / max(local.n_used, 1)  # the crop's matrix, per pixel used
-        start = solved.point
-        middle = central(frames, MIDDLE_EDGE.get(options.d, 128), 4)
-        if middle.target.size * 4 <= frames.target.size:  # a rehearsal at a sixteenth of the cost
-            start = _chord(middle, options, start, per_pixel, workers, callback)[1].point
+        start = _rehearse(frames, options, solved.point, per_pixel, workers, callback)
         problem, full = _chord(frames, options, start, per_pixel, workers, callback)
         point, steps = full.point, full.iterations
-    if options.gain_offset and loss != "l2":
+    # the exact gain/offset at the final kernel, in float64. In float32 (large images) the chord's
+    # joint steps already stop at the loss's rounding: on the benchmark rows the polish moved the
+    # loss by 1e-8 to 3e-7 of itself there, for 0.8-1.8 s at 4096^2 (docs/whole-gaussian.md)
+    if options.gain_offset and loss != "l2" and problem.spectrum.dtype == np.float64:
         point = _polish_gain_offset(problem, point)
     # standard errors need the least-squares matrix, not the IRLS one: the crop's, scaled
-    matrix = local.normal(local.evaluate(point.x, point.gain, point.offset), local.used,
-                          matrix=True).matrix * (problem.n_used / max(local.n_used, 1))
+    matrix = local.normal(local.evaluate(point.x, point.gain, point.offset), matrix=True,
+                          loss="l2").matrix * (problem.n_used / max(local.n_used, 1))
     return _result(problem, point, matrix, steps)
 
 
+def _rehearse(frames: Frames, options: _Options, start: _Point, per_pixel: np.ndarray, workers,
+              callback) -> _Point:
+    """The chord steps on a middle crop (`MIDDLE_EDGE`) first, on images at least 4x larger.
+
+    Their solution starts the full image closer, at a sixteenth of a full step's cost. Only its
+    parameters are returned (no crop-sized arrays stay alive during the full image's steps).
+    """
+    middle = central(frames, MIDDLE_EDGE.get(options.d, 128), 4)
+    if middle.target.size * 4 > frames.target.size:
+        return start
+    # in float32 whatever its size: a start needs no more than the loss's float32 resolution
+    point = _chord(middle, options, start, per_pixel, workers, callback, dtype=np.float32)[1].point
+    return point._replace(model=None, residual=None)
+
+
 def _chord(frames: Frames, options: _Options, start: _Point, per_pixel: np.ndarray, workers,
-           callback) -> tuple[_Problem, _Solved]:
+           callback, dtype=None) -> tuple[_Problem, _Solved]:
     """Chord steps on ``frames`` from ``start``, with the crop's matrix scaled to the pixels used.
 
-    (Carrying a smaller problem's secant-updated matrix instead was tried: its first step on the
-    full image overshot, twice, and the fit stopped there: docs/whole-gaussian.md.)
+    ``dtype``: of the FFTs; by default float32 above `FLOAT32_PIXELS`, else float64. (Carrying a
+    smaller problem's secant-updated matrix instead was tried: its first step on the full image
+    overshot, twice, and the fit stopped there: docs/whole-gaussian.md.)
     """
-    dtype = np.float32 if frames.target.size > FLOAT32_PIXELS else np.float64
+    if dtype is None:
+        dtype = np.float32 if frames.target.size > FLOAT32_PIXELS else np.float64
     problem = _Problem(*frames, options, _pad_radius([start.kernel], options.truncate), workers,
-                       dtype=dtype)
-    point = problem.evaluate(start.x, start.gain, start.offset)
+                       dtype=dtype, keep_models=False)
     matrix = per_pixel * problem.n_used
-    # float32 losses are exact to ~1e-7 of themselves: a failed step is not retried for less
-    return problem, _levenberg_marquardt(problem, point, refresh=False, matrix=matrix, max_iter=12,
-                                         rtol=1e-7, callback=callback,
-                                         tries=2 if dtype == np.float32 else 12)
+    # float32 losses are exact to ~1e-7 of themselves: a failed step is not retried for less.
+    # (The start point is not held here: its arrays go as soon as the solver leaves it.)
+    return problem, _levenberg_marquardt(problem, problem.evaluate(start.x, start.gain, start.offset),
+                                         refresh=False, matrix=matrix, max_iter=12, rtol=1e-7,
+                                         callback=callback,
+                                         precision=FLOAT32_LOSS_JITTER if dtype == np.float32 else 0.0)
 
 
 def _result(problem: _Problem, point: _Point, matrix: np.ndarray, steps: int) -> FullFit:

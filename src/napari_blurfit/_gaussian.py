@@ -183,6 +183,20 @@ class GaussianKernel:
         phi = np.exp(-0.5 * np.einsum("i...,i...->...", z, z))
         return phi / phi.sum()
 
+    def factors(self, truncate: float = 4.0) -> list[np.ndarray] | None:
+        """1-D kernels whose outer product is `sampled`, one per axis; None unless Sigma is diagonal.
+
+        A diagonal Gaussian factorises, shifted or not: so do its box and its normalisation.
+        """
+        sigma = self.sigma
+        if np.any(self.covariance - np.diag(np.diag(self.covariance))) or not np.all(sigma > 0):
+            return None
+        out = []
+        for s, m, o in zip(sigma, self.shift, self.grid(truncate).offsets):
+            g = np.exp(-0.5 * ((o - m) / s) ** 2)
+            out.append(g / g.sum())
+        return out
+
     def derivatives(self, truncate: float = 4.0) -> np.ndarray:
         """``dK/dp`` for every log-Cholesky entry then every shift entry, shape (n_chol + d, *kernel).
 

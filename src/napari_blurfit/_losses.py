@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy import optimize, special
+from scipy import optimize
 
 LOSSES = ("l2", "l1", "huber")
 HUBER_K = 1.345  # default Huber threshold in units of the L2 fit's residual noise scale
 WINDOW = 6.0  # half-width of the first L1 window, in standard errors of the warm start
+FLOAT32_LOSS_JITTER = 1e-7  # relative jitter of a loss summed over a float32 model (measured)
 CHUNK = 2**16  # pixels per slice of a pass over an image: the slice's temporaries stay in cache
 
 
@@ -38,9 +39,19 @@ def loss_sum(residual: np.ndarray, loss: str, delta: float, *, overwrite: bool =
     out = r if overwrite else None
     if loss == "l2":
         return float(np.square(r, out=out).sum(dtype=np.float64))
-    if loss == "l1":
-        return float(np.abs(r, out=out).sum(dtype=np.float64))
-    return float(special.huber(delta, r, out=out).sum(dtype=np.float64))
+    a = np.abs(r, out=out)
+    return float(a.sum(dtype=np.float64)) if loss == "l1" else _huber_sum(a, delta)
+
+
+def _huber_sum(a: np.ndarray, delta: float) -> float:
+    """``sum scipy.special.huber(delta, r)`` from ``a = |r|`` (overwritten), in float64.
+
+    ``rho = m (|r| - m / 2)`` with ``m = min(|r|, delta)``: ``r^2 / 2`` inside, ``delta (|r| -
+    delta / 2)`` outside; plain arithmetic runs at twice the speed of the special function.
+    """
+    m = np.minimum(a, a.dtype.type(delta))
+    a -= 0.5 * m
+    return float(np.einsum("i,i->", m.reshape(-1), a.reshape(-1), dtype=np.float64))
 
 
 def irls_sums(model: np.ndarray, target: np.ndarray, gain: float, offset: float, loss: str,
@@ -198,8 +209,9 @@ def _huber_state(f, b, gain, offset, delta) -> _HuberState:
         r = np.multiply(fc, g)
         r += o
         r -= bc
-        inside = np.abs(r) <= delta
-        sums[0] += float(special.huber(delta, r).sum(dtype=np.float64))
+        a = np.abs(r)
+        inside = a <= delta
+        sums[0] += _huber_sum(a, delta)
         psi = np.clip(r, -delta, delta, out=r)
         fi = np.where(inside, fc, 0)
         sums[1:] += [sum64(psi * fc), sum64(psi), sum64(fi * fi), sum64(fi),

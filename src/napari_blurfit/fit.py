@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._adequacy import Adequacy, Transfer, assess, assess_model
+from ._adequacy import Adequacy, Transfer, assess, assess_model, binned_stats
 from ._engine import (
     SpatialObjective,
     blurred,
@@ -32,6 +32,7 @@ from ._validate import Pair, prepare_pair
 IDENTITY_BELOW = 0.165
 IDENTIFIABLE_FROM = 0.3  # below this the sampled kernel is nearly [0, 1, 0] (docs/design.md section 7)
 SEARCH_FLOOR = 0.1  # the log-sigma search starts here; everything below is the identity
+START_TOL = 0.05  # log-sigma: the spectral start of a whole-Gaussian fit (the fit moves on from it)
 SPATIAL_SCAN = 16  # coarse grid points of a masked fit's image-space search
 ELLIPSE_RATIO = 1.15  # per-axis sigmas this far apart, ...
 ELLIPSE_GAIN = 0.05  # ... lowering the L2 loss by this share, make a note: use per_axis
@@ -155,7 +156,7 @@ def fit_blur(
     )
     problem = _problem(reference, target, options)
     data = _statistics(problem)
-    solution = _spectral_fit(data.stats, problem)
+    solution = _spectral_fit(data.stats, problem, start_only=options.whole_gaussian)
     if options.whole_gaussian:  # rotated or shifted: exact image-space fit from the L2 start
         solution = _whole_gaussian(problem, data, solution)
     elif options.loss != "l2" or not data.all_pixels:  # not diagonal in the DCT: image space
@@ -307,8 +308,8 @@ def _log_box(lower, upper):
     return np.log(np.maximum(lower, SEARCH_FLOOR)), np.log(upper)
 
 
-def _search_spectral(stats: SpectralStats, problem: Problem):
-    """Global L2 search over sigma: ``(sigma, profile)``.
+def _search_spectral(stats: SpectralStats, problem: Problem, *, start_only: bool = False):
+    """Global L2 search over sigma: ``(sigma, profile)``; to `START_TOL` with ``start_only``.
 
     The profile is the mean loss on the first (global) grid; per axis the minimum over the others.
     """
@@ -326,10 +327,10 @@ def _search_spectral(stats: SpectralStats, problem: Problem):
     lo, hi = _log_box(problem.lower, problem.upper)
     if opt.sigma_per_axis:
         best_t, _, grids = grid_zoom(evaluate, lo, hi, first=40 if d == 2 else 24,
-                                     points=17 if d == 2 else 11, tol=1e-6)
+                                     points=17 if d == 2 else 11, tol=START_TOL if start_only else 1e-6)
         sigma = np.exp(best_t)
     else:
-        best_t, _, grids = grid_brent(evaluate, lo[0], hi[0])
+        best_t, _, grids = grid_brent(evaluate, lo[0], hi[0], xtol=START_TOL if start_only else 1e-5)
         sigma = np.full(d, np.exp(best_t[0]))
     axes, values = grids[0]
     n = stats.n_frames * stats.n_pixels
@@ -338,9 +339,13 @@ def _search_spectral(stats: SpectralStats, problem: Problem):
     return sigma, {"sigma": np.exp(axes[0]), "loss": np.array(rows), "objective": "l2"}
 
 
-def _spectral_fit(stats: SpectralStats, problem: Problem) -> Solution:
-    """The exact global L2 optimum from the statistics (all pixels)."""
-    sigma, profile = _search_spectral(stats, problem)
+def _spectral_fit(stats: SpectralStats, problem: Problem, *, start_only: bool = False) -> Solution:
+    """The exact global L2 optimum from the statistics (all pixels).
+
+    With ``start_only`` (the start of a whole-Gaussian fit, which moves on from it) to
+    `START_TOL` only: each zoom of the per-axis grid costs two passes over the statistics.
+    """
+    sigma, profile = _search_spectral(stats, problem, start_only=start_only)
     models = l2_at(stats, sigma, truncate=problem.options.truncate)
     rss, gain, offset = models[problem.options.gain_offset]
     return Solution(sigma, gain, offset, rss, rss, profile, sst=_spread(stats))
@@ -584,7 +589,8 @@ def _model_stats(problem: Problem, data: Data, fitted: np.ndarray, target: np.nd
 
     A single frame transforms each image once (the reference's transform is kept from the first
     pass, and so are the pair's statistics when the target is unchanged; the fitted image is
-    transformed in place); stacks go through `compute_stats`, which chunks the frames.
+    transformed in place) and sums the products straight into the check's frequency blocks
+    (`binned_stats`); stacks go through `compute_stats`, which chunks the frames.
     """
     pair, workers = data.pair, problem.workers
     if data.ref_hat is None:
@@ -593,23 +599,21 @@ def _model_stats(problem: Problem, data: Data, fitted: np.ndarray, target: np.nd
                                          workers=workers)[0]
 
         return of(fitted, target), of(pair.reference, target), of(pair.reference, fitted)
-    nd, shape = pair.ndim, data.stats.shape
+    nd = pair.ndim
     target_hat = frame_dct(target, nd, workers=workers,
                            out=None if target is pair.target else target)
     fitted_hat = frame_dct(fitted, nd, workers=workers, out=fitted)
 
     def fit_stats():
-        return SpectralStats.zeros(shape).accumulate(fitted_hat, target_hat)
+        return binned_stats(fitted_hat, target_hat, nd)
 
     def pair_stats():
         nonlocal target_hat  # not needed after this: let it go
-        stats = (data.stats if target is pair.target
-                 else SpectralStats.zeros(shape).accumulate(data.ref_hat, target_hat))
+        stats = data.stats if target is pair.target else binned_stats(data.ref_hat, target_hat, nd)
         target_hat = None
         return stats
 
-    return (fit_stats, pair_stats,
-            lambda: SpectralStats.zeros(shape).accumulate(data.ref_hat, fitted_hat))
+    return fit_stats, pair_stats, lambda: binned_stats(data.ref_hat, fitted_hat, nd)
 
 
 def _used_stats(problem: Problem, data: Data, sol: Solution) -> SpectralStats:

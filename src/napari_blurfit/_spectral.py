@@ -87,6 +87,16 @@ class SpectralStats:
         self.dc_b = np.concatenate([self.dc_b, b[:, 0]])
         return self
 
+    def compact(self) -> SpectralStats:
+        """The same statistics with ``paa`` and ``pab`` in float32: half their memory.
+
+        For reading after the search only (a whole-Gaussian fit's checks): each coefficient keeps
+        ~6e-8 of itself, far below what the checks' thresholds resolve; a search needs float64
+        (its residual ``Qaa - 2 Qab + C`` cancels).
+        """
+        return SpectralStats(self.paa.astype(np.float32), self.pab.astype(np.float32), self.cbb,
+                             self.dc_a, self.dc_b)
+
     def __add__(self, other: SpectralStats) -> SpectralStats:
         total = SpectralStats(self.paa.copy(), self.pab.copy(), self.cbb, self.dc_a, self.dc_b)
         return total.__iadd__(other)

@@ -158,6 +158,8 @@ def fit_blur(
     data = _statistics(problem)
     solution = _spectral_fit(data.stats, problem, start_only=options.whole_gaussian)
     if options.whole_gaussian:  # rotated or shifted: exact image-space fit from the L2 start
+        # after the start only the checks read the statistics: in float32 during the fit
+        data = data._replace(stats=data.stats.compact())
         solution = _whole_gaussian(problem, data, solution)
     elif options.loss != "l2" or not data.all_pixels:  # not diagonal in the DCT: image space
         solution = _polish(problem, data, solution)
@@ -588,9 +590,9 @@ def _model_stats(problem: Problem, data: Data, fitted: np.ndarray, target: np.nd
     """Makers of the statistics of (fitted, target), (reference, target) and (reference, fitted).
 
     A single frame transforms each image once (the reference's transform is kept from the first
-    pass, and so are the pair's statistics when the target is unchanged; the fitted image is
-    transformed in place) and sums the products straight into the check's frequency blocks
-    (`binned_stats`); stacks go through `compute_stats`, which chunks the frames.
+    pass; the fitted image is transformed in place) and sums the products straight into the
+    check's frequency blocks (`binned_stats`); stacks go through `compute_stats`, which chunks
+    the frames.
     """
     pair, workers = data.pair, problem.workers
     if data.ref_hat is None:
@@ -609,7 +611,7 @@ def _model_stats(problem: Problem, data: Data, fitted: np.ndarray, target: np.nd
 
     def pair_stats():
         nonlocal target_hat  # not needed after this: let it go
-        stats = data.stats if target is pair.target else binned_stats(data.ref_hat, target_hat, nd)
+        stats = binned_stats(data.ref_hat, target_hat, nd)
         target_hat = None
         return stats
 

@@ -945,7 +945,7 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
         problem, point, steps = local, solved.point, solved.iterations
     else:
         per_pixel = solved.matrix / max(local.n_used, 1)  # the crop's matrix, per pixel used
-        start, per_pixel = _rehearse(frames, options, solved.point, per_pixel, workers, callback)
+        start = _rehearse(frames, options, solved.point, per_pixel, workers, callback)
         problem, full = _chord(frames, options, start, per_pixel, workers, callback)
         point, steps = full.point, full.iterations
     # the exact gain/offset at the final kernel, in float64. In float32 (large images) the chord's
@@ -960,21 +960,19 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
 
 
 def _rehearse(frames: Frames, options: _Options, start: _Point, per_pixel: np.ndarray, workers,
-              callback) -> tuple[_Point, np.ndarray]:
+              callback) -> _Point:
     """The chord steps on a middle crop (`MIDDLE_EDGE`) first, on images at least 4x larger.
 
-    Returns the start and the per-pixel matrix for the full image: the middle crop's solution
-    (its parameters only: no crop-sized arrays stay alive during the full image's steps) and its
-    secant-updated matrix, which has learnt the curvature the crop's IRLS matrix misses. On a
-    128 x 512 x 512 volume (L1, one sigma + shift) the full image then took 7 evaluations
-    instead of 13 (docs/whole-gaussian.md). Smaller images keep ``start`` and ``per_pixel``.
+    Their solution starts the full image closer, at a sixteenth of a full step's cost. Only its
+    parameters are returned (no crop-sized arrays stay alive during the full image's steps). Its
+    secant-updated matrix is not carried on: docs/whole-gaussian.md measures both ways.
     """
     middle = central(frames, MIDDLE_EDGE.get(options.d, 128), 4)
     if middle.target.size * 4 > frames.target.size:
-        return start, per_pixel
+        return start
     # in float32 whatever its size: a start needs no more than the loss's float32 resolution
-    problem, solved = _chord(middle, options, start, per_pixel, workers, callback, dtype=np.float32)
-    return solved.point._replace(model=None, residual=None), solved.matrix / max(problem.n_used, 1)
+    point = _chord(middle, options, start, per_pixel, workers, callback, dtype=np.float32)[1].point
+    return point._replace(model=None, residual=None)
 
 
 def _chord(frames: Frames, options: _Options, start: _Point, per_pixel: np.ndarray, workers,

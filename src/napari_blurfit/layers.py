@@ -430,7 +430,9 @@ def _output_layers(fit, a, b, name, placement, meta_base, callback, *, lazy) -> 
     residual = (goal - fitted).astype(np.float32)
     first = (0,) * (residual.ndim - 2) if lazy else ...  # contrast limits from the first frame
     shown_goal, shown_residual = np.asarray(goal[first]), np.asarray(residual[first])
-    bound = float(np.nanpercentile(np.abs(shown_residual), 99.9)) or 1.0
+    # display limits only: a million evenly strided pixels give the percentile (0.3 s -> 0.02 s at 4096^2)
+    sample = shown_residual.ravel()[:: max(1, shown_residual.size // 2**20)]
+    bound = float(np.nanpercentile(np.abs(sample), 99.9)) or 1.0
     lo, hi = float(np.nanmin(shown_goal)), float(np.nanmax(shown_goal))
     step("showing the results")
     meta = {"blurfit": {**meta_base, **fit.to_dict()}}

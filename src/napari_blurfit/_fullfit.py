@@ -950,7 +950,7 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
         point, steps = full.point, full.iterations
     # the exact gain/offset at the final kernel, in float64. In float32 (large images) the chord's
     # joint steps already stop at the loss's rounding: on the benchmark rows the polish moved the
-    # loss by 1e-8 to 3e-7 of itself there, for 0.8-1.8 s at 4096^2 (docs/whole-gaussian.md)
+    # loss by 3e-9 to 1.7e-7 of itself there, for 0.8-3.9 s at 4096^2 (docs/whole-gaussian.md)
     if options.gain_offset and loss != "l2" and problem.spectrum.dtype == np.float64:
         point = _polish_gain_offset(problem, point)
     # standard errors need the least-squares matrix, not the IRLS one: the crop's, scaled
@@ -986,7 +986,7 @@ def _chord(frames: Frames, options: _Options, start: _Point, per_pixel: np.ndarr
     problem = _Problem(*frames, options, _pad_radius([start.kernel], options.truncate), workers,
                        dtype=dtype, keep_models=False)
     matrix = per_pixel * problem.n_used
-    # float32 losses are exact to ~1e-7 of themselves: a failed step is not retried for less.
+    # float32 losses are exact to ~1e-7 of themselves: no decrease below that is chased.
     # (The start point is not held here: its arrays go as soon as the solver leaves it.)
     return problem, _levenberg_marquardt(problem, problem.evaluate(start.x, start.gain, start.offset),
                                          refresh=False, matrix=matrix, max_iter=12, rtol=1e-7,

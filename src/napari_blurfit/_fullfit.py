@@ -200,10 +200,15 @@ class _ReferenceSpectrum:
         self.crop = (slice(None),) + tuple(slice(m, m + n) for m, n in zip(self.margin, self.spatial))
         self._complex = np.empty_like(self.spectrum)
         # the padded reference until the first model or lag correlation, then their real buffer
-        self._padded = padded
+        self._padded, self._holds_reference = padded, True
 
     def box_sums(self, radius: tuple[int, ...]) -> np.ndarray:
-        """Sums of the padded reference over the crop moved by every lag ``|n_i| <= radius_i``."""
+        """Sums of the padded reference over the crop moved by every lag ``|n_i| <= radius_i``.
+
+        Only before the first model or lag correlation: they reuse the reference's buffer.
+        """
+        if not self._holds_reference:
+            raise RuntimeError("box_sums after a model or lag correlation overwrote the padded reference")
         return _box_sums(self._padded, self.margin, self.spatial, radius)
 
     def kernel_spectrum(self, kernel: np.ndarray) -> np.ndarray:
@@ -259,6 +264,7 @@ class _ReferenceSpectrum:
                 self._complex *= spec
         if offset:  # the inverse transform divides by the grid's size
             self._complex[(slice(None),) + (0,) * self.d] += offset * np.prod(self.lengths, dtype=np.float64)
+        self._holds_reference = False
         full = ducc0.fft.c2r(self._complex, axes=self.axes, lastsize=self.lengths[-1], forward=False,
                              inorm=2, out=self._padded, nthreads=self.nthreads, allow_overwriting_input=True)
         return full[self.crop]
@@ -275,7 +281,7 @@ class _ReferenceSpectrum:
         spectrum. Overwrites the model buffer: a view returned by `model` is invalid afterwards
         (``image`` may be that view).
         """
-        real = self._padded
+        real, self._holds_reference = self._padded, False
         flipped = real[self.crop][(slice(None),) + (slice(None, None, -1),) * self.d]
         if transform is None:
             flipped[...] = image
@@ -374,14 +380,13 @@ class _Normal(NamedTuple):
 class _Problem:
     """Reference spectrum, target and used pixels of one fit; evaluates points and normal equations.
 
-    ``spectrum`` may be shared with a `_KernelSpace` built first. Points keep their own residual
-    in the spectrum's dtype, and with ``keep_models`` their model when the gain is fitted (the
-    exact matrix needs it); without, a fitted gain and offset are applied inside the transform.
+    Points keep their own residual in the spectrum's dtype, and with ``keep_models`` their model
+    when the gain is fitted (the exact matrix needs it); without, a fitted gain and offset are
+    applied inside the transform.
     """
 
     def __init__(self, reference, target, used, options: _Options, radius, workers, *,
-                 spectrum: _ReferenceSpectrum | None = None, dtype=np.float64,
-                 space: _KernelSpace | None = None, keep_models: bool = True):
+                 dtype=np.float64, space: _KernelSpace | None = None, keep_models: bool = True):
         self.space = space  # gives the unweighted matrix from statistics instead of Jacobian images
         # the exact matrix with gain/offset needs each point's model; chord steps (a fixed matrix)
         # and gradients do not: without a copy per point, two image-sized arrays fewer
@@ -393,7 +398,7 @@ class _Problem:
         self.n_used = int(target.size if used is None else np.count_nonzero(used))
         self.workers = workers
         self.evaluations = 0
-        self.spectrum = spectrum or _ReferenceSpectrum(reference, tuple(radius), workers, dtype=dtype)
+        self.spectrum = _ReferenceSpectrum(reference, tuple(radius), workers, dtype=dtype)
 
     def _ensure_radius(self, kernel: np.ndarray) -> None:
         radius = tuple((k - 1) // 2 for k in kernel.shape)
@@ -473,11 +478,12 @@ class _Problem:
         loss = loss or opts.loss
         derivs = opts.derivatives(point.kernel)
         radius = tuple((k - 1) // 2 for k in point.sampled.shape)
-        w = self.weights(point, loss) if matrix else None
         if matrix:
-            wr = point.residual if w is None else w * point.residual
-            corr, total = self.spectrum.lag_correlation(wr, radius)
+            w = self.weights(point, loss)
+            corr, total = self.spectrum.lag_correlation(point.residual if w is None else w * point.residual,
+                                                        radius)
         else:
+            w = None
             corr, total = self.spectrum.lag_correlation(
                 point.residual, radius,
                 transform=lambda r, out: _loss_derivative(r, out, loss, opts.delta, self.used))
@@ -625,9 +631,8 @@ def _levenberg_marquardt(problem, point: _Point, *, refresh: bool, max_iter: int
     Without ``refresh`` the matrix gets a BFGS update from each step and the change of the exact
     gradient it caused: the Gauss-Newton (or IRLS) matrix misses the curvature of large residuals
     (a model that fits only roughly) and of the L1/Huber kinks; the secant supplies it, so the
-    chord steps converge in a few iterations instead of linearly. ``problem`` is a `_Problem` or a
-    `_KernelSpace`. ``precision``: the loss's relative rounding (a float32 model's jitter), below
-    which no decrease is chased.
+    chord steps converge in a few iterations instead of linearly. ``precision``: the loss's
+    relative rounding (a float32 model's jitter), below which no decrease is chased.
     """
     normal = problem.normal(point, matrix=matrix is None or refresh)
     if normal.matrix is not None:

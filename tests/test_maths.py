@@ -117,3 +117,19 @@ def test_local_minimize_converges_on_a_coupled_quadratic():
                                  np.array([2.0, 2.0]), cycles=20)
     np.testing.assert_allclose(best, target, atol=2e-3)
     assert value < 1e-5
+
+
+def test_threaded_accumulate_equals_the_single_threaded_sums():
+    """A large frame's products are summed by several threads, each over its own pixels."""
+    from napari_blurfit._spectral import SCRATCH_PIXELS, SpectralStats
+
+    rng = np.random.default_rng(19)
+    shape = (2, 5 * SCRATCH_PIXELS // 256 + 3, 256)  # two frames, pixels not a multiple of the chunk
+    a, b = rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32)
+    one = SpectralStats.zeros(shape[1:]).accumulate(a, b, workers=1)
+    three = SpectralStats.zeros(shape[1:]).accumulate(a, b, workers=3)
+    np.testing.assert_array_equal(three.paa, one.paa)
+    np.testing.assert_array_equal(three.pab, one.pab)
+    assert three.cbb == pytest.approx(one.cbb, rel=1e-12)
+    assert three.cbb == pytest.approx(float(np.square(b, dtype=np.float64).sum()), rel=1e-12)
+    np.testing.assert_array_equal(three.dc_a, a.reshape(2, -1)[:, 0])

@@ -117,6 +117,23 @@ def test_clean_centred_round_pair_says_nothing(camera, cell, sigma):
         assert fit.notes == ()  # and no warning: the suite turns warnings into errors
 
 
+HALVE = "a gain/offset would more than halve the L2 loss"
+
+
+@pytest.mark.parametrize("loss", ["l2", "l1"])
+def test_a_whole_gaussian_fit_says_when_a_gain_offset_would_halve_the_loss(rotated_pair, loss):
+    """Brightness-scaled target (0.7 G A + 12), no gain/offset: the rotated/shifted fit says so."""
+    reference, target = rotated_pair
+    kwargs = dict(loss=loss, full_covariance=True, shift=True, warn=False)
+    fit = fit_blur(reference, target + noise(reference, 0.002), **kwargs)
+    assert any(note.startswith(HALVE) for note in fit.notes)
+    fit = fit_blur(reference, target + noise(reference, 0.002), gain_offset=True, **kwargs)
+    assert not any(note.startswith(HALVE) for note in fit.notes)
+    same_brightness = GaussianKernel(COV, SHIFT).apply(reference) + noise(reference, 0.002)
+    fit = fit_blur(reference, same_brightness, **kwargs)
+    assert not any(note.startswith(HALVE) for note in fit.notes)
+
+
 # everywhere a fit is ----------------------------------------------------------------------------
 def test_stacks_joint_and_per_frame(camera, cell):
     kernel = GaussianKernel(COV, SHIFT)

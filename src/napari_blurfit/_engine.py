@@ -131,7 +131,8 @@ def compute_stats(pair: Pair, *, swap: bool = False, workers=None):
         threads = min(len(ref), os.cpu_count() or 1)
         if threads == 1:
             ref_hat = frame_dct(ref, nd, workers=workers)
-            stats = SpectralStats.zeros(spatial).accumulate(ref_hat, frame_dct(tgt, nd, workers=workers))
+            stats = SpectralStats.zeros(spatial).accumulate(ref_hat, frame_dct(tgt, nd, workers=workers),
+                                                            workers=workers)
             return stats, ref_hat.reshape(pair.reference.shape), pair.n_nonfinite, pair.n_pixels
         edges = np.linspace(0, len(ref), min(len(ref), 4 * threads) + 1).astype(int)
         chunks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]  # views, not copies

@@ -11,11 +11,12 @@ cross-correlation of the weighted residual with the padded reference at the kern
 contracted with ``dK/dtheta_k`` (one forward FFT and a pruned inverse). The Gauss-Newton matrix
 ``J^T W J`` needs one Jacobian image at a time (two FFTs per parameter).
 
-Solver: Levenberg-Marquardt over the log-Cholesky covariance and the shift. Gain and offset are
-projected out in closed form for L2 (variable projection) and stepped jointly, with IRLS weights, for
-L1 and Huber. Multi-start and most iterations run on a central crop with the exact matrix at every
-step; the full image is then polished with that matrix held fixed (the chord method: every step
-still follows the exact gradient, and every step is accepted only if the true loss decreases).
+Solver: Levenberg-Marquardt over the log-Cholesky covariance and the shift. Gain and offset are projected out
+in closed form for L2 (variable projection) and stepped jointly for L1 and Huber, whose matrix weighs each
+pixel by the loss's second derivative (`_Problem.weights`). Multi-start and most iterations run on a central
+crop with the exact matrix at every step; the full image is then polished with that matrix held fixed (the
+chord method: every step still follows the exact gradient, and every step is accepted only if the true loss
+decreases).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ SCOUT_STEPS = {2: 4, 3: 2}
 # a crop solved only for a start stops at this relative decrease: at 1e-10 the 64^3 crop took 26 steps
 # (2.4 s) where 8 (0.7 s) left its shift 0.02 px off, and the full image moves it by more than that
 START_RTOL = 1e-6
+MIN_INSIDE = 0.01  # least fraction of pixels inside the curvature window of L1/Huber (`_Problem.weights`)
 EXACT_MATRIX_PIXELS = 2**18  # up to this many pixels the exact L2 polish recomputes the exact matrix
 FLOAT32_PIXELS = 2**20  # above this many pixels the full-image stage runs its FFTs in float32
 SHIFT_START_PIXELS = 2**16  # crop of the shift's start estimate in a fit (the fit refines it)
@@ -211,11 +213,12 @@ class _ReferenceSpectrum:
             raise RuntimeError("box_sums after a model or lag correlation overwrote the padded reference")
         return _box_sums(self._padded, self.margin, self.spatial, radius)
 
-    def kernel_spectrum(self, kernel: np.ndarray) -> np.ndarray:
+    def kernel_spectrum(self, kernel: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """DFT of the kernel placed with offset 0 at the origin (circularly, on the padded grid).
 
         Transformed axis by axis: the last (real) axis only over the kernel's few rows, the others
-        over the rows already filled, so it costs less than a full-size transform.
+        over the rows already filled, so it costs less than a full-size transform. ``out``: a
+        buffer of the spectrum's shape for the full-size last pass (else a new array).
         """
         radius = tuple((k - 1) // 2 for k in kernel.shape)
         nt = self.nthreads
@@ -225,7 +228,11 @@ class _ReferenceSpectrum:
         for axis in range(self.d - 2, -1, -1):
             shape = list(spec.shape)
             shape[axis] = self.lengths[axis]
-            grown = np.zeros(shape, dtype=spec.dtype)
+            if axis == 0 and out is not None:
+                grown = out
+                grown.fill(0)
+            else:
+                grown = np.zeros(shape, dtype=spec.dtype)
             index = [slice(None)] * self.d
             index[axis] = np.arange(-radius[axis], radius[axis] + 1) % self.lengths[axis]
             grown[tuple(index)] = spec
@@ -255,7 +262,10 @@ class _ReferenceSpectrum:
         the grid. The gain scales the kernel and the offset enters the zero frequency, so
         neither costs a pass. The view is overwritten by the next call; copy it to keep it.
         """
-        if factors is None:
+        if factors is None and len(self._complex) == 1:  # built in the buffer: no grid-sized temporary
+            spectrum = self.kernel_spectrum(kernel * gain, out=self._complex[0])
+            np.multiply(spectrum, self.spectrum[0], out=self._complex[0])
+        elif factors is None:
             np.multiply(self.spectrum, self.kernel_spectrum(kernel * gain), out=self._complex)
         else:
             first, *rest = self.axis_spectra(factors)[::-1]
@@ -458,39 +468,50 @@ class _Problem:
         return loss_sum(residual[self.used > 0], self.options.loss, self.options.delta, overwrite=True)
 
     def weights(self, point: _Point, loss: str | None = None) -> np.ndarray | None:
-        """IRLS weights (times the mask): 1 for L2, ``min(1, delta/|r|)`` Huber, ``1/max(|r|, eps)`` L1."""
+        """Per-pixel second derivative of the loss (times the mask): ``J^T W J`` is then its Hessian.
+
+        1 for L2 (None without a mask); ``1[|r| < delta]`` for Huber; for L1, whose second
+        derivative is ``2 delta(r)``, a kernel estimate of twice the residual density at zero,
+        ``1[|r| < h] / h`` with ``h`` half the mean ``|r|`` (as `loss_curvature`). The IRLS
+        weights ``1/max(|r|, eps)`` majorise L1 instead and overstate its curvature several-fold:
+        the chord steps then crept along flat valleys (docs/whole-gaussian.md). Where fewer than
+        `MIN_INSIDE` of the pixels fall inside the window (a two-valued residual), the IRLS
+        weights stand in.
+        """
         loss = loss or self.options.loss
         if loss == "l2":
             return self.used
         delta = self.options.delta
         w = np.abs(point.residual)  # one image-sized array, transformed in place
-        np.maximum(w, delta, out=w)
-        np.divide(delta if loss == "huber" else 1.0, w, out=w)  # min(1, delta/|r|), 1/max(|r|, eps)
+        window = delta if loss == "huber" else max(0.5 * self._sum(w) / max(self.n_used, 1), delta)
+        inside = w < window
+        if np.count_nonzero(inside if self.used is None else inside & (self.used > 0)) \
+                >= MIN_INSIDE * self.n_used:
+            np.multiply(inside, 1.0 if loss == "huber" else 1.0 / window, out=w)
+        else:
+            np.maximum(w, delta, out=w)
+            np.divide(delta if loss == "huber" else 1.0, w, out=w)  # min(1, delta/|r|), 1/max(|r|, eps)
         return w if self.used is None else np.multiply(w, self.used, out=w, casting="unsafe")
 
     def normal(self, point: _Point, *, matrix: bool, loss: str | None = None) -> _Normal:
-        """Gradient ``J^T W r`` (and ``J^T W J`` with ``matrix``) over kernel params, gain, offset.
+        """Gradient ``J^T psi(r)`` (and with ``matrix`` the Hessian ``J^T W J``, `weights`).
 
-        ``W`` holds the IRLS weights of ``loss`` (default the fit's) times the mask. Without the
-        matrix, ``W r`` (the loss's derivative) is written straight into the FFT buffer.
+        Over the kernel parameters, then gain and offset. ``psi``, the derivative of ``loss``
+        (default the fit's) times the mask, is written straight into the FFT buffer.
         """
         opts = self.options
         loss = loss or opts.loss
         derivs = opts.derivatives(point.kernel)
         radius = tuple((k - 1) // 2 for k in point.sampled.shape)
-        if matrix:
-            w = self.weights(point, loss)
-            corr, total = self.spectrum.lag_correlation(point.residual if w is None else w * point.residual,
-                                                        radius)
-        else:
-            w = None
-            corr, total = self.spectrum.lag_correlation(
-                point.residual, radius,
-                transform=lambda r, out: _loss_derivative(r, out, loss, opts.delta, self.used))
+        corr, total = self.spectrum.lag_correlation(
+            point.residual, radius,
+            transform=lambda r, out: _loss_derivative(r, out, loss, opts.delta, self.used))
         grad = list(point.gain * (derivs.reshape(len(derivs), -1) * corr.reshape(-1)).sum(axis=1))
-        if opts.gain_offset:  # sum(w r m) = sum_n K[n] c[n]: the model is not needed
+        if opts.gain_offset:  # sum(psi m) = sum_n K[n] c[n]: the model is not needed
             grad += [float(np.vdot(point.sampled, corr)), total]
-        return _Normal(self._matrix(point, w, derivs, radius) if matrix else None, np.array(grad))
+        if not matrix:
+            return _Normal(None, np.array(grad))
+        return _Normal(self._matrix(point, self.weights(point, loss), derivs, radius), np.array(grad))
 
     def _matrix(self, point: _Point, w, derivs, radius) -> np.ndarray:
         """``J^T W J``: one Jacobian image at a time, its row from a lag correlation."""
@@ -517,10 +538,10 @@ class _Problem:
 
 
 def _loss_derivative(residual: np.ndarray, out: np.ndarray, loss: str, delta: float, used) -> None:
-    """``out = w r`` (times the mask) without the IRLS weights: the loss's derivative.
+    """``out = psi(r)`` (times the mask): the loss's derivative (half of it for L2).
 
-    ``clip(r, -delta, delta)`` for Huber, ``clip(r / eps, -1, 1)`` for L1, ``r`` for L2: one or
-    two passes where the weights took four.
+    ``clip(r, -delta, delta)`` for Huber, ``clip(r / eps, -1, 1)`` for L1 (``sign(r)`` smoothed
+    within ``eps = delta``), ``r`` for L2.
     """
     if loss == "huber":
         np.clip(residual, -delta, delta, out=out)
@@ -629,8 +650,8 @@ def _levenberg_marquardt(problem, point: _Point, *, refresh: bool, max_iter: int
     """Minimise the loss from ``point``; ``refresh=False`` keeps the first matrix (chord method).
 
     Without ``refresh`` the matrix gets a BFGS update from each step and the change of the exact
-    gradient it caused: the Gauss-Newton (or IRLS) matrix misses the curvature of large residuals
-    (a model that fits only roughly) and of the L1/Huber kinks; the secant supplies it, so the
+    gradient it caused: the Gauss-Newton matrix misses the curvature of large residuals (a model
+    that fits only roughly), a crop's matrix that of other content; the secant supplies it, so the
     chord steps converge in a few iterations instead of linearly. ``precision``: the loss's
     relative rounding (a float32 model's jitter), below which no decrease is chased.
     """
@@ -680,8 +701,8 @@ def _damped_step(problem, point: _Point, matrix, gradient, lam: float, floor: fl
     through the loss, its slope and the trial's loss: where the matrix underestimates the
     curvature (a crop's matrix scaled to an image of other content), that is one more
     evaluation, where raising the damping took four. Further failures raise the damping. A
-    step whose predicted decrease is well below ``floor`` (the loss's rounding) is not tried:
-    an evaluation could not tell it.
+    step whose predicted decrease is below ``floor`` (the loss's rounding) is not tried: an
+    evaluation could not tell it; nor is another after a failed trial that the rounding hid.
     """
     k = len(point.x)
     scale = np.sqrt(np.maximum(np.diag(matrix), 1e-300))
@@ -698,8 +719,7 @@ def _damped_step(problem, point: _Point, matrix, gradient, lam: float, floor: fl
             big = np.abs(delta[:k]).max(initial=0.0)
             if big > MAX_STEP:
                 delta *= MAX_STEP / big
-        # IRLS majorises L1/Huber: their predictions run low (0.009 for a step that gained 0.016)
-        if floor > 0 and _predicted_decrease(delta, matrix, gradient) <= 0.1 * floor:
+        if floor > 0 and _predicted_decrease(delta, matrix, gradient) <= floor:
             break
         gain, offset = point.gain, point.offset
         if len(delta) > k:
@@ -710,6 +730,9 @@ def _damped_step(problem, point: _Point, matrix, gradient, lam: float, floor: fl
             trial = None
         if trial is not None and trial.loss < point.loss:
             return trial, max(lam / 10.0, 1e-12)
+        if trial is not None and trial.loss - point.loss <= floor \
+                and _predicted_decrease(delta, matrix, gradient) <= 10 * floor:
+            break  # a change the loss's rounding hides, for a small predicted one: resolved
         slope = slope_per_gradient * float(gradient @ delta)
         if trial is not None and not cut and slope < 0:
             rise = trial.loss - point.loss - slope  # > 0: the parabola's curvature term
@@ -923,12 +946,12 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
 def _fit_general(frames: Frames, options: _Options, starts, delta, workers, callback) -> FullFit:
     """Masked L2, L1 and Huber: multi-start on a central crop, then the full image.
 
-    The crop is solved to the end with the loss's own (IRLS) matrix at every step; the full image
-    then keeps the crop's matrix scaled to its pixel count (the chord method: every step follows
-    the exact gradient of the true loss and must lower it), so a full-image step costs one model
-    and one gradient, not a Jacobian image per parameter; in float32 above `FLOAT32_PIXELS`. On a
-    large image a middle crop (`MIDDLE_EDGE`) takes those chord steps first: its solution starts
-    the full image closer.
+    The crop is solved to the end with the loss's own matrix (`_Problem.weights`) at every step; the
+    full image then keeps the crop's matrix scaled to its pixel count (the chord method: every step
+    follows the exact gradient of the true loss and must lower it), so a full-image step costs one model
+    and one gradient, not a Jacobian image per parameter; in float32 above `FLOAT32_PIXELS`. On a large
+    image a middle crop (`MIDDLE_EDGE`) takes those chord steps first: its solution starts the full
+    image closer.
     """
     loss, truncate = options.loss, options.truncate
     crop = central(frames, CROP_EDGE.get(options.d, 64), 4)
@@ -943,7 +966,7 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
         options = options._replace_delta(_noise_delta(point, local, loss, delta))
         local = _Problem(*crop, options, _pad_radius([solved.point.kernel], truncate), workers)
         point = local.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
-        # a start for the full image: IRLS converges linearly, and the full image finishes it
+        # a start for the full image, which finishes it
         solved = _levenberg_marquardt(local, point, refresh=True, max_iter=12, rtol=1e-6,
                                       callback=callback)
     if crop.reference.shape == frames.reference.shape:  # the crop is the image: solved
@@ -958,7 +981,7 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
     # loss by 3e-9 to 1.7e-7 of itself there, for 0.8-3.9 s at 4096^2 (docs/whole-gaussian.md)
     if options.gain_offset and loss != "l2" and problem.spectrum.dtype == np.float64:
         point = _polish_gain_offset(problem, point)
-    # standard errors need the least-squares matrix, not the IRLS one: the crop's, scaled
+    # standard errors need the least-squares matrix, not the loss's: the crop's, scaled
     matrix = local.normal(local.evaluate(point.x, point.gain, point.offset), matrix=True,
                           loss="l2").matrix * (problem.n_used / max(local.n_used, 1))
     return _result(problem, point, matrix, steps)

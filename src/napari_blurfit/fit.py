@@ -18,7 +18,7 @@ from ._engine import (
     target_spread,
 )
 from ._fullfit import FullFit, fit_whole_gaussian
-from ._losses import HUBER_K
+from ._losses import HUBER_K, chunks
 from ._options import FitOptions
 from ._probe import probe_model
 from ._result import BlurFit, BlurFitWarning
@@ -473,8 +473,9 @@ def _findings(problem: Problem, data: Data, sol: Solution) -> Findings:
     opt = problem.options
     notes: list[str] = []
     used_stats = _used_stats(problem, data, sol)
-    if not opt.gain_offset and sol.whole is None:
-        notes += _brightness_note(used_stats, sol, opt.truncate)
+    if not opt.gain_offset:  # before the checks: `_adequacy` reuses a whole fit's residual
+        notes += (_brightness_note(used_stats, sol, opt.truncate) if sol.whole is None else
+                  _whole_brightness_note(data.pair, sol))
     target_sharper = False
     if max(sol.sigma) < IDENTIFIABLE_FROM and problem.lower.max() < IDENTIFIABLE_FROM:
         problem.tick("checking the reverse direction")
@@ -513,8 +514,34 @@ def _findings(problem: Problem, data: Data, sol: Solution) -> Findings:
 def _brightness_note(stats: SpectralStats, sol: Solution, truncate: float) -> list[str]:
     """A note when a gain/offset would more than halve the L2 loss at the fitted sigma."""
     models = l2_at(stats, sol.sigma, truncate=truncate)
-    plain, rss_go = models[False][0], models[True][0]
-    if rss_go < 0.5 * plain and plain - rss_go > 1e-3 * _spread(stats):
+    return _halving_note(models[False][0], models[True][0], _spread(stats))
+
+
+def _whole_brightness_note(pair: Pair, sol: Solution) -> list[str]:
+    """`_brightness_note` for a rotated/shifted fit, exact at its kernel.
+
+    Its model is the target plus its residual; the best gain/offset for that model comes from
+    sums over the used, finite pixels (a slice at a time, in float64: no image-sized copies).
+    """
+    images = [pair.target, sol.whole.residual.reshape(pair.target.shape)]
+    if pair.used is not None:
+        images.append(np.broadcast_to(pair.used, pair.target.shape))
+    n = sf = sb = sff = sfb = sbb = 0.0
+    for b, r, *keep in chunks(*images):
+        b = b.astype(np.float64)
+        f = b + r
+        ok = np.isfinite(f) if not keep else np.isfinite(f) & keep[0]
+        b, f = b[ok], f[ok]
+        n, sf, sb = n + len(b), sf + f.sum(), sb + b.sum()
+        sff, sfb, sbb = sff + f @ f, sfb + f @ b, sbb + b @ b
+    var_f, cov, var_b = sff - sf * sf / n, sfb - sf * sb / n, sbb - sb * sb / n
+    rss_go = var_b - cov * cov / var_f if var_f > 0 else var_b
+    return _halving_note(sol.rss, max(rss_go, 0.0), sol.sst)
+
+
+def _halving_note(plain: float, rss_go: float, spread: float) -> list[str]:
+    """The note, when the L2 loss with a gain/offset (``rss_go``) is under half the plain one."""
+    if rss_go < 0.5 * plain and plain - rss_go > 1e-3 * spread:
         return ["a gain/offset would more than halve the L2 loss: the images differ in "
                 "brightness or background; consider gain_offset=True"]
     return []

@@ -42,6 +42,11 @@ SCOUT_STEPS = {2: 4, 3: 2}
 # a crop solved only for a start stops at this relative decrease: at 1e-10 the 64^3 crop took 26 steps
 # (2.4 s) where 8 (0.7 s) left its shift 0.02 px off, and the full image moves it by more than that
 START_RTOL = 1e-6
+# L1/Huber Newton steps on the crop when it is only a start: each recomputes the matrix (in 3D six
+# Jacobian images of the crop, about 0.3 s), and the middle crop's chord steps carry on for a
+# sixteenth of that. With 12 the 3D L1 per axis + shift row took 11 full-volume evaluations, with 1
+# 9, and no benchmark row needed more (docs/whole-gaussian.md)
+CROP_NEWTON_STEPS = 1
 MIN_INSIDE = 0.01  # least fraction of pixels inside the curvature window of L1/Huber (`_Problem.weights`)
 EXACT_MATRIX_PIXELS = 2**18  # up to this many pixels the exact L2 polish recomputes the exact matrix
 FLOAT32_PIXELS = 2**20  # above this many pixels the full-image stage runs its FFTs in float32
@@ -960,16 +965,18 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
                         rtol=1e-10 if loss == "l2" else START_RTOL)
     solved = scout.solved
     local = scout.problem
+    whole = crop.reference.shape == frames.reference.shape  # the crop is the image
     if loss != "l2":
         local = _Problem(*crop, options, _pad_radius([solved.point.kernel], truncate), workers)
         point = local.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
         options = options._replace_delta(_noise_delta(point, local, loss, delta))
         local = _Problem(*crop, options, _pad_radius([solved.point.kernel], truncate), workers)
         point = local.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
-        # a start for the full image, which finishes it
-        solved = _levenberg_marquardt(local, point, refresh=True, max_iter=12, rtol=1e-6,
-                                      callback=callback)
-    if crop.reference.shape == frames.reference.shape:  # the crop is the image: solved
+        # solved to the end if the crop is the image; else a start and the loss's Hessian for the
+        # chord steps (`CROP_NEWTON_STEPS`)
+        solved = _levenberg_marquardt(local, point, refresh=True, rtol=1e-6, callback=callback,
+                                      max_iter=12 if whole else CROP_NEWTON_STEPS)
+    if whole:  # solved
         problem, point, steps = local, solved.point, solved.iterations
     else:
         per_pixel = solved.matrix / max(local.n_used, 1)  # the crop's matrix, per pixel used

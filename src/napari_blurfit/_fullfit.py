@@ -44,8 +44,8 @@ SCOUT_STEPS = {2: 4, 3: 2}
 START_RTOL = 1e-6
 # L1/Huber Newton steps on the crop when it is only a start: each recomputes the matrix (in 3D six
 # Jacobian images of the crop, about 0.3 s), and the middle crop's chord steps carry on for a
-# sixteenth of that. With 12 the 3D L1 per axis + shift row took 11 full-volume evaluations, with 1
-# 9, and no benchmark row needed more (docs/whole-gaussian.md)
+# sixteenth of that. Full-volume evaluations with 1 / 12 steps: 3D L1 per axis + shift 9 / 11, L1 full
+# covariance 13 / 12 (to a lower loss), the other benchmark rows as many (docs/whole-gaussian.md)
 CROP_NEWTON_STEPS = 1
 MIN_INSIDE = 0.01  # least fraction of pixels inside the curvature window of L1/Huber (`_Problem.weights`)
 EXACT_MATRIX_PIXELS = 2**18  # up to this many pixels the exact L2 polish recomputes the exact matrix

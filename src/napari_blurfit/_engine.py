@@ -19,6 +19,7 @@ import numpy as np
 from ._kernels import transfer
 from ._losses import (
     FLOAT32_LOSS_JITTER,
+    L1_WINDOW,
     GainOffset,
     chunks,
     huber_gain_offset,
@@ -381,7 +382,7 @@ class SpatialObjective:
         from dask import delayed
 
         nd, tr, w, loss, delta = self.pair.ndim, self.truncate, self.workers, self.loss, self.delta
-        window = 0.5 * value / max(self.n_used, 1)  # L1 density window, as `loss_curvature`
+        window = L1_WINDOW * value / max(self.n_used, 1)  # as `loss_curvature`
 
         def block(r, t, u):
             r, t, finite, _ = fill_nonfinite(r, t)

@@ -30,7 +30,15 @@ from scipy import fft as sfft
 from scipy import signal
 
 from ._gaussian import GaussianKernel, n_cholesky
-from ._losses import FLOAT32_LOSS_JITTER, HUBER_K, LOSSES, huber_gain_offset, l1_gain_offset, loss_sum
+from ._losses import (
+    FLOAT32_LOSS_JITTER,
+    HUBER_K,
+    L1_WINDOW,
+    LOSSES,
+    huber_gain_offset,
+    l1_gain_offset,
+    loss_sum,
+)
 from ._shift import Frames, as_frames, central, estimate_shift
 from ._spectral import threads
 
@@ -477,7 +485,7 @@ class _Problem:
 
         1 for L2 (None without a mask); ``1[|r| < delta]`` for Huber; for L1, whose second
         derivative is ``2 delta(r)``, a kernel estimate of twice the residual density at zero,
-        ``1[|r| < h] / h`` with ``h`` half the mean ``|r|`` (as `loss_curvature`). The IRLS
+        ``1[|r| < h] / h`` with ``h = L1_WINDOW`` mean ``|r|`` (as `loss_curvature`). The IRLS
         weights ``1/max(|r|, eps)`` majorise L1 instead and overstate its curvature several-fold:
         the chord steps then crept along flat valleys (docs/whole-gaussian.md). Where fewer than
         `MIN_INSIDE` of the pixels fall inside the window (a two-valued residual), the IRLS
@@ -488,7 +496,7 @@ class _Problem:
             return self.used
         delta = self.options.delta
         w = np.abs(point.residual)  # one image-sized array, transformed in place
-        window = delta if loss == "huber" else max(0.5 * self._sum(w) / max(self.n_used, 1), delta)
+        window = delta if loss == "huber" else max(L1_WINDOW * self._sum(w) / max(self.n_used, 1), delta)
         inside = w < window
         if np.count_nonzero(inside if self.used is None else inside & (self.used > 0)) \
                 >= MIN_INSIDE * self.n_used:

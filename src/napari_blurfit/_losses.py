@@ -14,6 +14,7 @@ LOSSES = ("l2", "l1", "huber")
 HUBER_K = 1.345  # default Huber threshold in units of the L2 fit's residual noise scale
 WINDOW = 6.0  # half-width of the first L1 window, in standard errors of the warm start
 FLOAT32_LOSS_JITTER = 1e-7  # relative jitter of a loss summed over a float32 model (measured)
+L1_WINDOW = 0.5  # half-width of the L1 residual-density window, in mean |r| (a third of a noise sigma)
 CHUNK = 2**16  # pixels per slice of a pass over an image: the slice's temporaries stay in cache
 
 
@@ -148,7 +149,7 @@ def loss_curvature(residual: np.ndarray, loss: str, delta: float) -> float:
         return 2.0
     if loss == "huber":
         return max(float(np.count_nonzero(a <= delta)) / max(a.size, 1), 1e-3)
-    h = 0.5 * float(np.mean(a)) + 1e-300  # window of about a third of the noise sigma
+    h = L1_WINDOW * float(np.mean(a)) + 1e-300
     return 2.0 * float(np.count_nonzero(a <= h)) / (2.0 * h * max(a.size, 1))
 
 

@@ -534,6 +534,8 @@ def _whole_brightness_note(pair: Pair, sol: Solution) -> list[str]:
         b, f = b[ok], f[ok]
         n, sf, sb = n + len(b), sf + f.sum(), sb + b.sum()
         sff, sfb, sbb = sff + f @ f, sfb + f @ b, sbb + b @ b
+    if n == 0:  # no finite pixel used: nothing to compare
+        return []
     var_f, cov, var_b = sff - sf * sf / n, sfb - sf * sb / n, sbb - sb * sb / n
     rss_go = var_b - cov * cov / var_f if var_f > 0 else var_b
     return _halving_note(sol.rss, max(rss_go, 0.0), sol.sst)

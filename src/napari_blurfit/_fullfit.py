@@ -959,12 +959,12 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
 def _fit_general(frames: Frames, options: _Options, starts, delta, workers, callback) -> FullFit:
     """Masked L2, L1 and Huber: multi-start on a central crop, then the full image.
 
-    The crop is solved to the end with the loss's own matrix (`_Problem.weights`) at every step; the
-    full image then keeps the crop's matrix scaled to its pixel count (the chord method: every step
-    follows the exact gradient of the true loss and must lower it), so a full-image step costs one model
-    and one gradient, not a Jacobian image per parameter; in float32 above `FLOAT32_PIXELS`. On a large
-    image a middle crop (`MIDDLE_EDGE`) takes those chord steps first: its solution starts the full
-    image closer.
+    The crop is solved with the loss's own matrix (`_Problem.weights`) at every step: to the end where
+    it is the image, else for `CROP_NEWTON_STEPS` (a start, and the matrix at it). The full image then
+    keeps the crop's matrix scaled to its pixel count (the chord method: every step follows the exact
+    gradient of the true loss and must lower it), so a full-image step costs one model and one gradient,
+    not a Jacobian image per parameter; in float32 above `FLOAT32_PIXELS`. On a large image a middle
+    crop (`MIDDLE_EDGE`) takes those chord steps first: its solution starts the full image closer.
     """
     loss, truncate = options.loss, options.truncate
     crop = central(frames, CROP_EDGE.get(options.d, 64), 4)
@@ -973,7 +973,7 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
                         rtol=1e-10 if loss == "l2" else START_RTOL)
     solved = scout.solved
     local = scout.problem
-    whole = crop.reference.shape == frames.reference.shape  # the crop is the image
+    crop_is_image = crop.reference.shape == frames.reference.shape
     if loss != "l2":
         local = _Problem(*crop, options, _pad_radius([solved.point.kernel], truncate), workers)
         point = local.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
@@ -983,8 +983,8 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
         # solved to the end if the crop is the image; else a start and the loss's Hessian for the
         # chord steps (`CROP_NEWTON_STEPS`)
         solved = _levenberg_marquardt(local, point, refresh=True, rtol=1e-6, callback=callback,
-                                      max_iter=12 if whole else CROP_NEWTON_STEPS)
-    if whole:  # solved
+                                      max_iter=12 if crop_is_image else CROP_NEWTON_STEPS)
+    if crop_is_image:  # solved
         problem, point, steps = local, solved.point, solved.iterations
     else:
         per_pixel = solved.matrix / max(local.n_used, 1)  # the crop's matrix, per pixel used

@@ -133,3 +133,21 @@ def test_threaded_accumulate_equals_the_single_threaded_sums():
     assert three.cbb == pytest.approx(one.cbb, rel=1e-12)
     assert three.cbb == pytest.approx(float(np.square(b, dtype=np.float64).sum()), rel=1e-12)
     np.testing.assert_array_equal(three.dc_a, a.reshape(2, -1)[:, 0])
+
+
+def test_float32_statistics_contract_like_float64_ones():
+    """A whole-Gaussian fit's start statistics are summed in float32 and contracted in float64."""
+    from napari_blurfit._kernels import transfer
+    from napari_blurfit._spectral import CAST_BLOCK, SpectralStats, contract
+
+    rng = np.random.default_rng(22)
+    shape = (3, CAST_BLOCK // 200 + 7, 200)  # row blocks that do not divide the rows
+    a, b = rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32)
+    wide = SpectralStats.zeros(shape[1:]).accumulate(a[None], b[None])
+    narrow = SpectralStats.zeros(shape[1:], np.float32).accumulate(a[None], b[None])
+    assert narrow.paa.dtype == np.float32 and narrow.compact() is narrow
+    np.testing.assert_allclose(narrow.paa, wide.paa, rtol=6e-8)
+    vectors = [transfer([1.0, 2.5], n, 4.0) for n in shape]
+    for joint in (True, False):
+        expected = contract(narrow.paa.astype(np.float64), vectors, joint=joint)
+        np.testing.assert_allclose(contract(narrow.paa, vectors, joint=joint), expected, rtol=1e-12)

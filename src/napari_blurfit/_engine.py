@@ -116,13 +116,16 @@ class _StatsCount:
                            self.used + other.used)
 
 
-def compute_stats(pair: Pair, *, swap: bool = False, workers=None):
+def compute_stats(pair: Pair, *, swap: bool = False, workers=None, dtype=np.float64):
     """Spectral statistics of the whole pair: ``(stats, ref_hat, n_nonfinite, n_used)``.
 
     ``ref_hat`` (the reference's DCT, kept for spatial evaluations) is returned for a single
     in-memory frame, where it comes for free; otherwise None. Stacks in memory are processed in
     chunks of frames on a thread pool (numpy and the FFTs release the GIL), dask pairs block by
     block on the active dask scheduler. ``swap`` gives the statistics of the reverse direction.
+    ``dtype``: of a single frame's ``paa``/``pab``; float32 where they only give a start (a
+    whole-Gaussian fit): half their memory, and no float64 arrays to page in and compact later.
+    Sums over several frames stay in float64.
     """
     nd = pair.ndim
     if not pair.dask:
@@ -132,8 +135,8 @@ def compute_stats(pair: Pair, *, swap: bool = False, workers=None):
         threads = min(len(ref), os.cpu_count() or 1)
         if threads == 1:
             ref_hat = frame_dct(ref, nd, workers=workers)
-            stats = SpectralStats.zeros(spatial).accumulate(ref_hat, frame_dct(tgt, nd, workers=workers),
-                                                            workers=workers)
+            tgt_hat = frame_dct(tgt, nd, workers=workers)
+            stats = SpectralStats.zeros(spatial, dtype).accumulate(ref_hat, tgt_hat, workers=workers)
             return stats, ref_hat.reshape(pair.reference.shape), pair.n_nonfinite, pair.n_pixels
         edges = np.linspace(0, len(ref), min(len(ref), 4 * threads) + 1).astype(int)
         chunks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]  # views, not copies

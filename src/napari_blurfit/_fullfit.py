@@ -21,6 +21,7 @@ decreases).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -55,6 +56,10 @@ START_RTOL = 1e-6
 # sixteenth of that. Full-volume evaluations with 1 / 12 steps: 3D L1 per axis + shift 9 / 11, L1 full
 # covariance 13 / 12 (to a lower loss), the other benchmark rows as many (docs/whole-gaussian.md)
 CROP_NEWTON_STEPS = 1
+# 3D: a middle crop whose chord took this many steps or more had a matrix that fits it poorly; the loss's
+# own matrix is taken at its end for the full volume (`_rehearse`). Not in 2D, where it made the rows
+# without gain/offset take 8-11 full-image evaluations instead of 6-7 (docs/whole-gaussian.md)
+REMATRIX_STEPS = {3: 4}
 MIN_INSIDE = 0.01  # least fraction of pixels inside the curvature window of L1/Huber (`_Problem.weights`)
 EXACT_MATRIX_PIXELS = 2**18  # up to this many pixels the exact L2 polish recomputes the exact matrix
 FLOAT32_PIXELS = 2**20  # above this many pixels the full-image stage runs its FFTs in float32
@@ -422,6 +427,26 @@ class _Problem:
         self.workers = workers
         self.evaluations = 0
         self.spectrum = _ReferenceSpectrum(reference, tuple(radius), workers, dtype=dtype)
+        self._residuals: list[tuple[np.ndarray, weakref.ref]] = []  # buffers and their handed-out views
+
+    def _residual_buffer(self) -> np.ndarray:
+        """An image-sized array for a new point's residual, in memory no live point uses.
+
+        The solver holds at most a point and a trial at once, so two buffers take turns (a third
+        stands by): a fresh array per evaluation costs its page faults and the kernel's zeroing,
+        a tenth of a 3D fit's time here (docs/whole-gaussian.md). A buffer is handed out as a view
+        and is free again once that view is gone.
+        """
+        for i, (buffer, handed) in enumerate(self._residuals):
+            if handed() is None:
+                view = buffer.view()
+                self._residuals[i] = buffer, weakref.ref(view)
+                return view
+        buffer = np.empty(self.target.shape, self.spectrum.dtype)
+        view = buffer.view()
+        if len(self._residuals) < 3:
+            self._residuals.append((buffer, weakref.ref(view)))
+        return view
 
     def _ensure_radius(self, kernel: np.ndarray) -> None:
         radius = tuple((k - 1) // 2 for k in kernel.shape)
@@ -447,11 +472,11 @@ class _Problem:
         model = self.spectrum.model(sampled, factors, gain=1.0 if fitted else gain,
                                     offset=0.0 if fitted else offset)
         if not fitted:
-            residual = np.subtract(model, self.target, dtype=self.spectrum.dtype)
+            residual = np.subtract(model, self.target, out=self._residual_buffer(), dtype=self.spectrum.dtype)
             return _Point(x, gain, offset, self.loss_of(residual), kernel, sampled, None, residual)
         if opts.loss == "l2":
             gain, offset = self._best_l2(model)
-        residual = np.multiply(model, gain, dtype=self.spectrum.dtype)
+        residual = np.multiply(model, gain, out=self._residual_buffer(), dtype=self.spectrum.dtype)
         residual += offset
         residual -= self.target
         kept = np.ascontiguousarray(model) if self.keep_models else None
@@ -988,7 +1013,7 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
         problem, point, steps = local, solved.point, solved.iterations
     else:
         per_pixel = solved.matrix / max(local.n_used, 1)  # the crop's matrix, per pixel used
-        start = _rehearse(frames, options, solved.point, per_pixel, workers, callback)
+        start, per_pixel = _rehearse(frames, options, solved.point, per_pixel, workers, callback)
         problem, full = _chord(frames, options, start, per_pixel, workers, callback)
         point, steps = full.point, full.iterations
     # the exact gain/offset at the final kernel, in float64. In float32 (large images) the chord's
@@ -1003,19 +1028,32 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
 
 
 def _rehearse(frames: Frames, options: _Options, start: _Point, per_pixel: np.ndarray, workers,
-              callback) -> _Point:
+              callback) -> tuple[_Point, np.ndarray]:
     """The chord steps on a middle crop (`MIDDLE_EDGE`) first, on images at least 4x larger.
 
-    Their solution starts the full image closer, at a sixteenth of a full step's cost. Only its
-    parameters are returned (no crop-sized arrays stay alive during the full image's steps). Its
-    secant-updated matrix is not carried on: docs/whole-gaussian.md measures both ways.
+    Returns a start and a matrix per pixel used for the full image. The middle crop's chord steps
+    start the full image closer, at a sixteenth of a full step's cost. In 3D, where they took
+    `REMATRIX_STEPS` or more, the loss's own matrix at their end (one Jacobian image of the middle
+    crop per parameter, 0.4 s at 128^3) replaces the small crop's: within a kernel radius of its
+    faces, where the crop's reflection stands in for the image, lie most of a 64^3 crop's voxels
+    (a tenth of a 384^2 crop's pixels). On the 3D benchmark the full volume's evaluations went from
+    13 to 6 (L1 full covariance), 9 to 6 (L1 per axis + shift), 8 to 4 (Huber full covariance)
+    (docs/whole-gaussian.md). Only parameters are returned: no crop-sized arrays stay alive during
+    the full image's steps.
     """
     middle = central(frames, MIDDLE_EDGE.get(options.d, 128), 4)
     if middle.target.size * 4 > frames.target.size:
-        return start
+        return start, per_pixel
     # in float32 whatever its size: a start needs no more than the loss's float32 resolution
-    point = _chord(middle, options, start, per_pixel, workers, callback, dtype=np.float32)[1].point
-    return point._replace(model=None, residual=None)
+    problem, solved = _chord(middle, options, start, per_pixel, workers, callback, dtype=np.float32)
+    point = solved.point
+    rematrix_from = REMATRIX_STEPS.get(options.d)
+    if rematrix_from is None or solved.iterations < rematrix_from:  # the crop's matrix serves
+        return point._replace(model=None, residual=None), per_pixel
+    if options.gain_offset:  # the matrix's gain/offset entries need the model, which chord points lack
+        point = point._replace(model=np.array(problem.model_of(point)))
+    matrix = problem.normal(point, matrix=True).matrix
+    return point._replace(model=None, residual=None), matrix / max(problem.n_used, 1)
 
 
 def _chord(frames: Frames, options: _Options, start: _Point, per_pixel: np.ndarray, workers,

@@ -19,6 +19,7 @@ from ._kernels import transfer
 
 STEP_BYTES = 2**21  # frames transformed together: small enough to be still in cache when summed
 SCRATCH_PIXELS = 2**15  # float64 products formed at a time (256 kB: stays in cache)
+CAST_BLOCK = 2**18  # float32 statistics cast to float64 at a time for a contraction (2 MB)
 
 
 @dataclass
@@ -60,9 +61,9 @@ class SpectralStats:
         return bool(np.isfinite(self.dc_a).all() and np.isfinite(self.dc_b).all())
 
     @classmethod
-    def zeros(cls, shape: tuple[int, ...]) -> SpectralStats:
-        """Statistics of no frames, to `accumulate` frames into."""
-        return cls(np.zeros(shape), np.zeros(shape), 0.0, np.zeros(0), np.zeros(0))
+    def zeros(cls, shape: tuple[int, ...], dtype=np.float64) -> SpectralStats:
+        """Statistics of no frames, to `accumulate` frames into (``paa``/``pab`` in ``dtype``)."""
+        return cls(np.zeros(shape, dtype), np.zeros(shape, dtype), 0.0, np.zeros(0), np.zeros(0))
 
     def accumulate(self, ref_hat: np.ndarray, tgt_hat: np.ndarray, *,
                    workers: int | None = None) -> SpectralStats:
@@ -111,6 +112,8 @@ class SpectralStats:
         ~6e-8 of itself, far below what the checks' thresholds resolve; a search needs float64
         (its residual ``Qaa - 2 Qab + C`` cancels).
         """
+        if self.paa.dtype == np.float32 and self.pab.dtype == np.float32:
+            return self
         return SpectralStats(self.paa.astype(np.float32), self.pab.astype(np.float32), self.cbb,
                              self.dc_a, self.dc_b)
 
@@ -186,7 +189,7 @@ def contract(p: np.ndarray, vectors: list[np.ndarray], *, joint: bool) -> np.nda
     (result shape (m,)); otherwise the result is the outer grid, shape (m_0, ..., m_{d-1}).
     """
     d = p.ndim
-    t = p @ vectors[-1]  # the heavy step: one matrix product over the whole array
+    t = _rows_times(p, vectors[-1])  # the heavy step: one matrix product over the whole array
     if joint:
         for axis in range(d - 2, -1, -1):
             t = np.einsum("...kj,kj->...j", t, vectors[axis])
@@ -196,6 +199,22 @@ def contract(p: np.ndarray, vectors: list[np.ndarray], *, joint: bool) -> np.nda
         t = np.tensordot(t, vectors[axis], axes=([axis], [0]))
     # axes now (m_{d-1}, m_{d-2}, ..., m_0)
     return np.transpose(t, tuple(range(d - 1, -1, -1)))
+
+
+def _rows_times(p: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``p @ v``, casting a float32 ``p`` to ``v``'s dtype a block of rows at a time.
+
+    Float32 statistics (`SpectralStats.compact`, a whole-Gaussian fit's start) are not copied whole;
+    the products and sums stay in float64.
+    """
+    if p.dtype == v.dtype:
+        return p @ v
+    rows = p.reshape(-1, p.shape[-1])
+    out = np.empty((len(rows), v.shape[1]), dtype=np.result_type(p, v))
+    step = max(1, CAST_BLOCK // p.shape[-1])
+    for start in range(0, len(rows), step):
+        np.matmul(rows[start : start + step].astype(v.dtype), v, out=out[start : start + step])
+    return out.reshape(*p.shape[:-1], v.shape[1])
 
 
 def project(qaa, qab, stats: SpectralStats, *, gain_offset: bool):

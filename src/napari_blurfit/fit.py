@@ -261,10 +261,12 @@ def _statistics(problem: Problem) -> Data:
     """One pass: spectral statistics, refilled if a NaN/inf pixel showed up in them."""
     problem.tick("transforming")
     pair = problem.pair
-    stats, ref_hat, n_nonfinite, n_used = compute_stats(pair, workers=problem.workers)
+    # a whole-Gaussian fit takes only its start from them: float32 will do (`compute_stats`)
+    dtype = np.float32 if problem.options.whole_gaussian else np.float64
+    stats, ref_hat, n_nonfinite, n_used = compute_stats(pair, workers=problem.workers, dtype=dtype)
     if not stats.finite and not pair.dask:  # dask blocks are checked and filled one by one
         pair = prepare_pair(problem.reference, problem.target, **_pair_options(problem.options))
-        stats, ref_hat, n_nonfinite, n_used = compute_stats(pair, workers=problem.workers)
+        stats, ref_hat, n_nonfinite, n_used = compute_stats(pair, workers=problem.workers, dtype=dtype)
     if not stats.finite:  # every pixel is finite, yet the transform overflowed
         raise ValueError(f"pixel values are too large for a {pair.reference.dtype} transform (it "
                          "overflows); rescale the images or pass them as float64")
@@ -736,8 +738,9 @@ def _at_bound(sol: Solution, problem: Problem) -> bool:
 def _check_not_constant(stats, reverse):
     """A constant image has all its energy in the DC coefficients: no blur can be measured."""
     names = ("target", "reference") if reverse else ("reference", "target")
-    energy_a = float(stats.paa.sum())
-    structure_a = energy_a - float(stats.dc_a @ stats.dc_a)
+    # without the DC entry (the frames' summed DC energy) rather than minus it: exact in float32 too
+    structure_a = float(stats.paa.reshape(-1)[1:].sum(dtype=np.float64))
+    energy_a = structure_a + float(stats.paa.reshape(-1)[0])
     structure_b = stats.cbb - float(stats.dc_b @ stats.dc_b)
     if structure_a <= 1e-12 * max(energy_a, 1e-300):
         raise ValueError(f"{names[0]} is constant: a blur cannot be measured from a flat image")

@@ -158,7 +158,8 @@ def fit_blur(
     data = _statistics(problem)
     solution = _spectral_fit(data.stats, problem, start_only=options.whole_gaussian)
     if options.whole_gaussian:  # rotated or shifted: exact image-space fit from the L2 start
-        # after the start only the checks read the statistics: in float32 during the fit
+        # after the start only the checks read the statistics: in float32 during the fit (a single
+        # frame's are summed in float32 already, `_statistics`; a stack's are compacted here)
         data = data._replace(stats=data.stats.compact())
         solution = _whole_gaussian(problem, data, solution)
     elif options.loss != "l2" or not data.all_pixels:  # not diagonal in the DCT: image space

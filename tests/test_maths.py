@@ -143,11 +143,11 @@ def test_float32_statistics_contract_like_float64_ones():
     rng = np.random.default_rng(22)
     shape = (3, CAST_BLOCK // 200 + 7, 200)  # row blocks that do not divide the rows
     a, b = rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32)
-    wide = SpectralStats.zeros(shape[1:]).accumulate(a[None], b[None])
-    narrow = SpectralStats.zeros(shape[1:], np.float32).accumulate(a[None], b[None])
+    wide = SpectralStats.zeros(shape[1:]).accumulate(a, b)
+    narrow = SpectralStats.zeros(shape[1:], np.float32).accumulate(a, b)
     assert narrow.paa.dtype == np.float32 and narrow.compact() is narrow
-    np.testing.assert_allclose(narrow.paa, wide.paa, rtol=6e-8)
-    vectors = [transfer([1.0, 2.5], n, 4.0) for n in shape]
+    np.testing.assert_allclose(narrow.paa, wide.paa, rtol=2e-7)  # a rounding per frame summed
+    vectors = [transfer([1.0, 2.5], n, 4.0) for n in shape[1:]]
     for joint in (True, False):
         expected = contract(narrow.paa.astype(np.float64), vectors, joint=joint)
         np.testing.assert_allclose(contract(narrow.paa, vectors, joint=joint), expected, rtol=1e-12)

@@ -159,8 +159,10 @@ def fit_blur(
     solution = _spectral_fit(data.stats, problem, start_only=options.whole_gaussian)
     if options.whole_gaussian:  # rotated or shifted: exact image-space fit from the L2 start
         # after the start only the checks read the statistics: in float32 during the fit (a single
-        # frame's are summed in float32 already, `_statistics`; a stack's are compacted here)
-        data = data._replace(stats=data.stats.compact())
+        # frame's are summed in float32 already, `_statistics`; a stack's are compacted here). Only
+        # a round kernel's check (`_axis_ellipse_note`) reads the spectra: others let them go first
+        stats = data.stats.without_spectra() if options.sigma_per_axis else data.stats.compact()
+        data = data._replace(stats=stats)
         solution = _whole_gaussian(problem, data, solution)
     elif options.loss != "l2" or not data.all_pixels:  # not diagonal in the DCT: image space
         solution = _polish(problem, data, solution)

@@ -560,7 +560,10 @@ class _Problem:
         p = k + (2 if self.options.gain_offset else 0)
         out = np.zeros((p, p))
         go = self.options.gain_offset
-        wf = (point.model if w is None else w * point.model) if go else None
+        model = None
+        if go:  # the point's kept model, or made again as a copy (the Jacobians reuse its buffer)
+            model = point.model if point.model is not None else self.spectrum.model(point.sampled).copy()
+        wf = (model if w is None else w * model) if go else None
         for i, dk in enumerate(derivs):
             jac = self.spectrum.model(dk)
             wj = jac if w is None else w * jac
@@ -571,7 +574,7 @@ class _Problem:
             out[i, :k] = point.gain**2 * (derivs.reshape(len(derivs), -1) * corr.reshape(-1)).sum(axis=1)
         if go:
             sw = float(self.n_used) if w is None else float(w.sum())
-            out[k, k], out[k, k + 1] = float(_dot(wf, point.model)), float(wf.sum(dtype=np.float64))
+            out[k, k], out[k, k + 1] = float(_dot(wf, model)), float(wf.sum(dtype=np.float64))
             out[k + 1, k], out[k + 1, k + 1] = out[k, k + 1], sw
         return 0.5 * (out + out.T)
 
@@ -1051,8 +1054,6 @@ def _rehearse(frames: Frames, options: _Options, start: _Point, per_pixel: np.nd
     rematrix_from = REMATRIX_STEPS.get(options.d)
     if rematrix_from is None or solved.iterations < rematrix_from:  # the crop's matrix serves
         return point._replace(model=None, residual=None), per_pixel
-    if options.gain_offset:  # the matrix's gain/offset entries need the model, which chord points lack
-        point = point._replace(model=np.array(problem.model_of(point)))
     matrix = problem.normal(point, matrix=True).matrix
     return point._replace(model=None, residual=None), matrix / max(problem.n_used, 1)
 

@@ -472,3 +472,66 @@ def test_3d_middle_crop_matrix_matches_the_direct_path(volume, loss, monkeypatch
                   <= 3 * ladder.covariance_stderr)
     assert _rel_frobenius(ladder.kernel.covariance, cov) < 0.04
     np.testing.assert_allclose(ladder.kernel.shift, true.shift, atol=0.05)
+
+
+def test_float32_kernel_spectrum_keeps_the_kernel_sum_exactly():
+    """Its zero frequency is the kernel's sum, not the float32 transforms' rounding of it.
+
+    That rounding (an ulp, 6e-8 to 1.2e-7, for some kernels and not their neighbours) is a gain
+    that jumps from kernel to kernel: an L1 loss weighs it by sum sign(r) m and jumped by 1e-6
+    of itself between neighbouring kernels of the 3D benchmark, which stalled its chord steps.
+    """
+    from napari_blurfit._fullfit import _pad_radius, _ReferenceSpectrum
+
+    rng = np.random.default_rng(23)
+    for d, shape in [(2, (1, 96, 112)), (3, (1, 24, 40, 48))]:
+        reference = rng.random(shape).astype(np.float32)
+        for _ in range(20):
+            c = rng.normal(size=(d, d))
+            kernel = GaussianKernel(c @ c.T + 2.0 * np.eye(d), rng.uniform(-1.0, 1.0, d))
+            spectrum = _ReferenceSpectrum(reference, _pad_radius([kernel], 4.0), None, dtype=np.float32)
+            sampled = 0.7 * kernel.sampled(4.0)
+            zero = spectrum.kernel_spectrum(sampled)[(0,) * d]
+            assert zero == np.complex64(sampled.sum())  # the sum, rounded once to float32
+
+
+def test_the_full_image_problem_built_ahead_on_a_thread_gives_the_same_fit(cam, monkeypatch):
+    """With two or more cores the full image's problem is built (and paged in) while the crops are
+    solved; the answer is the one built in line (one core), to the last bit."""
+    import threading
+
+    from napari_blurfit import _fullfit
+
+    rng = np.random.default_rng(22)
+    true = GaussianKernel.from_basicsr(2.2, 1.4, 0.4, (0.5, -0.3))
+    target = 0.9 * true.apply(cam) + 0.05 + rng.normal(0, 0.004, cam.shape)
+    monkeypatch.setitem(_fullfit.CROP_EDGE, 2, 64)  # the crop is not the image: the chord path
+    built_on = []
+    build = _fullfit._chord_problem
+
+    def recorded(*args, **kwargs):
+        built_on.append(threading.current_thread())
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(_fullfit, "_chord_problem", recorded)
+    kwargs = dict(loss="l1", gain_offset=True, full_covariance=True, shift=True, start_sigma=(2.0, 2.0))
+    in_line = fit_whole_gaussian(cam, target, workers=1, **kwargs)
+    assert built_on == [threading.main_thread()]
+    ahead = fit_whole_gaussian(cam, target, workers=2, **kwargs)
+    assert built_on[1] is not threading.main_thread()
+    assert ahead.loss_sum == in_line.loss_sum
+    np.testing.assert_array_equal(ahead.kernel.covariance, in_line.kernel.covariance)
+    np.testing.assert_array_equal(ahead.kernel.shift, in_line.kernel.shift)
+    assert _rel_frobenius(ahead.kernel.covariance, true.covariance) < 0.02
+
+
+def test_a_build_ahead_reports_its_error_when_its_result_is_asked_for():
+    from napari_blurfit._fullfit import _prefetch
+
+    def build():
+        raise MemoryError("no room for the full image")
+
+    result = _prefetch(build, 2)
+    with pytest.raises(MemoryError, match="no room for the full image"):
+        result()
+    assert _prefetch(build, 1) is build  # one core: nothing runs ahead

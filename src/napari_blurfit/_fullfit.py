@@ -22,8 +22,10 @@ decreases).
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import ducc0
 import numpy as np
@@ -42,6 +44,8 @@ from ._losses import (
 )
 from ._shift import Frames, as_frames, central, estimate_shift
 from ._spectral import threads
+
+T = TypeVar("T")
 
 CROP_EDGE = {2: 384, 3: 64}  # edge of the central crop used for the multi-start stage
 MIDDLE_EDGE = {2: 1024, 3: 128}  # edge of the crop that rehearses the full image's chord steps
@@ -255,6 +259,10 @@ class _ReferenceSpectrum:
             index[axis] = np.arange(-radius[axis], radius[axis] + 1) % self.lengths[axis]
             grown[tuple(index)] = spec
             spec = ducc0.fft.c2c(grown, axes=(axis,), out=grown, nthreads=nt)
+        # the zero frequency is the kernel's sum, exactly: in float32 the transforms round it by
+        # ~1e-7, a gain that changes from kernel to kernel, and an L1 loss (which weighs a gain by
+        # sum sign(r) m) then jumps by 1e-6 of itself between neighbouring kernels
+        spec[(0,) * self.d] = kernel.sum(dtype=np.float64)
         return spec
 
     def axis_spectra(self, factors: list[np.ndarray]) -> list[np.ndarray]:
@@ -448,6 +456,26 @@ class _Problem:
         if len(self._residuals) < 3:
             self._residuals.append((buffer, weakref.ref(view)))
         return view
+
+    def page_in(self) -> _Problem:
+        """Touch the memory the first evaluations write (the spectra's buffer, two residuals) now.
+
+        Fresh memory costs about 2.3-2.8 ms per MB on first touch on the benchmark machine: 2 s
+        of a 3D fit's full-volume steps. A problem built ahead on a thread of its own
+        (`_prefetch`) pays that while the crops are solved (docs/whole-gaussian.md).
+        """
+        self.spectrum._complex.fill(0)
+        for view in [self._residual_buffer(), self._residual_buffer()]:
+            view.fill(0)
+        return self
+
+    def for_options(self, options: _Options) -> _Problem:
+        """Take ``options`` of the same fit (a Huber threshold or L1 floor set since it was built).
+
+        The spectrum and buffers stay: only the loss's settings change.
+        """
+        self.options = options
+        return self
 
     def _ensure_radius(self, kernel: np.ndarray) -> None:
         radius = tuple((k - 1) // 2 for k in kernel.shape)
@@ -888,7 +916,7 @@ def _fit_l2(frames: Frames, options: _Options, starts, workers, callback, *, max
     dtype = np.float32 if size > FLOAT32_PIXELS else np.float64
     radius = _pad_radius([start.kernel], options.truncate)
     space = _KernelSpace(frames, options, radius, workers, dtype)
-    problem = _Problem(*frames, options, radius, workers, dtype=dtype, keep_models=False)
+    problem = _chord_problem(frames, options, radius, workers, dtype)
     matrix = space.matrix_at(start.kernel, start.gain)  # the crop's gain: the matrix only preconditions
     # float32 losses are exact to ~1e-8: stop at a relative decrease of 1e-7, and do not chase noise
     # (the start point is not held here: its arrays go as soon as the solver leaves it)
@@ -994,15 +1022,19 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
     gradient of the true loss and must lower it), so a full-image step costs one model and one gradient,
     not a Jacobian image per parameter; in float32 above `FLOAT32_PIXELS`. On a large image a middle
     crop (`MIDDLE_EDGE`) takes those chord steps first: its solution starts the full image closer.
+    Meanwhile the full image's problem is built on a thread of its own (`_prefetch`).
     """
     loss, truncate = options.loss, options.truncate
     crop = central(frames, CROP_EDGE.get(options.d, 64), 4)
+    crop_is_image = crop.reference.shape == frames.reference.shape
+    # the full image's problem is built (and paged in) while the crops are solved
+    full_problem = None if crop_is_image else _prefetch(
+        lambda: _chord_problem(frames, options, _pad_radius(starts, truncate), workers).page_in(), workers)
     # L1/Huber take only a start from the L2 multi-start; masked L2 keeps its matrix (exact)
     scout = _multistart(crop, options, starts, workers, callback, exact=loss == "l2",
                         rtol=1e-10 if loss == "l2" else START_RTOL)
     solved = scout.solved
     local = scout.problem
-    crop_is_image = crop.reference.shape == frames.reference.shape
     if loss != "l2":
         local = _Problem(*crop, options, _pad_radius([solved.point.kernel], truncate), workers)
         point = local.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
@@ -1018,7 +1050,8 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
     else:
         per_pixel = solved.matrix / max(local.n_used, 1)  # the crop's matrix, per pixel used
         start, per_pixel = _rehearse(frames, options, solved.point, per_pixel, workers, callback)
-        problem, full = _chord(frames, options, start, per_pixel, workers, callback)
+        problem, full = _chord(frames, options, start, per_pixel, workers, callback,
+                               problem=full_problem().for_options(options))
         point, steps = full.point, full.iterations
     # the exact gain/offset at the final kernel, in float64. In float32 (large images) the chord's
     # joint steps already stop at the loss's rounding: on the benchmark rows the polish moved the
@@ -1058,23 +1091,50 @@ def _rehearse(frames: Frames, options: _Options, start: _Point, per_pixel: np.nd
     return point._replace(model=None, residual=None), matrix / max(problem.n_used, 1)
 
 
-def _chord(frames: Frames, options: _Options, start: _Point, per_pixel: np.ndarray, workers,
-           callback, dtype=None) -> tuple[_Problem, _Solved]:
-    """Chord steps on ``frames`` from ``start``, with the crop's matrix scaled to the pixels used.
+def _chord_problem(frames: Frames, options: _Options, radius, workers, dtype=None) -> _Problem:
+    """The problem chord steps run on: no models kept; FFTs in ``dtype``.
 
-    ``dtype``: of the FFTs; by default float32 above `FLOAT32_PIXELS`, else float64.
+    By default float32 above `FLOAT32_PIXELS`, else float64.
     """
     if dtype is None:
         dtype = np.float32 if frames.target.size > FLOAT32_PIXELS else np.float64
-    problem = _Problem(*frames, options, _pad_radius([start.kernel], options.truncate), workers,
-                       dtype=dtype, keep_models=False)
+    return _Problem(*frames, options, radius, workers, dtype=dtype, keep_models=False)
+
+
+def _chord(frames: Frames, options: _Options, start: _Point, per_pixel: np.ndarray, workers,
+           callback, dtype=None, problem: _Problem | None = None) -> tuple[_Problem, _Solved]:
+    """Chord steps on ``frames`` from ``start``, with the crop's matrix scaled to the pixels used.
+
+    ``problem``: one built for ``frames`` already (`_chord_problem`), else one is built with FFTs
+    in ``dtype``.
+    """
+    if problem is None:
+        problem = _chord_problem(frames, options, _pad_radius([start.kernel], options.truncate),
+                                 workers, dtype)
     matrix = per_pixel * problem.n_used
     # float32 losses are exact to ~1e-7 of themselves: no decrease below that is chased.
     # (The start point is not held here: its arrays go as soon as the solver leaves it.)
     return problem, _levenberg_marquardt(problem, problem.evaluate(start.x, start.gain, start.offset),
                                          refresh=False, matrix=matrix, max_iter=12, rtol=1e-7,
                                          callback=callback,
-                                         precision=FLOAT32_LOSS_JITTER if dtype == np.float32 else 0.0)
+                                         precision=FLOAT32_LOSS_JITTER if problem.spectrum.dtype == np.float32
+                                         else 0.0)
+
+
+def _prefetch(build: Callable[[], T], workers) -> Callable[[], T]:
+    """``build()`` started now on a thread of its own; the returned function waits for its result.
+
+    With one core allowed (``workers``) nothing runs ahead: the function calls ``build`` itself.
+    The thread's work is mostly paging in fresh memory (`_Problem.page_in`), which the solver
+    on the crops, largely single-threaded, leaves a core for. Should the fit stop first (an
+    error, a cancel), the thread finishes its build alone and the result is dropped.
+    """
+    if threads(-1 if workers is None else workers) < 2:
+        return build
+    pool = ThreadPoolExecutor(1, thread_name_prefix="blurfit-prefetch")
+    future = pool.submit(build)
+    pool.shutdown(wait=False)  # the thread ends with its one task
+    return future.result
 
 
 def _result(problem: _Problem, point: _Point, matrix: np.ndarray, steps: int) -> FullFit:

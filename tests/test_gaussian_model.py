@@ -535,3 +535,15 @@ def test_a_build_ahead_reports_its_error_when_its_result_is_asked_for():
     with pytest.raises(MemoryError, match="no room for the full image"):
         result()
     assert _prefetch(build, 1) is build  # one core: nothing runs ahead
+
+
+def test_start_kernels_too_large_for_the_crop_fail_before_anything_is_built(cam, monkeypatch):
+    """The check comes before the full image's problem is built ahead (its grid grows with them)."""
+    from napari_blurfit import _fullfit
+
+    started = []
+    monkeypatch.setattr(_fullfit, "_prefetch", lambda build, workers: started.append(build))
+    monkeypatch.setitem(_fullfit.CROP_EDGE, 2, 64)
+    with pytest.raises(ValueError, match=r"spatial shape \(64, 64\)\) is too small for a kernel of radius"):
+        fit_whole_gaussian(cam, cam, loss="l1", shift=True, start_sigma=(10.0, 10.0), workers=2)
+    assert started == []

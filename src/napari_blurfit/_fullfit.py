@@ -696,6 +696,12 @@ class _KernelSpace:
         return 0.5 * (out + out.T)
 
 
+def _check_starts(starts: list[GaussianKernel], truncate: float, crop: Frames) -> None:
+    """Raise unless every start kernel fits the crop it is solved on."""
+    for kernel in starts:
+        _check_radius(kernel.grid(truncate).radius, crop.target.shape[1:])
+
+
 def _check_radius(radius, spatial) -> None:
     for r, n in zip(radius, spatial):
         if 2 * r + 1 > n:
@@ -879,8 +885,7 @@ def _multistart(frames: Frames, options: _Options, starts, workers, callback, *,
     parameter (in 3D, 27 FFTs of the crop per step).
     """
     l2 = replace(options, loss="l2")
-    for kernel in starts:
-        _check_radius(kernel.grid(options.truncate).radius, frames.target.shape[1:])
+    _check_starts(starts, options.truncate, frames)
     radius = _pad_radius(starts, options.truncate)
     if exact or frames.used is not None:
         problem = _Problem(*frames, l2, radius, workers)
@@ -1027,6 +1032,7 @@ def _fit_general(frames: Frames, options: _Options, starts, delta, workers, call
     loss, truncate = options.loss, options.truncate
     crop = central(frames, CROP_EDGE.get(options.d, 64), 4)
     crop_is_image = crop.reference.shape == frames.reference.shape
+    _check_starts(starts, truncate, crop)  # before anything is built for kernels too large for it
     # the full image's problem is built (and paged in) while the crops are solved
     full_problem = None if crop_is_image else _prefetch(
         lambda: _chord_problem(frames, options, _pad_radius(starts, truncate), workers).page_in(), workers)

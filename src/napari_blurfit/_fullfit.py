@@ -988,7 +988,8 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
     truncate : float
         Kernel truncation in standard deviations (plus the shift).
     workers : int, optional
-        FFT threads (default all cores).
+        FFT threads (default all cores). With more than one, the full image's problem is built on
+        a thread of its own while the crops are solved (`_prefetch`).
     callback : callable, optional
         Called with a short text before each solver step; an exception in it stops the fit.
 

@@ -108,7 +108,9 @@ def fit_blur(
         Kernel truncation in sigmas, as in `scipy.ndimage.gaussian_filter`.
     workers : int, optional
         Threads for the FFTs (`scipy.fft` ``workers``). Default: all cores for in-memory
-        arrays, one per dask task (dask runs the tasks in parallel).
+        arrays, one per dask task (dask runs the tasks in parallel). With more than one, a large
+        rotated/shifted fit also builds the full image's transforms on a thread of its own
+        while it solves crops; ``workers=1`` keeps a fit on one thread.
     warn : bool
         Emit a `BlurFitWarning` for findings that need care (also listed in ``notes``).
     callback : callable, optional

@@ -226,6 +226,10 @@ class _ReferenceSpectrum:
         # the padded reference until the first model or lag correlation, then their real buffer
         self._padded, self._holds_reference = padded, True
 
+    def page_in(self) -> None:
+        """Touch the spectra's buffer (its first write would otherwise page it in: `_Problem.page_in`)."""
+        self._complex.fill(0)
+
     def box_sums(self, radius: tuple[int, ...]) -> np.ndarray:
         """Sums of the padded reference over the crop moved by every lag ``|n_i| <= radius_i``.
 
@@ -464,7 +468,7 @@ class _Problem:
         of a 3D fit's full-volume steps. A problem built ahead on a thread of its own
         (`_prefetch`) pays that while the crops are solved (docs/whole-gaussian.md).
         """
-        self.spectrum._complex.fill(0)
+        self.spectrum.page_in()
         for view in [self._residual_buffer(), self._residual_buffer()]:
             view.fill(0)
         return self

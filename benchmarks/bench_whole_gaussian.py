@@ -17,10 +17,10 @@ from scipy import ndimage, optimize, signal
 from skimage import data
 
 from napari_blurfit import fit_blur
-from napari_blurfit._fullfit import fit_whole_gaussian
 from napari_blurfit._gaussian import GaussianKernel
 from napari_blurfit._probe import probe_model
 from napari_blurfit._shift import estimate_shift
+from napari_blurfit._whole import fit_whole_gaussian
 
 
 def texture_2d(size):

@@ -1,14 +1,17 @@
-"""Known-answer tests of the whole-Gaussian model (`_gaussian`) and its exact fit (`_fullfit`)."""
+"""Known-answer tests of the whole-Gaussian model (`_gaussian`) and its exact fit (`_whole`)."""
 
 import numpy as np
 import pytest
 from scipy import ndimage, optimize
 from skimage import data
 
-from napari_blurfit._fullfit import fit_whole_gaussian
-from napari_blurfit._gaussian import GaussianKernel
+from napari_blurfit._gaussian import GaussianKernel, GaussianModel
+from napari_blurfit._losses import get_loss
 from napari_blurfit._probe import probe_model
 from napari_blurfit._shift import estimate_shift
+from napari_blurfit._whole import Problem, Settings, fit_whole_gaussian, strategy
+from napari_blurfit._whole.solver import damped_step
+from napari_blurfit._whole.spectrum import ReferenceSpectrum
 
 NOISE = 0.002  # of the image range
 
@@ -36,6 +39,14 @@ def _noisy(clean, rng, fraction=NOISE):
 
 def _rel_frobenius(a, b):
     return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def _problem(reference, target, loss, *, kernel, gain_offset=False, full_covariance=False, shift=False):
+    """A whole-fit problem on one frame, padded for ``kernel``."""
+    model = GaussianModel(reference.ndim, 4.0, full_covariance, shift)
+    loss = get_loss(loss) if isinstance(loss, str) else loss
+    return Problem(reference[None], target, None, Settings(model, loss, gain_offset),
+                   model.pad_radius([kernel]), None)
 
 
 # (a) the diagonal, centred kernel is scipy's gaussian_filter ------------------------------------
@@ -151,17 +162,15 @@ def test_robust_losses_with_impulse_noise(cam, loss):
 @pytest.mark.parametrize("loss", ["l1", "huber"])
 def test_chord_ladder_through_a_middle_crop_matches_the_direct_path(cam, loss, monkeypatch):
     """Large images rehearse the chord steps on a middle crop; shrunk here to run on 160^2."""
-    from napari_blurfit import _fullfit
-
     rng = np.random.default_rng(11)
     true = GaussianKernel.from_basicsr(2.5, 1.5, -0.4, (-0.6, 0.9))
     target = _noisy(0.9 * true.apply(cam) + 0.1, rng)
     hit = rng.random(cam.shape) < 0.02
     target[hit] = rng.choice([0.0, 1.5], size=hit.sum())
     kwargs = dict(loss=loss, gain_offset=True, full_covariance=True, shift=True, start_sigma=(2.0, 2.0))
-    monkeypatch.setitem(_fullfit.CROP_EDGE, 2, 48)
+    monkeypatch.setitem(strategy.CROP_EDGE, 2, 48)
     direct = fit_whole_gaussian(cam, target, **kwargs)  # the middle crop (1024) is the image
-    monkeypatch.setitem(_fullfit.MIDDLE_EDGE, 2, 80)
+    monkeypatch.setitem(strategy.MIDDLE_EDGE, 2, 80)
     ladder = fit_whole_gaussian(cam, target, **kwargs)
     assert ladder.loss_sum <= direct.loss_sum * (1 + 1e-6)
     assert _rel_frobenius(ladder.kernel.covariance, true.covariance) < 0.02
@@ -272,16 +281,14 @@ def test_too_small_images_raise():
 
 # (i) the large-image L2 path (kernel-space matrix, float32 FFTs) agrees with the exact-matrix path -
 def test_large_image_path_matches_exact_path(cam, monkeypatch):
-    from napari_blurfit import _fullfit
-
     rng = np.random.default_rng(10)
     true = GaussianKernel.from_basicsr(2.6, 1.3, 0.5, (0.6, -0.8))
     target = _noisy(0.9 * true.apply(cam) + 0.02, rng)
     kwargs = dict(gain_offset=True, full_covariance=True, shift=True, start_sigma=(2.0, 2.0))
     exact = fit_whole_gaussian(cam, target, **kwargs)
-    monkeypatch.setattr(_fullfit, "EXACT_MATRIX_PIXELS", 0)
-    monkeypatch.setattr(_fullfit, "FLOAT32_PIXELS", 0)
-    monkeypatch.setitem(_fullfit.CROP_EDGE, 2, 96)
+    monkeypatch.setattr(strategy, "EXACT_MATRIX_PIXELS", 0)
+    monkeypatch.setattr(strategy, "FLOAT32_PIXELS", 0)
+    monkeypatch.setitem(strategy.CROP_EDGE, 2, 96)
     fast = fit_whole_gaussian(cam, target, **kwargs)
     assert fast.loss_sum <= exact.loss_sum * (1 + 1e-5)
     assert _rel_frobenius(fast.kernel.covariance, true.covariance) < 0.01
@@ -303,13 +310,11 @@ def test_diagonal_kernels_factorise_shifted_or_not():
 
 @pytest.mark.parametrize("shape", [(2, 40, 52), (1, 14, 18, 22)])
 def test_model_from_factors_with_gain_and_offset_is_the_plain_convolution(shape):
-    from napari_blurfit._fullfit import _ReferenceSpectrum
-
     rng = np.random.default_rng(13)
     d = len(shape) - 1
     reference = rng.random(shape)
     kernel = GaussianKernel(np.diag(rng.uniform(0.8, 1.6, d) ** 2), rng.uniform(-1.0, 1.0, d))
-    spectrum = _ReferenceSpectrum(reference, tuple(r + 2 for r in kernel.grid().radius), None)
+    spectrum = ReferenceSpectrum(reference, tuple(r + 2 for r in kernel.grid().radius), None)
     plain = spectrum.model(kernel.sampled()).copy()
     np.testing.assert_allclose(plain, kernel.apply(reference), rtol=0, atol=1e-12)  # reflect borders
     folded = spectrum.model(kernel.sampled(), kernel.factors(), gain=0.7, offset=-0.3)
@@ -317,13 +322,13 @@ def test_model_from_factors_with_gain_and_offset_is_the_plain_convolution(shape)
 
 
 def test_lag_correlation_is_the_direct_sum_over_the_padded_reference():
-    from napari_blurfit._fullfit import _ReferenceSpectrum
-
     rng = np.random.default_rng(14)
     reference, image = rng.random((2, 30, 41)), rng.normal(size=(2, 30, 41))
     radius = (5, 6)
-    spectrum = _ReferenceSpectrum(reference, radius, None)
-    padded, m = spectrum._padded.copy(), spectrum.margin  # the reflect-padded reference
+    spectrum = ReferenceSpectrum(reference, radius, None)
+    m = spectrum.margin  # the reflect-padded reference, as scipy.ndimage's "reflect" extends it
+    padded = np.pad(reference, [(0, 0)] + [(mi, n - mi - size) for mi, n, size in
+                                           zip(m, spectrum.lengths, reference.shape[1:])], mode="symmetric")
     corr, total = spectrum.lag_correlation(image, radius,
                                            transform=lambda r, out: np.clip(r, -0.5, 0.5, out=out))
     clipped = np.clip(image, -0.5, 0.5)
@@ -339,18 +344,15 @@ def test_lag_correlation_is_the_direct_sum_over_the_padded_reference():
 
 def test_a_step_the_matrix_underestimates_is_cut_back_once_not_damped_four_times(cam):
     """A crop's matrix scaled to an image of other content can miss the curvature many times over."""
-    from napari_blurfit._fullfit import _damped_step, _Options, _pad_radius, _Problem
-
     rng = np.random.default_rng(15)
     true = GaussianKernel.from_basicsr(2.2, 1.4, 0.4, (0.5, -0.3))
     target = _noisy(true.apply(cam), rng)[None]
-    options = _Options(2, "l2", False, True, True, 4.0, 0.0)
+    problem = _problem(cam, target, "l2", full_covariance=True, shift=True, kernel=true)
     start = GaussianKernel.from_basicsr(2.0, 1.6, 0.2, (0.3, -0.1))
-    problem = _Problem(cam[None], target, None, options, _pad_radius([start], 4.0), None)
-    point = problem.evaluate(options.start(start), 1.0, 0.0)
+    point = problem.evaluate(problem.model.params(start), 1.0, 0.0)
     normal = problem.normal(point, matrix=True)
     before = problem.evaluations
-    trial, _ = _damped_step(problem, point, normal.matrix / 30.0, normal.gradient, 1e-4)
+    trial, _ = damped_step(problem, point, normal.matrix / 30.0, normal.gradient, 1e-4)
     assert trial is not None and trial.loss < point.loss
     assert problem.evaluations - before <= 2
 
@@ -358,17 +360,15 @@ def test_a_step_the_matrix_underestimates_is_cut_back_once_not_damped_four_times
 @pytest.mark.parametrize("loss", ["l1", "huber"])
 def test_float32_chord_of_a_robust_loss_matches_the_exact_path(cam, loss, monkeypatch):
     """Large images run the chord in float32 and keep its joint gain/offset (no exact polish)."""
-    from napari_blurfit import _fullfit
-
     rng = np.random.default_rng(16)
     true = GaussianKernel.from_basicsr(2.4, 1.4, 0.5, (0.6, -0.7))
     target = _noisy(0.85 * true.apply(cam) + 0.05, rng)
     hit = rng.random(cam.shape) < 0.02
     target[hit] = rng.choice([0.0, 1.5], size=hit.sum())
     kwargs = dict(loss=loss, gain_offset=True, full_covariance=True, shift=True, start_sigma=(2.0, 2.0))
-    monkeypatch.setitem(_fullfit.CROP_EDGE, 2, 64)
+    monkeypatch.setitem(strategy.CROP_EDGE, 2, 64)
     exact = fit_whole_gaussian(cam, target, **kwargs)  # float64, gain/offset polished exactly
-    monkeypatch.setattr(_fullfit, "FLOAT32_PIXELS", 0)
+    monkeypatch.setattr(strategy, "FLOAT32_PIXELS", 0)
     fast = fit_whole_gaussian(cam, target, **kwargs)
     assert fast.loss_sum <= exact.loss_sum * (1 + 1e-5)
     assert fast.gain == pytest.approx(exact.gain, rel=1e-3)
@@ -384,17 +384,14 @@ def test_robust_loss_matrix_is_the_hessian_of_the_loss(cam, loss, tolerance):
     IRLS weights, the majoriser used before, overstated the L1 Hessian 7-10x here (Huber 1.17x):
     chord steps that short crept along flat valleys.
     """
-    from napari_blurfit._fullfit import _noise_delta, _Options, _pad_radius, _Problem
-
     rng = np.random.default_rng(17)
     true = GaussianKernel.from_basicsr(2.2, 1.4, 0.4, (0.5, -0.3))
     target = _noisy(0.9 * true.apply(cam) + 0.05, rng, 0.01)[None]
-    options = _Options(2, loss, True, True, True, 4.0, 0.0)
-    problem = _Problem(cam[None], target, None, options, _pad_radius([true], 4.0), None)
-    options = options._replace_delta(_noise_delta(problem.evaluate(options.start(true), 0.9, 0.05),
-                                                  problem, loss, None))
-    problem = _Problem(cam[None], target, None, options, _pad_radius([true], 4.0), None)
-    x0 = np.r_[options.start(true), 0.9, 0.05]
+    problem = _problem(cam, target, loss, gain_offset=True, full_covariance=True, shift=True, kernel=true)
+    noise = strategy.noise_scale(problem.evaluate(problem.model.params(true), 0.9, 0.05), problem)
+    problem = _problem(cam, target, problem.loss.for_noise(noise), gain_offset=True,
+                       full_covariance=True, shift=True, kernel=true)
+    x0 = np.r_[problem.model.params(true), 0.9, 0.05]
     k = len(x0) - 2
     matrix = problem.normal(problem.evaluate(x0[:k], *x0[k:]), matrix=True).matrix
     steps = np.r_[np.full(k, 0.02), 0.002, 0.002]
@@ -414,26 +411,17 @@ def test_robust_loss_matrix_is_the_hessian_of_the_loss(cam, loss, tolerance):
 @pytest.mark.parametrize("loss", ["l1", "huber"])
 def test_a_two_valued_residual_falls_back_to_irls_weights(cam, loss):
     """No pixel inside the curvature window: the IRLS weights stand in (finite, positive)."""
-    from napari_blurfit._fullfit import _Options, _pad_radius, _Problem
-
-    kernel = GaussianKernel(np.diag([2.0, 2.0]), (0.0, 0.0))
-    options = _Options(2, loss, False, False, False, 4.0, 0.01)
-    problem = _Problem(cam[None], cam[None], None, options, _pad_radius([kernel], 4.0), None)
-    point = problem.evaluate(options.start(kernel), 1.0, 0.0)
-    two_valued = np.where(np.random.default_rng(18).random(cam.shape) < 0.5, -0.2, 0.2)[None]
-    weights = problem.weights(point._replace(residual=two_valued))
+    two_valued = np.abs(np.where(np.random.default_rng(18).random(cam.shape) < 0.5, -0.2, 0.2))
+    weights = get_loss(loss, delta=0.01).hessian_weights(two_valued, 0.2, None, two_valued.size)
     expected = 0.01 / 0.2 if loss == "huber" else 1.0 / 0.2  # min(1, delta/|r|), 1/max(|r|, eps)
     np.testing.assert_allclose(weights, expected, rtol=1e-12)
 
 
 def test_residual_buffers_are_reused_but_never_under_a_live_point(cam):
     """Evaluations take turns on a few residual buffers; a point still held keeps its own."""
-    from napari_blurfit._fullfit import _Options, _pad_radius, _Problem
-
     kernel = GaussianKernel(np.diag([2.0, 3.0]), (0.2, -0.1))
-    options = _Options(2, "l1", False, True, True, 4.0, 0.0)
-    problem = _Problem(cam[None], kernel.apply(cam)[None], None, options, _pad_radius([kernel], 4.0), None)
-    x = options.start(kernel)
+    problem = _problem(cam, kernel.apply(cam)[None], "l1", full_covariance=True, shift=True, kernel=kernel)
+    x = problem.model.params(kernel)
     first, second = problem.evaluate(x, 1.0, 0.0), problem.evaluate(x + 0.1, 1.0, 0.0)
     kept = first.residual.copy(), second.residual.copy()
     third = problem.evaluate(x - 0.1, 1.0, 0.0)
@@ -452,8 +440,6 @@ def test_residual_buffers_are_reused_but_never_under_a_live_point(cam):
 @pytest.mark.parametrize("loss", ["l1", "huber"])
 def test_3d_middle_crop_matrix_matches_the_direct_path(volume, loss, monkeypatch):
     """In 3D the full volume's chord takes the middle crop's own matrix; shrunk here to 24 x 96 x 96."""
-    from napari_blurfit import _fullfit
-
     rng = np.random.default_rng(21)
     cov = np.array([[2.0, 0.4, 0.0], [0.4, 3.0, -0.6], [0.0, -0.6, 2.2]])
     true = GaussianKernel(cov, (0.3, -0.5, 0.4))
@@ -461,10 +447,10 @@ def test_3d_middle_crop_matrix_matches_the_direct_path(volume, loss, monkeypatch
     hit = rng.random(volume.shape) < 0.02
     target[hit] = rng.choice([0.0, 300.0], size=hit.sum())
     kwargs = dict(loss=loss, gain_offset=True, full_covariance=True, shift=True, start_sigma=(1.5,) * 3)
-    monkeypatch.setitem(_fullfit.CROP_EDGE, 3, 32)
+    monkeypatch.setitem(strategy.CROP_EDGE, 3, 32)
     direct = fit_whole_gaussian(volume, target, **kwargs)  # the middle crop (128) is the volume
-    monkeypatch.setitem(_fullfit.MIDDLE_EDGE, 3, 48)
-    monkeypatch.setitem(_fullfit.REMATRIX_STEPS, 3, 0)  # whatever the middle crop's step count
+    monkeypatch.setitem(strategy.MIDDLE_EDGE, 3, 48)
+    monkeypatch.setitem(strategy.REMATRIX_STEPS, 3, 0)  # whatever the middle crop's step count
     ladder = fit_whole_gaussian(volume, target, **kwargs)
     assert ladder.loss_sum <= direct.loss_sum * (1 + 1e-6)
     # the two answers agree within the fit's own uncertainty (L1 on 2e5 noisy voxels: 0.5% here)
@@ -482,15 +468,14 @@ def test_float32_kernel_spectrum_keeps_the_kernel_sum_exactly():
     of itself between neighbouring kernels of the 3D benchmark, ten times the float32 rounding
     its chord steps allow for.
     """
-    from napari_blurfit._fullfit import _pad_radius, _ReferenceSpectrum
-
     rng = np.random.default_rng(23)
     for d, shape in [(2, (1, 96, 112)), (3, (1, 24, 40, 48))]:
         reference = rng.random(shape).astype(np.float32)
         for _ in range(20):
             c = rng.normal(size=(d, d))
             kernel = GaussianKernel(c @ c.T + 2.0 * np.eye(d), rng.uniform(-1.0, 1.0, d))
-            spectrum = _ReferenceSpectrum(reference, _pad_radius([kernel], 4.0), None, dtype=np.float32)
+            radius = GaussianModel(d).pad_radius([kernel])
+            spectrum = ReferenceSpectrum(reference, radius, None, dtype=np.float32)
             sampled = 0.7 * kernel.sampled(4.0)
             zero = spectrum.kernel_spectrum(sampled)[(0,) * d]
             assert zero == np.complex64(sampled.sum())  # the sum, rounded once to float32
@@ -501,20 +486,18 @@ def test_the_full_image_problem_built_ahead_on_a_thread_gives_the_same_fit(cam, 
     solved; the answer is the one built in line (one core), to the last bit."""
     import threading
 
-    from napari_blurfit import _fullfit
-
     rng = np.random.default_rng(22)
     true = GaussianKernel.from_basicsr(2.2, 1.4, 0.4, (0.5, -0.3))
     target = 0.9 * true.apply(cam) + 0.05 + rng.normal(0, 0.004, cam.shape)
-    monkeypatch.setitem(_fullfit.CROP_EDGE, 2, 64)  # the crop is not the image: the chord path
+    monkeypatch.setitem(strategy.CROP_EDGE, 2, 64)  # the crop is not the image: the chord path
     built_on = []
-    build = _fullfit._chord_problem
+    build = strategy.chord_problem
 
     def recorded(*args, **kwargs):
         built_on.append(threading.current_thread())
         return build(*args, **kwargs)
 
-    monkeypatch.setattr(_fullfit, "_chord_problem", recorded)
+    monkeypatch.setattr(strategy, "chord_problem", recorded)
     kwargs = dict(loss="l1", gain_offset=True, full_covariance=True, shift=True, start_sigma=(2.0, 2.0))
     in_line = fit_whole_gaussian(cam, target, workers=1, **kwargs)
     assert built_on == [threading.main_thread()]
@@ -527,24 +510,20 @@ def test_the_full_image_problem_built_ahead_on_a_thread_gives_the_same_fit(cam, 
 
 
 def test_a_build_ahead_reports_its_error_when_its_result_is_asked_for():
-    from napari_blurfit._fullfit import _prefetch
-
     def build():
         raise MemoryError("no room for the full image")
 
-    result = _prefetch(build, 2)
+    result = strategy.prefetch(build, 2)
     with pytest.raises(MemoryError, match="no room for the full image"):
         result()
-    assert _prefetch(build, 1) is build  # one core: nothing runs ahead
+    assert strategy.prefetch(build, 1) is build  # one core: nothing runs ahead
 
 
 def test_start_kernels_too_large_for_the_crop_fail_before_anything_is_built(cam, monkeypatch):
     """The check comes before the full image's problem is built ahead (its grid grows with them)."""
-    from napari_blurfit import _fullfit
-
     started = []
-    monkeypatch.setattr(_fullfit, "_prefetch", lambda build, workers: started.append(build))
-    monkeypatch.setitem(_fullfit.CROP_EDGE, 2, 64)
+    monkeypatch.setattr(strategy, "prefetch", lambda build, workers: started.append(build))
+    monkeypatch.setitem(strategy.CROP_EDGE, 2, 64)
     with pytest.raises(ValueError, match=r"spatial shape \(64, 64\)\) is too small for a kernel of radius"):
         fit_whole_gaussian(cam, cam, loss="l1", shift=True, start_sigma=(10.0, 10.0), workers=2)
     assert started == []

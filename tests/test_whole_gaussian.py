@@ -189,19 +189,3 @@ def test_default_3d_fit_warns_about_a_shift_only_when_there_is_one(volume):
         fit_blur(volume, moved + noise(volume, 0.002), per_axis=True)
     centred = ndimage.gaussian_filter(volume, (1.0, 2.0, 2.0)) + noise(volume, 0.002)
     assert fit_blur(volume, centred, per_axis=True).notes == ()
-
-
-def test_secant_update_satisfies_the_secant_equation_and_keeps_the_matrix_positive_definite():
-    from napari_blurfit._fullfit import _secant_update
-
-    rng = np.random.default_rng(3)
-    a = rng.normal(size=(5, 5))
-    matrix = a @ a.T + 5 * np.eye(5)
-    step = rng.normal(size=5)
-    change = (matrix + 2 * np.eye(5)) @ step  # curvature along the step the matrix misses
-    updated = _secant_update(matrix, step, change)
-    np.testing.assert_allclose(updated @ step, change, rtol=1e-12)
-    np.testing.assert_allclose(updated, updated.T, rtol=1e-12)
-    assert np.linalg.eigvalsh(updated).min() > 0
-    # no positive curvature along the step: the matrix is kept as it was
-    assert _secant_update(matrix, step, -change) is matrix

@@ -16,28 +16,16 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._gain_offset import GainOffset, best_gain_offset, irls_sums, robust_gain_offset
+from ._gaussian import IDENTITY_BELOW
 from ._kernels import transfer
-from ._losses import (
-    FLOAT32_LOSS_JITTER,
-    L1_WINDOW,
-    GainOffset,
-    chunks,
-    huber_gain_offset,
-    irls_sums,
-    l1_gain_offset,
-    l2_gain_offset,
-    loss_curvature,
-    loss_derivative,
-    loss_sum,
-    robust_gain_offset,
-    sum64,
-)
-from ._spectral import SpectralStats, block_stats, contract, frame_dct, frame_idct, normal_matrix
+from ._losses import FLOAT32_LOSS_JITTER, L1, L2, Loss, chunks, sum64
+from ._spectral import SpectralStats, block_stats, contract, normal_matrix
+from ._transforms import frame_dct, frame_idct
 from ._validate import Pair, fill_nonfinite
 
 TREE_WIDTH = 8  # blocks summed per node of the dask reduction tree
 SUBSAMPLE = 2**18  # pixels the robust gain/offset is solved on during the sigma search
-IDENTITY_SIGMA = 0.165  # below this scipy's kernel is the identity to within 1e-8 (fit.IDENTITY_BELOW)
 
 
 def blur_coefficients(ref_hat: np.ndarray, sigma, ndim: int, truncate: float,
@@ -235,11 +223,11 @@ class SpatialObjective:
     Every evaluation is recorded in ``trace``.
     """
 
-    def __init__(self, pair: Pair, ref_hat, *, loss, gain_offset, delta, truncate, workers,
+    def __init__(self, pair: Pair, ref_hat, *, loss: Loss, gain_offset, truncate, workers,
                  n_used, start=(1.0, 0.0), callback=None):
         self.pair, self.loss, self.gain_offset = pair, loss, gain_offset
         self.callback = callback
-        self.delta, self.truncate, self.workers = delta, truncate, workers
+        self.truncate, self.workers = truncate, workers
         if ref_hat is None and not pair.dask:  # stacks: transform the reference once, here
             ref_hat = frame_dct(pair.reference, pair.ndim, workers=workers)
         self.ref_hat = ref_hat
@@ -293,11 +281,11 @@ class SpatialObjective:
         model = self._buffer
         return model if self._used is None else model[self._used]
 
-    def _sums_function(self, sigma, loss):
+    def _sums_function(self, sigma, loss: Loss):
         nd, tr, w = self.pair.ndim, self.truncate, self.workers
         if not self.pair.dask:
             model = self._model(sigma)
-            return lambda g, o: irls_sums(model, self._target, g, o, loss, self.delta)
+            return lambda g, o: irls_sums(model, self._target, g, o, loss)
         import dask
         from dask import delayed
 
@@ -307,7 +295,7 @@ class SpatialObjective:
             model = blurred(frame_dct(r, nd, workers=w), sigma, nd, tr, w)
             if keep is not None:
                 model, t = model[keep], t[keep]
-            return irls_sums(model, t, g, o, loss, self.delta)
+            return irls_sums(model, t, g, o, loss)
 
         def sums(g, o):
             parts = [delayed(block)(r, t, u, g, o) for r, t, u in self._blocks]
@@ -316,8 +304,11 @@ class SpatialObjective:
 
         return sums
 
-    def evaluate(self, sigma, loss=None):
-        """``(loss_sum, gain, offset)`` at ``sigma`` (per-axis pixels); repeated calls are cached."""
+    def evaluate(self, sigma, loss: Loss | None = None):
+        """``(loss_sum, gain, offset)`` at ``sigma`` (per-axis pixels); repeated calls are cached.
+
+        ``loss``: another loss than the fit's (for a noise scale or an RSS), gain/offset as given.
+        """
         loss = loss or self.loss
         key = (tuple(float(s) for s in sigma), loss)
         if key in self._cache:
@@ -326,7 +317,7 @@ class SpatialObjective:
             point = self.point(sigma)
             return point.value, point.gain, point.offset
         if self.callback is not None:
-            self.callback(f"filter pass {len(self.trace) + 1} ({loss})")
+            self.callback(f"filter pass {len(self.trace) + 1} ({loss.name})")
         if self.gain_offset:
             sums_at = self._sums_function(sigma, loss)
             g, o, value = robust_gain_offset(sums_at, self.gain, self.offset, loss,
@@ -353,18 +344,17 @@ class SpatialObjective:
             self._cache[key] = result
             return result
         if self.callback is not None:
-            self.callback(f"filter pass {len(self.trace) + 1} ({self.loss})")
+            self.callback(f"filter pass {len(self.trace) + 1} ({self.loss.name})")
         model = self._model(sigma)
         sample = self._take(model)
         go = self._solve_gain_offset(model, sample)
         psi = self._psi_buffer() if gradient else None
         value, theta = self._residual_loss(model, go.gain, go.offset, psi)
         grad = self._gradient(sigma, go.gain) if gradient else None
-        curvature = loss_curvature(sample * go.gain + go.offset - self._target_sample,
-                                   self.loss, self.delta)
+        curvature = self.loss.mean_curvature(sample * go.gain + go.offset - self._target_sample)
         self.gain, self.offset = go.gain, go.offset
         self.trace.append((key[0], value / self.n_used))
-        sampled = gradient and self.gain_offset and self.loss != "l2" and self._sample is not None
+        sampled = gradient and self._samples_gain_offset
         result = Evaluation(value, go.gain, go.offset, grad, curvature, theta if sampled else None)
         self._cache[key] = result
         self._cache[(key[0], self.loss)] = (value, go.gain, go.offset)
@@ -384,17 +374,16 @@ class SpatialObjective:
         import dask
         from dask import delayed
 
-        nd, tr, w, loss, delta = self.pair.ndim, self.truncate, self.workers, self.loss, self.delta
-        window = L1_WINDOW * value / max(self.n_used, 1)  # as `loss_curvature`
+        nd, tr, w, loss = self.pair.ndim, self.truncate, self.workers, self.loss
+        window = loss.curvature_window(value / max(self.n_used, 1))  # as `Loss.mean_curvature`
 
         def block(r, t, u):
             r, t, finite, _ = fill_nonfinite(r, t)
             keep = _keep(u, finite)
             ref_hat = frame_dct(r, nd, workers=w)
             resid = blurred(ref_hat.copy(), sigma, nd, tr, w) - t
-            psi = loss_derivative(resid, loss, delta)
-            a = np.abs(resid)
-            inside = a <= (delta if loss == "huber" else window)
+            psi = loss.derivative(resid)
+            inside = np.abs(resid) <= window
             if keep is not None:
                 keep = np.broadcast_to(keep, psi.shape)
                 psi, inside = np.where(keep, psi, 0), inside & keep
@@ -404,21 +393,20 @@ class SpatialObjective:
 
         parts = [delayed(block)(r, t, u) for r, t, u in self._blocks]
         (total,) = dask.compute(_tree_sum(parts))
-        n = max(self.n_used, 1)
-        curvature = {"l2": 2.0, "huber": max(total.inside / n, 1e-3),
-                     "l1": total.inside / (window + 1e-300) / n}[loss]
+        curvature = loss.curvature_from_count(total.inside, self.n_used, window)
         return Evaluation(value, g, o, sigma_gradient(total.spectrum, sigma, tr), curvature)
 
+    @property
+    def _samples_gain_offset(self) -> bool:
+        """The gain/offset are solved on the pixel sample (a robust loss on a large image)."""
+        return self.gain_offset and not self.loss.least_squares and self._sample is not None
+
     def _solve_gain_offset(self, model, sample) -> GainOffset:
-        """Best gain/offset for the model: exact L2 over all pixels, else on the pixel sample."""
+        """Best gain/offset for the model: L2 in closed form over all pixels, else on the sample."""
         if not self.gain_offset:
             return GainOffset(1.0, 0.0, float("nan"))
-        if self.loss == "l2":
-            return l2_gain_offset(model, self._target)
-        f, b = sample, self._target_sample
-        if self.loss == "l1":
-            return GainOffset(*l1_gain_offset(f, b, self.gain, offset=self.offset, n_eff=f.size))
-        return huber_gain_offset(f, b, self.gain, self.offset, self.delta)
+        f, b = (model, self._target) if self.loss.least_squares else (sample, self._target_sample)
+        return best_gain_offset(self.loss, f, b, self.gain, self.offset, n_eff=f.size)
 
     def finish(self, sigma, value: float) -> tuple[float, float, float]:
         """Exact ``(loss_sum, gain, offset)`` at ``sigma`` over all used pixels (in memory).
@@ -427,15 +415,10 @@ class SpatialObjective:
         returns a worse loss than ``value`` (the loss with the sample's gain/offset).
         """
         point = self.point(sigma)
-        if not self.gain_offset or self.loss == "l2" or self._sample is None:
+        if not self._samples_gain_offset:
             return point.value, point.gain, point.offset
-        model = self._model(sigma)
-        if self.loss == "l1":
-            g, o, exact = l1_gain_offset(model, self._target, point.gain, offset=point.offset,
-                                         n_eff=SUBSAMPLE)
-        else:
-            g, o, exact = huber_gain_offset(model, self._target, point.gain, point.offset,
-                                            self.delta)
+        g, o, exact = best_gain_offset(self.loss, self._model(sigma), self._target, point.gain,
+                                       point.offset, n_eff=SUBSAMPLE)
         if exact < point.value:
             return float(exact), float(g), float(o)
         return point.value, point.gain, point.offset
@@ -454,7 +437,7 @@ class SpatialObjective:
         Also returns ``d loss / d (gain, offset)`` (``[sum psi * model, sum psi]``; zeros without
         ``psi``). One chunked pass (the slices' temporaries stay in cache) where possible.
         """
-        t, loss, delta = self._target, self.loss, self.delta
+        t, loss = self._target, self.loss
         g, o = model.dtype.type(gain), model.dtype.type(offset)
         theta = np.zeros(2)
         if self._used is None or isinstance(self._used, tuple) and psi is None:
@@ -465,18 +448,18 @@ class SpatialObjective:
                 r += o
                 r -= part[1]
                 if psi is not None:
-                    p = loss_derivative(r, loss, delta, out=part[2])
+                    p = loss.derivative(r, out=part[2])
                     theta += [sum64(p * part[0]), sum64(p)]
-                total += loss_sum(r, loss, delta, overwrite=True)
+                total += loss.value(r, overwrite=True)
             return total, theta
         r = model * g
         r += o
         r -= t
         if psi is not None:
-            p = loss_derivative(r, loss, delta)
+            p = loss.derivative(r)
             psi[self._used] = p
             theta[:] = [sum64(p * model), sum64(p)]
-        return loss_sum(r, loss, delta, overwrite=True), theta
+        return loss.value(r, overwrite=True), theta
 
     def _gradient(self, sigma, gain) -> np.ndarray:
         """``d loss / d sigma_i`` from the residual derivative in ``_work``: one DCT (Parseval)."""
@@ -502,8 +485,13 @@ class SpatialObjective:
             r = np.multiply(m, g)
             r += o
             r -= t
-            total += loss_sum(r, loss, self.delta, overwrite=True)
+            total += loss.value(r, overwrite=True)
         return total
+
+    @property
+    def _absolute(self) -> Loss:
+        """L1 with this fit's weight floor (its IRLS passes over dask blocks need one)."""
+        return L1(delta=self.loss.delta)
 
     def robust_scale(self, sigma, gain, offset) -> float:
         """Noise sigma estimated as sqrt(pi/2) * mean |residual| (exact for Gaussian noise).
@@ -512,9 +500,9 @@ class SpatialObjective:
         so numpy and dask inputs get the same value.
         """
         if self.pair.dask:
-            total = float(self._sums_function(sigma, "l1")(gain, offset)[5])
+            total = float(self._sums_function(sigma, self._absolute)(gain, offset)[5])
         else:
-            total = self._loss_at(sigma, gain, offset, "l1")
+            total = self._loss_at(sigma, gain, offset, self._absolute)
         return float(np.sqrt(np.pi / 2) * total / self.n_used)
 
     def target_spread(self) -> float:
@@ -536,8 +524,8 @@ class SpatialObjective:
     def sum_squares(self, sigma, gain, offset) -> float:
         """Sum of squared residuals at fixed parameters (for the standard error)."""
         if self.pair.dask:
-            return float(self._sums_function(sigma, "l2")(gain, offset)[5])
-        return self._loss_at(sigma, gain, offset, "l2")
+            return float(self._sums_function(sigma, L2())(gain, offset)[5])
+        return self._loss_at(sigma, gain, offset, L2())
 
 
 def _log_sigma_normal(stats: SpectralStats, sigma, gain: float, *, per_axis: bool,
@@ -548,7 +536,7 @@ def _log_sigma_normal(stats: SpectralStats, sigma, gain: float, *, per_axis: boo
     where scipy's kernel is the identity (no curvature to read there).
     """
     sigma = np.asarray(sigma, dtype=np.float64)
-    jtj = normal_matrix(stats, np.maximum(sigma, IDENTITY_SIGMA), gain, per_axis=per_axis,
+    jtj = normal_matrix(stats, np.maximum(sigma, IDENTITY_BELOW), gain, per_axis=per_axis,
                         gain_offset=gain_offset, truncate=truncate) * fraction
     k = len(sigma) if per_axis else 1
     scale = np.ones(len(jtj))

@@ -19,11 +19,18 @@ order. Any real vector gives a positive definite ``Sigma``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
-from scipy import fft as sfft
+
+from . import _transforms as transforms
+from ._kernel_model import KernelModel
+
+# scipy's kernel is exactly the identity below 0.125 px and within 1e-8 of it below 0.165 px
+# (side weight exp(-1 / (2 sigma^2))): such a fit is reported as sigma 0
+IDENTITY_BELOW = 0.165
+IDENTIFIABLE_FROM = 0.3  # below this the sampled kernel is nearly [0, 1, 0] (docs/design.md)
 
 
 def _lower_indices(d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -246,10 +253,10 @@ class GaussianKernel:
         pad = [(0, 0)] * (image.ndim - d) + [(r, r) for r in radius]
         padded = np.pad(image, pad, mode="symmetric")
         axes = tuple(range(image.ndim - d, image.ndim))
-        shape = [sfft.next_fast_len(n + 2 * r, real=True) for n, r in zip(spatial, radius)]
-        spectrum = sfft.rfftn(padded, shape, axes=axes, workers=-1)
-        spectrum *= sfft.rfftn(kernel, shape, workers=-1)
-        full = sfft.irfftn(spectrum, shape, axes=axes, workers=-1)
+        shape = [transforms.next_fast_len(n + 2 * r) for n, r in zip(spatial, radius)]
+        spectrum = transforms.rfftn(padded, shape, axes=axes)
+        spectrum *= transforms.rfftn(kernel, shape)
+        full = transforms.irfftn(spectrum, shape, axes=axes)
         crop = tuple(slice(None) for _ in range(image.ndim - d))
         crop += tuple(slice(2 * r, 2 * r + n) for r, n in zip(radius, spatial))
         return np.ascontiguousarray(full[crop])
@@ -274,3 +281,106 @@ def _separable(sigma: np.ndarray, grid: KernelGrid) -> np.ndarray:
         g = np.exp(-0.5 * (o / s) ** 2) if s > 0 else (o == 0).astype(np.float64)
         kernel = np.multiply.outer(kernel, g / g.sum())
     return kernel
+
+
+@dataclass(frozen=True)
+class GaussianModel(KernelModel):
+    """The Gaussian kernels a fit searches over, and their free parameters (a `KernelModel`).
+
+    The full parameter vector is ``[log-Cholesky (d(d+1)/2), shift (d)]`` (module notes); the
+    free vector picks from it: one log sigma shared by every axis (``isotropic``), one per axis,
+    or every covariance entry (``full_covariance``), and the shift when ``shift``.
+
+    Parameters
+    ----------
+    ndim : int
+        Number of spatial axes.
+    truncate : float
+        Kernel truncation in standard deviations (plus the shift), as in `scipy.ndimage`.
+    full_covariance : bool
+        A rotated ellipse; else the covariance stays diagonal.
+    shift : bool
+        The kernel's centre is free; else it stays where the start puts it.
+    isotropic : bool
+        One sigma for every axis (excludes ``full_covariance``).
+    """
+
+    ndim: int
+    truncate: float = 4.0
+    full_covariance: bool = False
+    shift: bool = False
+    isotropic: bool = False
+    tie: np.ndarray = field(init=False, repr=False, compare=False)
+
+    identity_below = IDENTITY_BELOW
+    identifiable_from = IDENTIFIABLE_FROM
+
+    def __post_init__(self):
+        if self.isotropic and self.full_covariance:
+            raise ValueError("isotropic and full_covariance exclude each other")
+        object.__setattr__(self, "tie", self._tie())
+
+    def _tie(self) -> np.ndarray:
+        """``full = tie @ x``: columns pick entries of the full vector; fixed entries stay zero.
+
+        A round kernel has one column that moves every log sigma together.
+        """
+        nc, d = n_cholesky(self.ndim), self.ndim
+        unit = np.eye(nc + d)
+        columns = []
+        if self.isotropic:
+            columns.append(np.r_[np.ones(d), np.zeros(nc)])
+        else:
+            columns += [unit[i] for i in range(nc if self.full_covariance else d)]
+        if self.shift:
+            columns += [unit[nc + i] for i in range(d)]
+        return np.stack(columns, axis=1)
+
+    @property
+    def n_params(self) -> int:
+        return self.tie.shape[1]
+
+    def kernel(self, params) -> GaussianKernel:
+        nc = n_cholesky(self.ndim)
+        full = self.tie @ params
+        return GaussianKernel.from_cholesky(full[:nc], full[nc:])
+
+    def params(self, kernel: GaussianKernel) -> np.ndarray:
+        """The free vector closest to ``kernel`` (a round fit starts from the mean log sigma)."""
+        return np.linalg.pinv(self.tie) @ np.concatenate([kernel.cholesky, kernel.shift])
+
+    def sampled(self, kernel: GaussianKernel) -> np.ndarray:
+        return kernel.sampled(self.truncate)
+
+    def factors(self, kernel: GaussianKernel) -> list[np.ndarray] | None:
+        return kernel.factors(self.truncate)
+
+    def derivatives(self, kernel: GaussianKernel) -> np.ndarray:
+        return np.tensordot(self.tie.T, kernel.derivatives(self.truncate), axes=1)
+
+    def radius(self, kernel: GaussianKernel) -> tuple[int, ...]:
+        return kernel.grid(self.truncate).radius
+
+    def starts(self, start_sigma, shift) -> list[GaussianKernel]:
+        """The per-axis sigma (at least `IDENTIFIABLE_FROM`); rotated, also each axis pair at +-0.5."""
+        s = np.maximum(np.asarray(start_sigma, dtype=np.float64), self.identifiable_from)
+        starts = [GaussianKernel(np.diag(s**2), shift)]
+        if self.full_covariance:
+            for i, j in zip(*_lower_indices(self.ndim)):
+                for rho in (0.5, -0.5):
+                    corr = np.eye(self.ndim)
+                    corr[i, j] = corr[j, i] = rho
+                    starts.append(GaussianKernel(corr * np.outer(s, s), shift))
+        return starts
+
+    def diagonal_in_dct(self, kernel: GaussianKernel) -> bool:
+        return kernel.is_diagonal_centred
+
+    def standard_errors(self, kernel: GaussianKernel, param_covariance) -> dict[str, np.ndarray]:
+        """``covariance`` (d, d) and ``shift`` (d,) standard errors (delta method); NaN if not free."""
+        d, nc = self.ndim, n_cholesky(self.ndim)
+        full = self.tie @ param_covariance @ self.tie.T
+        jac = kernel.covariance_jacobian()  # (nc, d, d)
+        var_cov = np.einsum("pij,pq,qij->ij", jac, full[:nc, :nc], jac)
+        var_shift = np.diag(full)[nc:] if self.shift else np.full(d, np.nan)
+        return {"covariance": np.sqrt(np.abs(var_cov)), "shift": np.sqrt(np.abs(var_shift))}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._transforms import rfft
+
 # scipy.ndimage.gaussian_filter skips an axis whose sigma is at most this.
 SIGMA_IDENTITY = 1e-15
 
@@ -54,7 +56,7 @@ def _fold_transfer(half: np.ndarray, size: int) -> np.ndarray:
     neg = (-np.arange(1, width)) % period
     np.add.at(folded.T, pos, half.T)
     np.add.at(folded.T, neg, half[:, 1:].T)
-    return np.fft.rfft(folded, axis=1).real[:, :size].T.copy()
+    return rfft(folded, axis=1).real[:, :size].T.copy()
 
 
 def transfer(sigmas, size: int, truncate: float = 4.0, *, derivative: bool = False):

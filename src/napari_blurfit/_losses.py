@@ -1,18 +1,31 @@
-"""Pixel losses and the best gain/offset under them for a fixed blur.
+"""Pixel losses as objects: value, derivative, curvature and IRLS weights, in one convention.
+
+Each loss is a function ``rho(r)`` of one residual; a fit minimises ``sum rho(r)`` over the pixels
+used. Every method follows the same convention (as `scipy.optimize.least_squares` keeps its
+losses in one table): ``derivative`` is ``rho'(r)``, ``curvature`` the mean of ``rho''``,
+``hessian_weights`` a per-pixel ``rho''``. So a solver that takes ``J^T rho'`` as the gradient and
+``J^T diag(rho'') J`` as the Hessian never asks which loss it minimises.
+
+- L2: ``rho = r^2`` (``rho' = 2 r``, ``rho'' = 2``), the one loss that is ``least_squares``: its
+  value is the residual sum of squares, its gain/offset are closed form, and for kernels the DCT
+  diagonalises it is a contraction of spectral statistics.
+- L1: ``rho = |r|`` (``rho' = sign r``, smoothed within ``smoothing`` when that is set;
+  ``rho'' = 2 delta(r)``, estimated from the residuals' density at zero).
+- Huber: `scipy.special.huber` with threshold ``delta``: ``r^2 / 2`` inside, ``delta (|r| - delta / 2)``
+  outside (``rho' = clip(r, -delta, delta)``, ``rho'' = 1[|r| <= delta]``).
 
 Sums are returned (not means) so that blocks of a stack or a dask array can be added up.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
-from scipy import optimize
 
-LOSSES = ("l2", "l1", "huber")
 HUBER_K = 1.345  # default Huber threshold in units of the L2 fit's residual noise scale
-WINDOW = 6.0  # half-width of the first L1 window, in standard errors of the warm start
 FLOAT32_LOSS_JITTER = 1e-7  # relative jitter of a loss summed over a float32 model (measured)
 L1_WINDOW = 0.5  # half-width of the L1 residual-density window, in mean |r| (a third of a noise sigma)
 CHUNK = 2**16  # pixels per slice of a pass over an image: the slice's temporaries stay in cache
@@ -29,22 +42,208 @@ def chunks(*arrays: np.ndarray):
         yield [a[start : start + CHUNK] for a in flat]
 
 
-def loss_sum(residual: np.ndarray, loss: str, delta: float, *, overwrite: bool = False) -> float:
-    """``sum rho(residual)`` in float64 (``scipy.special.huber`` convention for Huber).
+def sum64(x: np.ndarray) -> float:
+    """Sum in float64 (pairwise) without a float64 copy of a float32 array."""
+    return float(np.add.reduce(x, axis=None, dtype=np.float64))
 
-    ``overwrite`` lets it use ``residual``'s memory instead of a new array.
+
+@dataclass(frozen=True)
+class Loss:
+    """A pixel loss ``rho(r)``; subclasses fill in the maths (module notes).
+
+    Attributes
+    ----------
+    delta : float
+        The Huber threshold, or for L1 the floor of its IRLS weights ``1 / max(|r|, delta)``
+        (and of its curvature window); unused by L2. In the residuals' units.
+    smoothing : float
+        L1 only: ``rho'`` is ``clip(r / smoothing, -1, 1)``, the sign smoothed near zero, where a
+        solver needs a gradient that does not jump; 0 is the exact sign.
     """
-    if not overwrite and residual.size > CHUNK and residual.flags.c_contiguous:  # no big temporary
-        return sum(loss_sum(part.copy(), loss, delta, overwrite=True) for (part,) in chunks(residual))
-    r = residual
-    out = r if overwrite else None
-    if loss == "l2":
-        return float(np.square(r, out=out).sum(dtype=np.float64))
-    a = np.abs(r, out=out)
-    return float(a.sum(dtype=np.float64)) if loss == "l1" else _huber_sum(a, delta)
+
+    delta: float = 0.0
+    smoothing: float = 0.0
+
+    name: ClassVar[str]
+    least_squares: ClassVar[bool] = False  # rho = r^2 (module notes)
+    constant_curvature: ClassVar[float | None] = None  # ``rho''`` where it is one number everywhere
+    has_threshold: ClassVar[bool] = False  # ``delta`` is a threshold a user may set (Huber)
+
+    def with_delta(self, delta: float) -> Loss:
+        """The same loss with another ``delta``."""
+        return dataclasses.replace(self, delta=float(delta))
+
+    def for_noise(self, noise: float, threshold: float | None = None) -> Loss:
+        """The loss set up for residuals of noise sigma ``noise`` (``threshold``: a user's).
+
+        Huber's threshold is ``threshold``, else `HUBER_K` noise sigmas; L1's sign is smoothed
+        and its weights floored within a thousandth of the noise; L2 has nothing to set.
+        """
+        return self
+
+    def value(self, residual: np.ndarray, *, overwrite: bool = False) -> float:
+        """``sum rho(residual)`` in float64; ``overwrite`` lets it use ``residual``'s memory."""
+        if not overwrite and residual.size > CHUNK and residual.flags.c_contiguous:  # no big temporary
+            return sum(self.value(part.copy(), overwrite=True) for (part,) in chunks(residual))
+        return self._sum_in_place(residual if overwrite else residual.copy())
+
+    def _sum_in_place(self, r: np.ndarray) -> float:
+        """``sum rho(r)``, free to overwrite ``r``."""
+        raise NotImplementedError
+
+    def derivative(self, residual: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+        """``rho'(residual)`` elementwise, into ``out`` if given (any float dtype)."""
+        raise NotImplementedError
+
+    def irls_weights(self, a: np.ndarray) -> np.ndarray:
+        """Weights of iteratively reweighted least squares from ``a = |r|``: they majorise ``rho``."""
+        raise NotImplementedError
+
+    def curvature_window(self, mean_abs: float) -> float:
+        """Half-width of the residuals around zero where ``rho''`` is read (`mean_curvature`)."""
+        return np.inf
+
+    def curvature_from_count(self, inside: float, n: float, window: float) -> float:
+        """Mean ``rho''`` from the count of residuals within ``window`` of zero, of ``n``.
+
+        Counts add up over dask blocks, so a blockwise pass gives the same curvature as one pass.
+        """
+        raise NotImplementedError
+
+    def mean_curvature(self, residual: np.ndarray) -> float:
+        """Mean ``rho''`` over the residuals: the scale of the loss's Hessian.
+
+        The Hessian of ``sum rho(r)`` over a smooth model is close to ``c * J^T J`` with ``c`` this
+        mean. It seeds the quasi-Newton model of the sigma search, which corrects it from
+        measured gradients.
+        """
+        a = np.abs(residual)
+        window = self.curvature_window(float(np.mean(a)))
+        return self.curvature_from_count(float(np.count_nonzero(a <= window)), a.size, window)
+
+    def hessian_weights(self, a: np.ndarray, mean_abs: float, used: np.ndarray | None,
+                        n_used: int) -> np.ndarray:
+        """Per-pixel ``rho''`` from ``a = |r|`` (overwritten and returned), times the mask ``used``.
+
+        Where fewer than `MIN_INSIDE` of the pixels used fall inside the curvature window (a
+        two-valued residual) the IRLS weights stand in.
+        """
+        raise NotImplementedError
 
 
-def _huber_sum(a: np.ndarray, delta: float) -> float:
+MIN_INSIDE = 0.01  # least fraction of pixels inside the curvature window (`Loss.hessian_weights`)
+
+
+@dataclass(frozen=True)
+class L2(Loss):
+    """Squared error ``rho = r^2``."""
+
+    name: ClassVar[str] = "l2"
+    least_squares: ClassVar[bool] = True
+    constant_curvature: ClassVar[float | None] = 2.0
+
+    def _sum_in_place(self, r):
+        return float(np.square(r, out=r).sum(dtype=np.float64))
+
+    def derivative(self, residual, *, out=None):
+        return np.multiply(residual, 2, out=out, casting="unsafe")
+
+    def irls_weights(self, a):
+        return np.ones_like(a)
+
+    def curvature_from_count(self, inside, n, window):
+        return 2.0
+
+    def mean_curvature(self, residual):
+        return 2.0
+
+    def hessian_weights(self, a, mean_abs, used, n_used):
+        a[...] = 2.0
+        return a if used is None else np.multiply(a, used, out=a, casting="unsafe")
+
+
+@dataclass(frozen=True)
+class L1(Loss):
+    """Absolute error ``rho = |r|``."""
+
+    name: ClassVar[str] = "l1"
+
+    def _sum_in_place(self, r):
+        return float(np.abs(r, out=r).sum(dtype=np.float64))
+
+    def derivative(self, residual, *, out=None):
+        if not self.smoothing:
+            return np.sign(residual, out=out)
+        out = np.multiply(residual, 1.0 / self.smoothing, out=out, casting="unsafe")
+        return np.clip(out, -1.0, 1.0, out=out)
+
+    def for_noise(self, noise, threshold=None):
+        return dataclasses.replace(self, delta=1e-3 * noise, smoothing=1e-3 * noise)
+
+    def irls_weights(self, a):
+        return 1.0 / np.maximum(a, self.delta)
+
+    def curvature_window(self, mean_abs):
+        # ``rho'' = 2 delta(r)``: twice the residual density at zero, read over a window of
+        # ``L1_WINDOW`` mean |r|; `hessian_weights` floors it at ``delta``
+        return L1_WINDOW * mean_abs + 1e-300
+
+    def curvature_from_count(self, inside, n, window):
+        return 2.0 * inside / (2.0 * window * max(n, 1))
+
+    def hessian_weights(self, a, mean_abs, used, n_used):
+        window = max(L1_WINDOW * mean_abs, self.delta)
+        return _windowed(a, window, 1.0 / window, used, n_used, fallback=lambda w: np.divide(1.0, w, out=w),
+                         floor=self.delta)
+
+
+@dataclass(frozen=True)
+class Huber(Loss):
+    """`scipy.special.huber` with threshold ``delta``."""
+
+    name: ClassVar[str] = "huber"
+    has_threshold: ClassVar[bool] = True
+
+    def _sum_in_place(self, r):
+        return huber_sum(np.abs(r, out=r), self.delta)
+
+    def for_noise(self, noise, threshold=None):
+        return self.with_delta(HUBER_K * noise if threshold is None else threshold)
+
+    def derivative(self, residual, *, out=None):
+        return np.clip(residual, -self.delta, self.delta, out=out)
+
+    def irls_weights(self, a):
+        return np.minimum(1.0, self.delta / np.maximum(a, 1e-300))
+
+    def curvature_window(self, mean_abs):
+        return self.delta
+
+    def curvature_from_count(self, inside, n, window):
+        return max(inside / max(n, 1), 1e-3)
+
+    def hessian_weights(self, a, mean_abs, used, n_used):
+        delta = self.delta
+        return _windowed(a, delta, 1.0, used, n_used, fallback=lambda w: np.divide(delta, w, out=w),
+                         floor=delta)
+
+
+def _windowed(a: np.ndarray, window: float, height: float, used, n_used: int, *, fallback,
+              floor: float) -> np.ndarray:
+    """``height * 1[a < window]`` in ``a``'s memory (times ``used``), or the IRLS weights.
+
+    The IRLS weights (``fallback`` of ``max(a, floor)``) stand in when fewer than `MIN_INSIDE` of
+    the pixels used lie inside the window.
+    """
+    inside = a < window
+    if np.count_nonzero(inside if used is None else inside & (used > 0)) >= MIN_INSIDE * n_used:
+        np.multiply(inside, height, out=a)
+    else:
+        fallback(np.maximum(a, floor, out=a))
+    return a if used is None else np.multiply(a, used, out=a, casting="unsafe")
+
+
+def huber_sum(a: np.ndarray, delta: float) -> float:
     """``sum scipy.special.huber(delta, r)`` from ``a = |r|`` (overwritten), in float64.
 
     ``rho = m (|r| - m / 2)`` with ``m = min(|r|, delta)``: ``r^2 / 2`` inside, ``delta (|r| -
@@ -55,315 +254,11 @@ def _huber_sum(a: np.ndarray, delta: float) -> float:
     return float(np.einsum("i,i->", m.reshape(-1), a.reshape(-1), dtype=np.float64))
 
 
-def irls_sums(model: np.ndarray, target: np.ndarray, gain: float, offset: float, loss: str,
-              delta: float) -> np.ndarray:
-    """Weighted normal-equation sums ``[sum w, w*F, w*F^2, w*B, w*F*B]`` and the loss.
-
-    One iteration of iteratively reweighted least squares for ``target ~ gain * model + offset``:
-    weights come from the current residual (1 for L2, ``min(1, delta/|r|)`` for Huber,
-    ``1/|r|`` floored for L1).
-    """
-    f = model.astype(np.float64, copy=False)
-    b = target.astype(np.float64, copy=False)
-    r = gain * f + offset - b
-    value = loss_sum(r, loss, delta)
-    a = np.abs(r)
-    if loss == "l2":
-        w = np.ones_like(a)
-    elif loss == "huber":
-        w = np.minimum(1.0, delta / np.maximum(a, 1e-300))
-    else:
-        w = 1.0 / np.maximum(a, delta)
-    wf = w * f
-    sums = np.array([w.sum(), wf.sum(), np.vdot(wf, f), np.vdot(w, b), np.vdot(wf, b)])
-    return np.append(sums, value)
+LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (L2, L1, Huber)}
 
 
-def solve_weighted(sums: np.ndarray) -> tuple[float, float]:
-    """Gain and offset from `irls_sums` (falls back to offset only if the model is flat)."""
-    sw, sf, sff, sb, sfb = sums[:5]
-    det = sw * sff - sf * sf
-    if det <= 1e-12 * max(sw * sff, 1e-300):
-        return 0.0, float(sb / sw)
-    gain = (sw * sfb - sf * sb) / det
-    return float(gain), float((sb - gain * sf) / sw)
-
-
-def robust_gain_offset(sums_at, gain: float, offset: float, loss: str, *, iterations: int = 60,
-                       rtol: float = 1e-10, callback=None) -> tuple[float, float, float]:
-    """Iterate IRLS from ``(gain, offset)``; ``sums_at(g, o)`` returns `irls_sums` over all pixels.
-
-    Returns the best ``(gain, offset, loss_sum)`` seen, so the loss never increases.
-    """
-    sums = sums_at(gain, offset)
-    best = (gain, offset, float(sums[5]))
-    if loss == "l2":
-        g, o = solve_weighted(sums)
-        return g, o, float(sums_at(g, o)[5])
-    for _ in range(iterations):
-        if callback is not None:
-            callback("gain/offset iteration")
-        gain, offset = solve_weighted(sums)
-        sums = sums_at(gain, offset)
-        value = float(sums[5])
-        improved = best[2] - value
-        if value < best[2]:
-            best = (gain, offset, value)
-        if improved < rtol * max(abs(best[2]), 1e-300):
-            break
-    return best
-
-
-class GainOffset(NamedTuple):
-    """The best gain and offset for one model image, and the loss sum there."""
-
-    gain: float
-    offset: float
-    value: float
-
-
-def sum64(x: np.ndarray) -> float:
-    """Sum in float64 (pairwise) without a float64 copy of a float32 array."""
-    return float(np.add.reduce(x, axis=None, dtype=np.float64))
-
-
-def loss_derivative(residual: np.ndarray, loss: str, delta: float, *, out=None) -> np.ndarray:
-    """``psi = d rho / d r`` elementwise: ``2 r`` (L2), ``sign(r)`` (L1), ``clip(r, -delta, delta)``."""
-    if loss == "l2":
-        return np.multiply(residual, 2, out=out)
-    if loss == "l1":
-        return np.sign(residual, out=out)
-    return np.clip(residual, -delta, delta, out=out)
-
-
-def loss_curvature(residual: np.ndarray, loss: str, delta: float) -> float:
-    """Mean second derivative of ``rho`` over the residuals: the scale of the loss's Hessian.
-
-    The Hessian of ``sum rho(r)`` over a smooth model is close to ``c * J^T J`` with ``c`` the
-    mean ``rho''``: 2 for L2, the fraction of residuals inside ``delta`` for Huber, and twice the
-    residual density at zero for L1 (``rho'' = 2 delta(r)``; a kernel estimate here). It seeds the
-    quasi-Newton model of the sigma search; the search corrects it from measured gradients.
-    """
-    a = np.abs(residual)
-    if loss == "l2":
-        return 2.0
-    if loss == "huber":
-        return max(float(np.count_nonzero(a <= delta)) / max(a.size, 1), 1e-3)
-    h = L1_WINDOW * float(np.mean(a)) + 1e-300
-    return 2.0 * float(np.count_nonzero(a <= h)) / (2.0 * h * max(a.size, 1))
-
-
-def l2_gain_offset(model: np.ndarray, target: np.ndarray) -> GainOffset:
-    """Closed-form least-squares gain and offset (sums in float64)."""
-    n = model.size
-    sf, sb = sum64(model), sum64(target)
-    sff = sum64(np.square(model, dtype=np.float64))
-    sfb = sum64(np.multiply(model, target, dtype=np.float64))
-    sbb = sum64(np.square(target, dtype=np.float64))
-    gain, offset = solve_weighted(np.array([n, sf, sff, sb, sfb]))
-    # RSS from the sums, clipped: exactness of the value is not needed here (the caller re-evaluates)
-    value = sbb - 2 * gain * sfb - 2 * offset * sb + gain**2 * sff + 2 * gain * offset * sf + n * offset**2
-    return GainOffset(gain, offset, max(float(value), 0.0))
-
-
-def huber_gain_offset(model: np.ndarray, target: np.ndarray, gain: float, offset: float,
-                      delta: float, *, iterations: int = 40) -> GainOffset:
-    """Huber-optimal ``target ~ gain * model + offset`` by damped Newton from a warm start.
-
-    The Huber loss is convex with a piecewise-constant Hessian (``sum_inside [f^2, f; f, 1]``), so
-    Newton's method settles in a few steps once the set of inlier pixels stops changing, where IRLS
-    converges only linearly. Each step is checked: the loss never increases.
-    """
-    f, b = model, target
-    cur = _huber_state(f, b, gain, offset, delta)
-    for _ in range(iterations):
-        step = _newton_step(cur.hessian, cur.gradient)
-        scale = 1.0
-        while True:
-            trial = _huber_state(f, b, cur.gain + scale * step[0], cur.offset + scale * step[1],
-                                 delta)
-            if trial.value <= cur.value or scale < 1e-6:
-                break
-            scale *= 0.25
-        if trial.value > cur.value:
-            break
-        done = cur.value - trial.value <= 1e-13 * max(cur.value, 1e-300)
-        cur = trial
-        if done:
-            break
-    return GainOffset(cur.gain, cur.offset, cur.value)
-
-
-class _HuberState(NamedTuple):
-    gain: float
-    offset: float
-    value: float
-    gradient: np.ndarray  # d value / d (gain, offset)
-    hessian: np.ndarray  # 2x2, over the inlier pixels
-
-
-def _huber_state(f, b, gain, offset, delta) -> _HuberState:
-    """Loss, gradient and Hessian over (gain, offset) at one point, in one chunked pass."""
-    sums = np.zeros(6)  # value, psi*f, psi, inside*f^2, inside*f, inside count
-    g, o = f.dtype.type(gain), f.dtype.type(offset)
-    for fc, bc in chunks(f, b):
-        r = np.multiply(fc, g)
-        r += o
-        r -= bc
-        a = np.abs(r)
-        inside = a <= delta
-        sums[0] += _huber_sum(a, delta)
-        psi = np.clip(r, -delta, delta, out=r)
-        fi = np.where(inside, fc, 0)
-        sums[1:] += [sum64(psi * fc), sum64(psi), sum64(fi * fi), sum64(fi),
-                     np.count_nonzero(inside)]
-    hess = np.array([[sums[3], sums[4]], [sums[4], sums[5]]])
-    return _HuberState(float(gain), float(offset), float(sums[0]), sums[1:3].copy(), hess)
-
-
-def _newton_step(hessian: np.ndarray, gradient: np.ndarray) -> np.ndarray:
-    """``-H^-1 g`` with a small ridge when H is (nearly) singular (no inliers, flat model)."""
-    ridge = 1e-12 * max(float(np.trace(hessian)), 1e-300)
-    try:
-        return -np.linalg.solve(hessian + ridge * np.eye(2), gradient)
-    except np.linalg.LinAlgError:
-        return -gradient / max(float(np.trace(hessian)), 1.0)
-
-
-def partition_median(x: np.ndarray) -> float:
-    """A minimiser of ``sum |x - m|`` (the upper median), by one `np.partition`.
-
-    About 8x faster than `np.median`, which also partitions for a NaN check and averages the two
-    middle values (either minimises the absolute deviation).
-    """
-    k = x.size // 2
-    return float(np.partition(x, k)[k])
-
-
-def l1_gain_offset(model: np.ndarray, target: np.ndarray, gain: float, callback=None, *,
-                   offset: float | None = None, n_eff: int | None = None) -> tuple[float, float, float]:
-    """Exact least-absolute-deviation ``target ~ gain * model + offset``: ``(gain, offset, loss)``.
-
-    For a given gain the best offset is the median residual, and what remains is a convex function
-    of the gain (bounded Brent search over it). Only pixels near the median can change sides for
-    gains and offsets in a small window around the warm start ``(gain, offset)``; the others
-    contribute a linear function of both, summed once. Each Brent step is then a partition of that
-    band (a few per cent of the pixels), not of all of them. The window is checked (the median must
-    stay inside it, the optimum off its edges) and doubled until it holds, so the answer is exact.
-    ``n_eff``: the number of pixels the warm start was fitted on (sets the first window).
-    """
-    f, b = model.ravel(), target.ravel()
-    if offset is None:
-        offset = partition_median(b - f.dtype.type(gain) * f)
-    n_eff = n_eff or min(f.size, 4096)
-    window = _first_window(f, b, gain, offset, n_eff)
-    for _ in range(60):
-        if callback is not None:
-            callback("gain/offset step")
-        band = _l1_band(f, b, gain, offset, window)
-        result = band.solve() if band is not None else None
-        if result is not None:
-            return result
-        window = (2.0 * window[0], 2.0 * window[1])
-    raise RuntimeError("L1 gain/offset search did not converge")  # pragma: no cover
-
-
-def _first_window(f, b, gain, offset, n_eff) -> tuple[float, float]:
-    """Half-widths (gain, offset) of about `WINDOW` standard errors of a fit on ``n_eff`` pixels.
-
-    One chunked pass: no image-sized temporaries.
-    """
-    sums = np.zeros(4)  # |residual|, f, f^2, max |f|
-    g, o = f.dtype.type(gain), f.dtype.type(offset)
-    for fc, bc in chunks(f, b):
-        r = np.multiply(fc, -g)
-        r += bc
-        r -= o
-        sums[:3] += [sum64(np.abs(r, out=r)), sum64(fc), sum64(np.square(fc, dtype=np.float64))]
-        sums[3] = max(sums[3], float(np.abs(fc).max()))
-    n = f.size
-    scale = sums[0] / n + 1e-300
-    mean = sums[1] / n
-    spread = np.sqrt(max(sums[2] / n - mean * mean, 0.0)) + 1e-12 * (sums[3] + 1e-300)
-    w_gain = WINDOW * scale / (np.sqrt(n_eff) * spread)
-    w_offset = WINDOW * scale / np.sqrt(n_eff) + w_gain * abs(mean)
-    return float(w_gain), float(w_offset)
-
-
-class _L1Band(NamedTuple):
-    """The L1 profile over the gain, exact for gains and offsets within a window (`l1_gain_offset`).
-
-    Pixels outside the band keep the sign of their residual in the whole window: those above the
-    median add ``S_b - g S_f - n o``, those below the negative of it.
-    """
-
-    f: np.ndarray  # model values of the band pixels (float64)
-    b: np.ndarray  # target values of the band pixels (float64)
-    rank: int  # rank of the overall median within the band
-    outside: np.ndarray  # [n, S_f, S_b] of the pixels above minus those below
-    gain: float  # window centre and half-widths
-    offset: float
-    w_gain: float
-    w_offset: float
-
-    def profile(self, g: float) -> tuple[float, float]:
-        """``(loss, offset)`` at gain ``g``; raises `_OutOfWindow` if the window does not hold."""
-        v = self.b - g * self.f
-        v.partition(self.rank)
-        o = float(v[self.rank])
-        if abs(o - self.offset) > self.w_offset:
-            raise _OutOfWindow
-        n, s_f, s_b = self.outside
-        value = float(np.abs(v - o).sum()) + s_b - g * s_f - n * o
-        return value, o
-
-    def solve(self) -> tuple[float, float, float] | None:
-        """Brent over the gain window; None when the window is too small."""
-        lo, hi = self.gain - self.w_gain, self.gain + self.w_gain
-        try:
-            res = optimize.minimize_scalar(lambda g: self.profile(g)[0], bounds=(lo, hi),
-                                           method="bounded",
-                                           options={"xatol": 1e-4 * self.w_gain})
-            g = float(res.x)
-            if min(g - lo, hi - g) < 1e-2 * self.w_gain:  # optimum may lie beyond the window
-                return None
-            value, o = self.profile(g)
-        except _OutOfWindow:
-            return None
-        return g, o, value
-
-
-class _OutOfWindow(Exception):
-    """The median left the offset window: widen it."""
-
-
-def _l1_band(f, b, gain, offset, window) -> _L1Band | None:
-    """Split the pixels for `l1_gain_offset`'s window; None if the median is not in the band."""
-    w_gain, w_offset = window
-    g, o = f.dtype.type(gain), f.dtype.type(offset)
-    # the margin also covers the rounding of the residual in the pixels' dtype
-    slack = 8 * float(np.finfo(f.dtype).eps) * (abs(offset) + abs(gain) + 1.0)
-    bands_f, bands_b = [], []
-    below = np.zeros(3)  # [count, S_f, S_b] of the pixels surely below the median
-    for fc, bc in chunks(f, b):
-        d = np.multiply(fc, -g)
-        d += bc
-        d -= o
-        margin = np.abs(fc)
-        margin *= f.dtype.type(w_gain)
-        margin += f.dtype.type(w_offset + slack * (1.0 + float(np.abs(bc).max())))
-        low = d < -margin
-        band = np.abs(d) <= margin
-        bands_f.append(fc[band])
-        bands_b.append(bc[band])
-        below += [np.count_nonzero(low), sum64(fc[low]), sum64(bc[low])]
-    fb = np.concatenate(bands_f).astype(np.float64)
-    bb = np.concatenate(bands_b).astype(np.float64)
-    rank = f.size // 2 - int(below[0])
-    if not 0 <= rank < fb.size:
-        return None
-    count = f.size - fb.size - 2 * below[0]  # above minus below
-    s_f = sum64(f) - fb.sum() - 2 * below[1]
-    s_b = sum64(b) - bb.sum() - 2 * below[2]
-    return _L1Band(fb, bb, rank, np.array([count, s_f, s_b]), float(gain), float(offset),
-                   float(w_gain), float(w_offset))
+def get_loss(name: str, *, delta: float = 0.0, smoothing: float = 0.0) -> Loss:
+    """The loss called ``name`` (one of `LOSSES`); ``ValueError`` naming the choices otherwise."""
+    if name not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}; got {name!r}")
+    return LOSSES[name](delta=float(delta), smoothing=float(smoothing))

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._losses import LOSSES
+from ._losses import LOSSES, Loss, get_loss
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class FitOptions:
     callback: Callable[[str], None] | None = None
 
     def __post_init__(self):
-        if self.loss not in LOSSES:
+        objective = get_loss(self.loss) if isinstance(self.loss, str) else None
+        if objective is None:
             raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}; got {self.loss!r}")
         for name in ("per_axis", "gain_offset", "full_covariance", "shift", "reverse", "warn"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
@@ -51,7 +52,7 @@ class FitOptions:
                 isinstance(self.huber_delta, (int, float)) and np.isfinite(self.huber_delta)
                 and self.huber_delta > 0):
             raise ValueError(f"huber_delta must be a positive number, got {self.huber_delta!r}")
-        if self.huber_delta is not None and self.loss != "huber":
+        if self.huber_delta is not None and not objective.has_threshold:
             raise ValueError(f"huber_delta applies to loss='huber' only; got loss={self.loss!r}")
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable, got {type(self.callback).__name__}")
@@ -64,6 +65,11 @@ class FitOptions:
             raise TypeError(f"{where} got unknown option(s) {', '.join(map(repr, unknown))}; "
                             f"valid options: {', '.join(f.name for f in dataclasses.fields(cls))}")
         return cls(**options)
+
+    @property
+    def objective(self) -> Loss:
+        """The `Loss` object named by ``loss`` (its ``delta`` is set by the fit)."""
+        return get_loss(self.loss, delta=self.huber_delta or 0.0)
 
     @property
     def sigma_per_axis(self) -> bool:

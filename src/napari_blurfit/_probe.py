@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._fullfit import _multistart, _Options, _pad_radius, _Problem, _starts
-from ._gaussian import GaussianKernel
+from ._gaussian import IDENTIFIABLE_FROM, GaussianKernel, GaussianModel
+from ._losses import L2
 from ._shift import Frames, as_frames, estimate_shift, raw_crop
+from ._whole import Problem, Settings, multistart
 
 PROBE_EDGE = {2: 128, 3: 48}  # smallest crop edge (grown with the kernel)
 PROBE_STEPS = 6  # exact Levenberg-Marquardt steps of the probe (a warning needs the basin, not 1e-10)
@@ -82,15 +83,20 @@ class ProbeResult:
             (self.shape_note,) if self.elliptical else ())
 
 
+def _settings(d: int, truncate: float, *, full_covariance: bool) -> Settings:
+    """The probe's model: L2 with gain/offset, a free shift, rotated or along the axes."""
+    model = GaussianModel(d, float(truncate), full_covariance=full_covariance, shift=True)
+    return Settings(model, L2(), gain_offset=True)
+
+
 def _coarse_sigma(frames: Frames, d: int, shift: np.ndarray, truncate: float, workers) -> np.ndarray:
     """Best isotropic sigma on a log grid (L2 with gain/offset, at the estimated shift)."""
     top = max(0.6, min(12.0, min(frames.target.shape[1:]) / (2 * truncate + 2) - np.abs(shift).max()))
-    grid = np.geomspace(0.3, top, 12)
-    options = _Options(d, "l2", True, False, True, truncate, 0.0)
+    grid = np.geomspace(IDENTIFIABLE_FROM, top, 12)
+    settings = _settings(d, truncate, full_covariance=False)
     widest = GaussianKernel(np.eye(d) * top**2, shift)
-    problem = _Problem(*frames, options, widest.grid(truncate).radius, workers)
-    losses = [problem.evaluate(options.start(GaussianKernel(np.eye(d) * s**2, shift)), 1.0, 0.0).loss
-              for s in grid]
+    problem = Problem(*frames, settings, settings.model.radius(widest), workers)
+    losses = [problem.loss_at(GaussianKernel(np.eye(d) * s**2, shift), 1.0, 0.0) for s in grid]
     return np.full(d, grid[int(np.argmin(losses))])
 
 
@@ -128,10 +134,10 @@ def probe_model(reference, target, *, ndim: int | None = None, start_sigma=None,
         start_sigma = _coarse_sigma(frames, d, shift0, truncate, workers)
     if d == 3:
         return _shift_only(frames, start_sigma, shift0, truncate, workers)
-    options = _Options(d, "l2", True, True, True, float(truncate), 0.0)
-    start = _starts(start_sigma, shift0, False)  # one start: a warning needs the basin, not 1e-10
-    scaled = _multistart(frames, options, start, workers, None, max_iter=PROBE_STEPS, rtol=1e-6)
-    return _probe_result(scaled.solved.point, scaled.problem)
+    settings = _settings(d, truncate, full_covariance=True)
+    start = settings.model.starts(start_sigma, shift0)[:1]  # one start: a warning needs the basin only
+    problem, solved = multistart(frames, settings, start, workers, None, max_iter=PROBE_STEPS, rtol=1e-6)
+    return _probe_result(solved.point, problem)
 
 
 def _shift_only(frames: Frames, start_sigma, shift0: np.ndarray, truncate: float, workers) -> ProbeResult:
@@ -141,12 +147,12 @@ def _shift_only(frames: Frames, start_sigma, shift0: np.ndarray, truncate: float
     than the fit it checks; rotation in 3D is therefore not probed (fit with
     ``full_covariance=True`` to see it).
     """
-    centred = GaussianKernel.from_sigma(np.maximum(start_sigma, 0.3))
+    centred = GaussianKernel.from_sigma(np.maximum(start_sigma, IDENTIFIABLE_FROM))
     moved = GaussianKernel(centred.covariance, shift0)
-    options = _Options(3, "l2", True, False, True, float(truncate), 0.0)
-    problem = _Problem(*frames, options, _pad_radius([moved], truncate), workers)
-    at_moved = problem.evaluate(options.start(moved), 1.0, 0.0).loss
-    at_centre = problem.evaluate(options.start(centred), 1.0, 0.0).loss
+    settings = _settings(3, truncate, full_covariance=False)
+    problem = Problem(*frames, settings, settings.model.pad_radius([moved]), workers)
+    at_moved = problem.loss_at(moved, 1.0, 0.0)
+    at_centre = problem.loss_at(centred, 1.0, 0.0)
     significant = (at_centre - at_moved) >= SIGNIFICANT_LOSS * max(at_moved, 1e-300)
     misaligned = bool(np.linalg.norm(shift0) > MISALIGNED_PX and significant)
     return ProbeResult(moved, misaligned, False, False)
@@ -192,8 +198,7 @@ def _probe_result(point, problem) -> ProbeResult:
 
     def raised_by(covariance, shift) -> float:
         """Relative rise of the crop's loss at a simplified kernel (best gain/offset there)."""
-        simpler = GaussianKernel(covariance, shift)
-        loss = problem.evaluate(problem.options.start(simpler), point.gain, point.offset).loss
+        loss = problem.loss_at(GaussianKernel(covariance, shift), point.gain, point.offset)
         return (loss - point.loss) / max(point.loss, 1e-300)
 
     misaligned = bool(np.linalg.norm(kernel.shift) > MISALIGNED_PX

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy import fft as sfft
+
+from ._transforms import fftfreq, fftn, ifftn
 
 MIN_SIZE = 8  # below this a shift cannot be told from a blur
 
@@ -95,8 +96,8 @@ def estimate_shift(reference, target, *, ndim: int | None = None, max_pixels: in
         window = np.multiply.outer(window, np.hanning(n))
     a = (crop.reference - crop.reference.mean(axis=axes, keepdims=True)) * window
     b = (crop.target - crop.target.mean(axis=axes, keepdims=True)) * window
-    power = (sfft.fftn(b, axes=axes, workers=-1) * np.conj(sfft.fftn(a, axes=axes, workers=-1))).sum(0)
-    xc = sfft.ifftn(power, workers=-1).real
+    power = (fftn(b, axes=axes, workers=-1) * np.conj(fftn(a, axes=axes, workers=-1))).sum(0)
+    xc = ifftn(power, workers=-1).real
     peak = np.array(np.unravel_index(np.argmax(xc), xc.shape), dtype=np.float64)
     sizes = np.array(xc.shape)
     peak = np.where(peak > sizes // 2, peak - sizes, peak)
@@ -110,7 +111,7 @@ def _refine_peak(power: np.ndarray, centre: np.ndarray, step: float, half: int =
     values = power
     for axis, n in enumerate(power.shape):
         s = centre[axis] + step * np.arange(-half, half + 1)
-        e = np.exp(2j * np.pi * np.outer(s, sfft.fftfreq(n)))
+        e = np.exp(2j * np.pi * np.outer(s, fftfreq(n)))
         moved = np.einsum("pq,q...->p...", e, np.moveaxis(values, axis, 0))  # einsum: no BLAS threads
         values = np.moveaxis(moved, 0, axis)
     best = np.unravel_index(np.argmax(values.real), values.shape)

@@ -8,14 +8,13 @@ fit over a stack or a dataset is map (transform each pair), reduce (sum), solve 
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import ducc0
 import numpy as np
 
 from ._kernels import transfer
+from ._transforms import frame_dct, threads
 
 STEP_BYTES = 2**21  # frames transformed together: small enough to be still in cache when summed
 SCRATCH_PIXELS = 2**15  # float64 products formed at a time (256 kB: stays in cache)
@@ -144,34 +143,6 @@ class SpectralStats:
     def _check_shape(self, other: SpectralStats) -> None:
         if other.shape != self.shape:
             raise ValueError(f"cannot add statistics of shapes {self.shape} and {other.shape}")
-
-
-def threads(workers: int | None) -> int:
-    """Thread count for ``workers`` as `scipy.fft` reads it (None: 1; -1: all cores, -2: all but one)."""
-    if workers is None:
-        return 1
-    if workers < 0:
-        return max(1, (os.cpu_count() or 1) + 1 + workers)
-    return max(1, workers)
-
-
-def frame_dct(frames: np.ndarray, ndim: int, *, workers: int | None = None,
-              out: np.ndarray | None = None) -> np.ndarray:
-    """Orthonormal DCT-II over the last ``ndim`` axes (the spatial ones), into ``out`` if given.
-
-    ducc0 (the successor of the pocketfft inside `scipy.fft`) computes the same transform about
-    1.5x faster, which is most of a joint fit's time.
-    """
-    axes = tuple(range(frames.ndim - ndim, frames.ndim))
-    return ducc0.fft.dct(frames, 2, axes=axes, inorm=1, out=out, nthreads=threads(workers))
-
-
-def frame_idct(coefs: np.ndarray, ndim: int, *, workers: int | None = None,
-               overwrite: bool = False) -> np.ndarray:
-    """Inverse of `frame_dct` (``overwrite`` lets it reuse ``coefs``' memory)."""
-    axes = tuple(range(coefs.ndim - ndim, coefs.ndim))
-    out = coefs if overwrite and coefs.flags.writeable else None
-    return ducc0.fft.dct(coefs, 3, axes=axes, inorm=1, out=out, nthreads=threads(workers))
 
 
 def block_stats(ref: np.ndarray, tgt: np.ndarray, ndim: int, *, workers=None) -> SpectralStats:

@@ -17,7 +17,7 @@ from ._engine import (
     l2_model_hessian,
     target_spread,
 )
-from ._fullfit import FullFit, fit_whole_gaussian
+from ._gaussian import IDENTIFIABLE_FROM, IDENTITY_BELOW
 from ._losses import HUBER_K, chunks
 from ._options import FitOptions
 from ._probe import probe_model
@@ -26,11 +26,8 @@ from ._search import grid_brent, grid_zoom, local_minimize
 from ._shift import MIN_SIZE as PROBE_MIN_SIZE
 from ._spectral import SpectralStats, frame_dct, l2_at, l2_grid, normal_matrix
 from ._validate import Pair, prepare_pair
+from ._whole import FullFit, fit_whole_gaussian
 
-# scipy's kernel is exactly the identity below 0.125 px and within 1e-8 of it below 0.165 px
-# (side weight exp(-1 / (2 sigma^2))): such a fit is reported as sigma 0
-IDENTITY_BELOW = 0.165
-IDENTIFIABLE_FROM = 0.3  # below this the sampled kernel is nearly [0, 1, 0] (docs/design.md section 7)
 SEARCH_FLOOR = 0.1  # the log-sigma search starts here; everything below is the identity
 START_TOL = 0.05  # log-sigma: the spectral start of a whole-Gaussian fit (the fit moves on from it)
 SPATIAL_SCAN = 16  # coarse grid points of a masked fit's image-space search
@@ -166,7 +163,7 @@ def fit_blur(
         stats = data.stats.without_spectra() if options.sigma_per_axis else data.stats.compact()
         data = data._replace(stats=stats)
         solution = _whole_gaussian(problem, data, solution)
-    elif options.loss != "l2" or not data.all_pixels:  # not diagonal in the DCT: image space
+    elif not options.objective.least_squares or not data.all_pixels:  # not a DCT contraction
         solution = _polish(problem, data, solution)
     findings = _findings(problem, data, solution)
     if options.warn:
@@ -370,17 +367,19 @@ def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
     opt = problem.options
     stats = data.stats
     scale = np.sqrt(max(stats.cbb - stats.dc_b @ stats.dc_b, 0.0) / data.n_total)
+    loss = opt.objective.with_delta(1e-9 * scale)  # L1: the floor of its IRLS weights
     objective = SpatialObjective(
-        data.pair, data.ref_hat, loss=opt.loss, gain_offset=opt.gain_offset,
-        delta=1e-9 * scale, truncate=opt.truncate, workers=problem.workers,
+        data.pair, data.ref_hat, loss=loss, gain_offset=opt.gain_offset,
+        truncate=opt.truncate, workers=problem.workers,
         n_used=data.n_used, start=(start.gain, start.offset), callback=problem.options.callback,
     )
     delta = None
-    if opt.loss == "huber":
+    if loss.has_threshold:
         delta = opt.huber_delta
         if delta is None:  # noise scale of the L2 fit's residuals
             delta = HUBER_K * objective.robust_scale(start.sigma, start.gain, start.offset)
-        objective.delta = delta = max(float(delta), 1e-9 * scale)
+        delta = max(float(delta), 1e-9 * scale)
+        objective.loss = loss.with_delta(delta)
     common = dict(per_axis=opt.per_axis, truncate=opt.truncate, fraction=data.n_used / data.n_total)
 
     def hessian(sigma):  # the L2 Gauss-Newton matrix (free from the statistics)
@@ -395,10 +394,10 @@ def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
     sigma, value, gain, offset = _spatial_fit(
         objective, start.sigma, problem.lower, problem.upper, opt.per_axis, scan=scan,
         hessian=None if scan else hessian, blocks=blocks)
-    rss = objective.sum_squares(sigma, gain, offset) if opt.loss != "l2" else value
+    rss = value if loss.least_squares else objective.sum_squares(sigma, gain, offset)
     order = sorted(objective.trace, key=lambda t: float(np.prod(t[0])))
     profile = {"sigma": np.array([float(np.exp(np.mean(np.log(t[0])))) for t in order]),
-               "loss": np.array([[t[1] for t in order]]), "objective": opt.loss}
+               "loss": np.array([[t[1] for t in order]]), "objective": loss.name}
     # all pixels count: the target's spread is already in the statistics (saves a pass)
     sst = start.sst if data.all_pixels else objective.target_spread()
     return Solution(sigma, gain, offset, rss, value, profile, delta, sst=sst)

@@ -1,0 +1,119 @@
+"""Every FFT and DCT of the package, in one place.
+
+The fitting code calls only these functions, never an FFT library: this is the seam another
+backend (CuPy on a GPU, say) plugs into. ducc0 (the successor of the pocketfft inside
+`scipy.fft`) runs the large transforms, about 1.5x faster here, and can write into a given buffer;
+small one-off transforms go through `scipy.fft`.
+
+``workers`` follows `scipy.fft`: None is one thread, -1 all cores, -2 all but one.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ducc0
+import numpy as np
+from scipy import fft as sfft
+from scipy import signal
+
+__all__ = [
+    "c2c", "c2r", "convolve_valid", "fft", "fftfreq", "fftn", "frame_dct", "frame_idct", "ifftn",
+    "irfftn", "next_fast_len", "r2c", "rfft", "rfftn", "threads",
+]
+
+
+def threads(workers: int | None) -> int:
+    """Thread count for ``workers`` as `scipy.fft` reads it (None: 1; -1: all cores, -2: all but one)."""
+    if workers is None:
+        return 1
+    if workers < 0:
+        return max(1, (os.cpu_count() or 1) + 1 + workers)
+    return max(1, workers)
+
+
+def next_fast_len(n: int, *, real: bool = True) -> int:
+    """The smallest length ``>= n`` the FFTs handle quickly."""
+    return sfft.next_fast_len(n, real=real)
+
+
+# orthonormal DCTs over the last axes ---------------------------------------------------------------
+def frame_dct(frames: np.ndarray, ndim: int, *, workers: int | None = None,
+              out: np.ndarray | None = None) -> np.ndarray:
+    """Orthonormal DCT-II over the last ``ndim`` axes (the spatial ones), into ``out`` if given."""
+    axes = tuple(range(frames.ndim - ndim, frames.ndim))
+    return ducc0.fft.dct(frames, 2, axes=axes, inorm=1, out=out, nthreads=threads(workers))
+
+
+def frame_idct(coefs: np.ndarray, ndim: int, *, workers: int | None = None,
+               overwrite: bool = False) -> np.ndarray:
+    """Inverse of `frame_dct` (``overwrite`` lets it reuse ``coefs``' memory)."""
+    axes = tuple(range(coefs.ndim - ndim, coefs.ndim))
+    out = coefs if overwrite and coefs.flags.writeable else None
+    return ducc0.fft.dct(coefs, 3, axes=axes, inorm=1, out=out, nthreads=threads(workers))
+
+
+# real and complex FFTs into buffers ----------------------------------------------------------------
+def r2c(a: np.ndarray, axes: tuple[int, ...], *, workers: int | None = None,
+        out: np.ndarray | None = None) -> np.ndarray:
+    """Forward real-to-complex FFT over ``axes`` (the last one halved), into ``out`` if given."""
+    return ducc0.fft.r2c(a, axes=axes, out=out, nthreads=threads(workers))
+
+
+def c2c(a: np.ndarray, axes: tuple[int, ...], *, workers: int | None = None,
+        out: np.ndarray | None = None) -> np.ndarray:
+    """Forward complex FFT over ``axes``, into ``out`` if given (``out`` may be ``a``)."""
+    return ducc0.fft.c2c(a, axes=axes, out=out, nthreads=threads(workers))
+
+
+def c2r(a: np.ndarray, axes: tuple[int, ...], lastsize: int, *, workers: int | None = None,
+        out: np.ndarray | None = None) -> np.ndarray:
+    """Normalised inverse of `r2c` (``lastsize``: the real length of the last axis).
+
+    ``a`` may be overwritten: callers pass a spectrum they no longer need.
+    """
+    return ducc0.fft.c2r(a, axes=axes, lastsize=lastsize, forward=False, inorm=2, out=out,
+                         nthreads=threads(workers), allow_overwriting_input=True)
+
+
+# plain transforms (small arrays, one-off) -----------------------------------------------------------
+def rfft(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """One-dimensional real FFT along ``axis`` (numpy's: tiny kernels, called per evaluation)."""
+    return np.fft.rfft(a, axis=axis)
+
+
+def fft(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """One-dimensional complex FFT along ``axis`` (numpy's, as `rfft`)."""
+    return np.fft.fft(a, axis=axis)
+
+
+def fftn(a: np.ndarray, axes: tuple[int, ...], *, workers: int | None = -1) -> np.ndarray:
+    """Complex FFT over ``axes``."""
+    return sfft.fftn(a, axes=axes, workers=workers)
+
+
+def ifftn(a: np.ndarray, *, workers: int | None = -1) -> np.ndarray:
+    """Inverse complex FFT over every axis."""
+    return sfft.ifftn(a, workers=workers)
+
+
+def rfftn(a: np.ndarray, shape, axes: tuple[int, ...] | None = None, *,
+          workers: int | None = -1) -> np.ndarray:
+    """Real FFT over ``axes`` (default the last ``len(shape)``), zero-padded to ``shape``."""
+    return sfft.rfftn(a, shape, axes=axes, workers=workers)
+
+
+def irfftn(a: np.ndarray, shape, axes: tuple[int, ...] | None = None, *,
+           workers: int | None = -1) -> np.ndarray:
+    """Inverse of `rfftn`."""
+    return sfft.irfftn(a, shape, axes=axes, workers=workers)
+
+
+def convolve_valid(a: np.ndarray, b: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """``a * b`` over ``axes`` where they fully overlap (`scipy.signal.fftconvolve`, ``"valid"``)."""
+    return signal.fftconvolve(a, b, mode="valid", axes=axes)
+
+
+def fftfreq(n: int) -> np.ndarray:
+    """Sample frequencies of a length-``n`` FFT, in cycles per sample."""
+    return sfft.fftfreq(n)

@@ -1,8 +1,19 @@
 """Shared fixtures: real images from scikit-image, blurred with known sigmas."""
 
+# The fast loop is `pytest -m "not slow"` (the core: accuracy, options, validation, maths, losses;
+# about a minute). Plain `pytest` runs everything, as CI does. Every `gui` test is also `slow`.
+
 import numpy as np
 import pytest
 from skimage import data
+
+
+def pytest_collection_modifyitems(config, items):
+    """Refuse a ``gui`` test that is not also ``slow``: the fast loop never opens a viewer."""
+    bad = [item.nodeid for item in items
+           if item.get_closest_marker("gui") and not item.get_closest_marker("slow")]
+    if bad:
+        raise pytest.UsageError("gui tests must also be marked slow: " + ", ".join(bad))
 
 
 def _crop(img, size):

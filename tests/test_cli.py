@@ -65,6 +65,7 @@ def test_file_formats_and_outputs(tmp_path, camera, ext):
     np.testing.assert_allclose(f + r, b, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_bad_input_one_line_message(tmp_path, camera):
     a = tmp_path / "a.npy"
     b = tmp_path / "b.npy"
@@ -99,6 +100,7 @@ def dataset(tmp_path, camera):
     return ref_dir, tgt_dir
 
 
+@pytest.mark.slow
 def test_many_pairs_folders_csv_output(dataset, tmp_path):
     ref_dir, tgt_dir = dataset
     out_csv = tmp_path / "out.csv"
@@ -131,6 +133,7 @@ def test_joint_fit_in_memory_equals_lazy_and_the_stacked_fit(dataset, loss):
     assert lazy.joint.loss == pytest.approx(held.joint.loss, rel=1e-7)
 
 
+@pytest.mark.slow
 def test_many_pairs_glob_and_pairs_csv_json(dataset, tmp_path):
     ref_dir, tgt_dir = dataset
     out = blurfit(f"{ref_dir}/img[0-5].tif", f"{tgt_dir}/img[0-5].tif", "--json", "--progress")
@@ -173,6 +176,7 @@ def pair(tmp_path, camera):
     return ref, tgt
 
 
+@pytest.mark.slow
 def test_spatial_axes_as_written_in_help(tmp_path, camera):
     a = np.stack([camera[i * 30 : i * 30 + 96, 40:136] for i in range(3)]).astype(np.float32)
     b = ndimage.gaussian_filter(a, (0, 1.5, 1.5)).astype(np.float32)

@@ -12,6 +12,7 @@ from skimage import restoration, transform
 from napari_blurfit import BlurFitWarning, fit_blur
 
 REL = 1e-4
+SLOW = pytest.mark.slow  # the brute-force sweeps over gain/offset or per-axis sigmas that take seconds
 
 
 def disk_defocus(a, radius=3.0):
@@ -54,7 +55,7 @@ def small(camera):
 
 @pytest.mark.parametrize("kind", list(TARGETS))
 @pytest.mark.parametrize("loss", ["l2", "l1", "huber"])
-@pytest.mark.parametrize("gain_offset", [False, True])
+@pytest.mark.parametrize("gain_offset", [False, pytest.param(True, marks=SLOW)])
 def test_isotropic_not_worse_than_brute_force(small, kind, loss, gain_offset):
     target = TARGETS[kind](small)
     fit = fit_blur(small, target, loss=loss, gain_offset=gain_offset, warn=False)
@@ -65,7 +66,7 @@ def test_isotropic_not_worse_than_brute_force(small, kind, loss, gain_offset):
 
 
 @pytest.mark.parametrize("kind", ["disk", "bicubic", "gauss_noise"])
-@pytest.mark.parametrize("loss", ["l2", "l1", "huber"])
+@pytest.mark.parametrize("loss", ["l2", pytest.param("l1", marks=SLOW), pytest.param("huber", marks=SLOW)])
 def test_per_axis_not_worse_than_brute_force(small, kind, loss):
     a = small[:64, :64]
     target = TARGETS[kind](a)
@@ -106,7 +107,7 @@ def brighter(image, seed=0, noise=2.0):
 
 
 @pytest.mark.parametrize("loss", ["l1", "huber"])
-@pytest.mark.parametrize("per_axis", [False, True])
+@pytest.mark.parametrize("per_axis", [False, pytest.param(True, marks=SLOW)])
 def test_gain_offset_3d_not_worse_than_brute_force(volume, loss, per_axis):
     vol = volume[:10, :28, :28].copy()
     target = brighter(ndimage.gaussian_filter(vol, (1.0, 1.6, 2.2)), seed=3)
@@ -119,7 +120,7 @@ def test_gain_offset_3d_not_worse_than_brute_force(volume, loss, per_axis):
 
 
 @pytest.mark.parametrize("loss", ["l1", "huber"])
-@pytest.mark.parametrize("per_axis", [False, True])
+@pytest.mark.parametrize("per_axis", [False, pytest.param(True, marks=SLOW)])
 @pytest.mark.parametrize("kind", ["disk", "gauss_noise"])
 def test_sampled_gain_offset_not_worse_than_brute_force(small, loss, per_axis, kind,
                                                         monkeypatch):

@@ -135,6 +135,7 @@ def test_full_covariance_and_shift_2d(cam):
     assert np.all(np.isfinite(fit.covariance_stderr)) and np.all(fit.shift_stderr < 0.03)
 
 
+@pytest.mark.slow
 def test_full_covariance_and_shift_3d(vol):
     rng = np.random.default_rng(2)
     cov = np.array([[2.0, 0.5, 0.0], [0.5, 2.5, -0.6], [0.0, -0.6, 1.5]])
@@ -437,6 +438,7 @@ def test_residual_buffers_are_reused_but_never_under_a_live_point(cam):
     assert fourth.loss == pytest.approx(problem.evaluate(x + 0.2, 1.0, 0.0).loss, rel=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["l1", "huber"])
 def test_3d_middle_crop_matrix_matches_the_direct_path(volume, loss, monkeypatch):
     """In 3D the full volume's chord takes the middle crop's own matrix; shrunk here to 24 x 96 x 96."""

@@ -119,6 +119,7 @@ def test_lazy_layers_give_numpy_answers_and_lazy_outputs(time_series):
     assert isinstance(one.layers[0][0], np.ndarray)
 
 
+@pytest.mark.slow
 def test_blur_map_mode_layer(cell):
     ref = Image(cell, name="c", scale=(0.1, 0.1))
     tgt = Image(ndimage.gaussian_filter(cell, 2.0), name="c blurred", scale=(0.1, 0.1))
@@ -358,6 +359,8 @@ def test_shift_arrows_skip_unmeasured_tiles():
     assert shift_arrows(SimpleNamespace(centers=centers, shift=shift * np.nan, step=(32, 32))) is None
 
 
+@pytest.mark.gui
+@pytest.mark.slow
 def test_blur_map_rerun_without_shift_removes_its_old_arrows(make_napari_viewer, cell):
     from napari_blurfit._gaussian import GaussianKernel
     from napari_blurfit.layers import show_layers

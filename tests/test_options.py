@@ -39,6 +39,7 @@ def test_blur_map_honours_mask(pair):
     np.testing.assert_allclose(m.sigma[good], SIGMA, rtol=0.02)
 
 
+@pytest.mark.slow
 def test_blur_map_honours_exclude_border(pair):
     a, b = pair
     b = b.copy()

@@ -71,6 +71,7 @@ def test_per_frame_3d_frames_with_time_axis(volume):
     np.testing.assert_allclose(fits[1].sigma, (1.5, 3.0, 3.0), rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_blur_map_follows_varying_blur_and_flags_flat_tiles(camera):
     a = camera.copy()
     a[:, :64] = 100.0  # a flat band: not measurable
@@ -94,6 +95,7 @@ def test_blur_map_follows_varying_blur_and_flags_flat_tiles(camera):
     assert m.to_dict()["sigma"][0][0] == [None, None]
 
 
+@pytest.mark.slow
 def test_blur_map_gain_offset_per_tile(cell):
     tgt = 0.5 * ndimage.gaussian_filter(cell, 2.0) + 10
     m = blur_map(cell, tgt, tile=64, gain_offset=True, per_axis=True)
@@ -104,7 +106,7 @@ def test_blur_map_gain_offset_per_tile(cell):
 
 # --- dask -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("loss", ["l2", "l1", "huber"])
+@pytest.mark.parametrize("loss", ["l2", pytest.param("l1", marks=pytest.mark.slow), "huber"])
 def test_dask_gives_the_numpy_answer(frames, loss):
     ref, tgt = frames
     want = fit_blur(ref, tgt, spatial_axes=(-2, -1), loss=loss, gain_offset=True)
@@ -142,6 +144,7 @@ def test_dask_with_nans_and_mask(frames):
     assert got.n_pixels == want.n_pixels == tgt.size - 100
 
 
+@pytest.mark.slow
 def test_dask_stack_and_map_match_numpy(frames, camera):
     ref, tgt = frames
     a = [f.sigma for f in fit_blur_stack(ref, tgt)]
@@ -154,6 +157,7 @@ def test_dask_stack_and_map_match_numpy(frames, camera):
     np.testing.assert_array_equal(m1.sigma, m2.sigma)
 
 
+@pytest.mark.slow
 def test_dask_blur_map_in_blocks_of_tiles_equals_numpy(camera):
     t = ndimage.gaussian_filter(camera, 1.5)
     a, b = camera[:64], t[:64]  # tile 16, step 8: a 7 x 31 grid, fitted in blocks of 1 x 3 tiles
@@ -164,6 +168,7 @@ def test_dask_blur_map_in_blocks_of_tiles_equals_numpy(camera):
     np.testing.assert_array_equal(got.reason, want.reason)
 
 
+@pytest.mark.slow
 def test_joint_fit_memory_does_not_grow_with_pairs(camera):
     """A lazy stack, generated block by block, is never loaded whole: peak memory is flat."""
     def lazy(n):
@@ -200,6 +205,7 @@ def cluster_client():
     cluster.close()
 
 
+@pytest.mark.slow
 def test_distributed_cluster_same_answers(cluster_client, frames, camera):
     ref, tgt = frames
     dref, dtgt = da.from_array(ref, chunks=(1, 96, 96)), da.from_array(tgt, chunks=(1, 96, 96))

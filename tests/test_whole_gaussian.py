@@ -79,6 +79,7 @@ def test_axis_aligned_blur_with_full_covariance_is_the_per_axis_fit(cell):
     np.testing.assert_allclose(full.sigma, per_axis.sigma, rtol=0.005)
 
 
+@pytest.mark.slow
 def test_3d_volume(volume):
     cov = np.array([[2.0, 0.5, 0.0], [0.5, 3.0, 1.0], [0.0, 1.0, 2.5]])
     target = GaussianKernel(cov, (0.3, -0.5, 0.4)).apply(volume)

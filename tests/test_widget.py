@@ -14,7 +14,7 @@ from napari_blurfit._gaussian import GaussianKernel
 from napari_blurfit._widget import BlurFitWidget
 from napari_blurfit.layers import KernelShape, fit_layers
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from ._kernel_model import KernelModel
 # scipy's kernel is exactly the identity below 0.125 px and within 1e-8 of it below 0.165 px
 # (side weight exp(-1 / (2 sigma^2))): such a fit is reported as sigma 0
 IDENTITY_BELOW = 0.165
-IDENTIFIABLE_FROM = 0.3  # below this the sampled kernel is nearly [0, 1, 0] (docs/design.md)
+IDENTIFIABLE_FROM = 0.3  # below this the sampled kernel is nearly [0, 1, 0] (docs/design.md section 7)
 
 
 def _lower_indices(d: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ class KernelSpace:
     differ only on strips |n| wide along the edges, which matters little for a matrix that only
     preconditions steps along the exact gradient. Set-up: a few FFTs of the padded grid; no
     Jacobian images. (Searching on this quadratic form instead of the exact loss is biased by
-    those strips: docs/design.md.)
+    those strips: docs/design.md, section 10.4.)
     """
 
     def __init__(self, frames, settings: Settings, radius, workers, dtype):

@@ -111,7 +111,7 @@ class Problem:
 
         The solver holds at most a point and a trial at once, so two buffers take turns (a third
         stands by). A fresh array per evaluation is paged in and zeroed by the kernel each time,
-        a large share of a 3D fit's time (docs/design.md, "Memory"). A buffer is handed out as a
+        a large share of a 3D fit's time (docs/design.md, section 10.6). A buffer is handed out as a
         view and is free again once that view is gone.
         """
         for i, (buffer, handed) in enumerate(self._residuals):

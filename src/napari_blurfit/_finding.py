@@ -182,13 +182,13 @@ class Vocabulary:
         """A free-text message (an error, a warning) with the option names it uses in these words.
 
         Underscored names are replaced wherever they stand; plain words (``loss``, ``mask``,
-        ``shift``) as ``name=value``, or as the word that opens the message (its subject), since
-        elsewhere they are ordinary words.
+        ``shift``) as ``name=value``, or as the word that opens the message or a clause after
+        ``": "`` (its subject), since elsewhere they are ordinary words.
         """
         compound = "|".join(n for n in self.names if "_" in n) or "(?!)"
         simple = "|".join(n for n in self.names if "_" not in n) or "(?!)"
         pattern = (rf"(?<![\w-])(?:(?P<a>{compound})(?:=(?P<av>{_VALUE}))?|(?P<b>{simple})=(?P<bv>{_VALUE}))"
-                   rf"(?!\w)|^(?P<c>{simple})(?= )")
+                   rf"(?!\w)|(?:^|(?<=: ))(?P<c>{simple})(?= )")
         return re.sub(pattern, lambda m: self.option(m["a"] or m["b"] or m["c"], m["av"] or m["bv"]),
                       message)
 

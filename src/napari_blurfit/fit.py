@@ -113,7 +113,9 @@ def fit_blur(
     BlurFit
         ``sigma`` (tuple, one per spatial axis, in pixels), ``sigma_stderr``, ``gain``,
         ``offset``, ``loss`` (mean over pixels used), flags ``at_bound``, ``identifiable``,
-        ``target_sharper``, ``notes``, and ``fitted()``/``residual()`` to make the images.
+        ``target_sharper``, ``notes`` (sentences) and ``findings`` (the same as `Finding` data:
+        a code, the options to refit with, the numbers behind it), and ``fitted()``/``residual()``
+        to make the images.
 
     Raises
     ------

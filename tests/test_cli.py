@@ -11,6 +11,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from finding_cases import CASES, TRUE_SHIFT, core_findings
 from scipy import ndimage
 
 from napari_blurfit.sample_data import TRUE_GAIN, TRUE_OFFSET, TRUE_SIGMA
@@ -195,38 +196,32 @@ def test_spatial_axes_as_written_in_help(tmp_path, camera):
             "got 'y,x'") in bad.stderr
 
 
-def test_translation_of_every_core_message():
-    """Every message the core can print that names an argument of fit_blur names a flag instead."""
-    import ast
-    import inspect
-    import pathlib
-    import re
+# each option a finding can suggest, as this command names it
+FLAGS = {"gain_offset": "--gain-offset", "shift": "--shift", "per_axis": "--per-axis",
+         "full_covariance": "--full-covariance", "reverse": "--reverse",
+         "sigma_bounds": "--sigma-min/--sigma-max"}
+API_WORD = re.compile(r"(?<![\w-])(per_axis|gain_offset|full_covariance|sigma_bounds|exclude_border"
+                      r"|huber_delta|spatial_axes)\b|(?<![\w-])\w+=(True|False)")
 
-    import napari_blurfit
-    from napari_blurfit import fit_blur
-    from napari_blurfit.cli import to_flags
 
-    no_flag = {"reference", "target", "truncate", "workers", "callback", "warn"}
-    names = set(inspect.signature(fit_blur).parameters) - no_flag
-    api_word = re.compile(r"(?<![\w-])(" + "|".join(n for n in names if "_" in n) + r")\b|(?<![\w-])("
-                          + "|".join(names) + r")=")
-    messages = []
-    src = pathlib.Path(napari_blurfit.__file__).parent
-    for path in sorted(src.glob("*.py")):
-        if path.name in ("cli.py", "_widget.py", "layers.py", "sample_data.py", "__init__.py"):
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.JoinedStr):
-                text = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                text = node.value
-            else:
-                continue
-            if api_word.search(text) and "\n" not in text:  # a message, not a docstring
-                messages.append((path.name, text))
-    assert any("gain_offset=True" in t for _, t in messages)  # the scan sees the notes
-    left = [(f, t, to_flags(t)) for f, t in messages if api_word.search(to_flags(t))]
-    assert not left
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_finding_names_flags(case):
+    """Each finding the core can give, as the command prints it: flags, never an option name."""
+    from napari_blurfit.cli import WORDS
+
+    finding = core_findings()[case]
+    note = WORDS.finding(finding)
+    assert not API_WORD.search(note), note
+    for option in finding.suggestion:
+        assert FLAGS[option] in note, (option, note)
+
+
+def test_flags_of_suggestions_exist():
+    """The flags the findings name are the command's own."""
+    help_text = blurfit("--help").stdout
+    for flags in FLAGS.values():
+        for flag in flags.split("/"):
+            assert re.search(rf"{flag}\b", help_text), flag
 
 
 @pytest.mark.parametrize("text, want", [
@@ -236,7 +231,6 @@ def test_translation_of_every_core_message():
      "the optimum lies on a sigma bound; the best blur may lie beyond it (widen --sigma-min/--sigma-max)"),
     ("the other direction fits sigma ~ 2 px; refit with reverse=True",
      "the other direction fits sigma ~ 2 px; refit with --reverse"),
-    ("refit with reverse=False", "refit without --reverse"),
     ("try per_axis=True or full_covariance=True", "try --per-axis or --full-covariance"),
     ("a sub-pixel shift between the images; pass shift=True",
      "a sub-pixel shift between the images; pass --shift"),
@@ -245,6 +239,7 @@ def test_translation_of_every_core_message():
     ("the reverse direction is tried", "the reverse direction is tried"),
 ])
 def test_to_flags(text, want):
+    """Messages that are not findings (errors, warnings) name flags too."""
     from napari_blurfit.cli import to_flags
 
     assert to_flags(text) == want
@@ -264,6 +259,22 @@ def test_printed_notes_name_flags(tmp_path, pair, capsys):
     assert "the optimum lies on a sigma bound; the best blur may lie beyond it " \
            "(widen --sigma-min/--sigma-max)" in notes
     assert not any("sigma_bounds" in n or "=True" in n for n in notes)
+
+
+def test_misaligned_pair_printed_and_in_json(tmp_path, camera, capsys):
+    """A shifted pair: the note says --shift; the JSON carries the finding's code and data."""
+    ref, tgt = tmp_path / "a.tif", tmp_path / "b.tif"
+    tifffile.imwrite(ref, camera.astype(np.float32))
+    tifffile.imwrite(tgt, ndimage.shift(ndimage.gaussian_filter(camera, 2.0), TRUE_SHIFT).astype(np.float32))
+    status, out, err = run_main(capsys, ref, tgt)
+    assert status == 0, err
+    assert re.search(r"note: the target looks misaligned by 1\.5\d px .*: fit with --shift\n", out)
+    status, out, err = run_main(capsys, ref, tgt, "--json")
+    d = json.loads(out)
+    (finding,) = d["findings"]
+    assert finding["code"] == "misaligned" and finding["suggestion"] == {"shift": True}
+    np.testing.assert_allclose(finding["values"]["shift"], TRUE_SHIFT, atol=0.05)
+    assert finding["text"] == d["notes"][0] and d["notes"][0].endswith("fit with --shift")
 
 
 def test_outputs_checked_before_fitting(tmp_path, pair, dataset, capsys):

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from finding_cases import CASES, core_findings, core_fits
 from magicgui.widgets import CheckBox
 from scipy import ndimage
 
@@ -439,76 +440,45 @@ def test_blur_map_mode_gets_mask_reverse_and_border(make_napari_viewer, qtbot, c
 # --- issue 8: the whole Gaussian in the widget -----------------------------------------------------
 API_WORDS = re.compile(r"\b(per_axis|gain_offset|full_covariance|sigma_bounds|exclude_border|huber_delta"
                        r"|spatial_axes|\w+=(True|False))")
-NOTE_MODULES = ("fit", "_fullfit", "_adequacy", "blurmap", "stack")
-# every note the core can emit that names an option, with example numbers filled in
-CORE_NOTES = (
-    "a gain/offset would more than halve the L2 loss: the images differ in brightness or background; "
-    "consider gain_offset=True",
-    "the target looks sharper than the image it should be a blur of: the other direction fits "
-    "sigma ~ 2.1 px; refit with reverse=True",
-    "the reference looks sharper than the image it should be a blur of: the other direction fits "
-    "sigma ~ 2.1 px; refit with reverse=False",
-    "the optimum lies on a sigma bound; the best blur may lie beyond it (widen sigma_bounds)",
-    "the fitted principal sigmas lie outside sigma_bounds, which a rotated or shifted fit does not "
-    "constrain (widen sigma_bounds)",
-    "the target looks misaligned by 0.69 px (shift 0.40, -0.57 px); a centred kernel reads a shift as "
-    "extra blur: fit with shift=True",
-    "the blur looks elliptical and rotated (principal sigmas 2.38, 1.23 px, major axis at 33 deg): "
-    "use full_covariance=True",
-    "the blur looks elliptical and rotated (principal sigmas 2.38, 1.23 px, major axis 33 deg off the "
-    "array axes): use full_covariance=True",
-    "the blur looks elliptical along the array axes (about 1.5, 2.3 px per axis; one sigma per axis "
-    "lowers the L2 loss by 5%): use per_axis=True",
-    "the blur looks elliptical (principal sigmas 2.38, 1.23 px): use per_axis=True",
-)
+# each option a finding can suggest, as the dock names it: a label of one of its controls
+WIDGET_LABELS = {"gain_offset": '"fit gain and offset"', "shift": '"fit shift"',
+                 "per_axis": 'kernel "per axis"', "full_covariance": 'kernel "rotated"',
+                 "reverse": '"reverse"', "sigma_bounds": '"sigma min/max"'}
 
 
-def _core_fragments_naming_options() -> list[str]:
-    """String literals of the core's modules (not docstrings, not raised errors) that name an option."""
-    import ast
-    from pathlib import Path
+def _widget_notes(fit) -> list[str]:
+    """The "Note:" lines of the dock's result text for ``fit``."""
+    from napari_blurfit._report import describe
+    from napari_blurfit.layers import LayerFit
 
-    import napari_blurfit
-
-    found = []
-    for module in NOTE_MODULES:
-        tree = ast.parse((Path(napari_blurfit.__file__).parent / f"{module}.py").read_text())
-        skip = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Raise):
-                skip |= {id(n) for n in ast.walk(node)}
-            body = getattr(node, "body", None)
-            if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
-                skip.add(id(body[0].value))  # a docstring
-        found += [node.value for node in ast.walk(tree)
-                  if isinstance(node, ast.Constant) and isinstance(node.value, str)
-                  and id(node) not in skip and API_WORDS.search(node.value)
-                  and not re.fullmatch(r"\w+", node.value)]  # a bare name: an argument, not text
-    return found
+    return [line[len("Note: "):] for line in describe(LayerFit(fit=fit)).splitlines()
+            if line.startswith("Note: ")]
 
 
-def test_every_core_note_is_listed_here():
-    """A new note that names an option fails here until it is added to CORE_NOTES (and translated)."""
-    fragments = _core_fragments_naming_options()
-    assert fragments  # the scan sees the core's notes
-    missing = [f for f in fragments if not any(f in note for note in CORE_NOTES)]
-    assert not missing
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_finding_speaks_the_widgets_words(case):
+    """Each finding the core can give, in the result text: the dock's labels, never an option name."""
+    finding = core_findings()[case]
+    notes = _widget_notes(core_fits()[case])
+    note = next(n for n in notes if n.startswith(finding.text[:30]))
+    assert not API_WORDS.search(note), note
+    for option in finding.suggestion:
+        assert WIDGET_LABELS[option] in note, (option, note)
 
 
 def test_notes_and_errors_speak_the_widgets_words(viewer_pair):
-    from napari_blurfit._report import WIDGET_WORDS, failure_text, in_widget_words
+    from napari_blurfit._report import failure_text
 
-    for note in CORE_NOTES:
-        assert not API_WORDS.search(in_widget_words(note)), in_widget_words(note)
-    assert in_widget_words(CORE_NOTES[5]).endswith('reads a shift as extra blur: tick "fit shift"')
-    assert in_widget_words(CORE_NOTES[6]).endswith(': choose kernel "rotated"')
-    assert in_widget_words(CORE_NOTES[1]).endswith('; tick "reverse"')
+    notes = {case: _widget_notes(core_fits()[case]) for case in ("shifted", "rotated", "target sharper")}
+    assert any(n.endswith('reads a shift as extra blur: tick "fit shift"') for n in notes["shifted"])
+    assert any(n.endswith(': choose kernel "rotated"') for n in notes["rotated"])
+    assert any(n.endswith('; tick "reverse"') for n in notes["target sharper"])
     assert failure_text(ValueError("sigma_bounds must satisfy 0 <= low < high")) == \
         '"sigma min/max" must satisfy 0 <= low < high'
     widget = BlurFitWidget(viewer_pair)  # every quoted label names a control of the dock
     texts = [w.text for w in widget.options_box if isinstance(w, CheckBox)]
     texts += [w.label for w in widget.options_box] + [k.value for k in KernelShape]
-    for _, words in WIDGET_WORDS:
+    for words in WIDGET_LABELS.values():
         label = words.split('"')[1].split("/")[0]
         assert any(t.startswith(label) for t in texts), label
 

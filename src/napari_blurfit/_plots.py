@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._summary import angle_of, principal, principal_sigmas_of
+
 PLOT_HEIGHT = 210  # px: two plots fit a laptop screen beside the dock's inputs
 KERNEL_SIZE = 104  # px: the kernel picture, a thumbnail beside the result text
 KERNEL_VIEW_SIGMAS = 3.0  # the picture shows the kernel out to this many sigmas (plus the shift)
@@ -170,15 +172,6 @@ class ResultPlots:
         self.tabs.setVisible(not whole or transfer is not None)
 
 
-def principal_sigmas_of(covariance) -> np.ndarray:
-    """Principal sigmas, largest first, of a stack of covariances ``(..., d, d)``; NaN stays NaN."""
-    cov = np.asarray(covariance, dtype=float)
-    out = np.full(cov.shape[:-1], np.nan)
-    good = np.all(np.isfinite(cov), axis=(-2, -1))
-    out[good] = np.sqrt(np.clip(np.linalg.eigvalsh(cov[good]), 0, None))[..., ::-1]
-    return out
-
-
 def _draw_frames(plot, frames, colors):
     ax = plot.start(colors)
     if any(f.full_covariance for f in frames):  # rotated: the ellipse's own axes
@@ -311,8 +304,7 @@ def kernel_view(fit) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
     ``(x, y)`` and 2x2 covariance ``[[yy, yx], [xy, xx]]`` in that plane, and the half-width to
     show (px). ``None`` when there is no Gaussian to draw (a sigma of 0: the identity, or NaN).
     """
-    cov = np.asarray(fit.covariance, dtype=float)
-    if not np.all(np.isfinite(cov)) or np.linalg.eigvalsh(cov)[0] <= 0:
+    if not principal(fit.covariance)[0][-1] > 0:  # NaN or 0
         return None
     kernel = fit.kernel
     image = kernel.sampled(fit.truncate)
@@ -322,7 +314,7 @@ def kernel_view(fit) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
         gain = cov[1:, :1] / cov[0, 0]
         mu = mu[1:] - gain[:, 0] * mu[0]
         cov = cov[1:, 1:] - gain @ cov[:1, 1:]
-    radius = KERNEL_VIEW_SIGMAS * float(np.sqrt(np.linalg.eigvalsh(cov)[-1])) + float(np.abs(mu).max())
+    radius = KERNEL_VIEW_SIGMAS * float(principal(cov)[0][0]) + float(np.abs(mu).max())
     radius = min(max(radius, 1.5), (max(image.shape) - 1) / 2 + 0.5)
     return image, mu[::-1], cov, radius
 
@@ -365,10 +357,8 @@ class KernelPicture:
         ry, rx = ((n - 1) / 2 for n in image.shape)
         ax.imshow(image, cmap=ramp, extent=(-rx - 0.5, rx + 0.5, ry + 0.5, -ry - 0.5),
                   interpolation="nearest")
-        values, vectors = np.linalg.eigh(cov[::-1, ::-1])  # (x, y) order for matplotlib
-        angle = float(np.degrees(np.arctan2(vectors[1, -1], vectors[0, -1])))
-        width, height = 2 * np.sqrt(np.clip(values[::-1], 0, None))
-        ax.add_patch(Ellipse(tuple(centre), width, height, angle=angle, fill=False,
+        width, height = 2 * principal(cov)[0]  # the angle turns from +x towards +y, as rows go down
+        ax.add_patch(Ellipse(tuple(centre), width, height, angle=angle_of(cov), fill=False,
                              edgecolor=colors["accent"], lw=1))
         ax.plot([0], [0], "+", color=colors["text"], ms=5, mew=0.8)
         ax.set_xlim(-radius, radius)

@@ -4,39 +4,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._plots import principal_sigmas_of, unit_symbol
+from ._finding import Vocabulary
+from ._plots import unit_symbol
+from ._summary import angle_of, angle_stderr, principal_sigmas_of, principal_stderr
 
-#: The core's advice names its keyword arguments; the widget's user sees labels. Phrases first,
-#: then bare names (order matters: the first match wins for each place in the text).
-WIDGET_WORDS = (
-    ("refit with reverse=True", 'tick "reverse"'),
-    ("refit with reverse=False", 'untick "reverse"'),
-    ("fit with shift=True", 'tick "fit shift"'),
-    ("use full_covariance=True", 'choose kernel "rotated"'),
-    ("use per_axis=True", 'choose kernel "per axis"'),
-    ("consider gain_offset=True", 'tick "fit gain and offset"'),
-    ("widen sigma_bounds", 'widen "sigma min/max"'),
-    ("sigma_bounds", '"sigma min/max"'),
-    ("exclude_border", '"skip border"'),
-    ("full_covariance=True", 'kernel "rotated"'),
-    ("per_axis=True", 'kernel "per axis"'),
-    ("gain_offset=True", '"fit gain and offset"'),
-    ("shift=True", '"fit shift"'),
+#: `napari_blurfit.fit_blur`'s options by the dock's labels, and its findings' advice in them
+WORDS = Vocabulary(
+    names={"gain_offset": '"fit gain and offset"', "shift": '"fit shift"',
+           "per_axis": 'kernel "per axis"', "full_covariance": 'kernel "rotated"',
+           "reverse": '"reverse"', "sigma_bounds": '"sigma min/max"',
+           "exclude_border": '"skip border"'},
+    advice={("gain_offset", True): 'tick "fit gain and offset"',
+            ("shift", True): 'tick "fit shift"',
+            ("per_axis", True): 'choose kernel "per axis"',
+            ("full_covariance", True): 'choose kernel "rotated"',
+            ("reverse", True): 'tick "reverse"',
+            ("reverse", False): 'untick "reverse"',
+            ("sigma_bounds", None): 'widen "sigma min/max"'},
 )
-
-
-def in_widget_words(text: str) -> str:
-    """``text`` with the core's option names replaced by the widget's labels (`WIDGET_WORDS`)."""
-    for api, label in WIDGET_WORDS:
-        text = text.replace(api, label)
-    return text
 
 
 def failure_text(error: BaseException) -> str:
     """What went wrong, without Python class names, in the widget's words."""
     if isinstance(error, MemoryError):
         return "not enough memory for these images; try 'current slice' or a smaller region"
-    text = in_widget_words(str(error).strip())
+    text = WORDS.text(str(error).strip())
     return text or "an unexpected error (details in the terminal)"
 
 
@@ -62,36 +54,6 @@ def _amount(px, world, unit: str) -> str:
     """``0.4, -0.6 px = 0.08, -0.12 µm`` (the world part only with a unit)."""
     text = f"{_numbers(px)} px"
     return text + (f" = {_numbers(world)} {unit}" if unit else "")
-
-
-def principal_stderr(fit) -> tuple[float, ...]:
-    """First-order standard errors of ``fit.principal_sigmas`` from ``fit.covariance_stderr``.
-
-    ``d lambda_i = v_i^T dC v_i`` for each eigenpair, with the covariance entries taken as
-    independent (their correlations are not reported), and ``d sigma = d lambda / (2 sigma)``.
-    """
-    se = np.asarray(fit.covariance_stderr, dtype=float)
-    d = se.shape[0]
-    twice_off_diagonal = np.triu(np.full((d, d), 4.0), 1) + np.eye(d)  # C_jk = C_kj: one entry
-    out = []
-    for v, sigma in zip(fit.principal_axes.T, fit.principal_sigmas):
-        var = float(np.sum(np.outer(v, v) ** 2 * twice_off_diagonal * se**2))
-        out.append(np.sqrt(var) / (2 * sigma) if sigma > 0 else float("nan"))
-    return tuple(out)
-
-
-def angle_stderr(fit) -> float:
-    """First-order standard error (degrees) of the 2D ``fit.angle``; NaN for a round kernel.
-
-    ``angle = atan2(2 C_xy, C_xx - C_yy) / 2``, entries taken as independent.
-    """
-    (a, b), (_, c) = np.asarray(fit.covariance, dtype=float)  # a = C_yy, b = C_xy, c = C_xx
-    (sa, sb), (_, sc) = np.asarray(fit.covariance_stderr, dtype=float)
-    denom = (c - a) ** 2 + 4 * b**2
-    if denom <= 0:
-        return float("nan")
-    var = ((c - a) ** 2 * sb**2 + b**2 * (sa**2 + sc**2)) / denom**2
-    return float(np.degrees(np.sqrt(var)))
 
 
 def _sigma_line(fit, result) -> str:
@@ -126,11 +88,7 @@ def _world_angle(fit, result, world: dict) -> str:
     sizes = result.pixel_size
     if len(sizes) != 2 or np.isclose(sizes[0], sizes[1]):
         return ""
-    values, vectors = np.linalg.eigh(np.asarray(world["covariance"], dtype=float))
-    vy, vx = vectors[:, int(np.argmax(values))]
-    theta = float(np.degrees(np.arctan2(vy, vx)))
-    theta = theta - 180.0 if theta > 90.0 else theta + 180.0 if theta <= -90.0 else theta
-    return f"; {theta:.1f}° in world space (the pixels are not square)"
+    return f"; {angle_of(world['covariance']):.1f}° in world space (the pixels are not square)"
 
 
 def _shift_line(fit, result, world: dict) -> str:
@@ -254,5 +212,5 @@ def describe(result) -> str:
     if fit.at_bound:
         lines.append('! The fit sits on a sigma bound: widen "sigma min/max".')
     lines += _context(result)
-    lines += [f"Note: {in_widget_words(n)}" for n in fit.notes]
+    lines += [f"Note: {WORDS.finding(f)}" for f in fit.findings]
     return "\n".join(lines)

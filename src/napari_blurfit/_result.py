@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
 from ._adequacy import Transfer
+from ._finding import Finding, plain
 from ._gaussian import GaussianKernel
+from ._summary import angle_of, principal, summary_lines
 from ._validate import is_dask, working_dtype
 
 
@@ -52,7 +54,7 @@ class BlurFit:
         The target looks sharper than the reference (the fit collapsed to ~0 while the reverse
         direction finds a blur); refit with ``reverse=True``.
     notes : tuple of str
-        Plain-language findings, one sentence each.
+        Plain-language findings, one sentence each: the ``text`` of each of ``findings``.
     profile : dict
         How the loss varies with sigma, for plots: ``{"sigma": (m,), "loss": (rows, m),
         "objective": str}``. For L2, the mean loss on the global search grid (per axis: the
@@ -77,6 +79,11 @@ class BlurFit:
         Gauss-Newton standard errors of each covariance entry and each shift component.
     full_covariance, shift_fitted : bool
         Whether the covariance's off-diagonal entries and the shift were fitted.
+    findings : tuple of Finding
+        The findings as data, in the order of ``notes``: each a ``code`` (``"misaligned"``,
+        ``"brightness"``, ...), a ``suggestion`` (the `napari_blurfit.fit_blur` options to refit
+        with), the ``values`` behind it and its ``text``. A result built with ``notes`` alone
+        gets one ``"note"`` finding per note.
     """
 
     sigma: tuple[float, ...]
@@ -98,7 +105,7 @@ class BlurFit:
     target_sharper: bool
     huber_delta: float | None
     truncate: float
-    notes: tuple[str, ...] = ()
+    notes: InitVar[tuple[str, ...]] = ()  # a view of ``findings`` on a result: see below the class
     profile: dict = field(default_factory=dict, repr=False, compare=False)
     r2: float = float("nan")
     r2_linear: float = float("nan")
@@ -109,9 +116,11 @@ class BlurFit:
     shift_stderr: tuple[float, ...] = ()
     full_covariance: bool = False
     shift_fitted: bool = False
+    findings: tuple[Finding, ...] = field(default=(), repr=False)
 
-    def __post_init__(self):
+    def __post_init__(self, notes):
         d = len(self.sigma)
+        object.__setattr__(self, "findings", _findings(tuple(self.findings), tuple(notes)))
         if self.covariance is None:  # results built by hand (failed fits): the diagonal model
             object.__setattr__(self, "covariance", np.diag(np.square(self.sigma)))
             object.__setattr__(self, "covariance_stderr", np.full((d, d), np.nan))
@@ -127,22 +136,17 @@ class BlurFit:
     @property
     def principal_sigmas(self) -> tuple[float, ...]:
         """Standard deviations along the kernel's principal axes, largest first (px)."""
-        return tuple(float(s) for s in np.sqrt(np.clip(np.linalg.eigvalsh(self.covariance), 0, None))[::-1])
+        return tuple(float(s) for s in principal(self.covariance)[0])
 
     @property
     def principal_axes(self) -> np.ndarray:
         """Unit direction of each principal sigma (columns, in array-axis order)."""
-        values, vectors = np.linalg.eigh(self.covariance)
-        return vectors[:, np.argsort(values)[::-1]]
+        return principal(self.covariance)[1]
 
     @property
     def angle(self) -> float | None:
         """2D: angle of the major axis from +x (columns) towards +y (rows), degrees in (-90, 90]."""
-        if len(self.sigma) != 2:
-            return None
-        vy, vx = self.principal_axes[:, 0]
-        theta = float(np.degrees(np.arctan2(vy, vx)))
-        return theta - 180.0 if theta > 90.0 else theta + 180.0 if theta <= -90.0 else theta
+        return angle_of(self.covariance)
 
     @property
     def basicsr(self) -> tuple[float, float, float] | None:
@@ -166,9 +170,9 @@ class BlurFit:
         if len(scale) != len(self.sigma):
             scale = scale[list(self.spatial_axes)]
         world_cov = self.covariance * np.outer(scale, scale)
-        values = np.clip(np.linalg.eigvalsh(world_cov), 0, None)[::-1]
         return {"sigma": tuple(float(s) for s in np.array(self.sigma) * scale),
-                "covariance": world_cov, "principal_sigmas": tuple(float(v) for v in np.sqrt(values)),
+                "covariance": world_cov,
+                "principal_sigmas": tuple(float(v) for v in principal(world_cov)[0]),
                 "shift": tuple(float(s) for s in np.array(self.shift) * scale)}
 
     def apply(self, image) -> np.ndarray:
@@ -213,7 +217,10 @@ class BlurFit:
         return goal - self.apply(source)
 
     def to_dict(self) -> dict:
-        """Plain-Python (JSON-ready) fields, without the profile (the transfer curve as lists)."""
+        """Plain-Python (JSON-ready) fields, without the profile (the transfer curve as lists).
+
+        ``findings`` are dicts of ``code``, ``suggestion``, ``values`` and ``text``.
+        """
         d = {k: getattr(self, k) for k in self.__dataclass_fields__
              if k not in ("profile", "transfer")}
         d["transfer"] = None if self.transfer is None else self.transfer.to_dict()
@@ -228,7 +235,8 @@ class BlurFit:
         d["spatial_axes"] = list(self.spatial_axes)
         d["sigma_bounds"] = [list(b) for b in self.sigma_bounds]
         d["notes"] = list(self.notes)
-        return d
+        d["findings"] = [f.to_dict() for f in self.findings]
+        return plain(d)
 
     def to_json(self, **kwargs) -> str:
         """`to_dict` as JSON text (NaN written as null)."""
@@ -243,31 +251,13 @@ class BlurFit:
         return json.dumps({k: clean(v) for k, v in self.to_dict().items()}, **kwargs)
 
     def summary(self) -> str:
-        """A few readable lines."""
-        def fmt(values):
-            return ", ".join(f"{v:.4g}" for v in values)
-        lines = [
-            f"sigma        = ({fmt(self.sigma)}) px   +/- ({fmt(self.sigma_stderr)})",
-            f"gain, offset = {self.gain:.6g}, {self.offset:.6g}" + ("" if self.gain_offset else " (fixed)"),
-            f"loss ({self.loss_name}) = {self.loss:.6g} over {self.n_pixels} pixels"
-            + (f" ({self.n_excluded} excluded)" if self.n_excluded else ""),
-            *self._kernel_lines(fmt),
-            "direction    = "
-            + ("reference ~ G * target (reverse)" if self.reverse else "target ~ G * reference"),
-        ]
-        lines.append(f"r2           = {self.r2:.6g} (a free linear filter: {self.r2_linear:.6g})")
-        lines += [f"note: {n}" for n in self.notes]
-        return "\n".join(lines)
+        """A few readable lines, one per finding at the end.
 
-    def _kernel_lines(self, fmt) -> list[str]:
-        lines = []
-        if self.full_covariance:
-            lines.append(f"principal    = ({fmt(self.principal_sigmas)}) px"
-                         + (f", major axis at {self.angle:.1f} deg from +x towards +y"
-                            if self.angle is not None else ""))
-        if self.shift_fitted:
-            lines.append(f"shift        = ({fmt(self.shift)}) px   +/- ({fmt(self.shift_stderr)})")
-        return lines
+        Sigma (with the principal sigmas and angle of a rotated kernel, the shift when fitted),
+        gain and offset, loss, r2 and the direction; the same lines as the ``blurfit`` command
+        prints, with options named as `napari_blurfit.fit_blur` takes them.
+        """
+        return "\n".join(summary_lines(self))
 
     def __repr__(self) -> str:
         sig = ", ".join(f"{v:.4g}" for v in self.sigma)
@@ -277,3 +267,23 @@ class BlurFit:
         extra = f", gain={self.gain:.4g}, offset={self.offset:.4g}" if self.gain_offset else ""
         tail = f", flags={flags}" if flags else ""
         return f"BlurFit(sigma=({sig}){extra}, loss={self.loss:.4g} [{self.loss_name}]{tail})"
+
+
+def _findings(findings: tuple[Finding, ...], notes: tuple[str, ...]) -> tuple[Finding, ...]:
+    """A result's findings from what it was built with: findings, or notes alone, or both alike."""
+    if not findings:
+        return tuple(Finding("note", {}, {}, n) for n in notes)
+    if notes and notes != tuple(f.text for f in findings):
+        raise ValueError("notes must be the texts of findings (give either, or both alike)")
+    return findings
+
+
+def _notes(fit: BlurFit) -> tuple[str, ...]:
+    """Plain-language findings, one sentence each: the ``text`` of each of ``fit.findings``."""
+    return tuple(f.text for f in fit.findings)
+
+
+# ``notes`` is a constructor argument (a result built by hand may give notes alone) and, on a
+# result, a view of ``findings``: the property is set once the dataclass is made, so that its
+# ``__init__`` keeps ``()`` as the argument's default
+BlurFit.notes = property(_notes)

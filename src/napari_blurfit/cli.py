@@ -10,8 +10,9 @@ blurfit truth/ predictions/ --csv results.csv     # many pairs, matched by file 
 blurfit 'gt/*.png' 'out/*.png' --json             # many pairs, by glob
 blurfit --pairs pairs.csv                         # many pairs listed in a CSV
 
-The core (`napari_blurfit.fit_blur`) words its notes and errors in its own argument names
-(``gain_offset=True``); this module prints them in flag words (``--gain-offset``), see `to_flags`.
+The core (`napari_blurfit.fit_blur`) names its options as Python arguments (``gain_offset=True``);
+this command names them as flags (``--gain-offset``): findings from their data (`WORDS`), error
+and warning messages with `to_flags`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import argparse
 import csv
 import json
 import math
-import re
 import sys
 import textwrap
 import warnings
@@ -28,8 +28,10 @@ import warnings
 import numpy as np
 
 from . import __version__
+from ._finding import Vocabulary
+from ._summary import sigma_parts, stderr_values, summary_lines
 from .dataset import fit_pairs, match_pairs, read_pairs_csv
-from .fit import IDENTIFIABLE_FROM, fit_blur
+from .fit import fit_blur
 from .io import WRITABLE, check_writable, read_image, write_image
 
 EXIT_OK = 0
@@ -50,47 +52,37 @@ exit status:
   {EXIT_WRITE_FAILED}  the result was printed, but an output file could not be written
 """
 
-# The core's argument names -> this command's flags, most specific first. Applied to every note,
-# warning and error the command prints.
-FLAG_WORDS: tuple[tuple[str, object], ...] = (
-    (r"\bwith reverse=False\b", "without --reverse"),
-    (r"\breverse=False\b", "no --reverse"),
-    (r"\breverse=True\b", "--reverse"),
-    (r"\bshift=True\b", "--shift"),
-    (r"\bspatial_axes=\((-?\d+(?:, *-?\d+)*)\)",
-     lambda m: "--spatial-axes " + ",".join(re.findall(r"-?\d+", m.group(1)))),
-    (r"\bsigma_bounds\b", "--sigma-min/--sigma-max"),
-    (r"\bexclude_border=", "--exclude-border "),
-    (r"\bhuber_delta=", "--huber-delta "),
-    (r"\bloss=", "--loss "),
-    (r"\bmask has shape\b", "the --mask image has shape"),
-    (r"\bmask selects no pixels\b", "the --mask image selects no pixels"),
-    (r"\bloss must be one of\b", "--loss must be one of"),
+#: `napari_blurfit.fit_blur`'s options as this command's flags, and its findings' advice in them
+WORDS = Vocabulary(
+    names={"loss": "--loss", "per_axis": "--per-axis", "gain_offset": "--gain-offset",
+           "full_covariance": "--full-covariance", "shift": "--shift", "mask": "--mask",
+           "spatial_axes": "--spatial-axes", "sigma_bounds": "--sigma-min/--sigma-max",
+           "exclude_border": "--exclude-border", "reverse": "--reverse", "huber_delta": "--huber-delta"},
+    advice={("gain_offset", True): "consider --gain-offset",
+            ("shift", True): "fit with --shift",
+            ("per_axis", True): "use --per-axis",
+            ("full_covariance", True): "use --full-covariance",
+            ("reverse", True): "refit with --reverse",
+            ("reverse", False): "refit without --reverse",
+            ("sigma_bounds", None): "widen --sigma-min/--sigma-max"},
 )
-FLAG_NAMES = ("gain_offset", "per_axis", "full_covariance", "spatial_axes", "exclude_border",
-              "huber_delta")  # name, name=True -> --name-with-dashes; name=False -> no --name-...
 
 
 def to_flags(text: str) -> str:
-    """Reword a core message for the command line: API argument names become flags.
+    """Reword a message of the library (an error, a warning) for the command line.
 
     Parameters
     ----------
     text : str
-        A note, warning or error message from the library, e.g. ``"... consider gain_offset=True"``.
+        A message naming `napari_blurfit.fit_blur` arguments, e.g.
+        ``"exclude_border=40 leaves no pixels ..."``.
 
     Returns
     -------
     str
-        The same message naming flags, e.g. ``"... consider --gain-offset"``.
+        The same message naming flags, e.g. ``"--exclude-border 40 leaves no pixels ..."``.
     """
-    for pattern, flag in FLAG_WORDS:
-        text = re.sub(pattern, flag, text)
-    for name in FLAG_NAMES:
-        flag = "--" + name.replace("_", "-")
-        text = re.sub(rf"(?<![\w-]){name}=False\b", "no " + flag, text)
-        text = re.sub(rf"(?<![\w-]){name}(=True)?\b", flag, text)
-    return text
+    return WORDS.text(text)
 
 
 def _spatial_axes(text: str) -> tuple[int, ...]:
@@ -214,72 +206,14 @@ def _check_outputs(args, inputs) -> None:
         seen[resolved] = flag
 
 
-def _stderr_values(fit) -> list[float | None]:
-    """Standard errors worth printing: None where sigma is 0, not identifiable, or stderr absurd.
-
-    The Gauss-Newton error of an unidentifiable sigma (below 0.3 px) is meaningless (it can be
-    thousands of px); one larger than sigma itself says only that sigma is unknown.
-    """
-    out = []
-    for s, se in zip(fit.sigma, fit.sigma_stderr):
-        ok = math.isfinite(s) and math.isfinite(se) and s >= IDENTIFIABLE_FROM and se <= s
-        out.append(float(se) if ok else None)
-    return out
-
-
-def _axis_names(d: int) -> list[str]:
-    return list("zyx"[-d:]) if d <= 3 else [f"axis{i}" for i in range(d)]
-
-
-def _sigma_parts(fit) -> list[tuple[str, str]]:
-    """(label, value) per printed sigma: one for a round fit, one per named axis otherwise."""
-    names = _axis_names(len(fit.sigma))
-    errors = ["n/a" if se is None else f"{se:.2g}" for se in _stderr_values(fit)]
-    if not fit.per_axis and len(set(fit.sigma)) == 1:
-        return [("sigma", f"{fit.sigma[0]:.4g} px +/- {errors[0]} (all axes: {', '.join(names)})")]
-    return [(f"sigma_{n}", f"{s:.4g} px +/- {e}") for n, s, e in zip(names, fit.sigma, errors)]
-
-
 def _sigma_text(fit) -> str:
     """``sigma = 2.5 px +/- 0.012 (all axes: y, x)`` or ``sigma_y = 2.52 px +/- 0.01, sigma_x = ...``."""
-    return ", ".join(f"{label} = {value}" for label, value in _sigma_parts(fit))
+    return ", ".join(f"{label} = {value}" for label, value in sigma_parts(fit))
 
 
-def _number(value: float) -> str:
-    return f"{value:.6g}" if math.isfinite(value) else "n/a"
-
-
-def _summary(fit) -> list[str]:
-    """Readable lines for one fit, in flag words."""
-    lines = [f"{label:<12} = {value}" for label, value in _sigma_parts(fit)]
-    fixed = "" if fit.gain_offset else " (fixed)"
-    excluded = f" ({fit.n_excluded} excluded)" if fit.n_excluded else ""
-    lines += _kernel_lines(fit)
-    lines += [f"gain, offset = {fit.gain:.6g}, {fit.offset:.6g}{fixed}",
-              f"loss ({fit.loss_name}) = {fit.loss:.6g} over {fit.n_pixels} pixels{excluded}"]
-    lines.append(f"r2           = {_number(fit.r2)} (r2_linear, a free linear filter: "
-                 f"{_number(fit.r2_linear)})")
-    lines.append("direction    = " + ("reference ~ G * target (--reverse)" if fit.reverse
-                                      else "target ~ G * reference"))
-    return lines + [f"note: {to_flags(n)}" for n in fit.notes]
-
-
-def _kernel_lines(fit) -> list[str]:
-    """Principal sigmas, angle (2D) and shift, for fits that have them."""
-    lines = []
-    if fit.full_covariance:
-        line = f"principal    = {', '.join(f'{s:.4g}' for s in fit.principal_sigmas)} px"
-        if fit.basicsr is not None:
-            sx, sy, theta = fit.basicsr
-            line += (f"; major axis at {fit.angle:.1f} deg from +x towards +y "
-                     f"(BasicSR sigma_x, sigma_y, theta = {sx:.4g}, {sy:.4g}, {theta:.4g} rad)")
-        lines.append(line)
-    if fit.shift_fitted:
-        names = _axis_names(len(fit.shift))
-        parts = [f"{n} {s:+.3f}" + ("" if not math.isfinite(e) else f" +/- {e:.2g}")
-                 for n, s, e in zip(names, fit.shift, fit.shift_stderr)]
-        lines.append(f"shift        = {', '.join(parts)} px (target = reference moved by this)")
-    return lines
+def _notes(fit) -> list[str]:
+    """The fit's findings in flag words."""
+    return [WORDS.finding(f) for f in fit.findings]
 
 
 def _clean(value):
@@ -298,10 +232,15 @@ def _clean(value):
 
 
 def _fit_json(fit) -> dict:
-    """One fit as JSON-ready data: notes in flag words, absurd errors as null, the transfer curve."""
+    """One fit as JSON-ready data: notes in flag words, absurd errors as null, the transfer curve.
+
+    ``findings`` keep their code, suggestion (`napari_blurfit.fit_blur` options) and values; their
+    text is the note in flag words.
+    """
     d = fit.to_dict()  # includes r2, r2_linear and the transfer curve (lists)
-    d["sigma_stderr"] = _stderr_values(fit)
-    d["notes"] = [to_flags(n) for n in fit.notes]
+    d["sigma_stderr"] = stderr_values(fit)
+    d["notes"] = _notes(fit)
+    d["findings"] = [{**f, "text": note} for f, note in zip(d["findings"], d["notes"])]
     return _clean(d)
 
 
@@ -363,7 +302,7 @@ def _single(args, opts, reference, target, names) -> int:
         print(json.dumps({"reference": names[0], "target": names[1], **_fit_json(fit)}, indent=2))
     else:
         print(f"reference    = {names[0]}\ntarget       = {names[1]}")
-        print("\n".join(_summary(fit)))
+        print("\n".join(summary_lines(fit, WORDS)))
     sys.stdout.flush()
     writers = []
     if args.fitted:
@@ -386,7 +325,7 @@ def _pair_line(r) -> list[str]:
     if r.fit is None:
         return [f"{r.target}: SKIPPED ({to_flags(r.error)})"]
     return ([f"{r.target}: {_sigma_text(r.fit)}, loss = {r.fit.loss:.6g}"]
-            + [f"    note: {to_flags(n)}" for n in r.fit.notes])
+            + [f"    note: {n}" for n in _notes(r.fit)])
 
 
 def _print_many(args, result) -> None:
@@ -407,7 +346,7 @@ def _print_many(args, result) -> None:
     if result.joint:
         print(f"\njoint fit over {result.n_joint} pair(s)"
               + (f" of {n_total}" if result.n_joint < n_total else "") + ":")
-        print("\n".join(_summary(result.joint)))
+        print("\n".join(summary_lines(result.joint, WORDS)))
     for note in result.notes:
         print(f"note: {to_flags(note)}")
 

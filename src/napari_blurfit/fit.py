@@ -3,36 +3,29 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
-from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._adequacy import Adequacy, Transfer, assess, assess_model, binned_stats
 from ._engine import (
     SpatialObjective,
-    blurred,
     compute_stats,
     l2_model_blocks,
     l2_model_hessian,
     target_spread,
 )
-from ._gaussian import IDENTIFIABLE_FROM, IDENTITY_BELOW
-from ._losses import HUBER_K, chunks
+from ._findings import Findings, findings_for
+from ._losses import HUBER_K
 from ._options import FitOptions
-from ._probe import probe_model
 from ._result import BlurFit, BlurFitWarning
 from ._search import grid_brent, grid_zoom, local_minimize
-from ._shift import MIN_SIZE as PROBE_MIN_SIZE
-from ._spectral import SpectralStats, frame_dct, l2_at, l2_grid, normal_matrix
-from ._validate import Pair, prepare_pair
-from ._whole import FullFit, fit_whole_gaussian
+from ._spectral import SpectralStats, l2_at, l2_grid
+from ._stages import IDENTIFIABLE_FROM, SEARCH_FLOOR, Data, Problem, Solution, each_axis, spread
+from ._stages import IDENTITY_BELOW as IDENTITY_BELOW  # a threshold of the results, importable here
+from ._validate import prepare_pair
+from ._whole import fit_whole_gaussian
 
-SEARCH_FLOOR = 0.1  # the log-sigma search starts here; everything below is the identity
 START_TOL = 0.05  # log-sigma: the spectral start of a whole-Gaussian fit (the fit moves on from it)
 SPATIAL_SCAN = 16  # coarse grid points of a masked fit's image-space search
-ELLIPSE_RATIO = 1.15  # per-axis sigmas this far apart, ...
-ELLIPSE_GAIN = 0.05  # ... lowering the L2 loss by this share, make a note: use per_axis
 
 
 def fit_blur(
@@ -120,7 +113,9 @@ def fit_blur(
     BlurFit
         ``sigma`` (tuple, one per spatial axis, in pixels), ``sigma_stderr``, ``gain``,
         ``offset``, ``loss`` (mean over pixels used), flags ``at_bound``, ``identifiable``,
-        ``target_sharper``, ``notes``, and ``fitted()``/``residual()`` to make the images.
+        ``target_sharper``, ``notes`` (sentences) and ``findings`` (the same as `Finding` data:
+        a code, the options to refit with, the numbers behind it), and ``fitted()``/``residual()``
+        to make the images.
 
     Raises
     ------
@@ -165,80 +160,11 @@ def fit_blur(
         solution = _whole_gaussian(problem, data, solution)
     elif not options.objective.least_squares or not data.all_pixels:  # not a DCT contraction
         solution = _polish(problem, data, solution)
-    findings = _findings(problem, data, solution)
+    findings = findings_for(problem, data, solution, refit=_spectral_fit)
     if options.warn:
         for note in findings.notes:
             warnings.warn(note, BlurFitWarning, stacklevel=2)
     return _result(problem, data, solution, findings)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One validated fit: the pair (roles already swapped for ``reverse``), options and bounds."""
-
-    pair: Pair
-    options: FitOptions
-    lower: np.ndarray  # sigma bounds: one entry per axis (per_axis) or one shared entry
-    upper: np.ndarray
-    workers: int
-    reference: Any  # the caller's arrays (swapped for reverse), to re-read with NaN filling
-    target: Any
-
-    def tick(self, stage: str) -> None:
-        """Report progress; the callback may raise to cancel."""
-        if self.options.callback is not None:
-            self.options.callback(stage)
-
-    @property
-    def d(self) -> int:
-        """Number of spatial axes."""
-        return self.pair.ndim
-
-
-class Data(NamedTuple):
-    """What one pass over the pair gives: statistics and pixel counts."""
-
-    pair: Pair  # NaN/inf pixels filled (and excluded by ``used``) where there were any
-    stats: SpectralStats
-    ref_hat: np.ndarray | None  # the reference's DCT (single in-memory frame only)
-    n_nonfinite: int
-    n_used: int
-    n_total: int
-
-    @property
-    def all_pixels(self) -> bool:
-        """Every pixel counts: the spectral L2 is the exact loss."""
-        return self.n_used == self.n_total
-
-
-@dataclass(frozen=True)
-class Solution:
-    """The fitted parameters and how they were found."""
-
-    sigma: np.ndarray
-    gain: float
-    offset: float
-    rss: float  # sum of squared residuals over the pixels used
-    loss_sum: float  # the fitted loss summed over the pixels used
-    profile: dict
-    huber_delta: float | None = None
-    sst: float | None = None  # target's sum of squares about its mean over the pixels used
-    whole: FullFit | None = None  # the rotated/shifted kernel, when one was fitted
-
-
-@dataclass(frozen=True)
-class Findings:
-    """What the user should know about a solution."""
-
-    sigma: tuple[float, ...]  # as reported: below IDENTITY_BELOW snapped to 0
-    stderr: tuple[float, ...]
-    at_bound: bool
-    identifiable: bool
-    target_sharper: bool
-    r2: float
-    r2_linear: float
-    transfer: Transfer | None
-    notes: tuple[str, ...]
 
 
 def _problem(reference, target, options: FitOptions) -> Problem:
@@ -275,10 +201,6 @@ def _statistics(problem: Problem) -> Data:
     _check_not_constant(stats, problem.options.reverse)
     n_total = int(np.prod(pair.reference.shape))
     return Data(pair, stats, ref_hat, n_nonfinite, n_used, n_total)
-
-
-def _per_axis(values: np.ndarray, ndim: int) -> np.ndarray:
-    return np.broadcast_to(values, (ndim,)) if values.size == 1 else values
 
 
 def _bounds(sigma_bounds, shape, per_axis):
@@ -354,12 +276,7 @@ def _spectral_fit(stats: SpectralStats, problem: Problem, *, start_only: bool = 
     sigma, profile = _search_spectral(stats, problem, start_only=start_only)
     models = l2_at(stats, sigma, truncate=problem.options.truncate)
     rss, gain, offset = models[problem.options.gain_offset]
-    return Solution(sigma, gain, offset, rss, rss, profile, sst=_spread(stats))
-
-
-def _spread(stats: SpectralStats) -> float:
-    """The target's sum of squares about its mean (all pixels, all frames)."""
-    return max(stats.cbb - float(stats.dc_b.sum()) ** 2 / stats.n_frames, 0.0)
+    return Solution(sigma, gain, offset, rss, rss, profile, sst=spread(stats))
 
 
 def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
@@ -474,203 +391,6 @@ def _whole_gaussian(problem: Problem, data: Data, start: Solution) -> Solution:
                     sst=start.sst if data.all_pixels else target_spread(pair.target, pair.used))
 
 
-def _findings(problem: Problem, data: Data, sol: Solution) -> Findings:
-    """Flags, standard errors, adequacy and notes: what the user should know about ``sol``."""
-    opt = problem.options
-    notes: list[str] = []
-    used_stats = _used_stats(problem, data, sol)
-    if not opt.gain_offset:  # before the checks: `_adequacy` reuses a whole fit's residual
-        notes += (_brightness_note(used_stats, sol, opt.truncate) if sol.whole is None else
-                  _whole_brightness_note(data.pair, sol))
-    target_sharper = False
-    if max(sol.sigma) < IDENTIFIABLE_FROM and problem.lower.max() < IDENTIFIABLE_FROM:
-        problem.tick("checking the reverse direction")
-        sharper = _looks_sharper(problem, data, sol)
-        if sharper:
-            notes.append(sharper)
-            target_sharper = True
-    at_bound = _at_bound(sol, problem)
-    sigma = tuple(0.0 if s < IDENTITY_BELOW and lower_i < IDENTITY_BELOW else float(s)
-                  for s, lower_i in zip(sol.sigma, _per_axis(problem.lower, problem.d)))
-    smallest = min(sigma) if sol.whole is None else float(sol.whole.kernel.principal[0][-1])
-    identifiable = smallest >= IDENTIFIABLE_FROM
-    problem.tick("checking how Gaussian the blur is")
-    adequacy = _adequacy(problem, data, sol, used_stats)
-    r2 = 1.0 - sol.rss / sol.sst if sol.sst else float("nan")
-    if not identifiable and not target_sharper:
-        notes.append(f"sigma below {IDENTIFIABLE_FROM} px is not identifiable: the sampled kernel "
-                     "is nearly the identity there, so any value this small fits about as well")
-    if at_bound:
-        notes.append("the optimum lies on a sigma bound; the best blur may lie beyond it "
-                     "(widen sigma_bounds)" if sol.whole is None else
-                     "the fitted principal sigmas lie outside sigma_bounds, which a rotated or "
-                     "shifted fit does not constrain (widen sigma_bounds)")
-    if data.n_nonfinite:
-        notes.append(f"{data.n_nonfinite} pixel(s) with NaN/inf were excluded from the loss")
-    # at a bound or below identifiability the sigma is not the Gaussian's best: say that instead
-    if identifiable and not (at_bound or target_sharper):
-        not_gaussian = adequacy.note(r2)
-        notes += [not_gaussian] if not_gaussian else []
-        notes += _unfitted_notes(problem, data, sol, used_stats, shape=not not_gaussian)
-    return Findings(sigma, tuple(float(s) for s in _stderr(problem, data, sol)), bool(at_bound),
-                    bool(identifiable), target_sharper, float(r2), adequacy.r2_linear(r2),
-                    adequacy.transfer, tuple(notes))
-
-
-def _brightness_note(stats: SpectralStats, sol: Solution, truncate: float) -> list[str]:
-    """A note when a gain/offset would more than halve the L2 loss at the fitted sigma."""
-    models = l2_at(stats, sol.sigma, truncate=truncate)
-    return _halving_note(models[False][0], models[True][0], _spread(stats))
-
-
-def _whole_brightness_note(pair: Pair, sol: Solution) -> list[str]:
-    """`_brightness_note` for a rotated/shifted fit, exact at its kernel.
-
-    Its model is the target plus its residual; the best gain/offset for that model comes from
-    sums over the used, finite pixels (a slice at a time, in float64: no image-sized copies).
-    """
-    images = [pair.target, sol.whole.residual.reshape(pair.target.shape)]
-    if pair.used is not None:
-        images.append(np.broadcast_to(pair.used, pair.target.shape))
-    n = sf = sb = sff = sfb = sbb = 0.0
-    for b, r, *keep in chunks(*images):
-        b = b.astype(np.float64)
-        f = b + r
-        ok = np.isfinite(f) if not keep else np.isfinite(f) & keep[0]
-        b, f = b[ok], f[ok]
-        n, sf, sb = n + len(b), sf + f.sum(), sb + b.sum()
-        sff, sfb, sbb = sff + f @ f, sfb + f @ b, sbb + b @ b
-    if n == 0:  # no finite pixel used: nothing to compare
-        return []
-    var_f, cov, var_b = sff - sf * sf / n, sfb - sf * sb / n, sbb - sb * sb / n
-    rss_go = var_b - cov * cov / var_f if var_f > 0 else var_b
-    return _halving_note(sol.rss, max(rss_go, 0.0), sol.sst)
-
-
-def _halving_note(plain: float, rss_go: float, spread: float) -> list[str]:
-    """The note, when the L2 loss with a gain/offset (``rss_go``) is under half the plain one."""
-    if rss_go < 0.5 * plain and plain - rss_go > 1e-3 * spread:
-        return ["a gain/offset would more than halve the L2 loss: the images differ in "
-                "brightness or background; consider gain_offset=True"]
-    return []
-
-
-def _unfitted_notes(problem: Problem, data: Data, sol: Solution, used_stats: SpectralStats,
-                    *, shape: bool) -> list[str]:
-    """What the fit left out: a shift, an ellipse along the axes, a rotated ellipse.
-
-    Without ``shape`` (the blur is not Gaussian at all) only a shift is reported: the shape of
-    a Gaussian fitted to a non-Gaussian blur says little. The probe honours the mask, the
-    border band and NaN pixels (``used``).
-    """
-    opt = problem.options
-    notes = []
-    if shape and not opt.sigma_per_axis:
-        notes += _axis_ellipse_note(problem, sol, used_stats)
-    too_small = min(problem.pair.spatial_shape) < PROBE_MIN_SIZE
-    if (opt.shift and opt.full_covariance) or data.pair.dask or too_small:
-        return notes
-    problem.tick("checking for a shift and a rotated blur")
-    try:
-        probe = probe_model(data.pair.reference, data.pair.target, ndim=problem.d,
-                            start_sigma=np.maximum(sol.sigma, IDENTIFIABLE_FROM),
-                            truncate=opt.truncate, workers=problem.workers, used=data.pair.used)
-    except ValueError:  # a kernel as wide as the image: no crop can show a shift; the fit stands
-        return notes
-    if probe.misaligned and not opt.shift:
-        notes.append(probe.shift_note)
-    # a plain ellipse along the axes is left to the exact per-axis check above
-    if shape and probe.rotated and not opt.full_covariance:
-        notes.append(probe.shape_note)
-    return notes
-
-
-def _axis_ellipse_note(problem: Problem, sol: Solution, stats: SpectralStats) -> list[str]:
-    """A note when one sigma per axis would fit clearly better (exact, from the statistics).
-
-    One contraction over a grid of per-axis sigmas around the round answer (a factor of 2 each
-    way): cheap, and on the whole image, not a crop.
-    """
-    opt = problem.options
-    factors = np.exp(np.linspace(-0.7, 0.7, 11))
-    candidates = [sol.sigma[i] * factors for i in range(problem.d)]
-    grid = l2_grid(stats, candidates, joint=False, gain_offset=opt.gain_offset,
-                   truncate=opt.truncate)[0]
-    best = np.unravel_index(int(np.argmin(grid)), grid.shape)
-    per_axis = np.array([c[i] for c, i in zip(candidates, best)])
-    rss = l2_at(stats, sol.sigma, truncate=opt.truncate)[opt.gain_offset][0]
-    gain = (rss - float(grid[best])) / max(rss, 1e-300)
-    if per_axis.max() > ELLIPSE_RATIO * per_axis.min() and gain > ELLIPSE_GAIN:
-        return [f"the blur looks elliptical along the array axes (about "
-                f"{', '.join(f'{s:.2g}' for s in per_axis)} px per axis; one sigma per axis lowers "
-                f"the L2 loss by {100 * gain:.0f}%): use per_axis=True"]
-    return []
-
-
-def _adequacy(problem: Problem, data: Data, sol: Solution, used_stats: SpectralStats) -> Adequacy:
-    """The free-filter comparison, against the diagonal model or the fitted rotated/shifted one."""
-    opt = problem.options
-    if sol.whole is None:
-        return assess(used_stats, sol.sigma, sol.gain, truncate=opt.truncate)
-    pair = data.pair
-    # the fitted image is the target plus the fit's residual (no second convolution), formed in
-    # the residual's memory: the fit is done with it
-    fitted = np.add(sol.whole.residual.reshape(pair.target.shape), pair.target,
-                    out=sol.whole.residual.reshape(pair.target.shape))
-    target = pair.target if pair.used is None else np.where(pair.used, pair.target, fitted)
-    return assess_model(*_model_stats(problem, data, fitted, target), sol.gain)
-
-
-def _model_stats(problem: Problem, data: Data, fitted: np.ndarray, target: np.ndarray):
-    """Makers of the statistics of (fitted, target), (reference, target) and (reference, fitted).
-
-    A single frame transforms each image once (the reference's transform is kept from the first
-    pass; the fitted image is transformed in place) and sums the products straight into the
-    check's frequency blocks (`binned_stats`); stacks go through `compute_stats`, which chunks
-    the frames.
-    """
-    pair, workers = data.pair, problem.workers
-    if data.ref_hat is None:
-        def of(a, b):
-            return lambda: compute_stats(replace(pair, reference=a, target=b, used=None),
-                                         workers=workers)[0]
-
-        return of(fitted, target), of(pair.reference, target), of(pair.reference, fitted)
-    nd = pair.ndim
-    target_hat = frame_dct(target, nd, workers=workers,
-                           out=None if target is pair.target else target)
-    fitted_hat = frame_dct(fitted, nd, workers=workers, out=fitted)
-
-    def fit_stats():
-        return binned_stats(fitted_hat, target_hat, nd)
-
-    def pair_stats():
-        nonlocal target_hat  # not needed after this: let it go
-        stats = binned_stats(data.ref_hat, target_hat, nd)
-        target_hat = None
-        return stats
-
-    return fit_stats, pair_stats, lambda: binned_stats(data.ref_hat, fitted_hat, nd)
-
-
-def _used_stats(problem: Problem, data: Data, sol: Solution) -> SpectralStats:
-    """Statistics of the pixels that count: excluded target pixels replaced by the fitted model.
-
-    Excluded pixels (a mask, a border band, NaNs) may hold anything; set to the model they add
-    no residual, so the adequacy check sees only the pixels the fit used. Dask pairs keep the
-    whole-image statistics (an approximation where pixels were excluded).
-    """
-    pair = data.pair
-    if data.all_pixels or pair.dask:
-        return data.stats
-    nd, opt = pair.ndim, problem.options
-    ref_hat = data.ref_hat if data.ref_hat is not None else frame_dct(pair.reference, nd)
-    model = blurred(ref_hat, sol.sigma, nd, opt.truncate, problem.workers)
-    model = (sol.gain * model + sol.offset).astype(pair.target.dtype, copy=False)
-    filled = np.where(np.broadcast_to(pair.used, model.shape), pair.target, model)
-    return compute_stats(replace(pair, target=filled, used=None), workers=problem.workers)[0]
-
-
 def _result(problem: Problem, data: Data, sol: Solution, found: Findings) -> BlurFit:
     opt, d = problem.options, problem.d
     return BlurFit(
@@ -679,11 +399,11 @@ def _result(problem: Problem, data: Data, sol: Solution, found: Findings) -> Blu
         loss_name=opt.loss, per_axis=opt.per_axis, gain_offset=opt.gain_offset,
         reverse=opt.reverse, spatial_axes=problem.pair.spatial_axes,
         sigma_bounds=tuple((float(lo), float(hi)) for lo, hi in
-                           zip(_per_axis(problem.lower, d), _per_axis(problem.upper, d))),
+                           zip(each_axis(problem.lower, d), each_axis(problem.upper, d))),
         n_pixels=int(data.n_used), n_excluded=int(data.n_total - data.n_used),
         n_nonfinite=int(data.n_nonfinite), at_bound=found.at_bound,
         identifiable=found.identifiable, target_sharper=found.target_sharper,
-        huber_delta=sol.huber_delta, truncate=float(opt.truncate), notes=found.notes,
+        huber_delta=sol.huber_delta, truncate=float(opt.truncate), findings=found.items,
         profile=sol.profile, r2=found.r2, r2_linear=found.r2_linear, transfer=found.transfer,
         **_kernel_fields(sol, found, opt, d),
     )
@@ -704,41 +424,6 @@ def _kernel_fields(sol: Solution, found: Findings, opt: FitOptions, d: int) -> d
                 full_covariance=opt.full_covariance, shift_fitted=opt.shift)
 
 
-def _stderr(problem: Problem, data: Data, sol: Solution) -> np.ndarray:
-    """Gauss-Newton standard error per spatial axis (NaN where the sigma has no leverage)."""
-    opt, d = problem.options, problem.d
-    if sol.whole is not None:  # sigma_i = sqrt(C_ii): se(sigma_i) = se(C_ii) / (2 sigma_i)
-        return np.diag(sol.whole.covariance_stderr) / (2.0 * np.maximum(sol.sigma, 1e-300))
-    p = (d if opt.per_axis else 1) + (2 if opt.gain_offset else 0)
-    if data.n_used <= p:
-        return np.full(d, np.nan)
-    jtj = normal_matrix(data.stats, np.maximum(sol.sigma, IDENTITY_BELOW), sol.gain,
-                        per_axis=opt.per_axis, gain_offset=opt.gain_offset,
-                        truncate=opt.truncate) * (data.n_used / data.n_total)
-    s2 = sol.rss / (data.n_used - p)
-    k = d if opt.per_axis else 1
-    with np.errstate(all="ignore"):
-        try:
-            var = np.diag(s2 * np.linalg.inv(jtj))[:k]
-        except np.linalg.LinAlgError:
-            var = np.full(k, np.nan)
-    se = np.where(var >= 0, np.sqrt(np.abs(var)), np.nan)
-    return se if opt.per_axis else np.full(d, se[0])
-
-
-def _at_bound(sol: Solution, problem: Problem) -> bool:
-    """The sigmas (principal sigmas of a rotated fit) touch or pass a bound."""
-    if sol.whole is not None:
-        sigma = sol.whole.kernel.principal[0]
-        return bool(sigma.max() >= problem.upper.min() * (1 - 1e-3)
-                    or (problem.lower.max() > 0 and sigma.min() <= problem.lower.max() * (1 + 1e-3)))
-    sigma, d = sol.sigma, len(sol.sigma)
-    lo, hi = _per_axis(problem.lower, d), _per_axis(problem.upper, d)
-    at_hi = sigma >= hi * (1 - 1e-3)
-    at_lo = (lo > 0) & (sigma <= np.maximum(lo, SEARCH_FLOOR) * (1 + 1e-3))
-    return bool(np.any(at_hi | at_lo))
-
-
 def _check_not_constant(stats, reverse):
     """A constant image has all its energy in the DC coefficients: no blur can be measured."""
     names = ("target", "reference") if reverse else ("reference", "target")
@@ -750,22 +435,3 @@ def _check_not_constant(stats, reverse):
         raise ValueError(f"{names[0]} is constant: a blur cannot be measured from a flat image")
     if structure_b <= 1e-12 * max(stats.cbb, 1e-300):
         raise ValueError(f"{names[1]} is constant: a blur cannot be measured from a flat image")
-
-
-def _looks_sharper(problem: Problem, data: Data, sol: Solution) -> str | None:
-    """A note when the other direction finds a real blur that fits better (sigma collapsed)."""
-    opt = problem.options
-    back = compute_stats(data.pair, swap=True, workers=problem.workers)[0]
-    sol_b = _spectral_fit(back, problem)
-    rss_b = sol_b.rss
-
-    def relative(stats, rss):  # goodness relative to each direction's own target energy
-        energy = stats.cbb - (stats.dc_b @ stats.dc_b if opt.gain_offset else 0.0)
-        return rss / max(energy, 1e-300)
-
-    if max(sol_b.sigma) >= 0.5 and relative(back, rss_b) < relative(data.stats, sol.rss):
-        which = "reference" if opt.reverse else "target"
-        other = "reverse=False" if opt.reverse else "reverse=True"
-        return (f"the {which} looks sharper than the image it should be a blur of: the other "
-                f"direction fits sigma ~ {max(sol_b.sigma):.3g} px; refit with {other}")
-    return None

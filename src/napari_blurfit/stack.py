@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 
+from ._finding import Finding
 from ._options import FitOptions
 from ._result import BlurFit, BlurFitWarning
 from ._validate import as_image_pair, is_dask, normalize_spatial_axes
@@ -20,7 +21,7 @@ from .fit import fit_blur
 
 def failed_fit(reason: str, spatial_axes, *, loss: str = "l2", per_axis: bool = False,
                gain_offset: bool = False) -> BlurFit:
-    """A result that says no fit exists here: NaN sigma, the reason as its note."""
+    """A result that says no fit exists here: NaN sigma, the reason as its ``"no_fit"`` finding."""
     d = len(spatial_axes)
     nan = float("nan")
     return BlurFit(sigma=(nan,) * d, sigma_stderr=(nan,) * d, gain=nan, offset=nan, loss=nan,
@@ -28,7 +29,7 @@ def failed_fit(reason: str, spatial_axes, *, loss: str = "l2", per_axis: bool = 
                    spatial_axes=tuple(spatial_axes), sigma_bounds=((nan, nan),) * d, n_pixels=0,
                    n_excluded=0, n_nonfinite=0, at_bound=False, identifiable=False,
                    target_sharper=False, huber_delta=None, truncate=4.0,
-                   notes=(f"no fit: {reason}",))
+                   findings=(Finding("no_fit", {}, {"reason": reason}, f"no fit: {reason}"),))
 
 
 def _fit_frame(a, b, mask, spatial, options: FitOptions, callback=None):

@@ -1,0 +1,361 @@
+"""What the user should know about a fitted solution: flags, standard errors, adequacy, findings.
+
+`findings_for` runs the checks after a fit (`napari_blurfit.fit.fit_blur`'s last stage before
+the result): brightness, direction, bounds, identifiability, how Gaussian the blur is, and what a
+centred, axis-aligned kernel leaves out (a shift, an ellipse, a rotation). Each check gives a
+`Finding`: a code, the options to refit with, the numbers behind it and the sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ._adequacy import Adequacy, Transfer, assess, assess_model, binned_stats
+from ._engine import blurred, compute_stats
+from ._finding import Finding, advise
+from ._losses import chunks
+from ._probe import ProbeResult, probe_model
+from ._shift import MIN_SIZE as PROBE_MIN_SIZE
+from ._spectral import SpectralStats, l2_at, l2_grid, normal_matrix
+from ._stages import (
+    IDENTIFIABLE_FROM,
+    IDENTITY_BELOW,
+    SEARCH_FLOOR,
+    Data,
+    Problem,
+    Solution,
+    each_axis,
+    spread,
+)
+from ._transforms import frame_dct
+from ._validate import Pair
+
+ELLIPSE_RATIO = 1.15  # per-axis sigmas this far apart, ...
+ELLIPSE_GAIN = 0.05  # ... lowering the L2 loss by this share, make a finding: use per_axis
+
+#: The spectral L2 fit of statistics under a problem (`fit`'s): the reverse direction's check
+Refit = Callable[[SpectralStats, Problem], Solution]
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What the user should know about a solution."""
+
+    sigma: tuple[float, ...]  # as reported: below IDENTITY_BELOW snapped to 0
+    stderr: tuple[float, ...]
+    at_bound: bool
+    identifiable: bool
+    target_sharper: bool
+    r2: float
+    r2_linear: float
+    transfer: Transfer | None
+    items: tuple[Finding, ...]
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """The findings' sentences."""
+        return tuple(f.text for f in self.items)
+
+
+def findings_for(problem: Problem, data: Data, sol: Solution, *, refit: Refit) -> Findings:
+    """Flags, standard errors, adequacy and findings: what the user should know about ``sol``.
+
+    ``refit`` is the spectral L2 fit, run on the swapped pair when the sigma collapsed.
+    """
+    opt = problem.options
+    found: list[Finding] = []
+    used_stats = _used_stats(problem, data, sol)
+    if not opt.gain_offset:  # before the checks: `_adequacy` reuses a whole fit's residual
+        found += (_brightness(used_stats, sol, opt.truncate) if sol.whole is None else
+                  _whole_brightness(data.pair, sol))
+    target_sharper = False
+    if max(sol.sigma) < IDENTIFIABLE_FROM and problem.lower.max() < IDENTIFIABLE_FROM:
+        problem.tick("checking the reverse direction")
+        sharper = _looks_sharper(problem, data, sol, refit)
+        if sharper:
+            found.append(sharper)
+            target_sharper = True
+    at_low, at_high = _bound_hits(sol, problem)
+    at_bound = bool(np.any(at_low | at_high))
+    sigma = tuple(0.0 if s < IDENTITY_BELOW and lower_i < IDENTITY_BELOW else float(s)
+                  for s, lower_i in zip(sol.sigma, each_axis(problem.lower, problem.d)))
+    smallest = min(sigma) if sol.whole is None else float(sol.whole.kernel.principal[0][-1])
+    identifiable = smallest >= IDENTIFIABLE_FROM
+    problem.tick("checking how Gaussian the blur is")
+    adequacy = _adequacy(problem, data, sol, used_stats)
+    r2 = 1.0 - sol.rss / sol.sst if sol.sst else float("nan")
+    if not identifiable and not target_sharper:
+        found.append(Finding("not_identifiable", {}, {"sigma": smallest},
+                             f"sigma below {IDENTIFIABLE_FROM} px is not identifiable: the sampled "
+                             "kernel is nearly the identity there, so any value this small fits "
+                             "about as well"))
+    if at_bound:
+        found.append(_at_bound(problem, sol, at_low, at_high))
+    if data.n_nonfinite:
+        found.append(Finding("nonfinite_excluded", {}, {"n_nonfinite": int(data.n_nonfinite)},
+                             f"{data.n_nonfinite} pixel(s) with NaN/inf were excluded from the loss"))
+    # at a bound or below identifiability the sigma is not the Gaussian's best: say that instead
+    if identifiable and not (at_bound or target_sharper):
+        not_gaussian = _not_gaussian(adequacy, r2)
+        found += [not_gaussian] if not_gaussian else []
+        found += _unfitted(problem, data, sol, used_stats, shape=not not_gaussian)
+    return Findings(sigma, tuple(float(s) for s in _stderr(problem, data, sol)), at_bound,
+                    bool(identifiable), target_sharper, float(r2), adequacy.r2_linear(r2),
+                    adequacy.transfer, tuple(found))
+
+
+def _brightness(stats: SpectralStats, sol: Solution, truncate: float) -> list[Finding]:
+    """A finding when a gain/offset would more than halve the L2 loss at the fitted sigma."""
+    models = l2_at(stats, sol.sigma, truncate=truncate)
+    return _halving(models[False][0], models[True][0], spread(stats))
+
+
+def _whole_brightness(pair: Pair, sol: Solution) -> list[Finding]:
+    """`_brightness` for a rotated/shifted fit, exact at its kernel.
+
+    Its model is the target plus its residual; the best gain/offset for that model comes from
+    sums over the used, finite pixels (a slice at a time, in float64: no image-sized copies).
+    """
+    images = [pair.target, sol.whole.residual.reshape(pair.target.shape)]
+    if pair.used is not None:
+        images.append(np.broadcast_to(pair.used, pair.target.shape))
+    n = sf = sb = sff = sfb = sbb = 0.0
+    for b, r, *keep in chunks(*images):
+        b = b.astype(np.float64)
+        f = b + r
+        ok = np.isfinite(f) if not keep else np.isfinite(f) & keep[0]
+        b, f = b[ok], f[ok]
+        n, sf, sb = n + len(b), sf + f.sum(), sb + b.sum()
+        sff, sfb, sbb = sff + f @ f, sfb + f @ b, sbb + b @ b
+    if n == 0:  # no finite pixel used: nothing to compare
+        return []
+    var_f, cov, var_b = sff - sf * sf / n, sfb - sf * sb / n, sbb - sb * sb / n
+    rss_go = var_b - cov * cov / var_f if var_f > 0 else var_b
+    return _halving(sol.rss, max(rss_go, 0.0), sol.sst)
+
+
+def _halving(plain: float, rss_go: float, spread: float) -> list[Finding]:
+    """The finding, when the L2 loss with a gain/offset (``rss_go``) is under half the plain one."""
+    if rss_go < 0.5 * plain and plain - rss_go > 1e-3 * spread:
+        suggestion = {"gain_offset": True}
+        return [Finding("brightness", suggestion, {"loss_ratio": float(rss_go / plain)},
+                        "a gain/offset would more than halve the L2 loss: the images differ in "
+                        f"brightness or background; {advise(suggestion)}")]
+    return []
+
+
+def _at_bound(problem: Problem, sol: Solution, at_low: np.ndarray, at_high: np.ndarray) -> Finding:
+    """The finding that the optimum sits on a bound; its suggestion widens the bounds it sits on."""
+    sigma = sol.sigma if sol.whole is None else sol.whole.kernel.principal[0]
+    lower, upper = problem.lower.astype(float), problem.upper.astype(float)
+    if lower.size == 1:  # one shared sigma: one pair of bounds
+        at_low, at_high = at_low.any(), at_high.any()
+    reach = upper if sol.whole is None else np.maximum(upper, sigma.max())  # a rotated fit passes them
+
+    def pairs(low, high):  # one pair when the axes share it, else one per axis
+        out = tuple((float(lo), float(hi)) for lo, hi in zip(low, high))
+        return out[0] if len(set(out)) == 1 else out
+
+    # the bound reached goes: a lower one to 0, an upper one to twice what it was (or was passed by)
+    suggestion = {"sigma_bounds": pairs(np.where(at_low, 0.0, lower), np.where(at_high, 2.0 * reach, upper))}
+    values = {"sigma": tuple(float(s) for s in sigma), "sigma_bounds": pairs(lower, upper)}
+    text = ("the optimum lies on a sigma bound; the best blur may lie beyond it" if sol.whole is None
+            else "the fitted principal sigmas lie outside sigma_bounds, which a rotated or shifted fit "
+            "does not constrain")
+    return Finding("at_bound", suggestion, values, f"{text} ({advise(suggestion)})")
+
+
+def _not_gaussian(adequacy: Adequacy, r2: float) -> Finding | None:
+    """The finding that a free kernel explains much more than the Gaussian (`Adequacy.note`)."""
+    text = adequacy.note(r2)
+    if text is None:
+        return None
+    return Finding("not_gaussian", {}, {"share": float(adequacy.share), "r2": float(r2),
+                                        "r2_linear": adequacy.r2_linear(r2)}, text)
+
+
+def _unfitted(problem: Problem, data: Data, sol: Solution, used_stats: SpectralStats,
+              *, shape: bool) -> list[Finding]:
+    """What the fit left out: a shift, an ellipse along the axes, a rotated ellipse.
+
+    Without ``shape`` (the blur is not Gaussian at all) only a shift is reported: the shape of
+    a Gaussian fitted to a non-Gaussian blur says little. The probe honours the mask, the
+    border band and NaN pixels (``used``).
+    """
+    opt = problem.options
+    found = []
+    if shape and not opt.sigma_per_axis:
+        found += _axis_ellipse(problem, sol, used_stats)
+    too_small = min(problem.pair.spatial_shape) < PROBE_MIN_SIZE
+    if (opt.shift and opt.full_covariance) or data.pair.dask or too_small:
+        return found
+    problem.tick("checking for a shift and a rotated blur")
+    try:
+        probe = probe_model(data.pair.reference, data.pair.target, ndim=problem.d,
+                            start_sigma=np.maximum(sol.sigma, IDENTIFIABLE_FROM),
+                            truncate=opt.truncate, workers=problem.workers, used=data.pair.used)
+    except ValueError:  # a kernel as wide as the image: no crop can show a shift; the fit stands
+        return found
+    if probe.misaligned and not opt.shift:
+        found.append(_misaligned(probe))
+    # a plain ellipse along the axes is left to the exact per-axis check above
+    if shape and probe.rotated and not opt.full_covariance:
+        found.append(Finding("rotated", {"full_covariance": True},
+                             {"principal_sigmas": tuple(float(s) for s in probe.principal_sigmas),
+                              "angle": probe.angle}, probe.shape_note))
+    return found
+
+
+def _misaligned(probe: ProbeResult) -> Finding:
+    """The probe's shift as a finding: ``values["shift"]`` per axis (px), ``"distance"`` its length."""
+    return Finding("misaligned", {"shift": True},
+                   {"shift": tuple(float(s) for s in probe.shift),
+                    "distance": float(np.linalg.norm(probe.shift))}, probe.shift_note)
+
+
+def _axis_ellipse(problem: Problem, sol: Solution, stats: SpectralStats) -> list[Finding]:
+    """A finding when one sigma per axis would fit clearly better (exact, from the statistics).
+
+    One contraction over a grid of per-axis sigmas around the round answer (a factor of 2 each
+    way): cheap, and on the whole image, not a crop.
+    """
+    opt = problem.options
+    factors = np.exp(np.linspace(-0.7, 0.7, 11))
+    candidates = [sol.sigma[i] * factors for i in range(problem.d)]
+    grid = l2_grid(stats, candidates, joint=False, gain_offset=opt.gain_offset,
+                   truncate=opt.truncate)[0]
+    best = np.unravel_index(int(np.argmin(grid)), grid.shape)
+    per_axis = np.array([c[i] for c, i in zip(candidates, best)])
+    rss = l2_at(stats, sol.sigma, truncate=opt.truncate)[opt.gain_offset][0]
+    gain = (rss - float(grid[best])) / max(rss, 1e-300)
+    if per_axis.max() > ELLIPSE_RATIO * per_axis.min() and gain > ELLIPSE_GAIN:
+        suggestion = {"per_axis": True}
+        return [Finding("elliptical", suggestion,
+                        {"sigma": tuple(float(s) for s in per_axis), "loss_reduction": float(gain)},
+                        f"the blur looks elliptical along the array axes (about "
+                        f"{', '.join(f'{s:.2g}' for s in per_axis)} px per axis; one sigma per axis "
+                        f"lowers the L2 loss by {100 * gain:.0f}%): {advise(suggestion)}")]
+    return []
+
+
+def _adequacy(problem: Problem, data: Data, sol: Solution, used_stats: SpectralStats) -> Adequacy:
+    """The free-filter comparison, against the diagonal model or the fitted rotated/shifted one."""
+    opt = problem.options
+    if sol.whole is None:
+        return assess(used_stats, sol.sigma, sol.gain, truncate=opt.truncate)
+    pair = data.pair
+    # the fitted image is the target plus the fit's residual (no second convolution), formed in
+    # the residual's memory: the fit is done with it
+    fitted = np.add(sol.whole.residual.reshape(pair.target.shape), pair.target,
+                    out=sol.whole.residual.reshape(pair.target.shape))
+    target = pair.target if pair.used is None else np.where(pair.used, pair.target, fitted)
+    return assess_model(*_model_stats(problem, data, fitted, target), sol.gain)
+
+
+def _model_stats(problem: Problem, data: Data, fitted: np.ndarray, target: np.ndarray):
+    """Makers of the statistics of (fitted, target), (reference, target) and (reference, fitted).
+
+    A single frame transforms each image once (the reference's transform is kept from the first
+    pass; the fitted image is transformed in place) and sums the products straight into the
+    check's frequency blocks (`binned_stats`); stacks go through `compute_stats`, which chunks
+    the frames.
+    """
+    pair, workers = data.pair, problem.workers
+    if data.ref_hat is None:
+        def of(a, b):
+            return lambda: compute_stats(replace(pair, reference=a, target=b, used=None),
+                                         workers=workers)[0]
+
+        return of(fitted, target), of(pair.reference, target), of(pair.reference, fitted)
+    nd = pair.ndim
+    target_hat = frame_dct(target, nd, workers=workers,
+                           out=None if target is pair.target else target)
+    fitted_hat = frame_dct(fitted, nd, workers=workers, out=fitted)
+
+    def fit_stats():
+        return binned_stats(fitted_hat, target_hat, nd)
+
+    def pair_stats():
+        nonlocal target_hat  # not needed after this: let it go
+        stats = binned_stats(data.ref_hat, target_hat, nd)
+        target_hat = None
+        return stats
+
+    return fit_stats, pair_stats, lambda: binned_stats(data.ref_hat, fitted_hat, nd)
+
+
+def _used_stats(problem: Problem, data: Data, sol: Solution) -> SpectralStats:
+    """Statistics of the pixels that count: excluded target pixels replaced by the fitted model.
+
+    Excluded pixels (a mask, a border band, NaNs) may hold anything; set to the model they add
+    no residual, so the adequacy check sees only the pixels the fit used. Dask pairs keep the
+    whole-image statistics (an approximation where pixels were excluded).
+    """
+    pair = data.pair
+    if data.all_pixels or pair.dask:
+        return data.stats
+    nd, opt = pair.ndim, problem.options
+    ref_hat = data.ref_hat if data.ref_hat is not None else frame_dct(pair.reference, nd)
+    model = blurred(ref_hat, sol.sigma, nd, opt.truncate, problem.workers)
+    model = (sol.gain * model + sol.offset).astype(pair.target.dtype, copy=False)
+    filled = np.where(np.broadcast_to(pair.used, model.shape), pair.target, model)
+    return compute_stats(replace(pair, target=filled, used=None), workers=problem.workers)[0]
+
+
+def _stderr(problem: Problem, data: Data, sol: Solution) -> np.ndarray:
+    """Gauss-Newton standard error per spatial axis (NaN where the sigma has no leverage)."""
+    opt, d = problem.options, problem.d
+    if sol.whole is not None:  # sigma_i = sqrt(C_ii): se(sigma_i) = se(C_ii) / (2 sigma_i)
+        return np.diag(sol.whole.covariance_stderr) / (2.0 * np.maximum(sol.sigma, 1e-300))
+    p = (d if opt.per_axis else 1) + (2 if opt.gain_offset else 0)
+    if data.n_used <= p:
+        return np.full(d, np.nan)
+    jtj = normal_matrix(data.stats, np.maximum(sol.sigma, IDENTITY_BELOW), sol.gain,
+                        per_axis=opt.per_axis, gain_offset=opt.gain_offset,
+                        truncate=opt.truncate) * (data.n_used / data.n_total)
+    s2 = sol.rss / (data.n_used - p)
+    k = d if opt.per_axis else 1
+    with np.errstate(all="ignore"):
+        try:
+            var = np.diag(s2 * np.linalg.inv(jtj))[:k]
+        except np.linalg.LinAlgError:
+            var = np.full(k, np.nan)
+    se = np.where(var >= 0, np.sqrt(np.abs(var)), np.nan)
+    return se if opt.per_axis else np.full(d, se[0])
+
+
+def _bound_hits(sol: Solution, problem: Problem) -> tuple[np.ndarray, np.ndarray]:
+    """Where the sigmas (principal sigmas of a rotated fit) touch or pass the lower / upper bound."""
+    if sol.whole is not None:
+        sigma = sol.whole.kernel.principal[0]
+        at_high = sigma.max() >= problem.upper.min() * (1 - 1e-3)
+        at_low = problem.lower.max() > 0 and sigma.min() <= problem.lower.max() * (1 + 1e-3)
+        return np.array([bool(at_low)]), np.array([bool(at_high)])
+    sigma, d = sol.sigma, len(sol.sigma)
+    lo, hi = each_axis(problem.lower, d), each_axis(problem.upper, d)
+    at_high = sigma >= hi * (1 - 1e-3)
+    at_low = (lo > 0) & (sigma <= np.maximum(lo, SEARCH_FLOOR) * (1 + 1e-3))
+    return at_low, at_high
+
+
+def _looks_sharper(problem: Problem, data: Data, sol: Solution, refit: Refit) -> Finding | None:
+    """A finding when the other direction finds a real blur that fits better (sigma collapsed)."""
+    opt = problem.options
+    back = compute_stats(data.pair, swap=True, workers=problem.workers)[0]
+    sol_b = refit(back, problem)
+    rss_b = sol_b.rss
+
+    def relative(stats, rss):  # goodness relative to each direction's own target energy
+        energy = stats.cbb - (stats.dc_b @ stats.dc_b if opt.gain_offset else 0.0)
+        return rss / max(energy, 1e-300)
+
+    if max(sol_b.sigma) >= 0.5 and relative(back, rss_b) < relative(data.stats, sol.rss):
+        which = "reference" if opt.reverse else "target"
+        suggestion = {"reverse": not opt.reverse}
+        return Finding("target_sharper", suggestion, {"reverse_sigma": float(max(sol_b.sigma))},
+                       f"the {which} looks sharper than the image it should be a blur of: the other "
+                       f"direction fits sigma ~ {max(sol_b.sigma):.3g} px; {advise(suggestion)}")
+    return None

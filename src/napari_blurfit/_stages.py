@@ -1,0 +1,86 @@
+"""The typed stages of a fit (`Problem` -> `Data` -> `Solution`), shared by `fit` and `_findings`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from ._gaussian import IDENTIFIABLE_FROM, IDENTITY_BELOW
+from ._options import FitOptions
+from ._spectral import SpectralStats
+from ._validate import Pair
+
+if TYPE_CHECKING:
+    from ._whole import FullFit
+
+__all__ = [
+    "IDENTIFIABLE_FROM", "IDENTITY_BELOW", "SEARCH_FLOOR", "Data", "Problem", "Solution", "each_axis", "spread",
+]
+
+SEARCH_FLOOR = 0.1  # the log-sigma search starts here; everything below is the identity
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validated fit: the pair (roles already swapped for ``reverse``), options and bounds."""
+
+    pair: Pair
+    options: FitOptions
+    lower: np.ndarray  # sigma bounds: one entry per axis (per_axis) or one shared entry
+    upper: np.ndarray
+    workers: int
+    reference: Any  # the caller's arrays (swapped for reverse), to re-read with NaN filling
+    target: Any
+
+    def tick(self, stage: str) -> None:
+        """Report progress; the callback may raise to cancel."""
+        if self.options.callback is not None:
+            self.options.callback(stage)
+
+    @property
+    def d(self) -> int:
+        """Number of spatial axes."""
+        return self.pair.ndim
+
+
+class Data(NamedTuple):
+    """What one pass over the pair gives: statistics and pixel counts."""
+
+    pair: Pair  # NaN/inf pixels filled (and excluded by ``used``) where there were any
+    stats: SpectralStats
+    ref_hat: np.ndarray | None  # the reference's DCT (single in-memory frame only)
+    n_nonfinite: int
+    n_used: int
+    n_total: int
+
+    @property
+    def all_pixels(self) -> bool:
+        """Every pixel counts: the spectral L2 is the exact loss."""
+        return self.n_used == self.n_total
+
+
+@dataclass(frozen=True)
+class Solution:
+    """The fitted parameters and how they were found."""
+
+    sigma: np.ndarray
+    gain: float
+    offset: float
+    rss: float  # sum of squared residuals over the pixels used
+    loss_sum: float  # the fitted loss summed over the pixels used
+    profile: dict
+    huber_delta: float | None = None
+    sst: float | None = None  # target's sum of squares about its mean over the pixels used
+    whole: FullFit | None = None  # the rotated/shifted kernel, when one was fitted
+
+
+def each_axis(values: np.ndarray, ndim: int) -> np.ndarray:
+    """Bounds with one shared entry spread over ``ndim`` axes (per-axis ones as they are)."""
+    return np.broadcast_to(values, (ndim,)) if values.size == 1 else values
+
+
+def spread(stats: SpectralStats) -> float:
+    """The target's sum of squares about its mean (all pixels, all frames)."""
+    return max(stats.cbb - float(stats.dc_b.sum()) ** 2 / stats.n_frames, 0.0)

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from ._whole import FullFit
 
 __all__ = [
-    "IDENTIFIABLE_FROM", "IDENTITY_BELOW", "SEARCH_FLOOR", "Data", "Problem", "Solution", "each_axis", "spread",
+    "IDENTIFIABLE_FROM", "IDENTITY_BELOW", "SEARCH_FLOOR", "Data", "Problem", "Solution", "each_axis",
+    "spread",
 ]
 
 SEARCH_FLOOR = 0.1  # the log-sigma search starts here; everything below is the identity

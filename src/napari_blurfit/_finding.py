@@ -23,6 +23,7 @@ ADVICE: dict[tuple[str, Any], str] = {
     ("reverse", True): "refit with reverse=True",
     ("reverse", False): "refit with reverse=False",
     ("sigma_bounds", None): "widen sigma_bounds",
+    ("spatial_axes", None): "pass spatial_axes",
 }
 
 

@@ -5,7 +5,7 @@ import pytest
 from napari.layers import Image, Labels, Shapes
 from scipy import ndimage
 
-from napari_blurfit import fit_blur
+from napari_blurfit import BlurFitWarning, fit_blur
 from napari_blurfit.layers import run_layer_fit
 
 
@@ -88,8 +88,10 @@ def test_modes_on_a_time_series(time_series):
     one = run_layer_fit(ref, tgt, mode="current slice", world_point=(3, 0, 0))
     assert one.fit.sigma[0] == pytest.approx(2.5, rel=1e-3)
     assert one.layers[0][0].shape == (96, 96) and one.layers[0][1]["scale"] == (0.5, 0.5)
-    joint = run_layer_fit(ref, tgt, mode="frames jointly")
+    with pytest.warns(BlurFitWarning, match="one sigma does not describe these frames"):
+        joint = run_layer_fit(ref, tgt, mode="frames jointly")  # they are blurred differently
     assert 1.0 < joint.fit.sigma[0] < 3.0 and joint.layers[0][0].shape == (5, 96, 96)
+    assert [f.code for f in joint.fit.findings] == ["joint_spread"]
     assert joint.sigma_world == pytest.approx(tuple(0.5 * s for s in joint.fit.sigma))
     per = run_layer_fit(ref, tgt, mode="per frame")
     np.testing.assert_allclose([f.sigma[0] for f in per.frames], sigmas, rtol=1e-3)
@@ -104,8 +106,9 @@ def test_lazy_layers_give_numpy_answers_and_lazy_outputs(time_series):
     ref, tgt, sigmas = time_series
     lazy_ref = Image(da.from_array(ref.data, chunks=(1, 96, 96)), name="ref t", scale=(1, 0.5, 0.5))
     lazy_tgt = Image(da.from_array(tgt.data, chunks=(1, 96, 96)), name="tgt t", scale=(1, 0.5, 0.5))
-    joint, lazy = (run_layer_fit(r, t, mode="frames jointly") for r, t in
-                   ((ref, tgt), (lazy_ref, lazy_tgt)))
+    with pytest.warns(BlurFitWarning, match="one sigma does not describe these frames"):
+        joint = run_layer_fit(ref, tgt, mode="frames jointly")
+    lazy = run_layer_fit(lazy_ref, lazy_tgt, mode="frames jointly")  # lazy frames are not compared
     assert lazy.fit.sigma == pytest.approx(joint.fit.sigma, rel=1e-6)
     for (want, want_kw, _), (got, got_kw, _) in zip(joint.layers, lazy.layers):
         assert isinstance(got, da.Array) and got.shape == want.shape

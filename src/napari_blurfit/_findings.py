@@ -16,10 +16,10 @@ import numpy as np
 from ._adequacy import Adequacy, Transfer, assess, assess_model, binned_stats
 from ._engine import blurred, compute_stats
 from ._finding import Finding, advise
-from ._losses import chunks
 from ._probe import ProbeResult, probe_model
 from ._shift import MIN_SIZE as PROBE_MIN_SIZE
 from ._spectral import SpectralStats, l2_at, l2_grid, normal_matrix
+from ._spread import JointSpread, joint_spread
 from ._stages import (
     IDENTIFIABLE_FROM,
     IDENTITY_BELOW,
@@ -31,10 +31,20 @@ from ._stages import (
     spread,
 )
 from ._transforms import frame_dct
-from ._validate import Pair
 
 ELLIPSE_RATIO = 1.15  # per-axis sigmas this far apart, ...
 ELLIPSE_GAIN = 0.05  # ... lowering the L2 loss by this share, make a finding: use per_axis
+BRIGHTNESS_FACTORS = np.geomspace(1 / 8, 1, 7)  # sigmas (times the fitted) a gain/offset is tried at
+# a free kernel must explain at least this share of the target's variance beyond the Gaussian for
+# "not Gaussian" to be a finding: a share of a residual already at the noise floor is none
+NOT_GAUSSIAN_R2_GAIN = 1e-4
+CHANNEL_PLANES = 4  # a first axis of at most this many planes ...
+CHANNEL_RATIO = 8  # ... when the others are this many times longer may hold channels
+SPREAD_FRAMES = 32  # frames whose own sigma is compared with a joint fit's, at most
+# causes, the most actionable first: a finding the user acts on (a switch to flip) before one
+# that describes the answer; `ordered` sorts the findings of one fit
+ORDER = ("target_sharper", "channels", "brightness", "misaligned", "rotated", "elliptical",
+         "at_bound", "not_identifiable", "not_gaussian", "joint_spread", "nonfinite_excluded")
 
 #: The spectral L2 fit of statistics under a problem (`fit`'s): the reverse direction's check
 Refit = Callable[[SpectralStats, Problem], Solution]
@@ -66,11 +76,10 @@ def findings_for(problem: Problem, data: Data, sol: Solution, *, refit: Refit) -
     ``refit`` is the spectral L2 fit, run on the swapped pair when the sigma collapsed.
     """
     opt = problem.options
-    found: list[Finding] = []
+    found: list[Finding] = _channels(problem)
     used_stats = _used_stats(problem, data, sol)
-    if not opt.gain_offset:  # before the checks: `_adequacy` reuses a whole fit's residual
-        found += (_brightness(used_stats, sol, opt.truncate) if sol.whole is None else
-                  _whole_brightness(data.pair, sol))
+    if not opt.gain_offset:
+        found += _brightness(sol, used_stats, opt.truncate)
     target_sharper = False
     if max(sol.sigma) < IDENTIFIABLE_FROM and problem.lower.max() < IDENTIFIABLE_FROM:
         problem.tick("checking the reverse direction")
@@ -100,41 +109,89 @@ def findings_for(problem: Problem, data: Data, sol: Solution, *, refit: Refit) -
     # at a bound or below identifiability the sigma is not the Gaussian's best: say that instead
     if identifiable and not (at_bound or target_sharper):
         not_gaussian = _not_gaussian(adequacy, r2)
-        found += [not_gaussian] if not_gaussian else []
         found += _unfitted(problem, data, sol, used_stats, shape=not not_gaussian)
-    return Findings(sigma, tuple(float(s) for s in _stderr(problem, data, sol)), at_bound,
+        # a missing gain/offset or shift, or channels read as z, explain a residual a free
+        # kernel would take up
+        explained = any(f.code in ("brightness", "misaligned", "channels") for f in found)
+        found += [not_gaussian] if not_gaussian and not explained else []
+    stderr = _stderr(problem, data, sol)
+    spread_ = _frames_spread(problem, data, sol, stderr, refit)
+    if spread_.finding is not None:
+        found.append(spread_.finding)
+        stderr = spread_.stderr
+    return Findings(sigma, tuple(float(s) for s in stderr), at_bound,
                     bool(identifiable), target_sharper, float(r2), adequacy.r2_linear(r2),
-                    adequacy.transfer, tuple(found))
+                    adequacy.transfer, ordered(found))
 
 
-def _brightness(stats: SpectralStats, sol: Solution, truncate: float) -> list[Finding]:
-    """A finding when a gain/offset would more than halve the L2 loss at the fitted sigma."""
-    models = l2_at(stats, sol.sigma, truncate=truncate)
-    return _halving(models[False][0], models[True][0], spread(stats))
+def _channels(problem: Problem) -> list[Finding]:
+    """A finding when a 3D image's first axis is so short it may hold channels, not z.
 
-
-def _whole_brightness(pair: Pair, sol: Solution) -> list[Finding]:
-    """`_brightness` for a rotated/shifted fit, exact at its kernel.
-
-    Its model is the target plus its residual; the best gain/offset for that model comes from
-    sums over the used, finite pixels (a slice at a time, in float64: no image-sized copies).
+    Taken as spatial (no ``spatial_axes`` given), channels are read as a blur along z.
     """
-    images = [pair.target, sol.whole.residual.reshape(pair.target.shape)]
-    if pair.used is not None:
-        images.append(np.broadcast_to(pair.used, pair.target.shape))
-    n = sf = sb = sff = sfb = sbb = 0.0
-    for b, r, *keep in chunks(*images):
-        b = b.astype(np.float64)
-        f = b + r
-        ok = np.isfinite(f) if not keep else np.isfinite(f) & keep[0]
-        b, f = b[ok], f[ok]
-        n, sf, sb = n + len(b), sf + f.sum(), sb + b.sum()
-        sff, sfb, sbb = sff + f @ f, sfb + f @ b, sbb + b @ b
-    if n == 0:  # no finite pixel used: nothing to compare
+    shape = problem.pair.input_shape
+    if problem.options.spatial_axes is not None or len(shape) != 3:
         return []
-    var_f, cov, var_b = sff - sf * sf / n, sfb - sf * sb / n, sbb - sb * sb / n
-    rss_go = var_b - cov * cov / var_f if var_f > 0 else var_b
-    return _halving(sol.rss, max(rss_go, 0.0), sol.sst)
+    planes = shape[0]
+    if planes > CHANNEL_PLANES or min(shape[1:]) < CHANNEL_RATIO * planes:
+        return []
+    suggestion = {"spatial_axes": (-2, -1)}
+    return [Finding("channels", suggestion, {"planes": int(planes)},
+                    f"the first axis has only {planes} planes and was fitted as z: if it holds "
+                    f"channels, {advise(suggestion)}=(-2, -1) to fit each as a frame of one 2D blur")]
+
+
+def _frames_spread(problem: Problem, data: Data, sol: Solution, stderr: np.ndarray,
+                   refit: Refit) -> JointSpread:
+    """The `joint_spread` finding for the frames of a joint fit: do they share its sigma.
+
+    Each frame's own sigma is its spectral L2 fit (up to `SPREAD_FRAMES` evenly spaced frames);
+    in memory, without a mask or NaNs (their frames' statistics would need the excluded pixels).
+    """
+    pair = data.pair
+    n = int(np.prod(pair.reference.shape[: pair.reference.ndim - pair.ndim])) if not pair.dask else 0
+    if n < 2 or pair.used is not None or sol.whole is not None:
+        return JointSpread(None, stderr)
+    spatial = pair.reference.shape[pair.reference.ndim - pair.ndim :]
+    ref, tgt = pair.reference.reshape(-1, *spatial), pair.target.reshape(-1, *spatial)
+    picked = np.unique(np.linspace(0, n - 1, min(n, SPREAD_FRAMES)).round().astype(int))
+    problem.tick("comparing the frames")
+    sigmas, errors = [], []
+    for i in picked:
+        frame = replace(pair, reference=ref[i], target=tgt[i], input_shape=tuple(spatial),
+                        spatial_axes=tuple(range(len(spatial))))
+        stats = compute_stats(frame, workers=problem.workers)[0]
+        own = refit(stats, problem)
+        sigmas.append(own.sigma)
+        errors.append(_spectral_stderr(problem, stats, own))
+    return joint_spread(sigmas, errors, sol.sigma, stderr, [f"frame {i}" for i in picked], items="frames")
+
+
+def ordered(found) -> tuple[Finding, ...]:
+    """Findings in `ORDER` (the most actionable first), one per code."""
+    rank = {code: i for i, code in enumerate(ORDER)}
+    unique = {f.code: f for f in reversed(list(found))}  # the first of a code stays
+    return tuple(sorted(unique.values(), key=lambda f: rank.get(f.code, len(ORDER))))
+
+
+def brightness_rss(stats: SpectralStats, sigma, truncate: float) -> tuple[float, float]:
+    """L2 loss at ``sigma`` without a gain/offset, and the least with one at ``sigma`` or below.
+
+    A fit without a gain/offset stretches sigma to make up for a brightness difference (or runs
+    away to a flat model), so comparing both at the fitted sigma alone can miss it: the gain/offset
+    side is the best over `BRIGHTNESS_FACTORS` of it, in one contraction of the statistics.
+    """
+    sigma = np.asarray(sigma, dtype=np.float64)
+    columns = [np.maximum(s * BRIGHTNESS_FACTORS, SEARCH_FLOOR) for s in sigma]
+    with_go = l2_grid(stats, columns, joint=True, gain_offset=True, truncate=truncate)[0]
+    plain = l2_at(stats, sigma, truncate=truncate)[False][0]
+    return float(plain), float(np.min(with_go))
+
+
+def _brightness(sol: Solution, stats: SpectralStats, truncate: float) -> list[Finding]:
+    """A finding when a gain/offset would more than halve the L2 loss (`brightness_rss`)."""
+    plain, with_go = sol.brightness or brightness_rss(stats, sol.sigma, truncate)
+    return _halving(plain, with_go, sol.sst if sol.brightness else spread(stats))
 
 
 def _halving(plain: float, rss_go: float, spread: float) -> list[Finding]:
@@ -171,7 +228,7 @@ def _at_bound(problem: Problem, sol: Solution, at_low: np.ndarray, at_high: np.n
 def _not_gaussian(adequacy: Adequacy, r2: float) -> Finding | None:
     """The finding that a free kernel explains much more than the Gaussian (`Adequacy.note`)."""
     text = adequacy.note(r2)
-    if text is None:
+    if text is None or adequacy.r2_linear(r2) - r2 < NOT_GAUSSIAN_R2_GAIN:
         return None
     return Finding("not_gaussian", {}, {"share": float(adequacy.share), "r2": float(r2),
                                         "r2_linear": adequacy.r2_linear(r2)}, text)
@@ -303,6 +360,13 @@ def _used_stats(problem: Problem, data: Data, sol: Solution) -> SpectralStats:
     model = (sol.gain * model + sol.offset).astype(pair.target.dtype, copy=False)
     filled = np.where(np.broadcast_to(pair.used, model.shape), pair.target, model)
     return compute_stats(replace(pair, target=filled, used=None), workers=problem.workers)[0]
+
+
+def _spectral_stderr(problem: Problem, stats: SpectralStats, sol: Solution) -> np.ndarray:
+    """Gauss-Newton standard error per axis of a spectral L2 fit on all pixels of ``stats``."""
+    n = stats.n_frames * stats.n_pixels
+    data = Data(None, stats, None, 0, n, n)
+    return _stderr(problem, data, replace(sol, whole=None))
 
 
 def _stderr(problem: Problem, data: Data, sol: Solution) -> np.ndarray:

@@ -75,6 +75,9 @@ class Solution:
     huber_delta: float | None = None
     sst: float | None = None  # target's sum of squares about its mean over the pixels used
     whole: FullFit | None = None  # the rotated/shifted kernel, when one was fitted
+    # (L2 without, least L2 with a gain/offset) of centred, axis-aligned kernels, from the whole
+    # image's statistics: taken before a rotated/shifted fit lets them go (`brightness_rss`)
+    brightness: tuple[float, float] | None = None
 
 
 def each_axis(values: np.ndarray, ndim: int) -> np.ndarray:

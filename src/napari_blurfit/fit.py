@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from ._engine import (
     l2_model_hessian,
     target_spread,
 )
-from ._findings import Findings, findings_for
+from ._findings import Findings, brightness_rss, findings_for
 from ._losses import HUBER_K
 from ._options import FitOptions
 from ._result import BlurFit, BlurFitWarning
@@ -155,9 +156,10 @@ def fit_blur(
         # after the start only the checks read the statistics: in float32 during the fit (a single
         # frame's are summed in float32 already, `_statistics`; a stack's are compacted here). Only
         # a round kernel's check (`_axis_ellipse_note`) reads the spectra: others let them go first
+        bright = None if options.gain_offset else brightness_rss(data.stats, solution.sigma, options.truncate)
         stats = data.stats.without_spectra() if options.sigma_per_axis else data.stats.compact()
         data = data._replace(stats=stats)
-        solution = _whole_gaussian(problem, data, solution)
+        solution = replace(_whole_gaussian(problem, data, solution), brightness=bright)
     elif not options.objective.least_squares or not data.all_pixels:  # not a DCT contraction
         solution = _polish(problem, data, solution)
     findings = findings_for(problem, data, solution, refit=_spectral_fit)

@@ -16,9 +16,10 @@ import numpy as np
 from ._adequacy import Adequacy, Transfer, assess, assess_model, binned_stats
 from ._engine import blurred, compute_stats
 from ._finding import Finding, advise
+from ._kernels import transfer
 from ._probe import ProbeResult, probe_model
 from ._shift import MIN_SIZE as PROBE_MIN_SIZE
-from ._spectral import SpectralStats, l2_at, l2_grid, normal_matrix
+from ._spectral import SpectralStats, contract, l2_at, l2_grid, normal_matrix
 from ._spread import JointSpread, joint_spread
 from ._stages import (
     IDENTIFIABLE_FROM,
@@ -41,10 +42,14 @@ NOT_GAUSSIAN_R2_GAIN = 1e-4
 CHANNEL_PLANES = 4  # a first axis of at most this many planes ...
 CHANNEL_RATIO = 8  # ... when the others are this many times longer may hold channels
 SPREAD_FRAMES = 32  # frames whose own sigma is compared with a joint fit's, at most
+DETAIL_QUANTA = 1.0  # a blur changing the reference by less than this many grey levels (rms) ...
+QUANTUM_SAMPLE = 2**16  # pixels sampled to find the grey-level step
+QUANTUM_LEVELS = 4096  # more distinct levels than this: not a lattice
 # causes, the most actionable first: a finding the user acts on (a switch to flip) before one
 # that describes the answer; `ordered` sorts the findings of one fit
 ORDER = ("target_sharper", "channels", "brightness", "misaligned", "rotated", "elliptical",
-         "at_bound", "not_identifiable", "not_gaussian", "joint_spread", "nonfinite_excluded")
+         "at_bound", "not_identifiable", "lacks_detail", "not_gaussian", "joint_spread",
+         "nonfinite_excluded")
 
 #: The spectral L2 fit of statistics under a problem (`fit`'s): the reverse direction's check
 Refit = Callable[[SpectralStats, Problem], Solution]
@@ -78,8 +83,8 @@ def findings_for(problem: Problem, data: Data, sol: Solution, *, refit: Refit) -
     opt = problem.options
     found: list[Finding] = _channels(problem)
     used_stats = _used_stats(problem, data, sol)
-    if not opt.gain_offset:
-        found += _brightness(sol, used_stats, opt.truncate)
+    if not opt.gain_offset:  # a border band or NaNs leave real pixels: the whole image is the guide
+        found += _brightness(sol, used_stats if opt.mask is not None else data.stats, opt.truncate)
     target_sharper = False
     if max(sol.sigma) < IDENTIFIABLE_FROM and problem.lower.max() < IDENTIFIABLE_FROM:
         problem.tick("checking the reverse direction")
@@ -114,6 +119,8 @@ def findings_for(problem: Problem, data: Data, sol: Solution, *, refit: Refit) -
         # kernel would take up
         explained = any(f.code in ("brightness", "misaligned", "channels") for f in found)
         found += [not_gaussian] if not_gaussian and not explained else []
+    if identifiable and not target_sharper:
+        found += _lacks_detail(problem, data, sol)
     stderr = _stderr(problem, data, sol)
     spread_ = _frames_spread(problem, data, sol, stderr, refit)
     if spread_.finding is not None:
@@ -122,6 +129,50 @@ def findings_for(problem: Problem, data: Data, sol: Solution, *, refit: Refit) -
     return Findings(sigma, tuple(float(s) for s in stderr), at_bound,
                     bool(identifiable), target_sharper, float(r2), adequacy.r2_linear(r2),
                     adequacy.transfer, ordered(found))
+
+
+def quantum(image) -> float:
+    """The step between an image's grey levels when they lie on a lattice (integers, k/255), else 0.
+
+    Read from a sample of up to `QUANTUM_SAMPLE` pixels: at most `QUANTUM_LEVELS` distinct values,
+    all a whole number of the smallest step from the lowest.
+    """
+    flat = np.asarray(image).reshape(-1)
+    sample = flat[:: max(1, flat.size // QUANTUM_SAMPLE)].astype(np.float64)
+    levels = np.unique(sample[np.isfinite(sample)])
+    if len(levels) < 2 or len(levels) > QUANTUM_LEVELS:
+        return 0.0
+    step = float(np.min(np.diff(levels)))
+    multiples = (levels - levels[0]) / step
+    return step if np.all(np.abs(multiples - np.round(multiples)) < 1e-3) else 0.0
+
+
+def _lacks_detail(problem: Problem, data: Data, sol: Solution) -> list[Finding]:
+    """A finding when the blur changes the reference by less than a grey level of the images.
+
+    Rounding the target to grey levels is not random noise that averages out over many pixels:
+    where the blur's whole effect on the reference, ``gain * (G_s * A - A)`` (rms, from the
+    statistics), is below one of the target's grey levels (`DETAIL_QUANTA`), the rounding decides
+    the fit, and sigma is not determined by the pair however small its error bar.
+    """
+    stats, pair = data.stats, data.pair
+    if stats.paa is None or pair.dask:
+        return []
+    step = quantum(pair.target)  # the target's rounding: the reference's is its noise
+    if step == 0:
+        return []
+    columns = [np.stack([np.ones(n), h, h * h], axis=1) for n, h in
+               zip(stats.shape, (transfer([s], n, problem.options.truncate)[:, 0]
+                                 for s, n in zip(sol.sigma, stats.shape)))]
+    total, blurred_, blurred2 = contract(stats.paa, columns, joint=True)
+    change = float(abs(sol.gain) * np.sqrt(max(total - 2 * blurred_ + blurred2, 0.0) /
+                                           (stats.n_frames * stats.n_pixels)))
+    if change >= DETAIL_QUANTA * step:
+        return []
+    return [Finding("lacks_detail", {}, {"change": change, "quantum": step},
+                    f"sigma is not determined by this pair: the blur changes the reference by "
+                    f"{change:.2g} (rms), less than one grey level ({step:.2g}) of the target, so "
+                    "its rounding decides the fit (the reference lacks detail at this scale)")]
 
 
 def _channels(problem: Problem) -> list[Finding]:

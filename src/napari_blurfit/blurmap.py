@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import interpolate, ndimage
 
+from ._finding import Finding
 from ._options import FitOptions
 from ._result import BlurFitWarning
 from ._validate import as_image_pair, border_tuple, is_dask, mask_frames, normalize_spatial_axes
@@ -23,6 +24,8 @@ from .fit import fit_blur
 FLAT_CONTRAST = 1e-3  # a tile whose reference std is below this fraction of the image's is flat
 TILES_PER_TASK = 4  # per axis: on dask, one task fits a block of up to 4 x 4 (x 4) tiles,
 MIN_BLOCKS = 8  # as long as at least this many blocks along each axis remain to spread over workers
+MAP_CAUSES = ("brightness", "misaligned", "lacks_detail")  # tile findings that can be the map's
+MAP_SHARE = 1 / 3  # ... when at least this share of the fitted tiles report them
 
 
 @dataclass(frozen=True)
@@ -41,13 +44,18 @@ class BlurMap:
     covariance : ndarray, shape (*grid, d, d)
         The kernel's covariance per tile (px^2; rotated ellipses with ``full_covariance=True``).
     reason : ndarray of str, shape grid
-        ``""`` for a good tile, otherwise why it is NaN ("flat", "not identifiable", ...).
+        ``""`` for a good tile, otherwise why it is NaN: "flat", "masked out", "not
+        identifiable", "target sharper", "at bound", "lacks detail" (the blur changes the tile by
+        less than a grey level: its sigma is not determined), "failed: ...".
     centers : ndarray, shape (*grid, d)
         Tile centres in pixel coordinates of the image.
     tile, step : tuple of int
         Tile size and spacing per axis.
     shape : tuple of int
         The image's shape.
+    findings : tuple of Finding
+        What applies to the whole map (`map_findings`): a brightness difference or misalignment
+        most tiles share, a reference without detail, the tiles left out; ``notes`` as text.
     """
 
     sigma: np.ndarray
@@ -62,6 +70,12 @@ class BlurMap:
     shape: tuple[int, ...]
     shift: np.ndarray | None = None
     covariance: np.ndarray | None = None
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """The map's findings as sentences (also warned with ``warn=True``)."""
+        return tuple(f.text for f in self.findings)
 
     def full_resolution(self) -> np.ndarray:
         """Sigma at every pixel, shape ``(*shape, d)``, linearly interpolated between tile centres.
@@ -104,7 +118,8 @@ class BlurMap:
                 "gain": clean(self.gain), "offset": clean(self.offset), "loss": clean(self.loss),
                 "reason": self.reason.tolist(), "centers": self.centers.tolist(),
                 "shift": clean(self.shift), "covariance": clean(self.covariance),
-                "tile": list(self.tile), "step": list(self.step), "shape": list(self.shape)}
+                "tile": list(self.tile), "step": list(self.step), "shape": list(self.shape),
+                "findings": [f.to_dict() for f in self.findings], "notes": list(self.notes)}
 
 
 def _starts(n: int, tile: int, step: int) -> list[int]:
@@ -127,6 +142,7 @@ class _TileFit(NamedTuple):
     reason: str
     shift: np.ndarray
     covariance: np.ndarray
+    findings: tuple[Finding, ...] = ()  # the tile fit's
 
     @classmethod
     def failed(cls, d: int, reason: str) -> _TileFit:
@@ -157,14 +173,18 @@ def _fit_tile(a, b, used, pad, halo, options: FitOptions, flat_level) -> _TileFi
                                                warn=False).as_kwargs())
     except (ValueError, TypeError) as err:
         return _TileFit.failed(d, f"failed: {err}")
+    codes = {f.code for f in fit.findings}
     if not fit.identifiable:
         reason = "target sharper" if fit.target_sharper else "not identifiable"
     elif fit.at_bound:
         reason = "at bound"
+    elif "lacks_detail" in codes:
+        reason = "lacks detail"
     else:
         return _TileFit(np.array(fit.sigma), np.array(fit.sigma_stderr), fit.gain, fit.offset,
-                        fit.loss, "", np.array(fit.shift), np.array(fit.covariance))
-    return _TileFit.failed(d, reason)._replace(gain=fit.gain, offset=fit.offset, loss=fit.loss)
+                        fit.loss, "", np.array(fit.shift), np.array(fit.covariance), fit.findings)
+    return _TileFit.failed(d, reason)._replace(gain=fit.gain, offset=fit.offset, loss=fit.loss,
+                                               findings=fit.findings)
 
 
 def _fit_tiles(a, b, used, jobs, halo, options, flat_level) -> list:
@@ -282,8 +302,10 @@ def blur_map(reference, target, *, tile=128, overlap: float = 0.5, halo=None, ca
                 callback(f"tile {n + 1}/{len(jobs)}")
             results.append(_fit_tile(ref[outer], tgt[outer], None if used is None else used[outer],
                                      pad, halo, tile_options, flat_level))
+    findings = map_findings(results)
     if opts.warn:
-        _warn_unmeasured([r.reason for r in results])
+        for finding in findings:
+            warnings.warn(finding.text, BlurFitWarning, stacklevel=2)
     sigma = np.array([r.sigma for r in results]).reshape(*grid, d)
     centers = np.array([[c + t / 2 - 0.5 for c, t in zip(corner, tiles)]
                         for corner in itertools.product(*starts)]).reshape(*grid, d)
@@ -297,6 +319,7 @@ def blur_map(reference, target, *, tile=128, overlap: float = 0.5, halo=None, ca
         centers=centers, tile=tiles, step=steps, shape=tuple(int(n) for n in ref.shape),
         shift=np.array([r.shift for r in results]).reshape(*grid, d),
         covariance=np.array([r.covariance for r in results]).reshape(*grid, d, d),
+        findings=findings,
     )
 
 
@@ -312,14 +335,35 @@ def _used_pixels(options: FitOptions, shape: tuple[int, ...]) -> np.ndarray | No
     return used
 
 
-def _warn_unmeasured(reasons: list[str]) -> None:
-    """One warning that sums up the tiles that could not be measured, by reason."""
+def map_findings(tiles) -> tuple[Finding, ...]:
+    """What applies to the whole map: causes most tile fits share, and the tiles left out.
+
+    A cause a tile fit reports (a brightness difference, a misalignment, a reference without
+    detail at the blur's scale) that `MAP_SHARE` or more of the fitted tiles share is the map's;
+    its values add the share of tiles, and a misalignment the median shift. The tiles that could
+    not be measured are summed up by reason.
+    """
+    fitted = [t for t in tiles if np.isfinite(t.loss)]  # a fit ran (not flat, masked out, failed)
+    found = []
+    for code in MAP_CAUSES:
+        having = [f for t in fitted for f in t.findings if f.code == code]
+        if fitted and len(having) >= MAP_SHARE * len(fitted):
+            first = having[0]
+            values = {**first.values, "tiles": len(having), "of_tiles": len(fitted)}
+            if "shift" in first.values:
+                shifts = np.median([f.values["shift"] for f in having], axis=0)
+                values["shift"] = tuple(float(v) for v in shifts)
+            found.append(Finding(code, first.suggestion, values,
+                                 f"in {len(having)} of {len(fitted)} tiles: {first.text}"))
     counts: dict[str, int] = {}
-    for reason in reasons:
+    for reason in (t.reason for t in tiles):
         if reason:
             key = "failed" if reason.startswith("failed") else reason
             counts[key] = counts.get(key, 0) + 1
     if counts:
         detail = ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))
-        warnings.warn(f"{sum(counts.values())} of {len(reasons)} tiles could not be measured "
-                      f"(NaN in the map): {detail}", BlurFitWarning, stacklevel=3)
+        found.append(Finding("unmeasured_tiles", {}, {"reasons": dict(sorted(counts.items())),
+                                                       "tiles": len(tiles)},
+                             f"{sum(counts.values())} of {len(tiles)} tiles could not be measured "
+                             f"(NaN in the map): {detail}"))
+    return tuple(found)

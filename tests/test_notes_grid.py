@@ -86,3 +86,55 @@ def test_findings_come_most_actionable_first_one_per_cause():
     codes = [f.code for f in fit_blur(IMAGE, target, warn=False).findings]
     assert codes[0] == "brightness" and len(codes) == len(set(codes))
     assert "not_gaussian" not in codes
+
+
+def test_a_short_first_axis_may_hold_channels():
+    """Three different crops stacked as (3, Y, X): read as z unless told; the finding says how."""
+    from skimage import data as skdata
+
+    cam = skdata.camera().astype(np.float64) / 255
+    channels = np.stack([cam[i * 100 : i * 100 + 200, 50:250] for i in range(3)])
+    blurred = _noisy(ndimage.gaussian_filter(channels, (0, 2.0, 2.0)))
+    fit = fit_blur(channels, blurred, warn=False)
+    assert [f.code for f in fit.findings] == ["channels"]  # not also "not Gaussian": same cause
+    (finding,) = fit.findings
+    assert finding.suggestion == {"spatial_axes": (-2, -1)} and finding.values == {"planes": 3}
+    refit = fit_blur(channels, blurred, warn=False, **finding.suggestion)
+    assert refit.findings == () and refit.sigma == pytest.approx((2.0, 2.0), rel=2e-3)
+
+
+def test_frames_one_joint_sigma_does_not_describe_are_named_and_widen_its_error_bar():
+    from skimage import data as skdata
+
+    cam = skdata.camera().astype(np.float64) / 255
+    frames = np.stack([cam[i * 60 : i * 60 + 192, 40:232] for i in range(6)])
+    sigmas = np.linspace(1.0, 2.2, 6)
+    differ = _noisy(np.stack([ndimage.gaussian_filter(f, s) for f, s in zip(frames, sigmas)]))
+    fit = fit_blur(frames, differ, spatial_axes=(-2, -1), warn=False)
+    (finding,) = fit.findings
+    assert finding.code == "joint_spread"
+    np.testing.assert_allclose(finding.values["sigma_range"], (1.0, 2.2), atol=0.02)
+    spread = np.std(sigmas, ddof=1)
+    assert finding.values["spread"][0] == pytest.approx(spread, rel=0.05)
+    assert fit.sigma_stderr[0] >= spread / np.sqrt(6) * 0.95  # the spread is in the error bar
+    same = _noisy(np.stack([ndimage.gaussian_filter(f, 1.6) for f in frames]))
+    agree = fit_blur(frames, same, spatial_axes=(-2, -1), warn=False)
+    assert agree.findings == () and agree.sigma_stderr[0] < 0.01
+
+
+@pytest.mark.parametrize("sigma, rounded_by", [(0.7, "scipy"), (0.7, "round"), (1.0, "round")])
+def test_a_target_whose_rounding_decides_sigma_is_said_to_be_undetermined(sigma, rounded_by):
+    """The bundled uint8 reference has little detail at these scales: under a grey level (rms)."""
+    from napari_blurfit.sample_data import load_sample_pair
+
+    reference = load_sample_pair()[0]
+    if rounded_by == "scipy":  # scipy's integer output truncates
+        target = ndimage.gaussian_filter(reference, sigma)
+    else:
+        target = np.round(ndimage.gaussian_filter(reference.astype(np.float64), sigma))
+    fit = fit_blur(reference, target, warn=False)
+    assert [f.code for f in fit.findings] == ["lacks_detail"]
+    assert fit.findings[0].values["quantum"] == 1.0 and fit.findings[0].values["change"] < 1.0
+    assert "sigma is not determined by this pair" in fit.notes[0]
+    wide = np.round(ndimage.gaussian_filter(reference.astype(np.float64), 2.5))  # 1.7 grey levels
+    assert fit_blur(reference, wide, warn=False).findings == ()

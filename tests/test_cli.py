@@ -1,5 +1,6 @@
 """The blurfit command on real files, run as a user runs it (a subprocess)."""
 
+import argparse
 import csv
 import functools
 import json
@@ -113,7 +114,7 @@ def test_many_pairs_folders_csv_output(dataset, tmp_path):
     assert {r["reference"].rsplit("/", 1)[1] for r in bad} == {"img7.npy", "img9.tif"}
     joint = rows[-1]
     assert joint["reference"] == "JOINT" and joint["target"] == "6 pairs"
-    assert float(joint["sigma_0"]) == pytest.approx(2.2, rel=0.01)
+    assert float(joint["sigma_y"]) == pytest.approx(2.2, rel=0.01)
     assert "SKIPPED" in out.stdout and "joint fit over 6 pair(s) of 8:" in out.stdout
 
 
@@ -199,7 +200,7 @@ def test_spatial_axes_as_written_in_help(tmp_path, camera):
 # each option a finding can suggest, as this command names it
 FLAGS = {"gain_offset": "--gain-offset", "shift": "--shift", "per_axis": "--per-axis",
          "full_covariance": "--full-covariance", "reverse": "--reverse",
-         "sigma_bounds": "--sigma-min/--sigma-max"}
+         "sigma_bounds": "--sigma-min/--sigma-max", "spatial_axes": "--spatial-axes"}
 API_WORD = re.compile(r"(?<![\w-])(per_axis|gain_offset|full_covariance|sigma_bounds|exclude_border"
                       r"|huber_delta|spatial_axes)\b|(?<![\w-])\w+=(True|False)")
 
@@ -446,20 +447,21 @@ def test_flags_that_cannot_be_honoured_are_refused(pair, dataset, tmp_path, caps
     # honoured rather than refused: --csv for one pair, --progress for one pair
     one = tmp_path / "one.csv"
     status, out, err = run_main(capsys, ref, tgt, "--csv", one, "--progress")
-    assert status == 0 and "blurfit: transforming" in err
+    assert status == 0 and "fit: " in err and "steps" in err
     rows = list(csv.DictReader(one.open()))
-    assert len(rows) == 1 and float(rows[0]["sigma_0"]) == pytest.approx(2.0, rel=1e-3)
+    assert len(rows) == 1 and float(rows[0]["sigma_y"]) == pytest.approx(2.0, rel=1e-3)
 
 
 def test_r2_printed_and_transfer_curve_in_json(pair, capsys):
-    """Issue 10 through the command line: r2 and r2_linear in the summary, the transfer curve in JSON."""
+    """Issue 10 through the command line: r2 and r2_linear in the summary, the transfer curve in
+    JSON with --json-curves."""
     ref, tgt = pair
     status, out, err = run_main(capsys, ref, tgt)
     assert status == 0, err
     line = next(line for line in out.splitlines() if line.startswith("r2           = "))
     assert re.fullmatch(r"r2           = [\d.]+ \(r2_linear, a free linear filter: [\d.]+\)", line)
     assert float(line.split()[2]) > 0.99
-    status, out, err = run_main(capsys, ref, tgt, "--json")
+    status, out, err = run_main(capsys, ref, tgt, "--json", "--json-curves")
     d = json.loads(out)
     assert 0.99 < d["r2"] <= d["r2_linear"] + 1e-9 <= 1 + 1e-9
     curve = d["transfer"]
@@ -508,6 +510,153 @@ def test_full_covariance_and_shift_flags(tmp_path, camera, capsys):
     np.testing.assert_allclose(d["shift"], (0.4, -0.6), atol=0.02)
     assert d["angle"] == pytest.approx(np.degrees(0.5), abs=0.5)
     row = next(csv.DictReader(table.open()))
-    assert float(row["cov_01"]) == pytest.approx(kernel.covariance[0, 1], rel=0.01)
-    assert float(row["shift_1"]) == pytest.approx(-0.6, abs=0.02)
+    assert float(row["cov_yx"]) == pytest.approx(kernel.covariance[0, 1], rel=0.01)
+    assert float(row["shift_x"]) == pytest.approx(-0.6, abs=0.02)
     assert float(row["angle"]) == pytest.approx(np.degrees(0.5), abs=0.5)
+
+
+# ------------------------------------------------ issue 23: compact JSON, progress, pipes, CSV, help, axes
+
+
+def test_every_flag_has_help():
+    """`blurfit --help` explains every flag and argument (argparse's own help aside)."""
+    from napari_blurfit.cli import build_parser
+
+    actions = [a for a in build_parser()._actions if not isinstance(a, argparse._HelpAction)]
+    assert len(actions) > 20
+    missing = [a.option_strings or a.dest for a in actions if not (a.help or "").strip()]
+    assert missing == []
+    help_text = blurfit("--help").stdout
+    for flag in ("--sigma-min", "--sigma-max", "--exclude-border", "--loss", "--json-curves"):
+        line = next(line for line in help_text.splitlines() if line.strip().startswith(flag))
+        assert len(line.split()) > 3, line  # the flag, its value and words
+
+
+def test_json_compact_and_curves_behind_a_flag(pair, capsys):
+    ref, tgt = pair
+    status, out, err = run_main(capsys, ref, tgt, "--json")
+    assert status == 0, err
+    d = json.loads(out)
+    assert len(out.splitlines()) < 80
+    assert d["reference"] == str(ref) and d["target"] == str(tgt)
+    assert d["sigma"] == pytest.approx([2.0, 2.0], rel=1e-3)
+    np.testing.assert_allclose(d["covariance"], np.diag([4.0, 4.0]), rtol=2e-3, atol=1e-9)
+    assert d["shift"] == [0.0, 0.0] and d["gain"] == 1.0 and d["offset"] == 0.0
+    assert 0.99 < d["r2"] <= 1 and d["notes"] == [] and d["findings"] == []
+    assert d["options"] == {"loss": "l2", "per_axis": False, "gain_offset": False,
+                            "full_covariance": False, "shift": False, "sigma_bounds": [0.0, None],
+                            "exclude_border": 0, "reverse": False, "huber_delta": None, "mask": None}
+    assert not {"transfer", "profile"} & set(d) and "energy" not in out
+    status, out, err = run_main(capsys, ref, tgt, "--json", "--json-curves")
+    assert status == 0, err
+    d = json.loads(out)
+    assert set(d["transfer"]) == {"frequency", "measured", "model", "stderr", "energy"}
+    assert len(d["profile"]["sigma"]) == len(d["profile"]["loss"][0]) > 5
+    status, out, err = run_main(capsys, ref, tgt, "--json-curves")
+    assert (status, out) == (2, "")
+    assert err.endswith("error: --json-curves adds the curves to --json; pass --json too\n")
+
+
+def test_many_pairs_json_compact(dataset, capsys):
+    status, out, err = run_main(capsys, *dataset, "--json", "--no-progress")
+    assert status == 0, err
+    d = json.loads(out)
+    assert "transfer" not in d["joint"] and all("transfer" not in p["fit"] for p in d["pairs"] if p["fit"])
+    assert len(out.splitlines()) < 50 * len(d["pairs"])
+
+
+def test_closed_pipe_is_quiet_and_files_still_written(pair, tmp_path):
+    """``blurfit a b --json | head``: the reader goes away before the result is printed."""
+    ref, tgt = pair
+    table = tmp_path / "fit.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "napari_blurfit.cli", ref, tgt, "--json", "--csv", table],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the fit ends: printing the result meets a closed pipe
+    err = proc.stderr.read()
+    assert (proc.wait(), err) == (141, "")
+    assert float(next(csv.DictReader(table.open()))["sigma_y"]) == pytest.approx(2.0, rel=1e-3)
+    assert "141  stdout was closed early (as by `| head`)" in blurfit("--help").stdout
+
+
+def stderr_bars(*args) -> list[str]:
+    """The progress bars ``blurfit`` draws on stderr, as last drawn (each redraw starts with \\r)."""
+    out = subprocess.run([sys.executable, "-m", "napari_blurfit.cli", *map(str, args)], capture_output=True)
+    assert out.returncode == 0, out.stderr
+    err = out.stderr.decode()  # not text=True, which would read each \\r as a new line
+    assert err.endswith("\n")
+    return [line.rsplit("\r", 1)[-1] for line in err[:-1].split("\n")]
+
+
+@pytest.mark.slow
+def test_progress_one_bar_per_fit(pair, dataset):
+    (bar,) = stderr_bars(*pair, "--progress", "--loss", "l1")  # not one line per step
+    assert re.fullmatch(r"fit: \d+ steps \[\d\d:\d\d, checking for a shift and a rotated blur\]", bar)
+    pairs, joint = stderr_bars(*dataset, "--progress")
+    assert pairs.startswith("pairs: 100%") and " 8/8 [" in pairs
+    assert re.fullmatch(r"joint fit: \d+ steps \[\d\d:\d\d, checking for a shift and a rotated blur\]", joint)
+
+
+def test_csv_columns_named_by_axis_3d(tmp_path, volume, capsys):
+    v = volume[:16, :64, :64].astype(np.float32)
+    ref, tgt, table = tmp_path / "v.tif", tmp_path / "vb.tif", tmp_path / "v.csv"
+    tifffile.imwrite(ref, v)
+    tifffile.imwrite(tgt, ndimage.gaussian_filter(v, (1.0, 1.5, 2.0)))
+    status, out, err = run_main(capsys, ref, tgt, "--per-axis", "--shift", "--csv", table)
+    assert status == 0, err
+    assert [line.split()[0] for line in out.splitlines()[2:5]] == ["sigma_z", "sigma_y", "sigma_x"]
+    row = next(csv.DictReader(table.open()))
+    assert [k for k in row if k.startswith(("sigma_", "stderr_", "cov_", "shift_"))] == [
+        "sigma_z", "sigma_y", "sigma_x", "stderr_z", "stderr_y", "stderr_x", "cov_zz", "cov_zy",
+        "cov_zx", "cov_yy", "cov_yx", "cov_xx", "shift_z", "shift_y", "shift_x"]
+    assert [float(row[f"sigma_{n}"]) for n in "zyx"] == pytest.approx([1.0, 1.5, 2.0], rel=1e-3)
+
+
+def test_channels_finding_names_the_flag_and_value():
+    """The core's channels note ("... pass spatial_axes") in the command's words, value included."""
+    from napari_blurfit import Finding
+    from napari_blurfit._finding import advise
+    from napari_blurfit.cli import WORDS
+
+    suggestion = {"spatial_axes": (-2, -1)}
+    finding = Finding("channels", suggestion, {"planes": 3},
+                      f"the first axis has 3 planes and looks like channels; {advise(suggestion)}")
+    assert WORDS.finding(finding) == ("the first axis has 3 planes and looks like channels; "
+                                      "use --spatial-axes -2,-1")
+    finding = Finding("channels", {"spatial_axes": np.array([0, 1])}, {}, "a note")
+    assert WORDS.finding(finding) == "a note (use --spatial-axes 0,1)"
+
+
+@pytest.fixture
+def channels(tmp_path, camera):
+    """A 3-channel ImageJ hyperstack (axes CYX) and the same blurred with sigma 2 in y and x."""
+    a = np.stack([camera[i * 40 : i * 40 + 96, 60:156] for i in range(3)]).astype(np.float32)
+    ref, tgt = tmp_path / "cells.tif", tmp_path / "cells_blurred.tif"
+    tifffile.imwrite(ref, a, imagej=True, metadata={"axes": "CYX"})
+    tifffile.imwrite(tgt, ndimage.gaussian_filter(a, (0, 2.0, 2.0)), imagej=True, metadata={"axes": "CYX"})
+    return ref, tgt
+
+
+def test_tiff_channels_fitted_as_frames(channels, tmp_path, capsys):
+    status, out, err = run_main(capsys, *channels, "--json")
+    assert status == 0, err
+    assert err == ("blurfit: reading axes CYX from the TIFF metadata: channels are fitted as frames, "
+                   "one sigma over them (--spatial-axes -2,-1; pass --spatial-axes to choose)\n")
+    d = json.loads(out)
+    assert d["options"]["spatial_axes"] == [-2, -1] and d["spatial_axes"] == [1, 2]
+    assert d["sigma"] == pytest.approx([2.0, 2.0], rel=1e-3)
+    status, out, err = run_main(capsys, *channels, "--spatial-axes", "0,1,2", "--json")
+    assert err == "" and json.loads(out)["spatial_axes"] == [0, 1, 2]  # the flag wins
+    plain = tmp_path / "plain.npy"
+    np.save(plain, tifffile.imread(channels[1]))
+    status, out, err = run_main(capsys, channels[0], plain, "--json")  # one file says so: enough
+    assert "reading axes CYX" in err and json.loads(out)["spatial_axes"] == [1, 2]
+
+
+def test_tiff_axes_that_disagree_are_left_to_the_flag(channels, tmp_path, capsys):
+    ref, tgt = channels
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, np.moveaxis(tifffile.imread(tgt), 0, -1).astype(np.uint8), photometric="rgb")
+    status, out, err = run_main(capsys, ref, rgb)
+    assert err.startswith("blurfit: the TIFF metadata of the inputs give different axes (CYX, YXS); "
+                          "every axis is fitted as spatial: pass --spatial-axes to choose\n")
+    assert status == 2 and "must have the same shape" in err  # (3, 96, 96) and (96, 96, 3)

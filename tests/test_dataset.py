@@ -1,5 +1,7 @@
 """Pairing files and fitting datasets (`napari_blurfit.dataset`) on real files."""
 
+import json
+
 import numpy as np
 import pytest
 import tifffile
@@ -103,3 +105,59 @@ def test_fit_pairs_counts_and_notes(folders, tmp_path, camera):
     assert result.n_failed == 1 and result.n_joint == 3
     assert result.notes == ["pairs have 2 different shapes; the joint fit uses the 3 pairs of shape (64, 64)"]
     assert result.joint.sigma == pytest.approx((1.8, 1.8), rel=1e-3)
+
+
+# ------------------------------------------------ issue 23: a joint fit says when one sigma does not fit all
+
+
+def _pairs(tmp_path, camera, sigmas, name):
+    """Real TIFF pairs: camera crops blurred with ``sigmas``, plus noise of 0.5% of the range."""
+    ref, tgt = tmp_path / name / "ref", tmp_path / name / "tgt"
+    ref.mkdir(parents=True)
+    tgt.mkdir()
+    rng = np.random.default_rng(3)
+    for i, sigma in enumerate(sigmas):
+        a = camera[i * 18 : i * 18 + 128, i * 16 : i * 16 + 128]
+        b = ndimage.gaussian_filter(a, sigma) + rng.normal(0, 0.005 * 255, a.shape)
+        _write(ref / f"p{i}.tif", a)
+        _write(tgt / f"p{i}.tif", b)
+    return ref, tgt
+
+
+SPREAD = np.linspace(1.0, 2.2, 8)
+
+
+def test_joint_fit_names_the_spread_of_the_pairs(tmp_path, camera, capsys):
+    from napari_blurfit.cli import main
+
+    ref, tgt = _pairs(tmp_path, camera, SPREAD, "spread")
+    result = fit_pairs(match_pairs(str(ref), str(tgt)).pairs)
+    own = np.array([p.fit.sigma[0] for p in result.pairs])
+    np.testing.assert_allclose(own, SPREAD, atol=0.02)
+    (finding,) = [f for f in result.joint.findings if f.code == "joint_spread"]
+    assert finding.values["sigma_range"] == pytest.approx((1.0, 2.2), abs=0.05)
+    assert finding.values["n"] == 8 and finding.suggestion == {}
+    spread = own.std(ddof=1)
+    assert finding.values["spread"][0] == pytest.approx(spread, rel=1e-9)
+    assert min(result.joint.sigma_stderr) >= 0.9 * spread / np.sqrt(8)
+    assert result.notes == [finding.text] and finding.text in result.joint.notes
+    assert finding.text.startswith("one sigma does not describe these pairs: their own sigmas run from 1")
+
+    assert main([str(ref), str(tgt), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    joint = out[out.index("joint fit over 8 pair(s):"):]
+    assert f"\nnote: {finding.text}\n" in joint and out.count(finding.text) == 1
+    se = result.joint.sigma_stderr[0]
+    assert f"sigma        = {result.joint.sigma[0]:.4g} px +/- {se:.2g} (all axes: y, x)" in joint
+    assert main([str(ref), str(tgt), "--no-progress", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert [f["code"] for f in d["joint"]["findings"]] == ["joint_spread"]
+    assert d["joint"]["sigma_stderr"][0] == pytest.approx(se) and d["notes"] == [finding.text]
+
+
+def test_one_common_sigma_gives_no_spread_finding(tmp_path, camera):
+    ref, tgt = _pairs(tmp_path, camera, [1.5] * 8, "same")
+    result = fit_pairs(match_pairs(str(ref), str(tgt)).pairs)
+    assert result.joint.sigma == pytest.approx((1.5, 1.5), rel=2e-3)
+    assert [f.code for f in result.joint.findings] == [] and result.notes == []
+    assert result.joint.sigma_stderr[0] < 0.01

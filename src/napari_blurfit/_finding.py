@@ -131,6 +131,12 @@ class Finding:
                 "values": plain(self.values), "text": self.text}
 
 
+def _value_text(value: Any) -> str:
+    """A suggested value as the core's messages write it (a tuple of axes as ``(-2, -1)``)."""
+    value = plain(value)
+    return str(tuple(value)) if isinstance(value, list) else str(value)
+
+
 _VALUE = r"\([^)]*\)|'[^']*'|[^\s,;:)]+"  # what follows ``name=`` in a message
 
 
@@ -144,7 +150,8 @@ class Vocabulary:
         Option name -> this front end's name for it (``"shift"`` -> ``"--shift"``).
     advice : dict
         `advice_key` -> the phrase that gives that suggestion here (``"fit with --shift"``);
-        the same keys as `ADVICE`.
+        the same keys as `ADVICE`. ``{option}`` in a phrase stands for the option set to the
+        suggested value, in these words (``"use {option}"`` -> ``"use --spatial-axes -2,-1"``).
     """
 
     names: Mapping[str, str]
@@ -160,6 +167,7 @@ class Vocabulary:
         for option, value in finding.suggestion.items():
             key = advice_key(option, value)
             ours = self.advice.get(key) or self.names.get(option, option)
+            ours = ours.replace("{option}", self.option(option, _value_text(value)))
             core = ADVICE.get(key)
             if core and core in text:
                 head, _, tail = text.rpartition(core)

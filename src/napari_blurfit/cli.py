@@ -21,6 +21,8 @@ import argparse
 import csv
 import json
 import math
+import os
+import signal
 import sys
 import textwrap
 import warnings
@@ -29,20 +31,24 @@ import numpy as np
 
 from . import __version__
 from ._finding import Vocabulary
-from ._summary import sigma_parts, stderr_values, summary_lines
-from .dataset import fit_pairs, match_pairs, read_pairs_csv
+from ._summary import axis_names, sigma_parts, stderr_values, summary_lines
+from .dataset import fit_pairs, match_pairs, read_pairs_csv, steps_bar
 from .fit import fit_blur
-from .io import WRITABLE, check_writable, read_image, write_image
+from .io import WRITABLE, check_writable, frame_names, read_axes, read_image, spatial_axes_of, write_image
 
 EXIT_OK = 0
 EXIT_NO_PAIR = 1
 EXIT_USAGE = 2
 EXIT_TARGET_SHARPER = 3
 EXIT_WRITE_FAILED = 4
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141, as a shell reports a command that SIGPIPE ended
 
 EPILOG = f"""\
 Reads TIFF, PNG/JPEG and .npy; --fitted/--residual write float32 .tif or .npy.
 Folders are paired by file name without extension (camera.tif with camera.png).
+A TIFF whose metadata names channels or time points (ImageJ/OME axes such as CYX, or
+RGB samples) is fitted with those axes as frames unless --spatial-axes is given.
+--json prints the fit without its curves; --json-curves adds them.
 
 exit status:
   {EXIT_OK}  success
@@ -50,6 +56,8 @@ exit status:
   {EXIT_USAGE}  bad input or options (nothing was fitted)
   {EXIT_TARGET_SHARPER}  the target looks sharper than the reference (files swapped?): pass --reverse
   {EXIT_WRITE_FAILED}  the result was printed, but an output file could not be written
+  {EXIT_BROKEN_PIPE}  stdout was closed early (as by `| head`): the rest of the output was
+       dropped, output files were still written
 """
 
 #: `napari_blurfit.fit_blur`'s options as this command's flags, and its findings' advice in them
@@ -64,7 +72,8 @@ WORDS = Vocabulary(
             ("full_covariance", True): "use --full-covariance",
             ("reverse", True): "refit with --reverse",
             ("reverse", False): "refit without --reverse",
-            ("sigma_bounds", None): "widen --sigma-min/--sigma-max"},
+            ("sigma_bounds", None): "widen --sigma-min/--sigma-max",
+            ("spatial_axes", None): "use {option}"},
 )
 
 
@@ -139,7 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", nargs="?", help="image that looks like a blurred reference")
     p.add_argument("--sample", action="store_true", help="use the bundled sample pair")
     p.add_argument("--pairs", metavar="CSV", help="CSV of reference,target paths (many pairs)")
-    p.add_argument("--loss", choices=["l2", "l1", "huber"], default="l2")
+    p.add_argument("--loss", choices=["l2", "l1", "huber"], default="l2",
+                   help="what the fit minimises: l2 (squares, the default), l1 (absolute "
+                   "values: robust to outliers) or huber (squares near 0, absolute beyond "
+                   "--huber-delta)")
     p.add_argument("--per-axis", action="store_true", help="one sigma per spatial axis")
     p.add_argument("--gain-offset", action="store_true", help="also fit gain and offset")
     p.add_argument("--full-covariance", action="store_true",
@@ -149,20 +161,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", metavar="FILE", help="image whose nonzero pixels count in the loss")
     p.add_argument("--spatial-axes", metavar="AXES", type=_spatial_axes,
                    help="e.g. --spatial-axes -2,-1: other axes are frames, fitted jointly")
-    p.add_argument("--sigma-min", type=float, default=0.0, metavar="PX")
-    p.add_argument("--sigma-max", type=float, default=None, metavar="PX")
-    p.add_argument("--exclude-border", type=int, default=0, metavar="PX")
+    p.add_argument("--sigma-min", type=float, default=0.0, metavar="PX",
+                   help="smallest sigma searched, px (default 0)")
+    p.add_argument("--sigma-max", type=float, default=None, metavar="PX",
+                   help="largest sigma searched, px (default: from the image size)")
+    p.add_argument("--exclude-border", type=int, default=0, metavar="PX",
+                   help="leave this many pixels at each edge out of the loss (default 0)")
     p.add_argument("--reverse", action="store_true", help="fit reference ~ G * target instead")
     p.add_argument("--huber-delta", type=float, default=None, metavar="DELTA",
                    help="Huber threshold in intensity units (with --loss huber only)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: sigma, covariance, shift, gain, offset, r2, notes and "
+                   "findings, inputs and options (no curves)")
+    p.add_argument("--json-curves", action="store_true",
+                   help="with --json: add the curves (the transfer function per frequency shell: "
+                   "frequency, measured, model, stderr, energy; the loss profile over sigma)")
     p.add_argument("--fitted", metavar="FILE", help="write the fitted image (.tif or .npy)")
     p.add_argument("--residual", metavar="FILE", help="write target - fitted (.tif or .npy)")
     p.add_argument("--csv", metavar="FILE", help="write one row per pair (and the joint fit)")
     p.add_argument("--no-joint", action="store_true", help="many pairs: skip the joint fit")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="many pairs: a progress bar (default: when stderr is a terminal); "
-                   "one pair: the fit's steps on stderr")
+                   help="progress bars on stderr: one over the pairs and one over the joint "
+                   "fit's steps (default: when stderr is a terminal); one pair: one bar over "
+                   "the fit's steps (default: off)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -231,29 +252,63 @@ def _clean(value):
     return value
 
 
-def _fit_json(fit) -> dict:
-    """One fit as JSON-ready data: notes in flag words, absurd errors as null, the transfer curve.
+def _fit_json(fit, curves: bool = False) -> dict:
+    """One fit as JSON-ready data: notes in flag words, absurd errors as null.
 
     ``findings`` keep their code, suggestion (`napari_blurfit.fit_blur` options) and values; their
-    text is the note in flag words.
+    text is the note in flag words. The curves (``transfer``, ``profile``) only if ``curves``.
     """
-    d = fit.to_dict()  # includes r2, r2_linear and the transfer curve (lists)
+    d = fit.to_dict()
+    del d["transfer"]
     d["sigma_stderr"] = stderr_values(fit)
     d["notes"] = _notes(fit)
     d["findings"] = [{**f, "text": note} for f, note in zip(d["findings"], d["notes"])]
+    if curves:
+        d["transfer"] = None if fit.transfer is None else fit.transfer.to_dict()
+        d["profile"] = fit.profile
     return _clean(d)
 
 
+def _json_text(value, width: int = 100, level: int = 0) -> str:
+    """``value`` as JSON indented by 2, with short lists and objects on one line.
+
+    A list or object goes on one line when that line fits ``width`` (a list of numbers always:
+    a curve is one line), so one pair reads in a screenful.
+    """
+    line = json.dumps(value)
+    if not isinstance(value, (dict, list)) or not value:
+        return line
+    numbers = isinstance(value, list) and all(
+        isinstance(v, (int, float)) or v is None for v in value)
+    if numbers or 2 * level + len(line) <= width:
+        return line
+    pad = "  " * (level + 1)
+    if isinstance(value, dict):
+        items = [f"{pad}{json.dumps(k)}: {_json_text(v, width - len(k) - 4, level + 1)}"
+                 for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + "  " * level + "}"
+    items = [pad + _json_text(v, width, level + 1) for v in value]
+    return "[\n" + ",\n".join(items) + "\n" + "  " * level + "]"
+
+
+def _options_json(opts: dict, args) -> dict:
+    """The `fit_blur` options the run used, JSON-ready (the mask by its file)."""
+    return _clean({**{k: v for k, v in opts.items() if k not in ("mask", "callback")},
+                   "mask": args.mask})
+
+
 def _fit_row(fit) -> dict:
-    """One CSV row's fit columns."""
+    """One CSV row's fit columns, named by axis as the text output names them (sigma_y, ...)."""
     d = _fit_json(fit)
-    row = {f"sigma_{i}": s for i, s in enumerate(d["sigma"])}
-    row.update({f"stderr_{i}": "" if s is None else s for i, s in enumerate(d["sigma_stderr"])})
+    names = axis_names(len(d["sigma"]))
+    row = {f"sigma_{n}": s for n, s in zip(names, d["sigma"])}
+    row.update({f"stderr_{n}": "" if s is None else s for n, s in zip(names, d["sigma_stderr"])})
     row.update({k: d[k] for k in ("gain", "offset", "loss", "r2", "r2_linear", "at_bound",
                                   "identifiable", "target_sharper", "angle") if k in d})
     cov = d.get("covariance") or []
-    row.update({f"cov_{i}{j}": cov[i][j] for i in range(len(cov)) for j in range(i, len(cov))})
-    row.update({f"shift_{i}": s for i, s in enumerate(d.get("shift") or [])})
+    row.update({f"cov_{names[i]}{names[j]}": cov[i][j]
+                for i in range(len(cov)) for j in range(i, len(cov))})
+    row.update({f"shift_{n}": s for n, s in zip(names, d.get("shift") or [])})
     row["notes"] = " | ".join(d["notes"])
     return row
 
@@ -293,17 +348,41 @@ def _sharper_message(n_sharper: int, n_fits: int, joint_sharper: bool, reverse: 
 # ---------------------------------------------------------------- one pair and many pairs
 
 
-def _single(args, opts, reference, target, names) -> int:
+class _Stdout:
+    """Where the result goes: stdout, until a reader closes it (``blurfit ... | head``).
+
+    Then, as the Python docs advise for SIGPIPE, stdout is pointed at devnull (so that the flush
+    at exit cannot fail again) and the rest of the result is dropped; files are still written.
+    """
+
+    def __init__(self):
+        self.closed = False
+
+    def show(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:
+            self.closed = True
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):  # a stdout without a file descriptor
+                pass
+
+
+def _single(args, opts, reference, target, names, out: _Stdout) -> int:
     """Fit one pair, print it, then write the outputs; returns the exit status."""
-    if args.progress:
-        opts = {**opts, "callback": lambda stage: print(f"blurfit: {stage}", file=sys.stderr)}
-    fit = fit_blur(reference, target, warn=False, **opts)
+    with steps_bar("fit", disable=not args.progress) as step:
+        fit = fit_blur(reference, target, warn=False,
+                       **({**opts, "callback": step} if args.progress else opts))
     if args.json:
-        print(json.dumps({"reference": names[0], "target": names[1], **_fit_json(fit)}, indent=2))
+        out.show(_json_text({"reference": names[0], "target": names[1],
+                             "options": _options_json(opts, args),
+                             **_fit_json(fit, args.json_curves)}))
     else:
-        print(f"reference    = {names[0]}\ntarget       = {names[1]}")
-        print("\n".join(summary_lines(fit, WORDS)))
-    sys.stdout.flush()
+        out.show(f"reference    = {names[0]}\ntarget       = {names[1]}\n"
+                 + "\n".join(summary_lines(fit, WORDS)))
     writers = []
     if args.fitted:
         writers.append(("--fitted", args.fitted,
@@ -328,27 +407,29 @@ def _pair_line(r) -> list[str]:
             + [f"    note: {n}" for n in _notes(r.fit)])
 
 
-def _print_many(args, result) -> None:
+def _print_many(args, opts, result, out: _Stdout) -> None:
     n_total = len(result.pairs)
+    curves = args.json_curves
     if args.json:
-        print(json.dumps({
-            "joint": _fit_json(result.joint) if result.joint else None,
+        out.show(_json_text({
+            "options": _options_json(opts, args),
+            "joint": _fit_json(result.joint, curves) if result.joint else None,
             "joint_pairs": result.n_joint,
             "pairs": [{"reference": r.reference, "target": r.target,
-                       "fit": _fit_json(r.fit) if r.fit else None,
+                       "fit": _fit_json(r.fit, curves) if r.fit else None,
                        "error": None if r.error is None else to_flags(r.error)}
                       for r in result.pairs],
             "notes": [to_flags(n) for n in result.notes],
-        }, indent=2))
+        }))
         return
-    for r in result.pairs:
-        print("\n".join(_pair_line(r)))
-    if result.joint:
-        print(f"\njoint fit over {result.n_joint} pair(s)"
-              + (f" of {n_total}" if result.n_joint < n_total else "") + ":")
-        print("\n".join(summary_lines(result.joint, WORDS)))
-    for note in result.notes:
-        print(f"note: {to_flags(note)}")
+    lines = [line for r in result.pairs for line in _pair_line(r)]
+    joint_notes = set(result.joint.notes) if result.joint else set()
+    if result.joint:  # its findings (the pairs' spread among them) are its notes
+        lines += [f"\njoint fit over {result.n_joint} pair(s)"
+                  + (f" of {n_total}" if result.n_joint < n_total else "") + ":"]
+        lines += summary_lines(result.joint, WORDS)
+    lines += [f"note: {to_flags(note)}" for note in result.notes if note not in joint_notes]
+    out.show("\n".join(lines))
 
 
 def _csv_rows(result) -> list[dict]:
@@ -361,12 +442,11 @@ def _csv_rows(result) -> list[dict]:
     return rows
 
 
-def _many(args, opts, pairs) -> int:
+def _many(args, opts, pairs, out: _Stdout) -> int:
     """Fit many pairs, print them, then write the CSV; returns the exit status."""
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = fit_pairs(pairs, progress=progress, joint=not args.no_joint, **opts)
-    _print_many(args, result)
-    sys.stdout.flush()
+    _print_many(args, opts, result, out)
     status = EXIT_OK
     if args.csv:
         status = _write_outputs([("--csv", args.csv, lambda: _write_csv(args.csv, _csv_rows(result)))])
@@ -401,7 +481,34 @@ def _print_warnings(caught) -> None:
             print(f"blurfit: warning: {to_flags(text)}", file=sys.stderr)
 
 
-def _run(args, parser) -> int:
+def _axes_from_metadata(paths) -> tuple[int, ...] | None:
+    """The spatial axes the inputs' TIFF metadata gives, said on stderr; None if it gives none.
+
+    A file whose axes name channels, samples or time points (``CYX``, ``ZCYX``, ``YXS``) has
+    those axes fitted as frames. Files that disagree are left to ``--spatial-axes`` (said too).
+    """
+    found: dict[tuple[int, ...], list[str]] = {}
+    for path in paths:
+        axes = read_axes(path)
+        spatial = spatial_axes_of(axes)
+        if spatial is not None and axes not in found.setdefault(spatial, []):
+            found[spatial].append(axes)
+    if len(found) > 1:
+        print("blurfit: the TIFF metadata of the inputs give different axes ("
+              + ", ".join(a for names in found.values() for a in names)
+              + "); every axis is fitted as spatial: pass --spatial-axes to choose", file=sys.stderr)
+    if len(found) != 1:
+        return None
+    ((spatial, names),) = found.items()
+    frames = dict.fromkeys(word for axes in names for word in frame_names(axes))
+    print(f"blurfit: reading axes {' and '.join(names)} from the TIFF metadata: "
+          f"{' and '.join(frames)} are fitted as frames, one sigma over them "
+          f"(--spatial-axes {','.join(map(str, spatial))}; pass --spatial-axes to choose)",
+          file=sys.stderr)
+    return spatial
+
+
+def _run(args, parser, out: _Stdout) -> int:
     """Resolve inputs, refuse what cannot be honoured, check outputs, then fit."""
     if args.sample:
         if args.reference or args.pairs:
@@ -412,7 +519,7 @@ def _run(args, parser) -> int:
         _check_outputs(args, {REFERENCE.resolve(), TARGET.resolve()})
         opts = _options(args)
         ref, tgt = load_sample_pair()
-        return _single(args, opts, ref, tgt, (str(REFERENCE.name), str(TARGET.name)))
+        return _single(args, opts, ref, tgt, (str(REFERENCE.name), str(TARGET.name)), out)
     if args.pairs:
         if args.reference:
             parser.error("give either REFERENCE TARGET or --pairs, not both")
@@ -425,13 +532,15 @@ def _run(args, parser) -> int:
     many = len(pairs) > 1 or bool(args.pairs)
     _refuse_unusable_flags(args, parser, many)
     _check_outputs(args, {p.resolve() for pair in pairs for p in pair})
+    if args.spatial_axes is None:
+        args.spatial_axes = _axes_from_metadata(p for pair in pairs for p in pair)
     opts = _options(args)
     _report_unmatched(unmatched)
     if not many:
         ref_path, tgt_path = pairs[0]
         return _single(args, opts, read_image(ref_path), read_image(tgt_path),
-                       (str(ref_path), str(tgt_path)))
-    return _many(args, opts, pairs)
+                       (str(ref_path), str(tgt_path)), out)
+    return _many(args, opts, pairs, out)
 
 
 def main(argv=None) -> int:
@@ -447,20 +556,24 @@ def main(argv=None) -> int:
     int
         The exit status: 0 success, 1 no pair could be fitted, 2 bad input or options, 3 the
         target looks sharper than the reference (pass ``--reverse``), 4 an output could not be
-        written (the result was printed).
+        written (the result was printed), 141 stdout was closed before the result was printed
+        (``blurfit ... | head``; output files are still written).
     """
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(_join_negative_values([str(a) for a in argv]))
+    if args.json_curves and not args.json:
+        parser.error("--json-curves adds the curves to --json; pass --json too")
+    out = _Stdout()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)  # others keep Python's filters (no deprecations)
         try:
-            status = _run(args, parser)
+            status = _run(args, parser, out)
         except (OSError, ValueError, TypeError) as err:
             print(f"blurfit: error: {to_flags(str(err))}", file=sys.stderr)
             status = EXIT_USAGE
     _print_warnings(caught)
-    return status
+    return EXIT_BROKEN_PIPE if out.closed else status
 
 
 if __name__ == "__main__":

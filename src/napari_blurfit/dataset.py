@@ -11,13 +11,15 @@ import csv
 import glob
 import inspect
 from collections import Counter
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ._losses import LOSSES
 from ._result import BlurFit
+from ._spread import joint_spread
 from .fit import fit_blur
 from .io import READABLE, read_image
 
@@ -38,7 +40,9 @@ class DatasetFit:
 
     ``n_joint`` is the number of pairs the joint fit used (the usable pairs of the commonest
     shape). ``notes`` hold findings about the dataset as a whole; why a pair was skipped is in
-    that pair's ``error`` only.
+    that pair's ``error`` only. When the pairs' own sigmas disagree with one joint sigma, the
+    joint fit carries a ``joint_spread`` finding (its text is also in ``notes``) and its
+    ``sigma_stderr`` takes in the spread between pairs.
     """
 
     pairs: list[PairResult]
@@ -224,7 +228,7 @@ def fit_pairs(pairs, *, progress: bool = False, joint: bool = True, held_bytes: 
     pairs : sequence of (path, path)
         Reference and target files.
     progress : bool
-        Show a progress bar (tqdm, on stderr).
+        Show progress bars on stderr (tqdm): one over the pairs, one over the joint fit's steps.
     joint : bool
         Also fit one sigma over all usable pairs of the most common shape.
     held_bytes : int
@@ -237,6 +241,14 @@ def fit_pairs(pairs, *, progress: bool = False, joint: bool = True, held_bytes: 
     Returns
     -------
     DatasetFit
+
+    Notes
+    -----
+    The joint fit's own error bar measures how well the pooled pixels pin one sigma, not whether
+    the pairs share it. When the pairs' own sigmas spread by more than their errors and by more
+    than 5% of the joint sigma, the joint `BlurFit` gets a ``joint_spread`` finding (range,
+    spread, the outlying pairs) and its ``sigma_stderr`` adds the standard error of the pairs'
+    mean sigma, ``spread / sqrt(n)``.
     """
     from tqdm.auto import tqdm
 
@@ -250,7 +262,7 @@ def fit_pairs(pairs, *, progress: bool = False, joint: bool = True, held_bytes: 
         try:
             a, b = read_image(ref_path), read_image(tgt_path)
             item.fit = fit_blur(a, b, **options)
-            usable.append(_Usable(ref_path, tgt_path, a.shape, a.dtype, b.dtype))
+            usable.append(_Usable(ref_path, tgt_path, a.shape, a.dtype, b.dtype, item))
             if held is not None:
                 held.append((a, b))
                 held_total += a.nbytes + b.nbytes
@@ -263,12 +275,54 @@ def fit_pairs(pairs, *, progress: bool = False, joint: bool = True, held_bytes: 
     joint_fit, n_joint = None, 0
     if joint and usable:
         try:
-            joint_fit, n_joint, note = _joint_fit(usable, held, options)
+            with steps_bar("joint fit", disable=not progress, then=options.get("callback")) as step:
+                joint_fit, used, note = _joint_fit(usable, held, {**options, "callback": step})
+            n_joint = len(used)
+            joint_fit = _with_spread(joint_fit, [usable[i].result for i in used])
         except (OSError, ValueError, TypeError) as err:
             note = f"the joint fit failed: {type(err).__name__}: {err}"
         if note:
             notes.append(note)
+        if joint_fit is not None:
+            notes += [f.text for f in joint_fit.findings if f.code == "joint_spread"]
     return DatasetFit(results, joint_fit, notes, n_joint)
+
+
+@contextmanager
+def steps_bar(desc: str, *, disable: bool = False, then=None):
+    """One tqdm bar on stderr that counts a fit's steps and shows the current one.
+
+    Yields a ``callback(stage)`` for `napari_blurfit.fit_blur`: each call advances the bar by one
+    step, shows ``stage`` after ``desc``, then calls ``then(stage)`` if given.
+    """
+    from tqdm.auto import tqdm
+
+    with tqdm(desc=desc, disable=disable, bar_format="{desc}: {n_fmt} steps [{elapsed}{postfix}]") as bar:
+        def step(stage: str) -> None:
+            bar.set_postfix_str(stage, refresh=False)
+            bar.update()
+            if then is not None:
+                then(stage)
+        yield step
+
+
+def _labels(results: list[PairResult]) -> list[str]:
+    """A short name per pair for messages: the target's file name (its path if names repeat)."""
+    names = [Path(r.target).name for r in results]
+    return names if len(set(names)) == len(names) else [r.target for r in results]
+
+
+def _with_spread(joint: BlurFit, group: list[PairResult]) -> BlurFit:
+    """``joint`` with the ``joint_spread`` finding and error bar when the pairs' sigmas disagree.
+
+    ``group``: the pairs the joint fit used.
+    """
+    spread = joint_spread([r.fit.sigma for r in group], [r.fit.sigma_stderr for r in group],
+                          joint.sigma, joint.sigma_stderr, _labels(group), items="pairs")
+    if spread.finding is None:
+        return joint
+    return replace(joint, findings=joint.findings + (spread.finding,),
+                   sigma_stderr=tuple(float(v) for v in spread.stderr))
 
 
 def _check_options(options: dict) -> None:
@@ -295,10 +349,11 @@ class _Usable:
     shape: tuple
     ref_dtype: object
     tgt_dtype: object
+    result: PairResult
 
 
 def _joint_fit(usable, held, options):
-    """One sigma over all usable pairs of the commonest shape: (fit, pairs used, note or None).
+    """One sigma over the usable pairs of the commonest shape: (fit, their indices, note or None).
 
     In memory from ``held`` (the pairs' pixels, in ``usable`` order) if given, else read lazily
     via dask.
@@ -324,4 +379,5 @@ def _joint_fit(usable, held, options):
     spatial = options.pop("spatial_axes", None)  # axes of one image; the stack adds axis 0
     axes = (tuple(range(1, 1 + len(shape))) if spatial is None
             else tuple(a % len(shape) + 1 for a in spatial))
-    return fit_blur(refs, tgts, spatial_axes=axes, **options), count, note
+    used = [i for i, u in enumerate(usable) if u.shape == shape]
+    return fit_blur(refs, tgts, spatial_axes=axes, **options), used, note

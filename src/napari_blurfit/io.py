@@ -36,6 +36,59 @@ def read_image(path) -> np.ndarray:
                      f"(use one of {', '.join(READABLE)})")
 
 
+#: tifffile's axis codes that are space; ``Q`` (unknown) and ``I`` (a generic sequence) say nothing
+SPATIAL = "ZYX"
+UNKNOWN = "QI"
+#: what the other axis codes hold, for messages (``S``: samples of one pixel, such as RGB)
+AXIS_WORDS = {"C": "channels", "S": "channels (samples)", "T": "time points", "E": "wavelengths"}
+
+
+def read_axes(path) -> str | None:
+    """The axes a TIFF file's metadata gives its image, as tifffile names them; None otherwise.
+
+    Parameters
+    ----------
+    path : str or Path
+        Any image file; only TIFF files carry axes (ImageJ hyperstack, OME or tifffile metadata,
+        or several samples per pixel).
+
+    Returns
+    -------
+    str or None
+        One letter per axis of the array `read_image` returns, e.g. ``"CYX"`` (an ImageJ
+        hyperstack of channels), ``"ZCYX"``, ``"YXS"`` (RGB); None for other files or when the
+        file cannot be read.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in TIFF or not path.is_file():
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return str(tif.series[0].axes)
+    except Exception:  # unreadable: read_image reports it when the pair is fitted
+        return None
+
+
+def spatial_axes_of(axes: str | None) -> tuple[int, ...] | None:
+    """The spatial axes (negative indices) when ``axes`` names an axis that is not space.
+
+    ``"CYX"`` -> ``(-2, -1)``, ``"ZCYX"`` -> ``(-4, -2, -1)``, ``"YXS"`` -> ``(-3, -2)``; None
+    when every axis is spatial or unknown (``"ZYX"``, ``"QYX"``) or Y and X are not both named.
+    """
+    if not axes or "Y" not in axes or "X" not in axes:
+        return None
+    if any(a in UNKNOWN for a in axes) or all(a in SPATIAL for a in axes):
+        return None
+    return tuple(i - len(axes) for i, a in enumerate(axes) if a in SPATIAL)
+
+
+def frame_names(axes: str) -> list[str]:
+    """What the axes that are not spatial hold, in words: ``"CYX"`` -> ``["channels"]``."""
+    return list(dict.fromkeys(AXIS_WORDS.get(a, f"{a} axes") for a in axes if a not in SPATIAL))
+
+
 def write_image(path, image: np.ndarray) -> Path:
     """Write a float image as float32 TIFF or .npy (lossless, keeps negative residuals)."""
     path = Path(path)

@@ -1,8 +1,9 @@
 """Save docs/screenshot.png and docs/screenshots/*.png: the real widget docked in napari.
 
 docs/screenshot.png: the sample pair after a fit, reference / target / fit / residual in a grid.
-docs/screenshots/: the default dock, after a fit, after an error, per-frame and blur-map modes,
-and a rotated, shifted kernel fitted with kernel "rotated" and "fit shift".
+docs/screenshots/: the default dock, after a fit, per-frame and blur-map modes (the map's
+colourbar in the dock), after an error (a target of another shape picked after the blur map: every
+earlier result cleared), and a rotated, shifted kernel fitted with kernel "rotated" and "fit shift".
 
 Run under a display, e.g.: xvfb-run -a -s "-screen 0 1400x900x24" .venv/bin/python scripts/screenshot.py
 """
@@ -83,9 +84,11 @@ widget.reference.value, widget.target.value = viewer.layers["movie"], viewer.lay
 widget.mode.value = "per frame"
 fit(widget)
 save(viewer, SHOTS / "4-per-frame.png")
+print(widget.result_text.text())
 
 viewer.layers.clear()
 sharp, _ = load_sample_pair()
+sharp = sharp.astype(np.float32)  # a uint8 target would round small blurs up
 ramp = np.linspace(0.5, 4.0, sharp.shape[1])
 varying = np.stack([ndimage.gaussian_filter(sharp, s)[:, i] for i, s in enumerate(ramp)], axis=1)
 viewer.add_image(sharp, name="sharp", scale=(0.107, 0.107), units=("um", "um"))
@@ -96,32 +99,30 @@ widget.tile.value = 64
 fit(widget)
 viewer.reset_view()
 save(viewer, SHOTS / "5-blur-map.png")
+print(widget.result_text.text())
+
+crop = viewer.add_image(sharp[:200, :300], name="crop (another shape)", scale=(0.107, 0.107),
+                        units=("um", "um"))
+widget.target.value = crop  # an error: the blur map's numbers, histogram and colourbar go
+save(viewer, SHOTS / "3-after-error.png")
+print(widget.status.text())
 
 viewer.layers.clear()
+widget.mode.value = "whole image/volume"
 moved = GaussianKernel.from_basicsr(2.5, 1.2, 0.5, shift=(0.4, -0.6)).apply(sharp)
 moved = (moved + rng.normal(0, 2.0, moved.shape)).astype(np.float32)  # camera-like noise
 viewer.add_image(sharp, name="sharp", scale=(0.2, 0.2), units=("um", "um"))
 viewer.add_image(moved, name="rotated, shifted", scale=(0.2, 0.2), units=("um", "um"))
 widget.reference.value, widget.target.value = viewer.layers["sharp"], viewer.layers["rotated, shifted"]
 widget.gain_offset.value = False
-widget.mode.value = "whole image/volume"
 widget.kernel.value = KernelShape.ROTATED
 widget.fit_shift.value = True
+widget._options_section.collapse(animate=False)  # room for the longer result on a 900 px screen
 fit(widget)
 viewer.grid.enabled = True
 viewer.grid.shape = (2, 2)
 viewer.reset_view()
 save(viewer, SHOTS / "6-rotated-shift.png")
 print(widget.result_text.text())
-viewer.grid.enabled = False
-
-viewer.layers.remove("rotated, shifted fit")
-viewer.layers.remove("rotated, shifted residual")
-flat = viewer.add_image(np.full(sharp.shape, 12.0, np.float32), name="flat")
-widget.target.value = flat
-widget.mode.value = "whole image/volume"
-fit(widget)
-save(viewer, SHOTS / "3-after-error.png")
-print(widget.status.text())
 
 viewer.close()

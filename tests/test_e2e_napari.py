@@ -33,7 +33,7 @@ def test_manifest_widget_sample_fit_cancel_screenshot(make_napari_viewer, qtbot,
     res = viewer.layers["cell target residual"]
     assert np.abs(res.data).mean() < 3.0  # noise sd 2 -> mean |r| ~ 1.6
     assert tuple(viewer.layers["cell target fit"].scale) == tuple(viewer.layers["cell target"].scale)
-    assert " µm (± " in widget.result_text.text()
+    assert " µm (± " in widget.result_text.text().replace("\u00a0", " ")  # no-break spaces join ±
 
     # a second, large fit: it runs on a worker thread while the GUI thread's event loop keeps
     # turning, and Cancel leaves no layer. Thread ids and tick counts only, no wall-clock limits:

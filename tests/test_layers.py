@@ -345,8 +345,8 @@ def test_blur_map_shift_arrows_layer(cell):
     assert (f"Principal sigmas per tile: major {lo:.3g} to {hi:.3g} px = {lo * 0.1:.3g} to "
             f"{hi * 0.1:.3g} µm") in text
     lo, hi = arrows[:, 1, 0].min(), arrows[:, 1, 0].max()
-    assert (f"Shift per tile: axis 0 {lo:.3g} to {hi:.3g} px = {lo * 0.1:.3g} to {hi * 0.1:.3g} µm; "
-            "axis 1") in text
+    assert (f"Shift per tile: y {lo:.3g} to {hi:.3g} px = {lo * 0.1:.3g} to {hi * 0.1:.3g} µm; "
+            "x ") in text  # axes named as the CLI names them
     assert "The arrows of 'c moved shift map' show each tile's shift 20 times enlarged." in text
 
 

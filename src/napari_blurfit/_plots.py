@@ -1,16 +1,17 @@
 """Small matplotlib plots for the dock widget, drawn in the viewer's theme colours.
 
 One `ResultPlots` holds two tabs: the fit's loss against sigma (or sigma per frame, or the
-tile histogram of a blur map) and the transfer plot (measured vs Gaussian transfer against
-spatial frequency). `KernelPicture` draws the fitted kernel itself, small, beside the result
-text. Nothing is shown before there is a result.
+tile histogram of a blur map, with the map's colourbar: in the dock, beside the canvas rather
+than over the image) and the transfer plot (measured vs Gaussian transfer against spatial
+frequency). `KernelPicture` draws the fitted kernel itself, small, beside the result text.
+Nothing is shown before there is a result. Axes are named z, y, x as the command line names them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._summary import angle_of, principal, principal_sigmas_of
+from ._summary import angle_of, axis_names, principal, principal_sigmas_of
 
 PLOT_HEIGHT = 210  # px: two plots fit a laptop screen beside the dock's inputs
 KERNEL_SIZE = 104  # px: the kernel picture, a thumbnail beside the result text
@@ -138,24 +139,32 @@ class ResultPlots:
         self.tabs.addTab(self.main.canvas, "loss")
         self.tabs.addTab(self.transfer.canvas, "transfer")
         self.tabs.setVisible(False)
+        self.colorbar = None  # the blur map's colourbar (a matplotlib Colorbar) while one is shown
 
     def clear(self):
-        """Hide the plots (no result, or the last fit failed)."""
+        """Hide and empty the plots (no result, or the last fit failed): nothing stale stays."""
+        for plot in (self.main, self.transfer):
+            plot.figure.clear()
+            plot.axes = plot.figure.add_subplot()
+        self.colorbar = None
         self.tabs.setVisible(False)
 
-    def draw(self, result, colors: dict):
+    def draw(self, result, colors: dict, map_layer=None):
         """Draw a `napari_blurfit.layers.LayerFit` and show the tabs.
 
         A rotated or shifted fit has no loss-against-sigma curve of its own (the search's
-        profile is of the centred, axis-aligned start), so its "loss" tab is hidden.
+        profile is of the centred, axis-aligned start), so its "loss" tab is hidden. A blur
+        map's colourbar takes the colormap and contrast limits of ``map_layer`` (the map's image
+        layer, as the user may have changed them), else those the layer was made with.
         """
         fit = result.fit
         whole = fit is not None and (fit.full_covariance or fit.shift_fitted)
+        self.colorbar = None
         if result.frames is not None:
             _draw_frames(self.main, result.frames, colors)
             title = "sigma per frame"
         elif result.blur_map is not None:
-            _draw_tiles(self.main, result.blur_map, colors)
+            self.colorbar = _draw_tiles(self.main, result, colors, map_layer)
             title = "tiles"
         else:
             if not whole:
@@ -179,7 +188,7 @@ def _draw_frames(plot, frames, colors):
         names = ["major", "minor"] if sig.shape[1] == 2 else ["major", "middle", "minor"]
     else:
         sig = np.array([f.sigma for f in frames], dtype=float)
-        names = [f"axis {i}" for i in range(sig.shape[1])]
+        names = axis_names(sig.shape[1])
         if not any(f.per_axis for f in frames):
             sig = sig[:, :1]  # one shared sigma: one line
     cycle = [colors["line"], colors["accent"], colors["text"]]
@@ -192,13 +201,46 @@ def _draw_frames(plot, frames, colors):
     plot.finish(colors, legend=sig.shape[1] > 1)
 
 
-def _draw_tiles(plot, bm, colors):
+def map_colors(result, map_layer=None):
+    """The blur map's matplotlib colormap and contrast limits, as napari shows the map layer."""
+    from matplotlib.colors import ListedColormap
+    from napari.utils.colormaps import ensure_colormap
+
+    if map_layer is not None:
+        colormap, limits = map_layer.colormap, map_layer.contrast_limits
+    else:
+        kwargs = result.layers[0][1]
+        colormap, limits = ensure_colormap(kwargs["colormap"]), kwargs["contrast_limits"]
+    return ListedColormap(colormap.map(np.linspace(0, 1, 256))), tuple(float(v) for v in limits)
+
+
+def _draw_tiles(plot, result, colors, map_layer=None):
+    """Tile histogram, its bars in the map's colours, under the map's colourbar; returns the bar."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import MaxNLocator
+
     ax = plot.start(colors)
-    s = bm.sigma.mean(axis=-1)
-    ax.hist(s[np.isfinite(s)].ravel(), bins=20, color=colors["line"])
+    cmap, (lo, hi) = map_colors(result, map_layer)
+    norm = Normalize(lo, hi)
+    s = result.blur_map.sigma.mean(axis=-1)
+    values = np.clip(s[np.isfinite(s)].ravel(), lo, hi)  # a tile beyond the limits: an end bin
+    _, edges, bars = ax.hist(values, bins=20, range=(lo, hi))
+    for bar, left, right in zip(bars, edges[:-1], edges[1:]):
+        bar.set_facecolor(cmap(norm((left + right) / 2)))
+    ax.set_xlim(lo, hi)
+    ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.set_xlabel("tile sigma (px)")
     ax.set_ylabel("tiles")
+    strip = ax.inset_axes((0.0, 1.04, 1.0, 0.07))  # right above the bars, as wide as their axis
+    colorbar = plot.figure.colorbar(ScalarMappable(norm, cmap), cax=strip, orientation="horizontal",
+                                    ticklocation="top")
+    colorbar.ax.xaxis.set_major_locator(MaxNLocator(5))
+    colorbar.ax.tick_params(colors=colors["text"], labelsize=8)
+    colorbar.outline.set_edgecolor(colors["muted"])
+    colorbar.set_label("colours of the blur map layer (sigma, px)", size=8, color=colors["text"])
     plot.finish(colors)
+    return colorbar
 
 
 def _draw_loss(plot, fit, colors):
@@ -213,7 +255,7 @@ def _draw_loss(plot, fit, colors):
     cycle = [colors["line"], colors["text"], colors["muted"]]
     shown = []
     for i, row in enumerate(rows):
-        label = f"axis {i}" if len(rows) > 1 else None
+        label = axis_names(len(rows))[i] if len(rows) > 1 else None
         inside = (sigma >= lo) & (sigma <= hi)
         xs, ys = smooth_profile(sigma[inside], row[inside], best[i], fit.loss, lo, hi)
         ax.plot(xs, ys, color=cycle[i % 3], lw=1.5, label=label)
@@ -336,7 +378,9 @@ class KernelPicture:
         self.axes = None
 
     def clear(self):
-        """Hide the picture (no single fit to show)."""
+        """Hide and empty the picture (no single fit to show)."""
+        self.figure.clear()
+        self.axes = None
         self.canvas.setVisible(False)
 
     def draw(self, fit, colors: dict):

@@ -1,12 +1,25 @@
-"""Plain-words text for the dock widget: results, failures, the fitted slice (no Qt, no napari)."""
+"""Plain-words text for the dock widget: results, failures, the fitted slice (no Qt, no napari).
+
+A number and its error are joined by no-break spaces (`NBSP`), so a narrow dock wraps the text
+between items, never between a value and its "(± error)": ``2.51 px = 0.268 µm (± 0.0087)`` is
+one unbreakable run; a list such as ``2.51, 1.22 px = 0.502, 0.243 µm (± 0.0094, 0.018)`` may
+break only before "=" and after the comma of the values in world units.
+"""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
 from ._finding import Vocabulary
 from ._plots import unit_symbol
-from ._summary import angle_of, angle_stderr, principal_sigmas_of, principal_stderr
+from ._spread import joint_spread
+from ._summary import angle_of, angle_stderr, axis_names, principal_sigmas_of, principal_stderr
+
+NBSP = "\u00a0"  # a space that never breaks a line
+#: findings that change what the numbers mean: shown first, marked "!", not as a closing note
+PROMINENT = ("joint_spread", "channels")
 
 #: `napari_blurfit.fit_blur`'s options by the dock's labels, and its findings' advice in them
 WORDS = Vocabulary(
@@ -20,7 +33,9 @@ WORDS = Vocabulary(
             ("full_covariance", True): 'choose kernel "rotated"',
             ("reverse", True): 'tick "reverse"',
             ("reverse", False): 'untick "reverse"',
-            ("sigma_bounds", None): 'widen "sigma min/max"'},
+            ("sigma_bounds", None): 'widen "sigma min/max"',
+            ("spatial_axes", None): 'choose mode "per frame" or "frames jointly", or split the '
+                                    'channels (right-click the layer > Split Stack)'},
 )
 
 
@@ -38,35 +53,42 @@ def _world_unit(result) -> str:
     return unit_symbol(units.pop()) if len(units) == 1 and "" not in units else ""
 
 
-def _numbers(values, digits: str = ".3g") -> str:
-    return ", ".join(f"{v:{digits}}" for v in values)
+def _numbers(values, digits: str = ".3g", comma: str = ", ") -> str:
+    return comma.join(f"{v:{digits}}" for v in values)
 
 
 def _errors(values) -> str:
-    """`` (± 0.01, 0.02)`` for the finite standard errors; ``""`` when none is finite."""
+    """`` (± 0.01, 0.02)`` for the finite standard errors; ``""`` when none is finite.
+
+    Unbreakable, and joined to the number before it.
+    """
     values = [float(v) for v in values]
     if not any(np.isfinite(values)):
         return ""
-    return " (± " + ", ".join(f"{v:.2g}" if np.isfinite(v) else "?" for v in values) + ")"
+    return f"{NBSP}(±{NBSP}" + f",{NBSP}".join(f"{v:.2g}" if np.isfinite(v) else "?" for v in values) + ")"
 
 
 def _amount(px, world, unit: str) -> str:
-    """``0.4, -0.6 px = 0.08, -0.12 µm`` (the world part only with a unit)."""
-    text = f"{_numbers(px)} px"
-    return text + (f" = {_numbers(world)} {unit}" if unit else "")
+    """``0.4, -0.6 px = 0.08, -0.12 µm`` (the world part only with a unit).
+
+    A line may break before "=" and after the world part's comma, nowhere else.
+    """
+    text = f"{_numbers(px, comma=f',{NBSP}')}{NBSP}px"
+    return text + (f" ={NBSP}{_numbers(world)}{NBSP}{unit}" if unit else "")
 
 
 def _sigma_line(fit, result) -> str:
-    """``sigma = 2.5 px (0.268 µm) +/- 0.01`` for shared sigma; one item per axis otherwise."""
+    """``Blur sigma: 2.5 px = 0.268 µm (± 0.01)``; per axis one unbreakable item per axis (z, y, x)."""
     axes = range(len(fit.sigma)) if fit.per_axis else range(1)
+    names = axis_names(len(fit.sigma))
     parts = []
     for i in axes:
         s, e = fit.sigma[i], fit.sigma_stderr[i]
         unit = unit_symbol(result.units[i]) if i < len(result.units) else ""
         size = result.pixel_size[i] if i < len(result.pixel_size) else 1.0
-        world = f" = {s * size:.3g} {unit}" if unit else ""
-        name = f"axis {i}: " if fit.per_axis else ""
-        parts.append(f"{name}{s:.3g} px{world} (± {e:.2g})")
+        world = f"{NBSP}={NBSP}{s * size:.3g}{NBSP}{unit}" if unit else ""
+        name = f"{names[i]}:{NBSP}" if fit.per_axis else ""
+        parts.append(f"{name}{s:.3g}{NBSP}px{world}{NBSP}(±{NBSP}{e:.2g})")
     return ("Blur sigma per axis: " if fit.per_axis else "Blur sigma: ") + "; ".join(parts)
 
 
@@ -77,7 +99,7 @@ def _principal_lines(fit, result, world: dict) -> list[str]:
              + _errors(principal_stderr(fit))]
     if fit.angle is not None:
         error = angle_stderr(fit)
-        spread = f" (± {error:.2g}°)" if np.isfinite(error) else ""
+        spread = f"{NBSP}(±{NBSP}{error:.2g}°)" if np.isfinite(error) else ""
         lines.append(f"Major axis at {fit.angle:.1f}°{spread} from +x towards +y"
                      + _world_angle(fit, result, world) + ".")
     return lines
@@ -117,16 +139,28 @@ def _explained(fit) -> str:
     return text + "."
 
 
-def _context(result) -> list[str]:
+def _context(result, findings=()) -> list[str]:
+    """The slice, the mask, and the mode's hint (unless a "channels" finding says it already)."""
     lines = []
-    if result.plane:
+    if result.plane:  # indices along the leading, non-spatial axes
         where = ", ".join(f"axis {i} = {p}" for i, p in enumerate(result.plane))
         lines.append(f"Fitted the slice at {where} (the one shown).")
     if result.mask_pixels is not None:
         lines.append(f"The mask selected {result.mask_pixels:,} pixels.")
-    if result.hint:
+    if result.hint and not any(f.code == "channels" for f in findings):
         lines.append(f"Note: {result.hint}")
     return lines
+
+
+def _finding_lines(findings) -> tuple[list[str], list[str]]:
+    """``(prominent, notes)``: the findings in the widget's words.
+
+    Those that change what the numbers mean ("!") are shown right after them; the rest close the
+    text as notes.
+    """
+    first = [f"! {WORDS.finding(f)}" for f in findings if f.code in PROMINENT]
+    notes = [f"Note: {WORDS.finding(f)}" for f in findings if f.code not in PROMINENT]
+    return first, notes
 
 
 def _range(values, what: str, unit: str = "", size: float = 1.0) -> str:
@@ -154,39 +188,96 @@ def _field_lines(shift, covariance, result, where: str) -> list[str]:
                      + "; " + _range(sig[..., -1], "minor", shown, size) + ".")
     shift = np.asarray(shift, dtype=float)
     if np.any(np.nan_to_num(shift) != 0):
-        parts = [_range(shift[..., i], f"axis {i}", unit if len(sizes) == d else "",
+        names = axis_names(d)
+        parts = [_range(shift[..., i], names[i], unit if len(sizes) == d else "",
                         sizes[i] if len(sizes) == d else 1.0) for i in range(d)]
         lines.append(f"Shift per {where}: " + "; ".join(parts) + ".")
     return lines
+
+
+def frames_spread(frames) -> str:
+    """``"! Frames disagree: ..."`` when one sigma does not describe the frames, else ``""``.
+
+    The frames' own sigmas against their median (`napari_blurfit._spread.joint_spread`).
+    """
+    sig = np.array([f.sigma for f in frames], dtype=float)
+    err = np.array([f.sigma_stderr for f in frames], dtype=float)
+    if np.isfinite(sig).all(axis=1).sum() < 2:
+        return ""
+    median = np.nanmedian(sig, axis=0)
+    with warnings.catch_warnings():  # frames without a finite error bar (the median of none)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        found = joint_spread(sig, err, median, np.zeros_like(median),
+                             [f"frame {i}" for i in range(len(frames))], items="frames").finding
+    if found is None:
+        return ""
+    v = found.values
+    axis, (lo, hi) = v["axis"], v["sigma_range"]
+    spread = v["spread"][axis]
+    per_axis = any(f.per_axis or f.full_covariance for f in frames)
+    name = f" along {axis_names(sig.shape[1])[axis]}" if per_axis else ""
+    share = f"{100 * spread / median[axis]:.0f}% of " if median[axis] > 0 else ""
+    text = (f"! Frames disagree{name}: their sigmas run from {lo:.3g} to {hi:.3g} px (spread "
+            f"{spread:.2g}{NBSP}px, {share}the median {median[axis]:.3g}{NBSP}px), so one sigma "
+            "would not describe them")
+    if v["outliers"]:
+        text += f"; furthest from the rest: {', '.join(v['outliers'])}"
+    return text + "."
 
 
 def _frames_text(result) -> str:
     frames = result.frames
     sig = np.array([f.sigma for f in frames], dtype=float)
     failed = int(np.isnan(sig[:, 0]).sum())
-    lines = [f"{len(frames)} frames: sigma {np.nanmin(sig):.3g} to {np.nanmax(sig):.3g} px "
-             f"(median {np.nanmedian(sig):.3g})."]
+    if failed == len(frames):
+        lines = [f"{len(frames)} frames: none could be fitted (blank or all NaN)."]
+    else:
+        lines = [f"{len(frames)} frames: sigma {np.nanmin(sig):.3g} to {np.nanmax(sig):.3g} px "
+                 f"(median {np.nanmedian(sig):.3g})."]
+    spread = frames_spread(frames)
+    if spread:
+        lines.append(spread)
     lines += _field_lines([f.shift for f in frames], [f.covariance for f in frames], result, "frame")
-    if failed:
+    if failed and failed < len(frames):
         lines.append(f"{failed} frame(s) could not be fitted (blank or all NaN).")
     return "\n".join(lines + _context(result))
+
+
+def left_out(reason) -> str:
+    """``"3 of 81 tiles left out (shown empty): 2 flat, 1 at bound."``; ``""`` when none was."""
+    reasons = [str(r) for r in np.ravel(reason)]
+    counts: dict[str, int] = {}
+    for r in reasons:
+        if r:
+            key = "failed" if r.startswith("failed") else r
+            counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return ""
+    why = ", ".join(f"{n} {r}" for r, n in sorted(counts.items(), key=lambda item: -item[1]))
+    return f"{sum(counts.values())} of {len(reasons)} tiles left out (shown empty): {why}."
 
 
 def _blur_map_text(result) -> str:
     bm = result.blur_map
     s = bm.sigma
-    bad = int(np.isnan(s[..., 0]).sum())
-    lines = [f"Blur map: {' x '.join(str(n) for n in s.shape[:-1])} tiles, sigma "
-             f"{np.nanmin(s):.3g} to {np.nanmax(s):.3g} px."]
+    grid = " x ".join(str(n) for n in s.shape[:-1])
+    if np.isfinite(s).any():
+        lines = [f"Blur map: {grid} tiles, sigma {np.nanmin(s):.3g} to {np.nanmax(s):.3g} px."]
+    else:
+        lines = [f"Blur map: {grid} tiles, none could be measured."]
+    findings = tuple(getattr(bm, "findings", ()) or ())
+    prominent, notes = _finding_lines(findings)
+    if not findings:  # a map with notes only: words of the core's sentences
+        notes = [f"Note: {WORDS.text(n)}" for n in getattr(bm, "notes", ()) or ()]
+    lines += prominent + notes  # what the map as a whole found comes before its details
     if bm.covariance is not None and bm.shift is not None:
         lines += _field_lines(bm.shift, bm.covariance, result, "tile")
     if result.arrow_scale is not None:
         name = result.layers[-1][1]["name"]
         lines.append(f"The arrows of {name!r} show each tile's shift {result.arrow_scale:g} times "
                      "enlarged.")
-    if bad:
-        lines.append(f"{bad} tile(s) had too little detail to measure (shown empty).")
-    return "\n".join(lines + _context(result))
+    lines += [t for t in (left_out(bm.reason),) if t]
+    return "\n".join(lines + _context(result, findings))
 
 
 def describe(result) -> str:
@@ -196,7 +287,8 @@ def describe(result) -> str:
     if result.blur_map is not None:
         return _blur_map_text(result)
     fit = result.fit
-    lines = _kernel_lines(fit, result)
+    prominent, notes = _finding_lines(fit.findings)
+    lines = _kernel_lines(fit, result) + prominent
     if fit.gain_offset:
         lines.append(f"Gain {fit.gain:.4g} and offset {fit.offset:.4g} (fitted).")
     lines.append(f"Mean {fit.loss_name} loss {fit.loss:.4g} over {fit.n_pixels:,} pixels.")
@@ -205,12 +297,11 @@ def describe(result) -> str:
         lines.append(explained)
     if fit.reverse:
         lines.append("Direction: the reference is the blurred one (reverse).")
-    if fit.target_sharper:
+    codes = {f.code for f in fit.findings}  # a flag the findings give already is said once, there
+    if fit.target_sharper and "target_sharper" not in codes:
         lines.append('! The target looks sharper than the reference: tick "reverse".')
-    if not fit.identifiable:
+    if not fit.identifiable and not codes & {"not_identifiable", "target_sharper"}:
         lines.append("! A sigma below 0.3 px cannot be measured reliably.")
-    if fit.at_bound:
+    if fit.at_bound and "at_bound" not in codes:
         lines.append('! The fit sits on a sigma bound: widen "sigma min/max".')
-    lines += _context(result)
-    lines += [f"Note: {WORDS.finding(f)}" for f in fit.findings]
-    return "\n".join(lines)
+    return "\n".join(lines + _context(result, fit.findings) + notes)

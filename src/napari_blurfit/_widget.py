@@ -58,6 +58,7 @@ def _label(text: str = "", selectable: bool = False):
     from qtpy.QtWidgets import QLabel, QSizePolicy
 
     label = QLabel(text)
+    label.setTextFormat(Qt.TextFormat.PlainText)  # "<" in a message is a character, never a tag
     label.setWordWrap(True)
     label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     label.setMinimumWidth(100)
@@ -76,6 +77,12 @@ def _compact(combo: ComboBox) -> ComboBox:
     return combo
 
 
+def _auto_at_zero(spin: FloatSpinBox) -> FloatSpinBox:
+    """The spin box shows "auto" at 0, the value that leaves the bound to the core."""
+    spin.native.setSpecialValueText("auto")
+    return spin
+
+
 class BlurFitWidget(Container):
     """Pick a reference and a target image layer, fit the blur in the background, show results."""
 
@@ -91,6 +98,7 @@ class BlurFitWidget(Container):
         self._connections: list = []
         self._stage = ""
         self.last_result = None
+        self._map_layer = None  # the blur map's layer, whose colours the dock's colourbar follows
         self._build_inputs(viewer)
         self._build_outputs()
         self._connect(viewer)
@@ -124,9 +132,12 @@ class BlurFitWidget(Container):
         self.gain_offset = CheckBox(text="fit gain and offset", value=False)
         self.reverse = CheckBox(text="reverse (the reference is the blurred one)", value=False)
         self.exclude_border = SpinBox(label="skip border (px)", min=0, max=10000, value=0)
-        self.sigma_min = FloatSpinBox(label="sigma min (px)", min=0.0, max=1e4, step=0.1, value=0.0)
-        self.sigma_max = FloatSpinBox(label="sigma max (px)", min=0.0, max=1e4, step=1.0, value=0.0,
-                                      tooltip="0: half the image size")
+        self.sigma_min = _auto_at_zero(FloatSpinBox(
+            label="sigma min (px)", min=0.0, max=1e4, step=0.1, value=0.0,
+            tooltip="auto (0): no lower bound"))
+        self.sigma_max = _auto_at_zero(FloatSpinBox(
+            label="sigma max (px)", min=0.0, max=1e4, step=1.0, value=0.0,
+            tooltip="auto (0): up to half the image size"))
         self.fit_button = PushButton(text="Fit")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="", min=0, max=1, value=0, visible=False)
@@ -176,6 +187,10 @@ class BlurFitWidget(Container):
         self._timer = QTimer(self.native)
         self._timer.setInterval(150)
         self._timer.timeout.connect(self._show_stage)
+        self._redraw = QTimer(self.native)
+        self._redraw.setSingleShot(True)
+        self._redraw.setInterval(100)
+        self._redraw.timeout.connect(self._redraw_result)
         self.reference.changed.connect(self._reference_changed)
         self.target.changed.connect(self._check_inputs)
         self.mode.changed.connect(self._mode_changed)
@@ -184,7 +199,7 @@ class BlurFitWidget(Container):
         self.copy_button.changed.connect(self.copy_result)
         self._listen(viewer.layers.events.removed, self._layer_removed)
         self._listen(viewer.layers.events.inserted, self._layer_inserted)
-        self._listen(viewer.events.theme, self._theme_changed)
+        self._listen(viewer.events.theme, self._redraw_result)
         for layer in viewer.layers:
             self._listen(layer.events.name, self._refresh)
         ref = weakref.ref(self)
@@ -251,6 +266,8 @@ class BlurFitWidget(Container):
                 problem = failure_text(err)
         if self._worker is None:
             self.fit_button.enabled = not problem
+            if problem:  # an error on show: no earlier result stays beside it
+                self._clear_result()
             if update_status:
                 self._say(problem or axis_hint(tgt, self.mode.value))
         return not problem
@@ -275,7 +292,7 @@ class BlurFitWidget(Container):
         inputs = (self.reference.value, self.target.value, self.mask.value)
         kwargs = dict(mask_layer=inputs[2], mode=self.mode.value,
                       world_point=tuple(self._viewer.dims.point),
-                      tile=int(self.tile.value), **self.options())
+                      tile=int(self.tile.value), warn=False, **self.options())  # findings: in the panel
         cancel = self._cancel
         reason = lambda: self._cancel_reason  # noqa: E731 - read when cancelled
         stage = [""]
@@ -371,8 +388,11 @@ class BlurFitWidget(Container):
             self._failed(FitCancelled(why))
             return
         self._delivered = True
+        self._clear_result()
         self.last_result = result
-        show_layers(self._viewer, result)
+        shown = show_layers(self._viewer, result)
+        if result.blur_map is not None:
+            self._follow_map(shown[0])
         self.result_text.setText(describe(result))
         self.result_text.setVisible(True)
         self.copy_button.visible = True
@@ -392,24 +412,41 @@ class BlurFitWidget(Container):
         show_warning(f"Blur fit failed: {message}")
 
     def _clear_result(self):
-        """An error replaces the previous result: no stale numbers or plot stay on show."""
+        """An error replaces the previous result: no stale numbers, plot, colourbar or picture."""
         self.last_result = None
+        self._follow_map(None)
         self.result_text.setText("")
         self.result_text.setVisible(False)
         self.copy_button.visible = False
         self.plots.clear()
         self.kernel_picture.clear()
 
+    def _follow_map(self, layer):
+        """Redraw the colourbar when the blur map layer's colormap or contrast limits change."""
+        old, self._map_layer = self._map_layer, layer
+        for emitter, callback in list(self._connections):
+            if old is not None and callback == self._map_changed:
+                emitter.disconnect(callback)
+                self._connections.remove((emitter, callback))
+        if layer is not None:
+            self._listen(layer.events.colormap, self._map_changed)
+            self._listen(layer.events.contrast_limits, self._map_changed)
+
+    def _map_changed(self, event=None):
+        if self.last_result is not None and self.last_result.blur_map is not None:
+            self._redraw.start()  # once the slider stops: a redraw per event would lag
+
     def _draw(self, result):
         """The plots and, for a single fit, the kernel picture, in the viewer's theme."""
         colors = palette(self._viewer.theme)
-        self.plots.draw(result, colors)
+        self.plots.draw(result, colors, map_layer=self._map_layer)
         if result.fit is not None:
             self.kernel_picture.draw(result.fit, colors)
         else:
             self.kernel_picture.clear()
 
-    def _theme_changed(self, event=None):
+    def _redraw_result(self, event=None):
+        """Draw the plots again: the theme or the blur map layer's colours changed."""
         if self.last_result is not None:
             self._draw(self.last_result)
 

@@ -284,7 +284,8 @@ def axis_hint(layer, mode: str) -> str:
            f"its first axis has only {shape[0]} planes")
     return (f"{layer.name!r} looks like a time series or channels ({why}), but 'whole image/volume' "
             "blurs across that axis as if it were depth. For frames or channels choose "
-            "'frames jointly' (one sigma) or 'per frame'.")
+            "'frames jointly' (one sigma) or 'per frame', or split the channels (right-click the "
+            "layer > Split Stack).")
 
 
 def _plane_index(layer, world_point, ndim):
@@ -452,8 +453,8 @@ UPDATED = ("scale", "translate", "units", "metadata", "contrast_limits", "colorm
 def show_layers(viewer, result: LayerFit) -> list:
     """Add a fit's output layers, or update same-named layers of the same kind in place.
 
-    Returns the layers. A blur map also gets its colorbar shown on the canvas (where napari's
-    image layers have one), so its range reads off the view.
+    Returns the layers. A blur map's colourbar is drawn in the dock widget, beside the canvas
+    (napari's own colorbar overlay would cover the image; the layer's context menu still offers it).
     """
     from napari.layers import Image, Vectors
 
@@ -470,8 +471,6 @@ def show_layers(viewer, result: LayerFit) -> list:
                     setattr(layer, key, kwargs[key])
         else:
             layer = add(data, **kwargs)
-        if result.blur_map is not None and isinstance(layer, Image) and hasattr(layer, "colorbar"):
-            layer.colorbar.visible = True
         out.append(layer)
     _remove_stale_shift_map(viewer, result)
     return out

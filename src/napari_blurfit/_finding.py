@@ -23,7 +23,7 @@ ADVICE: dict[tuple[str, Any], str] = {
     ("reverse", True): "refit with reverse=True",
     ("reverse", False): "refit with reverse=False",
     ("sigma_bounds", None): "widen sigma_bounds",
-    ("spatial_axes", None): "pass spatial_axes",
+    ("spatial_axes", None): "pass spatial_axes={value}",
 }
 
 
@@ -38,7 +38,13 @@ def advice_key(option: str, value: Any) -> tuple[str, Any]:
 
 def advise(suggestion: Mapping[str, Any]) -> str:
     """The core's advice for ``suggestion`` (`ADVICE`), as its sentences give it."""
-    return " and ".join(ADVICE[advice_key(k, v)] for k, v in suggestion.items())
+    return " and ".join(core_advice(k, v) for k, v in suggestion.items())
+
+
+def core_advice(option: str, value: Any) -> str | None:
+    """The core's phrase for one suggested option (`ADVICE`; ``{value}`` filled in), or None."""
+    phrase = ADVICE.get(advice_key(option, value))
+    return None if phrase is None else phrase.replace("{value}", _value_text(value))
 
 
 def plain(value: Any) -> Any:
@@ -168,7 +174,7 @@ class Vocabulary:
             key = advice_key(option, value)
             ours = self.advice.get(key) or self.names.get(option, option)
             ours = ours.replace("{option}", self.option(option, _value_text(value)))
-            core = ADVICE.get(key)
+            core = core_advice(option, value)
             if core and core in text:
                 head, _, tail = text.rpartition(core)
                 text = head + ours + tail

@@ -98,6 +98,11 @@ def findings_for(problem: Problem, data: Data, sol: Solution, *, refit: Refit) -
                   for s, lower_i in zip(sol.sigma, each_axis(problem.lower, problem.d)))
     smallest = min(sigma) if sol.whole is None else float(sol.whole.kernel.principal[0][-1])
     identifiable = smallest >= IDENTIFIABLE_FROM
+    stderr = _stderr(problem, data, sol)
+    spread_ = _frames_spread(problem, data, sol, stderr, refit)
+    if spread_.finding is not None:
+        found.append(spread_.finding)
+        stderr = spread_.stderr
     problem.tick("checking how Gaussian the blur is")
     adequacy = _adequacy(problem, data, sol, used_stats)
     r2 = 1.0 - sol.rss / sol.sst if sol.sst else float("nan")
@@ -121,11 +126,6 @@ def findings_for(problem: Problem, data: Data, sol: Solution, *, refit: Refit) -
         found += [not_gaussian] if not_gaussian and not explained else []
     if identifiable and not target_sharper:
         found += _lacks_detail(problem, data, sol)
-    stderr = _stderr(problem, data, sol)
-    spread_ = _frames_spread(problem, data, sol, stderr, refit)
-    if spread_.finding is not None:
-        found.append(spread_.finding)
-        stderr = spread_.stderr
     return Findings(sigma, tuple(float(s) for s in stderr), at_bound,
                     bool(identifiable), target_sharper, float(r2), adequacy.r2_linear(r2),
                     adequacy.transfer, ordered(found))
@@ -189,7 +189,7 @@ def _channels(problem: Problem) -> list[Finding]:
     suggestion = {"spatial_axes": (-2, -1)}
     return [Finding("channels", suggestion, {"planes": int(planes)},
                     f"the first axis has only {planes} planes and was fitted as z: if it holds "
-                    f"channels, {advise(suggestion)}=(-2, -1) to fit each as a frame of one 2D blur")]
+                    f"channels, {advise(suggestion)} to fit each as a frame of one 2D blur")]
 
 
 def _frames_spread(problem: Problem, data: Data, sol: Solution, stderr: np.ndarray,
@@ -206,15 +206,16 @@ def _frames_spread(problem: Problem, data: Data, sol: Solution, stderr: np.ndarr
     spatial = pair.reference.shape[pair.reference.ndim - pair.ndim :]
     ref, tgt = pair.reference.reshape(-1, *spatial), pair.target.reshape(-1, *spatial)
     picked = np.unique(np.linspace(0, n - 1, min(n, SPREAD_FRAMES)).round().astype(int))
-    problem.tick("comparing the frames")
+    quiet = replace(problem, options=problem.options.replace(callback=None))  # one tick a frame
     sigmas, errors = [], []
     for i in picked:
+        problem.tick(f"comparing the frames ({i + 1} of {n})")
         frame = replace(pair, reference=ref[i], target=tgt[i], input_shape=tuple(spatial),
                         spatial_axes=tuple(range(len(spatial))))
         stats = compute_stats(frame, workers=problem.workers)[0]
-        own = refit(stats, problem)
+        own = refit(stats, quiet)
         sigmas.append(own.sigma)
-        errors.append(_spectral_stderr(problem, stats, own))
+        errors.append(_spectral_stderr(quiet, stats, own))
     return joint_spread(sigmas, errors, sol.sigma, stderr, [f"frame {i}" for i in picked], items="frames")
 
 

@@ -270,12 +270,12 @@ class BlurFit:
 
 
 def _findings(findings: tuple[Finding, ...], notes: tuple[str, ...]) -> tuple[Finding, ...]:
-    """A result's findings from what it was built with: findings, or notes alone, or both alike."""
-    if not findings:
-        return tuple(Finding("note", {}, {}, n) for n in notes)
-    if notes and notes != tuple(f.text for f in findings):
-        raise ValueError("notes must be the texts of findings (give either, or both alike)")
-    return findings
+    """A result's findings from what it was built with: its findings, else its notes alone.
+
+    Findings decide: ``notes`` is their view, so ``dataclasses.replace(fit, findings=...)``
+    (which passes the old notes along) gives notes that follow the new findings.
+    """
+    return findings if findings else tuple(Finding("note", {}, {}, n) for n in notes)
 
 
 def _notes(fit: BlurFit) -> tuple[str, ...]:

@@ -48,7 +48,8 @@ def joint_spread(sigmas, stderrs, joint_sigma, joint_stderr, labels: Sequence[st
     -------
     JointSpread
         The finding (None when one sigma describes the items) and the joint error bar, which
-        adds the standard error of the items' mean, ``sd / sqrt(n)``, to the joint fit's own.
+        adds the standard error of the items' mean, ``sd / sqrt(n)``, to the joint fit's own
+        (kept in the finding's ``values["own_stderr"]``).
     """
     sigmas = np.atleast_2d(np.asarray(sigmas, dtype=np.float64))
     stderrs = np.atleast_2d(np.asarray(stderrs, dtype=np.float64))
@@ -79,5 +80,5 @@ def joint_spread(sigmas, stderrs, joint_sigma, joint_stderr, labels: Sequence[st
     if outliers:
         text += f"; furthest from the rest: {', '.join(outliers)}"
     values = {"sigma_range": (lo, hi), "spread": tuple(float(v) for v in spread), "n": n,
-              "outliers": tuple(outliers), "axis": axis}
+              "outliers": tuple(outliers), "axis": axis, "own_stderr": tuple(float(v) for v in own)}
     return JointSpread(Finding("joint_spread", {}, values, text), stderr)

@@ -317,12 +317,15 @@ def _with_spread(joint: BlurFit, group: list[PairResult]) -> BlurFit:
 
     ``group``: the pairs the joint fit used.
     """
+    # the joint fit compared a sample of its frames already: the pairs' own fits, all of them and
+    # named, replace that finding (and its error bar the joint fit's own)
+    frames = next((f for f in joint.findings if f.code == "joint_spread"), None)
+    own = frames.values["own_stderr"] if frames else joint.sigma_stderr
+    kept = tuple(f for f in joint.findings if f.code != "joint_spread")
     spread = joint_spread([r.fit.sigma for r in group], [r.fit.sigma_stderr for r in group],
-                          joint.sigma, joint.sigma_stderr, _labels(group), items="pairs")
-    if spread.finding is None:
-        return joint
-    return replace(joint, findings=joint.findings + (spread.finding,),
-                   sigma_stderr=tuple(float(v) for v in spread.stderr))
+                          joint.sigma, own, _labels(group), items="pairs")
+    found = kept + ((spread.finding,) if spread.finding else ())
+    return replace(joint, findings=found, sigma_stderr=tuple(float(v) for v in spread.stderr))
 
 
 def _check_options(options: dict) -> None:

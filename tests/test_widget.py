@@ -840,7 +840,6 @@ def test_blur_map_text_gives_its_findings_and_the_tiles_left_out(make_napari_vie
                                                                                 blur_map=noted))
 
 
-@pytest.mark.xfail(strict=False, reason="core joint_spread finding on a frames-jointly fit pending")
 def test_frames_jointly_says_when_frames_disagree(make_napari_viewer, qtbot, camera):
     viewer, _ = _frames_that_disagree(make_napari_viewer, camera)
     widget = widget_for(viewer, "r", "t", mode="frames jointly")
@@ -853,7 +852,6 @@ def test_frames_jointly_says_when_frames_disagree(make_napari_viewer, qtbot, cam
     assert fit.sigma_stderr[0] > 0.1  # the error bar takes in the frames' spread
 
 
-@pytest.mark.xfail(strict=False, reason="core channels finding pending")
 def test_three_channels_read_as_depth_get_the_widgets_advice(make_napari_viewer, qtbot, camera):
     viewer = make_napari_viewer()
     channels = np.stack([camera[:128, :128], camera[128:, :128], camera[:128, 128:]])

@@ -243,18 +243,11 @@ def _frames_text(result) -> str:
     return "\n".join(lines + _context(result))
 
 
-def left_out(reason) -> str:
-    """``"3 of 81 tiles left out (shown empty): 2 flat, 1 at bound."``; ``""`` when none was."""
-    reasons = [str(r) for r in np.ravel(reason)]
-    counts: dict[str, int] = {}
-    for r in reasons:
-        if r:
-            key = "failed" if r.startswith("failed") else r
-            counts[key] = counts.get(key, 0) + 1
-    if not counts:
-        return ""
+def left_out(finding) -> str:
+    """The map's ``unmeasured_tiles`` finding in the dock's words (most common reason first)."""
+    counts = finding.values["reasons"]
     why = ", ".join(f"{n} {r}" for r, n in sorted(counts.items(), key=lambda item: -item[1]))
-    return f"{sum(counts.values())} of {len(reasons)} tiles left out (shown empty): {why}."
+    return f"{sum(counts.values())} of {finding.values['tiles']} tiles left out (shown empty): {why}."
 
 
 def _blur_map_text(result) -> str:
@@ -265,10 +258,8 @@ def _blur_map_text(result) -> str:
         lines = [f"Blur map: {grid} tiles, sigma {np.nanmin(s):.3g} to {np.nanmax(s):.3g} px."]
     else:
         lines = [f"Blur map: {grid} tiles, none could be measured."]
-    findings = tuple(getattr(bm, "findings", ()) or ())
+    findings = tuple(f for f in bm.findings if f.code != "unmeasured_tiles")
     prominent, notes = _finding_lines(findings)
-    if not findings:  # a map with notes only: words of the core's sentences
-        notes = [f"Note: {WORDS.text(n)}" for n in getattr(bm, "notes", ()) or ()]
     lines += prominent + notes  # what the map as a whole found comes before its details
     if bm.covariance is not None and bm.shift is not None:
         lines += _field_lines(bm.shift, bm.covariance, result, "tile")
@@ -276,7 +267,7 @@ def _blur_map_text(result) -> str:
         name = result.layers[-1][1]["name"]
         lines.append(f"The arrows of {name!r} show each tile's shift {result.arrow_scale:g} times "
                      "enlarged.")
-    lines += [t for t in (left_out(bm.reason),) if t]
+    lines += [left_out(f) for f in bm.findings if f.code == "unmeasured_tiles"]
     return "\n".join(lines + _context(result, findings))
 
 

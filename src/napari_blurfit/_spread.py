@@ -54,7 +54,7 @@ def joint_spread(sigmas, stderrs, joint_sigma, joint_stderr, labels: Sequence[st
     sigmas = np.atleast_2d(np.asarray(sigmas, dtype=np.float64))
     stderrs = np.atleast_2d(np.asarray(stderrs, dtype=np.float64))
     joint = np.asarray(joint_sigma, dtype=np.float64)
-    own = np.asarray(joint_stderr, dtype=np.float64)
+    own = np.broadcast_to(np.asarray(joint_stderr, dtype=np.float64), joint.shape)
     good = np.all(np.isfinite(sigmas), axis=1)
     n = int(good.sum())
     if n < 2:

@@ -660,3 +660,32 @@ def test_tiff_axes_that_disagree_are_left_to_the_flag(channels, tmp_path, capsys
     assert err.startswith("blurfit: the TIFF metadata of the inputs give different axes (CYX, YXS); "
                           "every axis is fitted as spatial: pass --spatial-axes to choose\n")
     assert status == 2 and "must have the same shape" in err  # (3, 96, 96) and (96, 96, 3)
+
+
+def test_blur_map_mode_prints_its_findings_in_flag_words_and_writes_the_map(tmp_path, capsys):
+    """`--map-tile`: sigma on tiles of the sample pair, the map's findings, the map as a TIFF."""
+    status, out, err = run_main(capsys, "--sample", "--map-tile", "128", "--map", str(tmp_path / "m.tif"))
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[2].startswith("blur map     = 4 x 4 tiles of 128 x 128 px, sigma ")
+    assert lines[3] == ("note: in 16 of 16 tiles: a gain/offset would more than halve the L2 loss: the "
+                        "images differ in brightness or background; consider --gain-offset")
+    written = tifffile.imread(tmp_path / "m.tif")
+    assert written.shape == (2, 320, 320) and written.dtype == np.float32
+    status, out, err = run_main(capsys, "--sample", "--map-tile", "128", "--gain-offset", "--json")
+    result = json.loads(out)
+    assert status == 0 and result["options"]["tile"] == 128 and result["blur_map"]["findings"] == []
+    sigma = np.array(result["blur_map"]["sigma"], dtype=float)
+    assert sigma.shape == (4, 4, 2) and np.all(np.abs(sigma - TRUE_SIGMA) < 0.06)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--map", "m.tif"], "--map and --map-overlap need --map-tile"),
+    (["--map-tile", "64", "--fitted", "f.tif"], "--map-tile maps one pair"),
+    (["--map-tile", "64", "--spatial-axes", "-2,-1"],
+     "blur_map cannot honour --spatial-axes -2,-1: a blur map is of one 2D or 3D image"),
+])
+def test_blur_map_mode_refuses_what_it_cannot_honour(tmp_path, capsys, flags, message):
+    status, out, err = run_main(capsys, "--sample", *[f if not f.endswith(".tif") else str(tmp_path / f)
+                                                      for f in flags])
+    assert status == 2 and message in err and out == ""

@@ -266,8 +266,8 @@ def blur_map(reference, target, *, tile=128, overlap: float = 0.5, halo=None, ca
     ((3, 3, 2), True)
     """
     opts = FitOptions.from_kwargs("blur_map", options)
-    opts.refuse("blur_map", "spatial_axes", "callback",
-                why="a blur map is of one 2D or 3D image; pass callback= to blur_map itself")
+    opts.refuse("blur_map", "spatial_axes", why="a blur map is of one 2D or 3D image")
+    opts.refuse("blur_map", "callback", why="pass callback= to blur_map itself")
     ref, tgt = as_image_pair(reference, target)
     normalize_spatial_axes(None, ref.ndim, ref.shape, "reference")
     d = ref.ndim

@@ -32,6 +32,7 @@ import numpy as np
 from . import __version__
 from ._finding import Vocabulary
 from ._summary import axis_names, sigma_parts, stderr_values, summary_lines
+from .blurmap import blur_map
 from .dataset import fit_pairs, match_pairs, read_pairs_csv, steps_bar
 from .fit import fit_blur
 from .io import WRITABLE, check_writable, frame_names, read_axes, read_image, spatial_axes_of, write_image
@@ -176,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json-curves", action="store_true",
                    help="with --json: add the curves (the transfer function per frequency shell: "
                    "frequency, measured, model, stderr, energy; the loss profile over sigma)")
+    p.add_argument("--map-tile", type=int, default=None, metavar="PX",
+                   help="fit a blur map instead of one sigma: sigma on tiles of this size (one pair)")
+    p.add_argument("--map-overlap", type=float, default=0.5, metavar="F",
+                   help="with --map-tile: the share of a tile its neighbour overlaps, in [0, 1)")
+    p.add_argument("--map", metavar="FILE",
+                   help="with --map-tile: write sigma at every pixel (.tif or .npy; one plane per axis)")
     p.add_argument("--fitted", metavar="FILE", help="write the fitted image (.tif or .npy)")
     p.add_argument("--residual", metavar="FILE", help="write target - fitted (.tif or .npy)")
     p.add_argument("--csv", metavar="FILE", help="write one row per pair (and the joint fit)")
@@ -210,13 +217,19 @@ def _refuse_unusable_flags(args, parser, many: bool) -> None:
         parser.error("--huber-delta applies only with --loss huber")
     if many and (args.fitted or args.residual):
         parser.error("--fitted/--residual write one pair's images; give a single pair")
+    if args.map_tile is None and (args.map or args.map_overlap != 0.5):
+        parser.error("--map and --map-overlap need --map-tile")
+    if args.map_tile is not None and (many or args.fitted or args.residual or args.csv
+                                      or args.json_curves):
+        parser.error("--map-tile maps one pair and writes its map with --map; it takes no "
+                     "--fitted/--residual/--csv/--json-curves and no more pairs")
 
 
 def _check_outputs(args, inputs) -> None:
     """Every output path is writable, distinct and no input: checked before any fitting."""
     outputs = [(flag, path, suffixes) for flag, path, suffixes in
                (("--csv", args.csv, None), ("--fitted", args.fitted, WRITABLE),
-                ("--residual", args.residual, WRITABLE)) if path]
+                ("--residual", args.residual, WRITABLE), ("--map", args.map, WRITABLE)) if path]
     seen = {}
     for flag, path, suffixes in outputs:
         resolved = check_writable(path, flag, suffixes).resolve()
@@ -371,8 +384,35 @@ class _Stdout:
                 pass
 
 
+def _blur_map(args, opts, reference, target, names, out: _Stdout) -> int:
+    """Fit a blur map of one pair, print it (its findings in flag words), then write ``--map``."""
+    with steps_bar("blur map", disable=not args.progress) as step:
+        m = blur_map(reference, target, tile=args.map_tile, overlap=args.map_overlap, warn=False,
+                     callback=step if args.progress else None, **opts)
+    if args.json:
+        out.show(_json_text({"reference": names[0], "target": names[1],
+                             "options": {**_options_json(opts, args), "tile": args.map_tile,
+                                         "overlap": args.map_overlap},
+                             "blur_map": _clean(m.to_dict())}))
+    else:
+        sigma = m.sigma[np.isfinite(m.sigma)]
+        grid = " x ".join(str(n) for n in m.sigma.shape[:-1])
+        measured = (f"sigma {sigma.min():.4g} to {sigma.max():.4g} px (median {np.median(sigma):.4g})"
+                    if sigma.size else "no tile could be measured")
+        lines = [f"reference    = {names[0]}", f"target       = {names[1]}",
+                 f"blur map     = {grid} tiles of {' x '.join(map(str, m.tile))} px, {measured}"]
+        out.show("\n".join(lines + [f"note: {WORDS.finding(f)}" for f in m.findings]))
+    writers = []
+    if args.map:
+        writers.append(("--map", args.map,
+                        lambda: write_image(args.map, np.moveaxis(m.full_resolution(), -1, 0))))
+    return _write_outputs(writers)
+
+
 def _single(args, opts, reference, target, names, out: _Stdout) -> int:
     """Fit one pair, print it, then write the outputs; returns the exit status."""
+    if args.map_tile is not None:
+        return _blur_map(args, opts, reference, target, names, out)
     with steps_bar("fit", disable=not args.progress) as step:
         fit = fit_blur(reference, target, warn=False,
                        **({**opts, "callback": step} if args.progress else opts))

@@ -1,9 +1,10 @@
 """What the user should know about a fitted solution: flags, standard errors, adequacy, findings.
 
 `findings_for` runs the checks after a fit (`napari_blurfit.fit.fit_blur`'s last stage before
-the result): brightness, direction, bounds, identifiability, how Gaussian the blur is, and what a
-centred, axis-aligned kernel leaves out (a shift, an ellipse, a rotation). Each check gives a
-`Finding`: a code, the options to refit with, the numbers behind it and the sentence.
+the result): brightness, direction, bounds, identifiability, channels, detail, frames that
+disagree, how Gaussian the blur is, and what a centred, axis-aligned kernel leaves out (a shift,
+an ellipse, a rotation). Each check gives a `Finding`: a code, the options to refit with, the
+numbers behind it and the sentence (docs/design.md section 14).
 """
 
 from __future__ import annotations

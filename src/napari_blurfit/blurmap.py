@@ -286,13 +286,7 @@ def blur_map(reference, target, *, tile=128, overlap: float = 0.5, halo=None, ca
     flat_level = FLAT_CONTRAST * float(np.nanstd(np.asarray(ref[tuple(slice(None, None, max(1, n // 256))
                                                                       for n in ref.shape)],
                                                             dtype=np.float64)))
-    jobs = []
-    for corner in itertools.product(*starts):
-        outer = tuple(slice(max(0, c - halo), min(n, c + t + halo))
-                      for c, t, n in zip(corner, tiles, ref.shape))
-        pad = tuple((halo - (c - o.start), c + t + halo - o.stop)
-                    for c, t, o in zip(corner, tiles, outer))
-        jobs.append((outer, pad))
+    jobs = _tile_jobs(starts, tiles, halo, ref.shape)
     if is_dask(ref) or is_dask(tgt):
         results = _fit_tiles_on_dask(ref, tgt, used, jobs, grid, halo, tile_options, flat_level)
     else:
@@ -321,6 +315,16 @@ def blur_map(reference, target, *, tile=128, overlap: float = 0.5, halo=None, ca
         covariance=np.array([r.covariance for r in results]).reshape(*grid, d, d),
         findings=findings,
     )
+
+
+def _tile_jobs(starts, tiles, halo: int, shape) -> list[tuple[tuple[slice, ...], tuple]]:
+    """Per tile in grid order: its region with the halo, and the padding where the image ends."""
+    jobs = []
+    for corner in itertools.product(*starts):
+        outer = tuple(slice(max(0, c - halo), min(n, c + t + halo)) for c, t, n in zip(corner, tiles, shape))
+        pad = tuple((halo - (c - o.start), c + t + halo - o.stop) for c, t, o in zip(corner, tiles, outer))
+        jobs.append((outer, pad))
+    return jobs
 
 
 def _used_pixels(options: FitOptions, shape: tuple[int, ...]) -> np.ndarray | None:

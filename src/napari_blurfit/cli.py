@@ -18,9 +18,6 @@ and warning messages with `to_flags`.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import math
 import os
 import signal
 import sys
@@ -30,8 +27,9 @@ import warnings
 import numpy as np
 
 from . import __version__
+from ._cli_output import clean, fit_json, fit_row, json_text, options_json, write_csv
 from ._finding import Vocabulary
-from ._summary import axis_names, sigma_parts, stderr_values, summary_lines
+from ._summary import sigma_parts, summary_lines
 from .blurmap import blur_map
 from .dataset import fit_pairs, match_pairs, read_pairs_csv, steps_bar
 from .fit import fit_blur
@@ -250,90 +248,6 @@ def _notes(fit) -> list[str]:
     return [WORDS.finding(f) for f in fit.findings]
 
 
-def _clean(value):
-    """JSON-ready: numpy to Python, NaN/inf to None, recursively."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _fit_json(fit, curves: bool = False) -> dict:
-    """One fit as JSON-ready data: notes in flag words, absurd errors as null.
-
-    ``findings`` keep their code, suggestion (`napari_blurfit.fit_blur` options) and values; their
-    text is the note in flag words. The curves (``transfer``, ``profile``) only if ``curves``.
-    """
-    d = fit.to_dict()
-    del d["transfer"]
-    d["sigma_stderr"] = stderr_values(fit)
-    d["notes"] = _notes(fit)
-    d["findings"] = [{**f, "text": note} for f, note in zip(d["findings"], d["notes"])]
-    if curves:
-        d["transfer"] = None if fit.transfer is None else fit.transfer.to_dict()
-        d["profile"] = fit.profile
-    return _clean(d)
-
-
-def _json_text(value, width: int = 100, level: int = 0) -> str:
-    """``value`` as JSON indented by 2, with short lists and objects on one line.
-
-    A list or object goes on one line when that line fits ``width`` (a list of numbers always:
-    a curve is one line), so one pair reads in a screenful.
-    """
-    line = json.dumps(value)
-    if not isinstance(value, (dict, list)) or not value:
-        return line
-    numbers = isinstance(value, list) and all(
-        isinstance(v, (int, float)) or v is None for v in value)
-    if numbers or 2 * level + len(line) <= width:
-        return line
-    pad = "  " * (level + 1)
-    if isinstance(value, dict):
-        items = [f"{pad}{json.dumps(k)}: {_json_text(v, width - len(k) - 4, level + 1)}"
-                 for k, v in value.items()]
-        return "{\n" + ",\n".join(items) + "\n" + "  " * level + "}"
-    items = [pad + _json_text(v, width, level + 1) for v in value]
-    return "[\n" + ",\n".join(items) + "\n" + "  " * level + "]"
-
-
-def _options_json(opts: dict, args) -> dict:
-    """The `fit_blur` options the run used, JSON-ready (the mask by its file)."""
-    return _clean({**{k: v for k, v in opts.items() if k not in ("mask", "callback")},
-                   "mask": args.mask})
-
-
-def _fit_row(fit) -> dict:
-    """One CSV row's fit columns, named by axis as the text output names them (sigma_y, ...)."""
-    d = _fit_json(fit)
-    names = axis_names(len(d["sigma"]))
-    row = {f"sigma_{n}": s for n, s in zip(names, d["sigma"])}
-    row.update({f"stderr_{n}": "" if s is None else s for n, s in zip(names, d["sigma_stderr"])})
-    row.update({k: d[k] for k in ("gain", "offset", "loss", "r2", "r2_linear", "at_bound",
-                                  "identifiable", "target_sharper", "angle") if k in d})
-    cov = d.get("covariance") or []
-    row.update({f"cov_{names[i]}{names[j]}": cov[i][j]
-                for i in range(len(cov)) for j in range(i, len(cov))})
-    row.update({f"shift_{n}": s for n, s in zip(names, d.get("shift") or [])})
-    row["notes"] = " | ".join(d["notes"])
-    return row
-
-
-def _write_csv(path, rows: list[dict]) -> None:
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _write_outputs(writers) -> int:
     """Run ``(flag, path, write)`` jobs after the result is printed; exit status 0 or 4."""
     status = EXIT_OK
@@ -390,10 +304,10 @@ def _blur_map(args, opts, reference, target, names, out: _Stdout) -> int:
         m = blur_map(reference, target, tile=args.map_tile, overlap=args.map_overlap, warn=False,
                      callback=step if args.progress else None, **opts)
     if args.json:
-        out.show(_json_text({"reference": names[0], "target": names[1],
-                             "options": {**_options_json(opts, args), "tile": args.map_tile,
+        out.show(json_text({"reference": names[0], "target": names[1],
+                             "options": {**options_json(opts, args), "tile": args.map_tile,
                                          "overlap": args.map_overlap},
-                             "blur_map": _clean(m.to_dict())}))
+                             "blur_map": clean(m.to_dict())}))
     else:
         sigma = m.sigma[np.isfinite(m.sigma)]
         grid = " x ".join(str(n) for n in m.sigma.shape[:-1])
@@ -417,9 +331,9 @@ def _single(args, opts, reference, target, names, out: _Stdout) -> int:
         fit = fit_blur(reference, target, warn=False,
                        **({**opts, "callback": step} if args.progress else opts))
     if args.json:
-        out.show(_json_text({"reference": names[0], "target": names[1],
-                             "options": _options_json(opts, args),
-                             **_fit_json(fit, args.json_curves)}))
+        out.show(json_text({"reference": names[0], "target": names[1],
+                             "options": options_json(opts, args),
+                             **fit_json(fit, WORDS, args.json_curves)}))
     else:
         out.show(f"reference    = {names[0]}\ntarget       = {names[1]}\n"
                  + "\n".join(summary_lines(fit, WORDS)))
@@ -431,8 +345,8 @@ def _single(args, opts, reference, target, names, out: _Stdout) -> int:
         writers.append(("--residual", args.residual,
                         lambda: write_image(args.residual, fit.residual(reference, target))))
     if args.csv:
-        row = {"reference": names[0], "target": names[1], **_fit_row(fit), "error": ""}
-        writers.append(("--csv", args.csv, lambda: _write_csv(args.csv, [row])))
+        row = {"reference": names[0], "target": names[1], **fit_row(fit, WORDS), "error": ""}
+        writers.append(("--csv", args.csv, lambda: write_csv(args.csv, [row])))
     status = _write_outputs(writers)
     if fit.target_sharper:
         print(_sharper_message(1, 1, False, fit.reverse), file=sys.stderr)
@@ -451,12 +365,12 @@ def _print_many(args, opts, result, out: _Stdout) -> None:
     n_total = len(result.pairs)
     curves = args.json_curves
     if args.json:
-        out.show(_json_text({
-            "options": _options_json(opts, args),
-            "joint": _fit_json(result.joint, curves) if result.joint else None,
+        out.show(json_text({
+            "options": options_json(opts, args),
+            "joint": fit_json(result.joint, WORDS, curves) if result.joint else None,
             "joint_pairs": result.n_joint,
             "pairs": [{"reference": r.reference, "target": r.target,
-                       "fit": _fit_json(r.fit, curves) if r.fit else None,
+                       "fit": fit_json(r.fit, WORDS, curves) if r.fit else None,
                        "error": None if r.error is None else to_flags(r.error)}
                       for r in result.pairs],
             "notes": [to_flags(n) for n in result.notes],
@@ -474,11 +388,11 @@ def _print_many(args, opts, result, out: _Stdout) -> None:
 
 def _csv_rows(result) -> list[dict]:
     rows = [{"reference": r.reference, "target": r.target,
-             **(_fit_row(r.fit) if r.fit else {}),
+             **(fit_row(r.fit, WORDS) if r.fit else {}),
              "error": "" if r.error is None else to_flags(r.error)} for r in result.pairs]
     if result.joint:
         rows.append({"reference": "JOINT", "target": f"{result.n_joint} pairs",
-                     **_fit_row(result.joint), "error": ""})
+                     **fit_row(result.joint, WORDS), "error": ""})
     return rows
 
 
@@ -489,7 +403,7 @@ def _many(args, opts, pairs, out: _Stdout) -> int:
     _print_many(args, opts, result, out)
     status = EXIT_OK
     if args.csv:
-        status = _write_outputs([("--csv", args.csv, lambda: _write_csv(args.csv, _csv_rows(result)))])
+        status = _write_outputs([("--csv", args.csv, lambda: write_csv(args.csv, _csv_rows(result)))])
     fits = [r.fit for r in result.pairs if r.fit]
     if not fits:
         print("blurfit: error: no pair could be fitted", file=sys.stderr)

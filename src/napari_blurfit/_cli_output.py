@@ -1,0 +1,97 @@
+"""How the ``blurfit`` command writes results: JSON text, CSV rows (`napari_blurfit.cli`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+
+from ._finding import Vocabulary
+from ._summary import axis_names, stderr_values
+
+
+def clean(value):
+    """JSON-ready: numpy to Python, NaN/inf to None, recursively."""
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return clean(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def fit_json(fit, words: Vocabulary, curves: bool = False) -> dict:
+    """One fit as JSON-ready data: notes in flag words, absurd errors as null.
+
+    ``findings`` keep their code, suggestion (`napari_blurfit.fit_blur` options) and values; their
+    text is the note in flag words. The curves (``transfer``, ``profile``) only if ``curves``.
+    """
+    d = fit.to_dict()
+    del d["transfer"]
+    d["sigma_stderr"] = stderr_values(fit)
+    d["notes"] = [words.finding(f) for f in fit.findings]
+    d["findings"] = [{**f, "text": note} for f, note in zip(d["findings"], d["notes"])]
+    if curves:
+        d["transfer"] = None if fit.transfer is None else fit.transfer.to_dict()
+        d["profile"] = fit.profile
+    return clean(d)
+
+
+def json_text(value, width: int = 100, level: int = 0) -> str:
+    """``value`` as JSON indented by 2, with short lists and objects on one line.
+
+    A list or object goes on one line when that line fits ``width`` (a list of numbers always:
+    a curve is one line), so one pair reads in a screenful.
+    """
+    line = json.dumps(value)
+    if not isinstance(value, (dict, list)) or not value:
+        return line
+    numbers = isinstance(value, list) and all(
+        isinstance(v, (int, float)) or v is None for v in value)
+    if numbers or 2 * level + len(line) <= width:
+        return line
+    pad = "  " * (level + 1)
+    if isinstance(value, dict):
+        items = [f"{pad}{json.dumps(k)}: {json_text(v, width - len(k) - 4, level + 1)}"
+                 for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + "  " * level + "}"
+    items = [pad + json_text(v, width, level + 1) for v in value]
+    return "[\n" + ",\n".join(items) + "\n" + "  " * level + "]"
+
+
+def options_json(opts: dict, args) -> dict:
+    """The `fit_blur` options the run used, JSON-ready (the mask by its file)."""
+    return clean({**{k: v for k, v in opts.items() if k not in ("mask", "callback")},
+                   "mask": args.mask})
+
+
+def fit_row(fit, words: Vocabulary) -> dict:
+    """One CSV row's fit columns, named by axis as the text output names them (sigma_y, ...)."""
+    d = fit_json(fit, words)
+    names = axis_names(len(d["sigma"]))
+    row = {f"sigma_{n}": s for n, s in zip(names, d["sigma"])}
+    row.update({f"stderr_{n}": "" if s is None else s for n, s in zip(names, d["sigma_stderr"])})
+    row.update({k: d[k] for k in ("gain", "offset", "loss", "r2", "r2_linear", "at_bound",
+                                  "identifiable", "target_sharper", "angle") if k in d})
+    cov = d.get("covariance") or []
+    row.update({f"cov_{names[i]}{names[j]}": cov[i][j]
+                for i in range(len(cov)) for j in range(i, len(cov))})
+    row.update({f"shift_{n}": s for n, s in zip(names, d.get("shift") or [])})
+    row["notes"] = " | ".join(d["notes"])
+    return row
+
+
+def write_csv(path, rows: list[dict]) -> None:
+    """Rows under a header of every column any row has, in first-seen order."""
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -6,25 +6,18 @@ import csv
 import json
 import math
 
-import numpy as np
-
-from ._finding import Vocabulary
+from ._finding import Vocabulary, plain
 from ._summary import axis_names, stderr_values
 
 
 def clean(value):
-    """JSON-ready: numpy to Python, NaN/inf to None, recursively."""
+    """JSON-ready: plain Python (`napari_blurfit._finding.plain`), NaN/inf as None, recursively."""
+    value = plain(value)
     if isinstance(value, dict):
         return {k: clean(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return clean(value.tolist())
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, list):
         return [clean(v) for v in value]
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def fit_json(fit, words: Vocabulary, curves: bool = False) -> dict:

@@ -138,8 +138,9 @@ def quantum(image) -> float:
     Read from a sample of up to `QUANTUM_SAMPLE` pixels: at most `QUANTUM_LEVELS` distinct values,
     all a whole number of the smallest step from the lowest.
     """
-    flat = np.asarray(image).reshape(-1)
-    sample = flat[:: max(1, flat.size // QUANTUM_SAMPLE)].astype(np.float64)
+    image = np.asarray(image)
+    # `flat` picks the sample from a strided view (frames with moved axes) without copying it all
+    sample = image.flat[:: max(1, image.size // QUANTUM_SAMPLE)].astype(np.float64)
     levels = np.unique(sample[np.isfinite(sample)])
     if len(levels) < 2 or len(levels) > QUANTUM_LEVELS:
         return 0.0

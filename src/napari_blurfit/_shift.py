@@ -52,11 +52,16 @@ def as_frames(reference, target, used, d: int) -> Frames:
     return Frames(ref, tgt, None if mask is None or mask.all() else np.ascontiguousarray(mask))
 
 
-def central(frames: Frames, edge: int, max_frames: int) -> Frames:
-    """A central crop of at most ``edge`` pixels per spatial axis, on a few evenly spaced frames."""
+def central(frames: Frames, edge, max_frames: int) -> Frames:
+    """A central crop of at most ``edge`` pixels per spatial axis, on a few evenly spaced frames.
+
+    ``edge``: one edge for every axis, or one per spatial axis.
+    """
+    spatial = frames.reference.shape[1:]
+    edges = np.broadcast_to(edge, len(spatial))
     pick = np.unique(np.linspace(0, len(frames.reference) - 1, max_frames).round().astype(int))
-    box = (pick,) + tuple(slice((n - min(n, edge)) // 2, (n - min(n, edge)) // 2 + min(n, edge))
-                          for n in frames.reference.shape[1:])
+    box = (pick,) + tuple(slice((n - min(n, e)) // 2, (n - min(n, e)) // 2 + min(n, e))
+                          for n, e in zip(spatial, edges))
 
     def cut(a):
         return None if a is None else np.ascontiguousarray(a[box])

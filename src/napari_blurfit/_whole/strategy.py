@@ -27,8 +27,12 @@ from .solver import Solved, Status, levenberg_marquardt
 
 T = TypeVar("T")
 
-CROP_EDGE = {2: 384, 3: 64}  # edge of the central crop used for the multi-start stage
-MIDDLE_EDGE = {2: 1024, 3: 128}  # edge of the crop that rehearses the full image's chord steps
+CROP_EDGE = {2: 384, 3: 64}  # smallest edge of the central crop used for the multi-start stage
+MIDDLE_EDGE = {2: 1024, 3: 128}  # smallest edge of the crop that rehearses the full image's chord steps
+# a crop spans at least this many kernel radii per axis (or the whole axis): its solution starts
+# the full image only if the crop holds content well inside the kernel's reach (a 64^3 crop held
+# a few beads of a bead slide, or none, and a sigma-9 kernel not at all)
+CROP_RADII = 4
 # solver steps from each start before the best start is solved to the end (3D: 7 starts, and a step
 # with the exact matrix costs 27 FFTs of the crop: 2 steps already rank them)
 SCOUT_STEPS = {2: 4, 3: 2}
@@ -44,7 +48,6 @@ CROP_NEWTON_STEPS = 1
 REMATRIX_STEPS = {3: 4}
 EXACT_MATRIX_PIXELS = 2**18  # up to this many pixels the exact L2 polish recomputes the exact matrix
 FLOAT32_PIXELS = 2**20  # above this many pixels the full-image stage runs its FFTs in float32
-SHIFT_START_PIXELS = 2**16  # crop of the shift's start estimate in a fit (the fit refines it)
 L1_WINDOW_PIXELS = 2**18  # the exact L1 gain/offset's first window: as sure as a start from this many
 
 
@@ -153,15 +156,60 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
     objective = get_loss(loss)
     d = len(start_sigma)
     frames = as_frames(reference, target, used, d)
-    shift0 = (estimate_shift(frames.reference, frames.target, ndim=d, max_pixels=SHIFT_START_PIXELS)
-              if shift else np.zeros(d))
     model = GaussianModel(d, float(truncate), full_covariance, shift, isotropic)
     settings = Settings(model, objective, gain_offset)
-    starts = model.starts(start_sigma, shift0)
+    centred = model.starts(start_sigma, np.zeros(d))[0]  # the axis-aligned, centred fit's kernel
+    check_holds(model, centred, frames.target.shape[1:])
+    starts = model.starts(start_sigma, shift_start(frames, settings, centred) if shift else np.zeros(d))
+    if shift and np.any(starts[0].shift != 0):  # a shift read from sparse content may be wrong
+        starts.append(centred)
     if objective.least_squares and frames.used is None:
-        problem, solved, jtj = fit_l2(frames, settings, starts, workers, callback)
+        problem, solved, jtj = fit_l2(frames, settings, starts, centred, workers, callback)
         return result(problem, solved, jtj)
-    return fit_general(frames, settings, starts, delta, workers, callback)
+    return fit_general(frames, settings, starts, centred, delta, workers, callback)
+
+
+def check_holds(model: GaussianModel, kernel: GaussianKernel, spatial) -> None:
+    """Raise, in the user's terms, unless the image holds ``kernel`` (2 radius + 1 px per axis)."""
+    radius = model.radius(kernel)
+    if all(2 * r + 1 <= n for r, n in zip(radius, spatial)):
+        return
+    sigma = ", ".join(f"{s:.3g}" for s in kernel.sigma)
+    raise ValueError(
+        f"a Gaussian of sigma ({sigma}) px does not fit the image (spatial shape {tuple(spatial)}): "
+        f"truncated at truncate={model.truncate:g} sigmas it reaches {tuple(radius)} px from its "
+        "centre, and a shift or a rotation needs the whole kernel inside the image (2 radius + 1 px "
+        "per axis). Use a larger image, a smaller truncate, or the axis-aligned, centred fit "
+        "(shift=False, full_covariance=False), which has no such limit")
+
+
+def crop_edges(settings: Settings, kernels, spatial, base: int) -> tuple[int, ...]:
+    """Per-axis edge of a central crop for ``kernels``: `CROP_RADII` radii, at least ``base``."""
+    radius = np.max([settings.model.radius(k) for k in kernels], axis=0)
+    return tuple(int(min(n, max(base, CROP_RADII * r + 1))) for n, r in zip(spatial, radius))
+
+
+def shift_start(frames: Frames, settings: Settings, centred: GaussianKernel) -> np.ndarray:
+    """The shift's start: the cross-correlation of a crop sized for the kernel (the fit refines it)."""
+    edges = crop_edges(settings, [centred], frames.target.shape[1:], CROP_EDGE.get(settings.ndim, 64))
+    crop = central(frames, edges, 2)
+    return estimate_shift(crop.reference, crop.target, ndim=settings.ndim,
+                          max_pixels=crop.target[0].size)
+
+
+def not_worse_than(problem: Problem, solved: Solved, kernel: GaussianKernel, callback) -> Solved:
+    """``solved``, or where ``kernel`` (the centred, axis-aligned fit) beats it, a solve from there.
+
+    A whole-Gaussian fit contains that kernel: ending above its loss means a start in the wrong
+    basin (a crop without content, a shift read from noise), never a better answer.
+    """
+    point = solved.point
+    base = problem.evaluate(problem.model.params(kernel), point.gain, point.offset)
+    if base.loss >= point.loss:
+        return solved
+    precision = FLOAT32_LOSS_JITTER if problem.spectrum.dtype == np.float32 else 0.0
+    return levenberg_marquardt(problem, base, refresh=False, matrix=solved.matrix, max_iter=12,
+                               rtol=1e-7, callback=callback, precision=precision)
 
 
 def check_starts(starts: list, settings: Settings, crop: Frames) -> None:
@@ -205,15 +253,16 @@ def multistart(frames: Frames, settings: Settings, starts, workers, callback, *,
     return problem, solved
 
 
-def fit_l2(frames: Frames, settings: Settings, starts, workers, callback, *, max_iter: int | None = None,
-           rtol: float = 1e-9) -> tuple[Problem, Solved, np.ndarray]:
+def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, workers, callback, *,
+           max_iter: int | None = None, rtol: float = 1e-9) -> tuple[Problem, Solved, np.ndarray]:
     """L2 without a mask: multi-start on a central crop, then the exact loss of the whole image.
 
     Images of at most `EXACT_MATRIX_PIXELS` are solved directly with the exact matrix at each step.
     Larger ones start from the crop's solution and keep one matrix, the whole image's Gauss-Newton
     matrix from `KernelSpace` (the chord method: each step follows the exact gradient and must lower
     the exact loss; that matrix is off by the crop's edge strips only), in float32 above
-    `FLOAT32_PIXELS`. Also returns ``J^T J`` at the solution, for the standard errors.
+    `FLOAT32_PIXELS`. The solution is never worse than the ``centred`` kernel (`not_worse_than`).
+    Also returns ``J^T J`` at the solution, for the standard errors.
     """
     size, model, curvature = frames.target.size, settings.model, L2.constant_curvature
     if size <= EXACT_MATRIX_PIXELS:
@@ -222,8 +271,11 @@ def fit_l2(frames: Frames, settings: Settings, starts, workers, callback, *, max
         point = problem.evaluate(scout.point.x, scout.point.gain, scout.point.offset)
         solved = levenberg_marquardt(problem, point, refresh=True, max_iter=max_iter or 40, rtol=rtol,
                                      callback=callback)
-        return problem, solved, solved.matrix / curvature
-    crop = central(frames, CROP_EDGE.get(settings.ndim, 64), 4)
+        checked = not_worse_than(problem, solved, centred, callback)
+        jtj = solved.matrix / curvature if checked is solved else problem.gauss_newton(checked.point)
+        return problem, checked, jtj
+    crop = central(frames, crop_edges(settings, starts, frames.target.shape[1:],
+                                      CROP_EDGE.get(settings.ndim, 64)), 4)
     _, scout = multistart(crop, settings, starts, workers, callback, exact=False, rtol=START_RTOL)
     start = scout.point
     dtype = np.float32 if size > FLOAT32_PIXELS else np.float64
@@ -238,6 +290,7 @@ def fit_l2(frames: Frames, settings: Settings, starts, workers, callback, *, max
                                  refresh=False, matrix=matrix, max_iter=max_iter or 12,
                                  rtol=max(rtol, 1e-7), callback=callback,
                                  precision=FLOAT32_LOSS_JITTER if dtype == np.float32 else 0.0)
+    solved = not_worse_than(problem, solved, centred, callback)
     return problem, solved, space.matrix_at(solved.point.kernel, solved.point.gain)
 
 
@@ -257,7 +310,8 @@ def polish_gain_offset(problem: Problem, point: Point) -> Point:
     return trial if trial.loss < point.loss else point
 
 
-def fit_general(frames: Frames, settings: Settings, starts, threshold, workers, callback) -> FullFit:
+def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKernel, threshold, workers,
+                callback) -> FullFit:
     """Masked L2, L1 and Huber: multi-start on a central crop, then the full image.
 
     The crop is solved with the loss's own Hessian at every step: to the end where it is the
@@ -267,10 +321,12 @@ def fit_general(frames: Frames, settings: Settings, starts, threshold, workers, 
     gradient, not a Jacobian image per parameter; in float32 above `FLOAT32_PIXELS`. On a large
     image a middle crop (`MIDDLE_EDGE`) takes those chord steps first: its solution starts the full
     image closer. Meanwhile the full image's problem is built on a thread of its own (`prefetch`).
-    ``threshold``: a Huber threshold given by the user.
+    ``threshold``: a Huber threshold given by the user. The solution is never worse than the
+    ``centred`` kernel (`not_worse_than`).
     """
     model, least_squares = settings.model, settings.loss.least_squares
-    crop = central(frames, CROP_EDGE.get(settings.ndim, 64), 4)
+    crop = central(frames, crop_edges(settings, starts, frames.target.shape[1:],
+                                      CROP_EDGE.get(settings.ndim, 64)), 4)
     crop_is_image = crop.reference.shape == frames.reference.shape
     check_starts(starts, settings, crop)  # before anything is built for kernels too large for it
     # the full image's problem is built (and paged in) while the crops are solved
@@ -296,6 +352,7 @@ def fit_general(frames: Frames, settings: Settings, starts, threshold, workers, 
         start, per_pixel = rehearse(frames, settings, solved.point, per_pixel, workers, callback)
         problem, solved = chord(frames, settings, start, per_pixel, workers, callback,
                                 problem=full_problem().with_settings(settings))
+    solved = not_worse_than(problem, solved, centred, callback)
     # the exact gain/offset at the final kernel, in float64. In float32 (large images) the chord's
     # joint steps already stop at the loss's rounding, and the polish would cost seconds for a
     # change below it
@@ -319,7 +376,8 @@ def rehearse(frames: Frames, settings: Settings, start: Point, per_pixel: np.nda
     384^2 crop's pixels). Only parameters are returned: no crop-sized arrays stay alive during
     the full image's steps.
     """
-    middle = central(frames, MIDDLE_EDGE.get(settings.ndim, 128), 4)
+    middle = central(frames, crop_edges(settings, [start.kernel], frames.target.shape[1:],
+                                        MIDDLE_EDGE.get(settings.ndim, 128)), 4)
     if middle.target.size * 4 > frames.target.size:
         return start, per_pixel
     # in float32 whatever its size: a start needs no more than the loss's float32 resolution

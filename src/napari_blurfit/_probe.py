@@ -13,7 +13,7 @@ import numpy as np
 
 from ._gaussian import IDENTIFIABLE_FROM, GaussianKernel, GaussianModel
 from ._losses import L2
-from ._shift import Frames, as_frames, estimate_shift, raw_crop
+from ._shift import Frames, as_frames, cut_band, estimate_shift, raw_crop
 from ._whole import Problem, Settings, multistart
 
 PROBE_EDGE = {2: 128, 3: 48}  # smallest crop edge (grown with the kernel)
@@ -143,26 +143,19 @@ def probe_model(reference, target, *, ndim: int | None = None, start_sigma=None,
 
 
 def _probe_frames(reference, target, d: int, start_sigma, truncate: float, used=None) -> Frames:
-    """The probe's central crop, with a band of the kernel's radius left out of the loss.
+    """The probe's central crop, with a band of the kernel's radius left out of the loss (`cut_band`).
 
-    A cropped target near the crop's edges was blurred from pixels outside the crop, which the
-    model (reflecting the crop) cannot see: counted, they bias the fit (a centred pair read as
-    shifted by 0.7 px at sigma 6 on a 128 px crop). The crop grows with the kernel.
+    The crop grows with the kernel.
     """
     radius = 2 if start_sigma is None else int(truncate * float(np.max(start_sigma)) + 0.5) + 2
     base = PROBE_EDGE.get(d, 64)
     edge = max(base, 4 * radius + base // 2)
     ref, tgt = raw_crop(reference, target, d, edge)
-    spatial = np.asarray(reference).shape[-d:]
-    keep = np.ones(ref.shape, dtype=bool)
+    given = None
     if used is not None:
         given = np.broadcast_to(np.asarray(used, dtype=bool), np.shape(reference))
-        keep &= raw_crop(given, given, d, edge)[0]
-    for axis, (n, full) in enumerate(zip(ref.shape[1:], spatial)):
-        if n < full:  # cut out of a larger image: its edges saw pixels the crop does not have
-            band = [slice(None)] * (d + 1)
-            band[axis + 1] = np.r_[0:radius, n - radius : n]
-            keep[tuple(band)] = False
+        given = raw_crop(given, given, d, edge)[0]
+    keep = cut_band(given, ref.shape, np.asarray(reference).shape[-d:], (radius,) * d)
     return as_frames(ref, tgt, keep, d)
 
 

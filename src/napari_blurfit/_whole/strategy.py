@@ -33,6 +33,7 @@ MIDDLE_EDGE = {2: 1024, 3: 128}  # smallest edge of the crop that rehearses the 
 # the full image only if the crop holds content well inside the kernel's reach (a 64^3 crop held
 # a few beads of a bead slide, or none, and a sigma-9 kernel not at all)
 CROP_RADII = 4
+STATISTICS_REACH = 8  # KernelSpace's matrix serves axes at least this many kernel radii long
 # solver steps from each start before the best start is solved to the end (3D: 7 starts, and a step
 # with the exact matrix costs 27 FFTs of the crop: 2 steps already rank them)
 SCOUT_STEPS = {2: 4, 3: 2}
@@ -189,6 +190,21 @@ def crop_edges(settings: Settings, kernels, spatial, base: int) -> tuple[int, ..
     return tuple(int(min(n, max(base, CROP_RADII * r + 1))) for n, r in zip(spatial, radius))
 
 
+def start_crop(frames: Frames, settings: Settings, starts) -> Frames:
+    """The multi-start's central crop (`crop_edges`, up to 4 frames).
+
+    Where `KernelSpace`'s statistics would not serve it (a wide kernel), a band of the kernel's
+    radius along the faces it cut is left out of the loss (`cut_band`): the crop is solved with
+    exact matrices then anyway, and its answer is the image's, not one biased by the faces.
+    """
+    edges = crop_edges(settings, starts, frames.target.shape[1:], CROP_EDGE.get(settings.ndim, 64))
+    crop = central(frames, edges, 4)
+    if statistics_serve(settings, starts, crop):
+        return crop
+    radius = np.max([settings.model.radius(k) for k in starts], axis=0)
+    return central(frames, edges, 4, band=radius)
+
+
 def shift_start(frames: Frames, settings: Settings, centred: GaussianKernel) -> np.ndarray:
     """The shift's start: the cross-correlation of a crop sized for the kernel (the fit refines it)."""
     edges = crop_edges(settings, [centred], frames.target.shape[1:], CROP_EDGE.get(settings.ndim, 64))
@@ -259,8 +275,9 @@ def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, 
 
     Images of at most `EXACT_MATRIX_PIXELS` are solved directly with the exact matrix at each step.
     Larger ones start from the crop's solution and keep one matrix, the whole image's Gauss-Newton
-    matrix from `KernelSpace` (the chord method: each step follows the exact gradient and must lower
-    the exact loss; that matrix is off by the crop's edge strips only), in float32 above
+    matrix from `KernelSpace` where it serves (`statistics_serve`), else the crop's exact one scaled
+    (the chord method: each step follows the exact gradient and must lower the exact loss), in
+    float32 above
     `FLOAT32_PIXELS`. The solution is never worse than the ``centred`` kernel (`not_worse_than`).
     Also returns ``J^T J`` at the solution, for the standard errors.
     """
@@ -274,16 +291,22 @@ def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, 
         checked = not_worse_than(problem, solved, centred, callback)
         jtj = solved.matrix / curvature if checked is solved else problem.gauss_newton(checked.point)
         return problem, checked, jtj
-    crop = central(frames, crop_edges(settings, starts, frames.target.shape[1:],
-                                      CROP_EDGE.get(settings.ndim, 64)), 4)
-    _, scout = multistart(crop, settings, starts, workers, callback, exact=False, rtol=START_RTOL)
+    crop = start_crop(frames, settings, starts)
+    local, scout = multistart(crop, settings, starts, workers, callback, rtol=START_RTOL,
+                              exact=not statistics_serve(settings, starts, crop))
     start = scout.point
     dtype = np.float32 if size > FLOAT32_PIXELS else np.float64
     radius = model.pad_radius([start.kernel])
-    space = KernelSpace(frames, settings, radius, workers, dtype)
     problem = chord_problem(frames, settings, radius, workers, dtype)
+    if statistics_serve(settings, [start.kernel], frames):
+        space = KernelSpace(frames, settings, radius, workers, dtype)
+        gauss_newton = space.matrix_at
+    else:  # the crop's exact matrix, scaled to the pixels used
+        def gauss_newton(kernel, gain):
+            return local.gauss_newton(local.evaluate(model.params(kernel), gain, 0.0)) * (
+                problem.n_used / max(local.n_used, 1))
     # the crop's gain: the matrix only preconditions
-    matrix = curvature * space.matrix_at(start.kernel, start.gain)
+    matrix = curvature * gauss_newton(start.kernel, start.gain)
     # float32 losses are exact to ~1e-8: stop at a relative decrease of 1e-7, and do not chase noise
     # (the start point is not held here: its arrays go as soon as the solver leaves it)
     solved = levenberg_marquardt(problem, problem.evaluate(start.x, start.gain, start.offset),
@@ -291,7 +314,18 @@ def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, 
                                  rtol=max(rtol, 1e-7), callback=callback,
                                  precision=FLOAT32_LOSS_JITTER if dtype == np.float32 else 0.0)
     solved = not_worse_than(problem, solved, centred, callback)
-    return problem, solved, space.matrix_at(solved.point.kernel, solved.point.gain)
+    return problem, solved, gauss_newton(solved.point.kernel, solved.point.gain)
+
+
+def statistics_serve(settings: Settings, kernels, frames: Frames) -> bool:
+    """Whether `KernelSpace`'s matrix from statistics serves ``frames`` for ``kernels``.
+
+    It replaces the reflected image near the faces by the reference's autocorrelation: close where
+    the kernel is small beside every axis (`STATISTICS_REACH`), wrong where its edge strips are most
+    of the volume (a sigma-6 kernel in a 96-plane volume of beads: shift cross terms 50x the true).
+    """
+    radius = np.max([settings.model.radius(k) for k in kernels], axis=0)
+    return all(STATISTICS_REACH * r <= n for r, n in zip(radius, frames.target.shape[1:]))
 
 
 def noise_scale(point: Point, problem: Problem) -> float:
@@ -325,8 +359,7 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
     ``centred`` kernel (`not_worse_than`).
     """
     model, least_squares = settings.model, settings.loss.least_squares
-    crop = central(frames, crop_edges(settings, starts, frames.target.shape[1:],
-                                      CROP_EDGE.get(settings.ndim, 64)), 4)
+    crop = start_crop(frames, settings, starts)
     crop_is_image = crop.reference.shape == frames.reference.shape
     check_starts(starts, settings, crop)  # before anything is built for kernels too large for it
     # the full image's problem is built (and paged in) while the crops are solved

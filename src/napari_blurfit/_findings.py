@@ -303,7 +303,9 @@ def _unfitted(problem: Problem, data: Data, sol: Solution, *, shape: bool) -> li
     opt = problem.options
     found = []
     too_small = min(problem.pair.spatial_shape) < PROBE_MIN_SIZE
-    if (opt.shift and opt.full_covariance) or data.pair.dask or too_small:
+    # nothing left to see: the 3D probe fits a shift and per-axis sigmas, the 2D one a rotation too
+    fitted_all = opt.shift and (opt.full_covariance or (problem.d == 3 and opt.sigma_per_axis))
+    if fitted_all or data.pair.dask or too_small:
         return found
     problem.tick("checking for a shift and a rotated blur")
     try:

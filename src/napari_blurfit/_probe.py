@@ -145,17 +145,18 @@ def probe_model(reference, target, *, ndim: int | None = None, start_sigma=None,
 def _probe_frames(reference, target, d: int, start_sigma, truncate: float, used=None) -> Frames:
     """The probe's central crop, with a band of the kernel's radius left out of the loss (`cut_band`).
 
-    The crop grows with the kernel.
+    The crop grows with the kernel, along each axis with that axis's sigma.
     """
-    radius = 2 if start_sigma is None else int(truncate * float(np.max(start_sigma)) + 0.5) + 2
+    sigma = np.zeros(d) if start_sigma is None else np.broadcast_to(start_sigma, d)
+    radius = [int(truncate * float(s) + 0.5) + 2 for s in sigma]
     base = PROBE_EDGE.get(d, 64)
-    edge = max(base, 4 * radius + base // 2)
+    edge = [max(base, 4 * r + base // 2) for r in radius]
     ref, tgt = raw_crop(reference, target, d, edge)
     given = None
     if used is not None:
         given = np.broadcast_to(np.asarray(used, dtype=bool), np.shape(reference))
         given = raw_crop(given, given, d, edge)[0]
-    keep = cut_band(given, ref.shape, np.asarray(reference).shape[-d:], (radius,) * d)
+    keep = cut_band(given, ref.shape, np.asarray(reference).shape[-d:], radius)
     return as_frames(ref, tgt, keep, d)
 
 

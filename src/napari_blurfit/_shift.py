@@ -143,18 +143,22 @@ def _refine_peak(power: np.ndarray, centre: np.ndarray, step: float, half: int =
     return centre + step * (np.array(best) - half)
 
 
-def raw_crop(reference, target, d: int, edge: int,
-              max_frames: int | None = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Central crop of ``max_frames`` frames at most (None: all), before any conversion."""
+def raw_crop(reference, target, d: int, edge,
+             max_frames: int | None = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Central crop of ``max_frames`` frames at most (None: all), before any conversion.
+
+    ``edge``: one edge for every spatial axis, or one per axis.
+    """
     ref, tgt = np.asarray(reference), np.asarray(target)
     if ref.shape != tgt.shape or ref.ndim < d:
         raise ValueError(f"reference and target must have the same shape with {d} spatial axes last; "
                          f"got {ref.shape} and {tgt.shape}")
     spatial = ref.shape[ref.ndim - d :]
     ref, tgt = ref.reshape((-1, *spatial)), tgt.reshape((-1, *spatial))
+    edges = np.broadcast_to(edge, d)
     pick = np.unique(np.linspace(0, len(ref) - 1, max_frames or len(ref)).round().astype(int))
-    box = (pick,) + tuple(slice((n - min(n, edge)) // 2, (n - min(n, edge)) // 2 + min(n, edge))
-                          for n in spatial)
+    box = (pick,) + tuple(slice((n - min(n, e)) // 2, (n - min(n, e)) // 2 + min(n, e))
+                          for n, e in zip(spatial, edges))
     return ref[box], tgt[box]
 
 

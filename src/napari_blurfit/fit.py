@@ -256,8 +256,10 @@ def _search_spectral(stats: SpectralStats, problem: Problem, *, start_only: bool
 
     lo, hi = _log_box(problem.lower, problem.upper)
     if opt.sigma_per_axis:
-        best_t, _, grids = grid_zoom(evaluate, lo, hi, first=40 if d == 2 else 24,
-                                     points=17 if d == 2 else 11, tol=START_TOL if start_only else 1e-6)
+        # a start's grids are coarser in 3D, where a point of the first grid costs 24^2 more
+        first, points = (40, 17) if d == 2 else (12, 7) if start_only else (24, 11)
+        best_t, _, grids = grid_zoom(evaluate, lo, hi, first=first, points=points,
+                                     tol=START_TOL if start_only else 1e-6)
         sigma = np.exp(best_t)
     else:
         best_t, _, grids = grid_brent(evaluate, lo[0], hi[0], xtol=START_TOL if start_only else 1e-5)

@@ -37,6 +37,7 @@ STATISTICS_REACH = 8  # KernelSpace's matrix serves axes at least this many kern
 # solver steps from each start before the best start is solved to the end (3D: 7 starts, and a step
 # with the exact matrix costs 27 FFTs of the crop: 2 steps already rank them)
 SCOUT_STEPS = {2: 4, 3: 2}
+SCOUT_WITHIN = 2.0  # starts scouted: those whose loss is at most this many times the lowest
 # a crop solved only for a start stops at this relative decrease: the full image moves the
 # solution by more than a tighter tolerance would gain
 START_RTOL = 1e-6
@@ -235,7 +236,14 @@ def check_starts(starts: list, settings: Settings, crop: Frames) -> None:
 
 
 def best_start(problem: Problem, starts, callback, *, max_iter: int, rtol: float, scout: int) -> Solved:
-    """A few exact-matrix steps from each start decide the basin; the best one goes on to the end."""
+    """A few exact-matrix steps from each start decide the basin; the best one goes on to the end.
+
+    Only starts whose loss is within `SCOUT_WITHIN` of the lowest are scouted: a start that far
+    above (the centred one beside a shift read clearly) costs steps and never wins.
+    """
+    if len(starts) > 1:
+        losses = [problem.loss_at(kernel, 1.0, 0.0) for kernel in starts]
+        starts = [k for k, loss in zip(starts, losses) if loss <= SCOUT_WITHIN * min(losses)]
     best = None
     for kernel in starts:
         point = problem.evaluate(problem.model.params(kernel), 1.0, 0.0)

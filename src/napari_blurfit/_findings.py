@@ -43,14 +43,16 @@ NOT_GAUSSIAN_R2_GAIN = 1e-4
 CHANNEL_PLANES = 4  # a first axis of at most this many planes ...
 CHANNEL_RATIO = 8  # ... when the others are this many times longer may hold channels
 SPREAD_FRAMES = 32  # frames whose own sigma is compared with a joint fit's, at most
+LOOSE_SIGMA = 0.05  # a whole-Gaussian fit's relative sigma error bar above this, ...
+LOOSE_SHIFT_PX = 0.1  # ... or a shift error bar above this many px: a finding
 DETAIL_QUANTA = 1.0  # a blur changing the reference by less than this many grey levels (rms) ...
 QUANTUM_SAMPLE = 2**16  # pixels sampled to find the grey-level step
 QUANTUM_LEVELS = 4096  # more distinct levels than this: not a lattice
 # causes, the most actionable first: a finding the user acts on (a switch to flip) before one
 # that describes the answer; `ordered` sorts the findings of one fit
 ORDER = ("target_sharper", "channels", "brightness", "misaligned", "rotated", "elliptical",
-         "at_bound", "not_identifiable", "lacks_detail", "not_gaussian", "joint_spread",
-         "nonfinite_excluded")
+         "at_bound", "not_identifiable", "lacks_detail", "loosely_pinned", "not_gaussian",
+         "joint_spread", "nonfinite_excluded")
 
 #: The spectral L2 fit of statistics under a problem (`fit`'s): the reverse direction's check
 Refit = Callable[[SpectralStats, Problem], Solution]
@@ -132,6 +134,8 @@ def findings_for(problem: Problem, data: Data, sol: Solution, *, refit: Refit) -
         found += [not_gaussian] if not_gaussian and not explained else []
     if identifiable and not target_sharper:
         found += _lacks_detail(problem, data, sol)
+        # error bars widened by a misfit the user can remove are that finding's to explain
+        found += [] if any(f.suggestion for f in found) else _loosely_pinned(sol, stderr)
     return Findings(sigma, tuple(float(s) for s in stderr), at_bound,
                     bool(identifiable), target_sharper, float(r2), adequacy.r2_linear(r2),
                     adequacy.transfer, ordered(found))
@@ -152,6 +156,28 @@ def quantum(image) -> float:
     step = float(np.min(np.diff(levels)))
     multiples = (levels - levels[0]) / step
     return step if np.all(np.abs(multiples - np.round(multiples)) < 1e-3) else 0.0
+
+
+def _loosely_pinned(sol: Solution, stderr) -> list[Finding]:
+    """A finding when a whole-Gaussian fit's error bars are wide (`LOOSE_SIGMA`, `LOOSE_SHIFT_PX`).
+
+    Dim, sparse or noisy content pins a shift and a covariance only loosely; the values are then
+    an estimate to read with their error bars, which say how loose.
+    """
+    if sol.whole is None:
+        return []
+    relative = np.asarray(stderr) / np.maximum(sol.sigma, 1e-300)
+    shift_se = np.asarray(sol.whole.shift_stderr)
+    loose_shift = bool(np.nanmax(shift_se, initial=0.0) > LOOSE_SHIFT_PX)
+    if not (loose_shift or np.nanmax(relative, initial=0.0) > LOOSE_SIGMA):
+        return []
+    sigma = ", ".join(f"{s:.3g} +/- {e:.2g}" for s, e in zip(sol.sigma, stderr))
+    shift = ", ".join(f"{s:.2g} +/- {e:.2g}" for s, e in zip(sol.whole.kernel.shift, shift_se))
+    where = f"sigma ({sigma}) px" + (f", shift ({shift}) px" if loose_shift else "")
+    return [Finding("loosely_pinned", {}, {"sigma_stderr": tuple(float(e) for e in stderr),
+                                            "shift_stderr": tuple(float(e) for e in shift_se)},
+                    f"the data pin the kernel only loosely: {where}; dim, sparse or noisy content "
+                    "leaves that much room (read the values with their error bars)")]
 
 
 def _lacks_detail(problem: Problem, data: Data, sol: Solution) -> list[Finding]:

@@ -163,12 +163,20 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
     centred = model.starts(start_sigma, np.zeros(d))[0]  # the axis-aligned, centred fit's kernel
     check_holds(model, centred, frames.target.shape[1:])
     starts = model.starts(start_sigma, shift_start(frames, settings, centred) if shift else np.zeros(d))
-    if shift and np.any(starts[0].shift != 0):  # a shift read from sparse content may be wrong
+    if shift and np.any(starts[0].shift != 0):  # a shift read from sparse or dim content may be wrong
+        spatial = frames.target.shape[1:]
+        starts = [k for k in starts if all(2 * r + 1 <= n for r, n in zip(model.radius(k), spatial))]
         starts.append(centred)
     if objective.least_squares and frames.used is None:
         problem, solved, jtj = fit_l2(frames, settings, starts, centred, workers, callback)
         return result(problem, solved, jtj)
     return fit_general(frames, settings, starts, centred, delta, workers, callback)
+
+
+def holds(spatial, sigma, truncate: float) -> bool:
+    """Whether an image of ``spatial`` shape holds a centred kernel of per-axis ``sigma``."""
+    radius = GaussianKernel.from_sigma(sigma).grid(truncate).radius
+    return all(2 * r + 1 <= n for r, n in zip(radius, spatial))
 
 
 def check_holds(model: GaussianModel, kernel: GaussianKernel, spatial) -> None:
@@ -311,8 +319,7 @@ def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, 
         gauss_newton = space.matrix_at
     else:  # the crop's exact matrix, scaled to the pixels used
         def gauss_newton(kernel, gain):
-            return local.gauss_newton(local.evaluate(model.params(kernel), gain, 0.0)) * (
-                problem.n_used / max(local.n_used, 1))
+            return scaled_gauss_newton(local, problem, problem.model.params(kernel), gain, 0.0)
     # the crop's gain: the matrix only preconditions
     matrix = curvature * gauss_newton(start.kernel, start.gain)
     # float32 losses are exact to ~1e-8: stop at a relative decrease of 1e-7, and do not chase noise
@@ -401,8 +408,29 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
         solved = solved._replace(point=polish_gain_offset(problem, solved.point))
     # standard errors need the least-squares matrix, not the loss's: the crop's, scaled
     point = solved.point
-    jtj = local.gauss_newton(local.evaluate(point.x, point.gain, point.offset))
-    return result(problem, solved, jtj * (problem.n_used / max(local.n_used, 1)))
+    return result(problem, solved, scaled_gauss_newton(local, problem, point.x, point.gain, point.offset))
+
+
+def scaled_gauss_newton(local: Problem, problem: Problem, x, gain: float, offset: float) -> np.ndarray:
+    """``J^T J`` of ``problem`` at ``x``: the crop's (``local``), scaled by the content it holds.
+
+    The scale is the ratio of the reference's variance summed over the pixels used: a crop of a
+    bead slide holds more or fewer beads than its share of the pixels. Where the kernel has grown
+    beyond what the crop holds, the image's own (a Jacobian image per parameter: dim or sparse
+    content can let the kernel wander that far).
+    """
+    kernel = problem.model.kernel(x)
+    if all(2 * r + 1 <= n for r, n in zip(problem.model.radius(kernel), local.target.shape[1:])):
+        return local.gauss_newton(local.evaluate(x, gain, offset)) * (content(problem) / content(local))
+    return problem.gauss_newton(problem.evaluate(x, gain, offset))
+
+
+def content(problem: Problem) -> float:
+    """The reference's variance summed over the pixels used (floored above 0)."""
+    ref = problem.reference
+    if problem.used is not None:
+        ref = ref[problem.used > 0]
+    return max(float(np.var(ref, dtype=np.float64)) * ref.size, 1e-300)
 
 
 def rehearse(frames: Frames, settings: Settings, start: Point, per_pixel: np.ndarray, workers,

@@ -127,10 +127,12 @@ def findings_for(problem: Problem, data: Data, sol: Solution, *, refit: Refit) -
         judged = (adequacy, r2) if ellipse is None else _recommended(problem, used_stats, sol, ellipse)
         not_gaussian = _not_gaussian(*judged)
         found += [ellipse] if ellipse is not None and not not_gaussian else []
-        found += _unfitted(problem, data, sol, shape=not not_gaussian)
-        # a missing gain/offset or shift, or channels read as z, explain a residual a free
+        # a shifted fit's shape is the probe's to judge: it fits the shift and the shape together
+        found += _unfitted(problem, data, sol, shape=problem.options.shift or not not_gaussian)
+        # a missing gain/offset, shift or shape, or channels read as z, explain a residual a free
         # kernel would take up
-        explained = any(f.code in ("brightness", "misaligned", "channels") for f in found)
+        explained = any(f.code in ("brightness", "misaligned", "channels", "elliptical", "rotated")
+                        for f in found)
         found += [not_gaussian] if not_gaussian and not explained else []
     if identifiable and not target_sharper:
         found += _lacks_detail(problem, data, sol)

@@ -387,12 +387,15 @@ def _whole_gaussian(problem: Problem, data: Data, start: Solution) -> Solution:
         raise ValueError("full_covariance and shift fits need images in memory; pass "
                          "numpy arrays (for a dask array, .compute() it first)")
     problem.tick("fitting the whole Gaussian")
+    start_sigma = np.maximum(start.sigma, IDENTIFIABLE_FROM)
+    # the spectral start's loss is the centred kernel's exact L2 loss on every pixel
+    known = opt.objective.least_squares and data.all_pixels and np.array_equal(start_sigma, start.sigma)
     whole = fit_whole_gaussian(
         pair.reference, pair.target, pair.used, loss=opt.loss, gain_offset=opt.gain_offset,
         full_covariance=opt.full_covariance, shift=opt.shift,
-        isotropic=not opt.sigma_per_axis, start_sigma=np.maximum(start.sigma, IDENTIFIABLE_FROM),
+        isotropic=not opt.sigma_per_axis, start_sigma=start_sigma,
         delta=opt.huber_delta, truncate=opt.truncate, workers=problem.workers,
-        callback=opt.callback)
+        callback=opt.callback, centred_loss=start.rss if known else None)
     profile = {**start.profile, "objective": "l2 (centred, axis-aligned start)"}
     return Solution(whole.kernel.sigma, whole.gain, whole.offset, whole.rss, whole.loss_sum,
                     profile, whole.delta, whole=whole,

@@ -37,7 +37,8 @@ STATISTICS_REACH = 8  # KernelSpace's matrix serves axes at least this many kern
 # solver steps from each start before the best start is solved to the end (3D: 7 starts, and a step
 # with the exact matrix costs 27 FFTs of the crop: 2 steps already rank them)
 SCOUT_STEPS = {2: 4, 3: 2}
-SCOUT_WITHIN = 2.0  # starts scouted: those whose loss is at most this many times the lowest
+SCOUT_WITHIN = 2.0  # starts scouted: those whose loss is at most this many times the lowest, ...
+SCOUT_MOST = 3  # ... and of those the lowest this many
 # a crop solved only for a start stops at this relative decrease: the full image moves the
 # solution by more than a tighter tolerance would gain
 START_RTOL = 1e-6
@@ -111,7 +112,8 @@ class FullFit:
 def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_offset: bool = False,
                        full_covariance: bool = False, shift: bool = True, isotropic: bool = False,
                        start_sigma, delta: float | None = None, truncate: float = 4.0,
-                       workers: int | None = None, callback=None) -> FullFit:
+                       workers: int | None = None, callback=None,
+                       centred_loss: float | None = None) -> FullFit:
     """Fit ``target ~ gain * K * reference + offset`` with a Gaussian ``K`` of full covariance and shift.
 
     Parameters
@@ -144,6 +146,10 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
         a thread of its own while the crops are solved (`prefetch`).
     callback : callable, optional
         Called with a short text before each solver step; an exception in it stops the fit.
+    centred_loss : float, optional
+        L2 without a mask: the loss of the centred kernel of ``start_sigma`` where known (the
+        spectral fit's). The fit never ends above the centred kernel's loss; known, it is not
+        evaluated again.
 
     Returns
     -------
@@ -168,7 +174,8 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
         starts = [k for k in starts if all(2 * r + 1 <= n for r, n in zip(model.radius(k), spatial))]
         starts.append(centred)
     if objective.least_squares and frames.used is None:
-        problem, solved, jtj = fit_l2(frames, settings, starts, centred, workers, callback)
+        problem, solved, jtj = fit_l2(frames, settings, starts, centred, workers, callback,
+                                      centred_loss=centred_loss)
         return result(problem, solved, jtj)
     return fit_general(frames, settings, starts, centred, delta, workers, callback)
 
@@ -226,13 +233,17 @@ def shift_start(frames: Frames, settings: Settings, centred: GaussianKernel) -> 
                           max_pixels=crop.target[0].size)
 
 
-def not_worse_than(problem: Problem, solved: Solved, kernel: GaussianKernel, callback) -> Solved:
+def not_worse_than(problem: Problem, solved: Solved, kernel: GaussianKernel, callback,
+                   loss: float | None = None) -> Solved:
     """``solved``, or where ``kernel`` (the centred, axis-aligned fit) beats it, a solve from there.
 
     A whole-Gaussian fit contains that kernel: ending above its loss means a start in the wrong
-    basin (a crop without content, a shift read from noise), never a better answer.
+    basin (a crop without content, a shift read from noise), never a better answer. ``loss``:
+    the kernel's loss where known already (an unmasked L2 fit's spectral start): no evaluation.
     """
     point = solved.point
+    if loss is not None and point.loss <= loss:
+        return solved
     base = problem.evaluate(problem.model.params(kernel), point.gain, point.offset)
     if base.loss >= point.loss:
         return solved
@@ -250,12 +261,14 @@ def check_starts(starts: list, settings: Settings, crop: Frames) -> None:
 def best_start(problem: Problem, starts, callback, *, max_iter: int, rtol: float, scout: int) -> Solved:
     """A few exact-matrix steps from each start decide the basin; the best one goes on to the end.
 
-    Only starts whose loss is within `SCOUT_WITHIN` of the lowest are scouted: a start that far
-    above (the centred one beside a shift read clearly) costs steps and never wins.
+    Only the `SCOUT_MOST` lowest starts within `SCOUT_WITHIN` of the lowest are scouted: a start
+    that far above (the centred one beside a shift read clearly) costs steps and never won.
     """
     if len(starts) > 1:
-        losses = [problem.loss_at(kernel, 1.0, 0.0) for kernel in starts]
-        starts = [k for k, loss in zip(starts, losses) if loss <= SCOUT_WITHIN * min(losses)]
+        losses = np.array([problem.loss_at(kernel, 1.0, 0.0) for kernel in starts])
+        order = [i for i in np.argsort(losses, kind="stable")[:SCOUT_MOST]
+                 if losses[i] <= SCOUT_WITHIN * losses.min()]
+        starts = [starts[i] for i in order]
     best = None
     for kernel in starts:
         point = problem.evaluate(problem.model.params(kernel), 1.0, 0.0)
@@ -290,7 +303,8 @@ def multistart(frames: Frames, settings: Settings, starts, workers, callback, *,
 
 
 def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, workers, callback, *,
-           max_iter: int | None = None, rtol: float = 1e-9) -> tuple[Problem, Solved, np.ndarray]:
+           centred_loss: float | None = None, max_iter: int | None = None,
+           rtol: float = 1e-9) -> tuple[Problem, Solved, np.ndarray]:
     """L2 without a mask: multi-start on a central crop, then the exact loss of the whole image.
 
     Images of at most `EXACT_MATRIX_PIXELS` are solved directly with the exact matrix at each step.
@@ -308,7 +322,7 @@ def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, 
         point = problem.evaluate(scout.point.x, scout.point.gain, scout.point.offset)
         solved = levenberg_marquardt(problem, point, refresh=True, max_iter=max_iter or 40, rtol=rtol,
                                      callback=callback)
-        checked = not_worse_than(problem, solved, centred, callback)
+        checked = not_worse_than(problem, solved, centred, callback, centred_loss)
         jtj = solved.matrix / curvature if checked is solved else problem.gauss_newton(checked.point)
         return problem, checked, jtj
     crop = start_crop(frames, settings, starts)
@@ -321,9 +335,11 @@ def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, 
     if statistics_serve(settings, [start.kernel], frames):
         space = KernelSpace(frames, settings, radius, workers, dtype)
         gauss_newton = space.matrix_at
-    else:  # the crop's exact matrix, scaled to the pixels used
+    else:  # the crop's exact matrix at its solution, scaled by the content the image holds
+        crop_matrix = scout.matrix * (content(problem) / content(local))
+
         def gauss_newton(kernel, gain):
-            return scaled_gauss_newton(local, problem, problem.model.params(kernel), gain, 0.0)
+            return crop_matrix / curvature
     # the crop's gain: the matrix only preconditions
     matrix = curvature * gauss_newton(start.kernel, start.gain)
     # float32 losses are exact to ~1e-8: stop at a relative decrease of 1e-7, and do not chase noise
@@ -332,8 +348,11 @@ def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, 
                                  refresh=False, matrix=matrix, max_iter=max_iter or 12,
                                  rtol=max(rtol, 1e-7), callback=callback,
                                  precision=FLOAT32_LOSS_JITTER if dtype == np.float32 else 0.0)
-    solved = not_worse_than(problem, solved, centred, callback)
-    return problem, solved, gauss_newton(solved.point.kernel, solved.point.gain)
+    checked = not_worse_than(problem, solved, centred, callback, centred_loss)
+    if checked is not solved and not statistics_serve(settings, [start.kernel], frames):
+        return problem, checked, scaled_gauss_newton(local, problem, checked.point.x, checked.point.gain,
+                                                     checked.point.offset)
+    return problem, checked, gauss_newton(checked.point.kernel, checked.point.gain)
 
 
 def statistics_serve(settings: Settings, kernels, frames: Frames) -> bool:

@@ -10,8 +10,6 @@ the largest shift error, px) and the peak traced memory over the two inputs' byt
 
 import argparse
 import sys
-import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,8 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from volumes import blurred, covariance_error, rotated, textured  # noqa: E402
+
+from bench_whole_gaussian import peak_memory, timed  # noqa: E402
 
 from napari_blurfit import fit_blur  # noqa: E402
 
@@ -36,23 +36,6 @@ ROWS = [  # name, covariance, shift, options
 ]
 
 
-def median_time(fn, repeats: int):
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)), out
-
-
-def peak_bytes(fn) -> int:
-    tracemalloc.start()
-    fn()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -66,13 +49,13 @@ def main() -> None:
         target = blurred(volume, cov, shift, noise=0.002)
         sigmas = np.sqrt(np.linalg.eigvalsh(cov))[::-1] if options.get("full_covariance") \
             else np.sqrt(np.diag(cov))
-        one_pass, _ = median_time(lambda s=sigmas: ndimage.gaussian_filter(volume, s), args.repeats)
+        one_pass, _ = timed(lambda s=sigmas: ndimage.gaussian_filter(volume, s), args.repeats)
 
         def fit(target=target, options=options):
             return fit_blur(volume, target, shift=True, warn=False, **options)
 
-        seconds, result = median_time(fit, args.repeats)
-        memory = peak_bytes(fit) / (volume.nbytes + target.nbytes) if args.memory else float("nan")
+        seconds, result = timed(fit, args.repeats)
+        memory = peak_memory(fit) / (volume.nbytes + target.nbytes) if args.memory else float("nan")
         print(f"{name:44s} {seconds:7.2f} {one_pass:7.3f} {seconds / one_pass:7.1f} "
               f"{covariance_error(result.covariance, cov):8.1e} "
               f"{np.abs(np.subtract(result.shift, shift)).max():9.1e} {memory:6.1f}x", flush=True)

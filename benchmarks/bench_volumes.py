@@ -16,9 +16,8 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from volumes import blurred, covariance_error, rotated, textured  # noqa: E402
-
 from bench_whole_gaussian import peak_memory, timed  # noqa: E402
+from volumes import blurred, covariance_error, rotated, textured  # noqa: E402
 
 from napari_blurfit import fit_blur  # noqa: E402
 

@@ -33,6 +33,7 @@ MIDDLE_EDGE = {2: 1024, 3: 128}  # smallest edge of the crop that rehearses the 
 # the full image only if the crop holds content well inside the kernel's reach (a 64^3 crop held
 # a few beads of a bead slide, or none, and a sigma-9 kernel not at all)
 CROP_RADII = 4
+CHORD_GROWTH = 1.15  # a full-image problem's padding, in kernel radii (`chord_radius`)
 STATISTICS_REACH = 8  # KernelSpace's matrix serves axes at least this many kernel radii long
 # solver steps from each start before the best start is solved to the end (3D: 7 starts, and a step
 # with the exact matrix costs 27 FFTs of the crop: 2 steps already rank them)
@@ -328,30 +329,30 @@ def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, 
     crop = start_crop(frames, settings, starts)
     local, scout = multistart(crop, settings, starts, workers, callback, rtol=START_RTOL,
                               exact=not statistics_serve(settings, starts, crop))
-    start = scout.point
+    start, crop_content, crop_matrix = scout.point.without_arrays(), content(local), scout.matrix
+    del local, scout, crop  # the crop's arrays go before the image's are made
     dtype = np.float32 if size > FLOAT32_PIXELS else np.float64
-    radius = model.pad_radius([start.kernel])
+    radius = chord_radius(settings, [start.kernel])
     problem = chord_problem(frames, settings, radius, workers, dtype)
     if statistics_serve(settings, [start.kernel], frames):
         space = KernelSpace(frames, settings, radius, workers, dtype)
         gauss_newton = space.matrix_at
     else:  # the crop's exact matrix at its solution, scaled by the content the image holds
-        crop_matrix = scout.matrix * (content(problem) / content(local))
+        crop_matrix = crop_matrix * (content(problem) / crop_content)
 
         def gauss_newton(kernel, gain):
             return crop_matrix / curvature
     # the crop's gain: the matrix only preconditions
     matrix = curvature * gauss_newton(start.kernel, start.gain)
     # float32 losses are exact to ~1e-8: stop at a relative decrease of 1e-7, and do not chase noise
-    # (the start point is not held here: its arrays go as soon as the solver leaves it)
     solved = levenberg_marquardt(problem, problem.evaluate(start.x, start.gain, start.offset),
                                  refresh=False, matrix=matrix, max_iter=max_iter or 12,
                                  rtol=max(rtol, 1e-7), callback=callback,
                                  precision=FLOAT32_LOSS_JITTER if dtype == np.float32 else 0.0)
     checked = not_worse_than(problem, solved, centred, callback, centred_loss)
     if checked is not solved and not statistics_serve(settings, [start.kernel], frames):
-        return problem, checked, scaled_gauss_newton(local, problem, checked.point.x, checked.point.gain,
-                                                     checked.point.offset)
+        # solved again from the centred kernel, far from the crop's solution: the image's matrix
+        return problem, checked, problem.gauss_newton(checked.point)
     return problem, checked, gauss_newton(checked.point.kernel, checked.point.gain)
 
 
@@ -400,9 +401,14 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
     crop = start_crop(frames, settings, starts)
     crop_is_image = crop.reference.shape == frames.reference.shape
     check_starts(starts, settings, crop)  # before anything is built for kernels too large for it
-    # the full image's problem is built (and paged in) while the crops are solved
-    full_problem = None if crop_is_image else prefetch(
-        lambda: chord_problem(frames, settings, model.pad_radius(starts), workers).page_in(), workers)
+    # the full image's problem is built (and paged in) while the crops are solved; not beside a
+    # crop solved with exact matrices for a wide kernel (`start_crop`), whose Jacobian images and
+    # the image's grid together took 7.8x the inputs (L1, sigma (9, 3, 3) on 128x256x256)
+    def build():
+        return chord_problem(frames, settings, chord_radius(settings, starts), workers).page_in()
+
+    wide = not statistics_serve(settings, starts, crop)
+    full_problem = None if crop_is_image else prefetch(build, 1 if wide else workers)
     # L1/Huber take only a start from the L2 multi-start; masked L2 keeps its matrix (exact)
     local, solved = multistart(crop, settings, starts, workers, callback, exact=least_squares,
                                rtol=1e-10 if least_squares else START_RTOL)
@@ -417,42 +423,37 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
         solved = levenberg_marquardt(local, point, refresh=True, rtol=1e-6, callback=callback,
                                      max_iter=12 if crop_is_image else CROP_NEWTON_STEPS)
     if crop_is_image:  # solved
-        problem = local
+        problem, jtj = local, None
     else:
         per_pixel = solved.matrix / max(local.n_used, 1)  # the crop's matrix, per pixel used
-        start, per_pixel = rehearse(frames, settings, solved.point, per_pixel, workers, callback)
+        # standard errors need the least-squares matrix, not the loss's: the crop's at its
+        # solution, scaled by the content the image holds; then the crop's arrays go
+        jtj = local.gauss_newton(solved.point) * (content(frames) / content(local))
+        start = solved.point.without_arrays()
+        del local, solved
+        start, per_pixel = rehearse(frames, settings, start, per_pixel, workers, callback)
         problem, solved = chord(frames, settings, start, per_pixel, workers, callback,
                                 problem=full_problem().with_settings(settings))
-    solved = not_worse_than(problem, solved, centred, callback)
+    checked = not_worse_than(problem, solved, centred, callback)
+    if jtj is None or checked is not solved:  # solved on the image, or again far from the crop's
+        jtj = problem.gauss_newton(checked.point)
     # the exact gain/offset at the final kernel, in float64. In float32 (large images) the chord's
     # joint steps already stop at the loss's rounding, and the polish would cost seconds for a
     # change below it
     if settings.gain_offset and not least_squares and problem.spectrum.dtype == np.float64:
-        solved = solved._replace(point=polish_gain_offset(problem, solved.point))
-    # standard errors need the least-squares matrix, not the loss's: the crop's, scaled
-    point = solved.point
-    return result(problem, solved, scaled_gauss_newton(local, problem, point.x, point.gain, point.offset))
+        checked = checked._replace(point=polish_gain_offset(problem, checked.point))
+    return result(problem, checked, jtj)
 
 
-def scaled_gauss_newton(local: Problem, problem: Problem, x, gain: float, offset: float) -> np.ndarray:
-    """``J^T J`` of ``problem`` at ``x``: the crop's (``local``), scaled by the content it holds.
+def content(frames) -> float:
+    """The reference's variance summed over the pixels used (floored above 0), of frames or a problem.
 
-    The scale is the ratio of the reference's variance summed over the pixels used: a crop of a
-    bead slide holds more or fewer beads than its share of the pixels. Where the kernel has grown
-    beyond what the crop holds, the image's own (a Jacobian image per parameter: dim or sparse
-    content can let the kernel wander that far).
+    Scales a crop's ``J^T J`` to the image: a crop of a bead slide holds more or fewer beads than
+    its share of the pixels.
     """
-    kernel = problem.model.kernel(x)
-    if all(2 * r + 1 <= n for r, n in zip(problem.model.radius(kernel), local.target.shape[1:])):
-        return local.gauss_newton(local.evaluate(x, gain, offset)) * (content(problem) / content(local))
-    return problem.gauss_newton(problem.evaluate(x, gain, offset))
-
-
-def content(problem: Problem) -> float:
-    """The reference's variance summed over the pixels used (floored above 0)."""
-    ref = problem.reference
-    if problem.used is not None:
-        ref = ref[problem.used > 0]
+    ref = frames.reference
+    if frames.used is not None:
+        ref = ref[frames.used > 0]
     return max(float(np.var(ref, dtype=np.float64)) * ref.size, 1e-300)
 
 
@@ -482,6 +483,17 @@ def rehearse(frames: Frames, settings: Settings, start: Point, per_pixel: np.nda
     return point.without_arrays(), matrix / max(problem.n_used, 1)
 
 
+def chord_radius(settings: Settings, kernels) -> tuple[int, ...]:
+    """The padding of a problem that chord steps polish on: `CHORD_GROWTH` beyond the kernels.
+
+    Its kernel is nearly final (a crop's solution), so it is padded for a small growth, not the
+    half a search leaves room for: a sigma-9 axial kernel's grid was 2.7x the volume at 1.5 (a
+    kernel that outgrows it rebuilds the grid, `Problem._ensure_radius`).
+    """
+    radius = np.max([settings.model.radius(k) for k in kernels], axis=0)
+    return tuple(int(np.ceil(r * CHORD_GROWTH)) + 2 for r in radius)
+
+
 def chord_problem(frames: Frames, settings: Settings, radius, workers, dtype=None) -> Problem:
     """The problem chord steps run on: no models kept; FFTs in ``dtype``.
 
@@ -500,7 +512,7 @@ def chord(frames: Frames, settings: Settings, start: Point, per_pixel: np.ndarra
     in ``dtype``.
     """
     if problem is None:
-        problem = chord_problem(frames, settings, settings.model.pad_radius([start.kernel]), workers, dtype)
+        problem = chord_problem(frames, settings, chord_radius(settings, [start.kernel]), workers, dtype)
     matrix = per_pixel * problem.n_used
     # float32 losses are exact to ~1e-7 of themselves: no decrease below that is chased.
     # (The start point is not held here: its arrays go as soon as the solver leaves it.)

@@ -339,7 +339,8 @@ def _unfitted(problem: Problem, data: Data, sol: Solution, *, shape: bool) -> li
     try:
         probe = probe_model(data.pair.reference, data.pair.target, ndim=problem.d,
                             start_sigma=np.maximum(sol.sigma, IDENTIFIABLE_FROM),
-                            truncate=opt.truncate, workers=problem.workers, used=data.pair.used)
+                            truncate=opt.truncate, workers=problem.workers, used=data.pair.used,
+                            start_shift=sol.whole.kernel.shift if opt.shift else None)
     except ValueError:  # a kernel as wide as the image: no crop can show a shift; the fit stands
         return found
     if probe.misaligned and not opt.shift:

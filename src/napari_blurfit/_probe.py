@@ -18,6 +18,7 @@ from ._whole import Problem, Settings, multistart
 
 PROBE_EDGE = {2: 128, 3: 48}  # smallest crop edge (grown with the kernel)
 PROBE_STEPS = 6  # exact Levenberg-Marquardt steps of the probe (a warning needs the basin, not 1e-10)
+PROBE_STEPS_FROM_FIT = 3  # ... from a fitted shift (a shifted fit's shape check)
 MISALIGNED_PX = 0.5  # a shift this large makes a centred kernel read it as blur
 ELLIPTICAL_RATIO = 1.15  # principal sigmas this far apart: elliptical
 # removing a real shift or rotation from the fitted kernel raised the crop's L2 loss 10-200x (0.2%
@@ -101,7 +102,7 @@ def _coarse_sigma(frames: Frames, d: int, shift: np.ndarray, truncate: float, wo
 
 
 def probe_model(reference, target, *, ndim: int | None = None, start_sigma=None, truncate: float = 4.0,
-                workers: int | None = None, used=None) -> ProbeResult:
+                workers: int | None = None, used=None, start_shift=None) -> ProbeResult:
     """Cheap check of what a per-axis, centred fit leaves out: a shift, an elliptical or rotated blur.
 
     Fits a shift and a covariance (L2, with gain and offset; rotated in 2D, along the axes in 3D)
@@ -123,6 +124,9 @@ def probe_model(reference, target, *, ndim: int | None = None, start_sigma=None,
         FFT threads.
     used : array_like of bool, optional
         True where a pixel counts (a mask, a border band), broadcastable to the images.
+    start_shift : sequence of float, optional
+        A shift fitted already (a shifted fit's): the probe starts there, not at the
+        cross-correlation's, and takes `PROBE_STEPS_FROM_FIT` steps (its shape is all it checks).
 
     Returns
     -------
@@ -131,14 +135,17 @@ def probe_model(reference, target, *, ndim: int | None = None, start_sigma=None,
     """
     d = ndim or (len(start_sigma) if start_sigma is not None else np.ndim(reference))
     frames = _probe_frames(reference, target, d, start_sigma, truncate, used)
-    shift0 = estimate_shift(frames.reference, frames.target, ndim=d)
+    if start_shift is None:
+        shift0, steps = estimate_shift(frames.reference, frames.target, ndim=d), PROBE_STEPS
+    else:
+        shift0, steps = np.asarray(start_shift, dtype=np.float64), PROBE_STEPS_FROM_FIT
     if start_sigma is None:
         start_sigma = _coarse_sigma(frames, d, shift0, truncate, workers)
     # 3D: along the axes only. A rotated 3D probe (nine parameters, a Jacobian volume each) cost
     # 5-25 s on a 128^3 crop, more than the fit it checks (fit with full_covariance=True to see it)
     settings = _settings(d, truncate, full_covariance=d == 2)
     start = settings.model.starts(start_sigma, shift0)[:1]  # one start: a warning needs the basin only
-    problem, solved = multistart(frames, settings, start, workers, None, max_iter=PROBE_STEPS, rtol=1e-6)
+    problem, solved = multistart(frames, settings, start, workers, None, max_iter=steps, rtol=1e-6)
     return _probe_result(solved.point, problem)
 
 

@@ -371,7 +371,8 @@ def _axis_ellipse(problem: Problem, sol: Solution, stats: SpectralStats) -> Find
 
     Exact, from the statistics: one contraction over a grid of per-axis sigmas around the round
     answer (a factor of 2 each way; moved where its best lies on an edge), then, when that is a
-    finding, refined on a finer grid: cheap, and on the whole image, not a crop. ``values["rss"]`` is the per-axis kernel's L2 loss.
+    finding, refined on a finer grid: cheap, and on the whole image, not a crop.
+    ``values["rss"]`` is the per-axis kernel's L2 loss.
     Not for a shifted fit (the statistics are of the centred pair: a shift reads as an ellipse).
     """
     opt = problem.options

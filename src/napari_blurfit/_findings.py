@@ -404,8 +404,10 @@ def _axis_ellipse(problem: Problem, sol: Solution, stats: SpectralStats) -> Find
 
 def _best_per_axis(problem: Problem, stats: SpectralStats, centre: np.ndarray,
                    span: float) -> tuple[np.ndarray, float, bool]:
-    """Best per-axis sigma on a log grid of ``exp(+-span)`` around ``centre``: its L2 loss, and
-    whether it lies on the grid's edge along some axis."""
+    """Best per-axis sigma on a log grid of ``exp(+-span)`` around ``centre``.
+
+    Also its L2 loss, and whether it lies on the grid's edge along some axis.
+    """
     opt = problem.options
     factors = np.exp(np.linspace(-span, span, 11))
     candidates = [centre[i] * factors for i in range(problem.d)]

@@ -18,6 +18,7 @@ from ._adequacy import Adequacy, Transfer, assess, assess_model, binned_stats
 from ._engine import blurred, compute_stats
 from ._finding import Finding, advise
 from ._kernels import transfer
+from ._noise import sandwich_stderr, with_estimate_error
 from ._probe import ProbeResult, probe_model
 from ._shift import MIN_SIZE as PROBE_MIN_SIZE
 from ._spectral import SpectralStats, contract, l2_at, l2_grid, normal_matrix
@@ -428,6 +429,11 @@ def _stderr(problem: Problem, data: Data, sol: Solution) -> np.ndarray:
     opt, d = problem.options, problem.d
     if sol.whole is not None:  # sigma_i = sqrt(C_ii): se(sigma_i) = se(C_ii) / (2 sigma_i)
         return np.diag(sol.whole.covariance_stderr) / (2.0 * np.maximum(sol.sigma, 1e-300))
+    if sol.noise is not None and data.all_pixels and opt.objective.least_squares:
+        se = sandwich_stderr(data.stats, np.maximum(sol.sigma, IDENTITY_BELOW), sol.gain,
+                             per_axis=opt.per_axis, gain_offset=opt.gain_offset,
+                             truncate=opt.truncate)
+        return with_estimate_error(se, sol.noise)
     p = (d if opt.per_axis else 1) + (2 if opt.gain_offset else 0)
     if data.n_used <= p:
         return np.full(d, np.nan)

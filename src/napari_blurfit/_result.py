@@ -79,6 +79,13 @@ class BlurFit:
         Gauss-Newton standard errors of each covariance entry and each shift component.
     full_covariance, shift_fitted : bool
         Whether the covariance's off-diagonal entries and the shift were fitted.
+    reference_noise : float
+        The reference's white-noise standard deviation (intensity units; the image the kernel is
+        applied to: the target when ``reverse``): estimated from the pair with
+        ``reference_noise="auto"`` (also when too small to correct for), the value given, or 0.0
+        for the noise-free model.
+    reference_noise_corrected : bool
+        The fit was corrected for that noise (a plain fit would overstate sigma).
     findings : tuple of Finding
         The findings as data, in the order of ``notes``: each a ``code`` (``"misaligned"``,
         ``"brightness"``, ...), a ``suggestion`` (the `napari_blurfit.fit_blur` options to refit
@@ -116,6 +123,8 @@ class BlurFit:
     shift_stderr: tuple[float, ...] = ()
     full_covariance: bool = False
     shift_fitted: bool = False
+    reference_noise: float = 0.0
+    reference_noise_corrected: bool = False
     findings: tuple[Finding, ...] = field(default=(), repr=False)
 
     def __post_init__(self, notes):

@@ -8,8 +8,10 @@ fit over a stack or a dataset is map (transform each pair), reduce (sum), solve 
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import reduce
 
 import numpy as np
 
@@ -34,6 +36,13 @@ class SpectralStats:
         ``sum_f sum B_hat_f**2`` (equals the sum of squared target pixels).
     dc_a, dc_b : ndarray
         DC coefficient of each frame's reference and target (one per frame).
+    pbb : ndarray or None
+        ``sum_f B_hat_f**2`` per frequency (float64), kept for the reference-noise estimate
+        (`napari_blurfit._noise`); None once dropped.
+    noise : float
+        The reference's noise variance per pixel that the L2 objective is corrected for
+        (errors in variables): each frame's ``P_AA`` counts as ``P_AA - noise`` in every
+        contraction (`deflate`). 0: the noise-free model.
     """
 
     paa: np.ndarray | None  # None: dropped (`without_spectra`)
@@ -41,6 +50,8 @@ class SpectralStats:
     cbb: float
     dc_a: np.ndarray
     dc_b: np.ndarray
+    pbb: np.ndarray | None = None
+    noise: float = 0.0
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -63,7 +74,8 @@ class SpectralStats:
     @classmethod
     def zeros(cls, shape: tuple[int, ...], dtype=np.float64) -> SpectralStats:
         """Statistics of no frames, to `accumulate` frames into (``paa``/``pab`` in ``dtype``)."""
-        return cls(np.zeros(shape, dtype), np.zeros(shape, dtype), 0.0, np.zeros(0), np.zeros(0))
+        return cls(np.zeros(shape, dtype), np.zeros(shape, dtype), 0.0, np.zeros(0), np.zeros(0),
+                   np.zeros(shape))
 
     def accumulate(self, ref_hat: np.ndarray, tgt_hat: np.ndarray, *,
                    workers: int | None = None) -> SpectralStats:
@@ -92,7 +104,7 @@ class SpectralStats:
 
     def _accumulate_part(self, a: np.ndarray, b: np.ndarray, pixels: slice) -> float:
         """Add the products over ``pixels`` of every frame to ``paa``/``pab``; returns their ``cbb``."""
-        paa, pab = self.paa.reshape(-1), self.pab.reshape(-1)  # views
+        paa, pab, pbb = self.paa.reshape(-1), self.pab.reshape(-1), self.pbb.reshape(-1)  # views
         scratch = np.empty(min(SCRATCH_PIXELS, pixels.stop - pixels.start))
         cbb = 0.0
         with np.errstate(invalid="ignore"):  # NaN/inf pixels: non-finite statistics (see `finite`)
@@ -102,7 +114,8 @@ class SpectralStats:
                     out = scratch[: part.stop - part.start]
                     paa[part] += np.multiply(fa[part], fa[part], out=out, dtype=np.float64)
                     pab[part] += np.multiply(fa[part], fb[part], out=out, dtype=np.float64)
-                    cbb += float(np.multiply(fb[part], fb[part], out=out, dtype=np.float64).sum())
+                    pbb[part] += np.multiply(fb[part], fb[part], out=out, dtype=np.float64)
+                    cbb += float(out.sum())
         return cbb
 
     def compact(self) -> SpectralStats:
@@ -115,7 +128,7 @@ class SpectralStats:
         if self.paa.dtype == np.float32 and self.pab.dtype == np.float32:
             return self
         return SpectralStats(self.paa.astype(np.float32), self.pab.astype(np.float32), self.cbb,
-                             self.dc_a, self.dc_b)
+                             self.dc_a, self.dc_b, noise=self.noise)
 
     def without_spectra(self) -> SpectralStats:
         """The scalar statistics only (``cbb`` and the DC coefficients); ``paa``/``pab`` are None.
@@ -124,10 +137,15 @@ class SpectralStats:
         whole-Gaussian fit): the spectra's memory goes back before the fit makes its own arrays
         (in 3D, 0.9x the inputs off the peak).
         """
-        return SpectralStats(None, None, self.cbb, self.dc_a, self.dc_b)
+        return SpectralStats(None, None, self.cbb, self.dc_a, self.dc_b, noise=self.noise)
+
+    def with_noise(self, noise: float) -> SpectralStats:
+        """The same statistics (arrays shared, not copied) corrected for reference noise ``noise``."""
+        return dataclasses.replace(self, noise=float(noise))
 
     def __add__(self, other: SpectralStats) -> SpectralStats:
-        total = SpectralStats(self.paa.copy(), self.pab.copy(), self.cbb, self.dc_a, self.dc_b)
+        total = SpectralStats(self.paa.copy(), self.pab.copy(), self.cbb, self.dc_a, self.dc_b,
+                              None if self.pbb is None else self.pbb.copy())
         return total.__iadd__(other)
 
     def __iadd__(self, other: SpectralStats) -> SpectralStats:
@@ -135,6 +153,10 @@ class SpectralStats:
         self._check_shape(other)
         self.paa += other.paa
         self.pab += other.pab
+        if self.pbb is not None and other.pbb is not None:
+            self.pbb += other.pbb
+        else:
+            self.pbb = None
         self.cbb += other.cbb
         self.dc_a = np.concatenate([self.dc_a, other.dc_a])
         self.dc_b = np.concatenate([self.dc_b, other.dc_b])
@@ -182,6 +204,19 @@ def contract(p: np.ndarray, vectors: list[np.ndarray], *, joint: bool) -> np.nda
     return np.transpose(t, tuple(range(d - 1, -1, -1)))
 
 
+def deflate(q: np.ndarray, stats: SpectralStats, vectors: list[np.ndarray], *, joint: bool):
+    """A contraction of ``P_AA`` (`contract`) less the reference noise's expected share of it.
+
+    White noise of variance ``stats.noise`` adds that much to every coefficient of every frame's
+    ``A_hat**2``: ``noise * n_frames * sum_k prod_i vectors[i][k_i]``, a product of column sums.
+    """
+    if not stats.noise:
+        return q
+    sums = [v.sum(axis=0) for v in vectors]
+    share = np.prod(sums, axis=0) if joint else reduce(np.multiply.outer, sums)
+    return q - stats.noise * stats.n_frames * share
+
+
 def _rows_times(p: np.ndarray, v: np.ndarray) -> np.ndarray:
     """``p @ v``, casting a float32 ``p`` to ``v``'s dtype a block of rows at a time.
 
@@ -212,6 +247,8 @@ def project(qaa, qab, stats: SpectralStats, *, gain_offset: bool):
     f = stats.n_frames
     sa, sb = stats.dc_a.sum(), stats.dc_b.sum()
     caa = qaa - sa * sa / f
+    if stats.noise:  # the frames' mean DC holds one frame's noise, which the projection took out
+        caa = caa + stats.noise
     cab = qab - sa * sb / f
     cbb = stats.cbb - sb * sb / f
     tiny = 1e-14 * max(float(np.max(np.abs(qaa))), 1e-300)
@@ -230,7 +267,8 @@ def l2_grid(stats, axis_sigmas, *, joint: bool, gain_offset: bool, truncate: flo
     product.
     """
     hs = [transfer(s, n, truncate) for s, n in zip(axis_sigmas, stats.shape)]
-    qaa = contract(stats.paa, [h * h for h in hs], joint=joint)
+    squares = [h * h for h in hs]
+    qaa = deflate(contract(stats.paa, squares, joint=joint), stats, squares, joint=joint)
     qab = contract(stats.pab, hs, joint=joint)
     return project(qaa, qab, stats, gain_offset=gain_offset)
 
@@ -241,10 +279,22 @@ def l2_at(stats, sigma, *, truncate: float = 4.0):
     Returns ``{False: ..., True: ...}`` keyed by ``gain_offset``: one contraction serves both.
     """
     hs = [transfer([s], n, truncate) for s, n in zip(sigma, stats.shape)]
-    qaa = contract(stats.paa, [h * h for h in hs], joint=True)
+    squares = [h * h for h in hs]
+    qaa = deflate(contract(stats.paa, squares, joint=True), stats, squares, joint=True)
     qab = contract(stats.pab, hs, joint=True)
     return {go: tuple(float(x[0]) for x in project(qaa, qab, stats, gain_offset=go))
             for go in (False, True)}
+
+
+def residual_ss(stats: SpectralStats, sigma, gain: float, offset: float, *, truncate: float = 4.0):
+    """``sum (gain * G_sigma * A + offset - B)**2`` over all pixels and frames: the images' own
+    residual, the reference's noise included (``stats.noise`` is not taken out)."""
+    hs = [transfer([s], n, truncate) for s, n in zip(sigma, stats.shape)]
+    qaa = float(contract(stats.paa, [h * h for h in hs], joint=True)[0])
+    qab = float(contract(stats.pab, hs, joint=True)[0])
+    dc = stats.dc_b - gain * stats.dc_a  # each frame's DC residual before the offset
+    moved = dc - offset * np.sqrt(stats.n_pixels)
+    return max(stats.cbb - 2.0 * gain * qab + gain * gain * qaa - dc @ dc + moved @ moved, 0.0)
 
 
 def normal_matrix(stats, sigma, gain: float, *, per_axis: bool, gain_offset: bool, truncate=4.0):
@@ -259,7 +309,7 @@ def normal_matrix(stats, sigma, gain: float, *, per_axis: bool, gain_offset: boo
     for s, n in zip(sigma, stats.shape):
         h, dh = transfer([s], n, truncate, derivative=True)
         vecs.append(np.concatenate([h * h, h * dh, dh * dh], axis=1))
-    table = contract(stats.paa, vecs, joint=False)  # table[c_0, ..., c_{d-1}]
+    table = deflate(contract(stats.paa, vecs, joint=False), stats, vecs, joint=False)
 
     def term(i: int | None, j: int | None) -> float:
         # per axis: 0 -> h*h, 1 -> h*dh (one derivative on it), 2 -> dh*dh (both)

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from ._whole import FullFit
 
 __all__ = [
-    "IDENTIFIABLE_FROM", "IDENTITY_BELOW", "SEARCH_FLOOR", "Data", "Problem", "Solution", "each_axis",
-    "spread",
+    "IDENTIFIABLE_FROM", "IDENTITY_BELOW", "SEARCH_FLOOR", "Data", "NoiseCorrection", "Problem",
+    "Solution", "each_axis", "spread",
 ]
 
 SEARCH_FLOOR = 0.1  # the log-sigma search starts here; everything below is the identity
@@ -62,6 +62,17 @@ class Data(NamedTuple):
         return self.n_used == self.n_total
 
 
+class NoiseCorrection(NamedTuple):
+    """The reference's noise and what the fit did about it (`napari_blurfit._noise`)."""
+
+    sd: float  # s_A: estimated from the pair ("auto") or given
+    corrected: bool  # the fit's objective was corrected for it
+    plain_sigma: np.ndarray  # the spectral L2 sigma of the noise-free model (the bias it has)
+    corrected_sigma: np.ndarray  # the spectral L2 sigma corrected for ``sd``
+    estimated: bool  # read from the pair, not given
+    variance_stderr: float = 0.0  # standard error of the estimated sd**2 (0 when given)
+
+
 @dataclass(frozen=True)
 class Solution:
     """The fitted parameters and how they were found."""
@@ -78,6 +89,7 @@ class Solution:
     # (L2 without, least L2 with a gain/offset) of centred, axis-aligned kernels, from the whole
     # image's statistics: taken before a rotated/shifted fit lets them go (`brightness_rss`)
     brightness: tuple[float, float] | None = None
+    noise: NoiseCorrection | None = None  # None: reference_noise=0, the noise-free model
 
 
 def each_axis(values: np.ndarray, ndim: int) -> np.ndarray:

@@ -19,14 +19,27 @@ from ._losses import HUBER_K
 from ._options import FitOptions
 from ._result import BlurFit, BlurFitWarning
 from ._search import grid_brent, grid_zoom, local_minimize
-from ._spectral import SpectralStats, l2_at, l2_grid
-from ._stages import IDENTIFIABLE_FROM, SEARCH_FLOOR, Data, Problem, Solution, each_axis, spread
+from ._noise import estimate_reference_noise
+from ._spectral import SpectralStats, l2_at, l2_grid, residual_ss
+from ._stages import (
+    IDENTIFIABLE_FROM,
+    SEARCH_FLOOR,
+    Data,
+    NoiseCorrection,
+    Problem,
+    Solution,
+    each_axis,
+    spread,
+)
 from ._stages import IDENTITY_BELOW as IDENTITY_BELOW  # a threshold of the results, importable here
 from ._validate import prepare_pair
 from ._whole import fit_whole_gaussian
 
 START_TOL = 0.05  # log-sigma: the spectral start of a whole-Gaussian fit (the fit moves on from it)
 SPATIAL_SCAN = 16  # coarse grid points of a masked fit's image-space search
+# a local search (a refit corrected for reference noise): this far below and above the last sigma
+# in log-sigma, on a grid of this many points, then Brent
+NEAR_BELOW, NEAR_ABOVE, NEAR_GRID = -0.7, 0.2, 8
 
 
 def fit_blur(
@@ -48,6 +61,7 @@ def fit_blur(
     workers: int | None = None,
     warn: bool = True,
     callback=None,
+    reference_noise: float | str = "auto",
 ) -> BlurFit:
     """Fit the Gaussian blur that turns ``reference`` into ``target``.
 
@@ -108,6 +122,14 @@ def fit_blur(
         Called as ``callback(stage)`` with a short text before each step (transform, grid level,
         filter pass). An exception raised in it stops the fit and propagates: this is how the
         napari widget cancels a running fit.
+    reference_noise : "auto" or float
+        White noise in the reference (the image the kernel is applied to: the ``target`` with
+        ``reverse=True``), as a standard deviation in its intensity units. Blurred by the model,
+        such noise makes a plain fit overstate sigma. ``"auto"`` estimates it from the pair and
+        corrects the L2 fit when the estimate is measurably above zero; a number is a known
+        noise level, corrected for; ``0`` is the noise-free model of earlier versions, exactly.
+        The value estimated or given is ``fit.reference_noise``. L1/Huber and masked fits are
+        not corrected: a note gives the bias the noise causes there.
 
     Returns
     -------
@@ -147,11 +169,11 @@ def fit_blur(
         shift=shift, mask=mask,
         spatial_axes=spatial_axes, sigma_bounds=sigma_bounds, exclude_border=exclude_border,
         reverse=reverse, huber_delta=huber_delta, truncate=truncate, workers=workers, warn=warn,
-        callback=callback,
+        callback=callback, reference_noise=reference_noise,
     )
     problem = _problem(reference, target, options)
     data = _statistics(problem)
-    solution = _spectral_fit(data.stats, problem, start_only=options.whole_gaussian)
+    solution, data = _noise_aware_fit(data, problem, start_only=options.whole_gaussian)
     if options.whole_gaussian:  # rotated or shifted: exact image-space fit from the L2 start
         # after the start only the checks read the statistics: in float32 during the fit (a single
         # frame's are summed in float32 already, `_statistics`; a stack's are compacted here). Only
@@ -238,47 +260,104 @@ def _log_box(lower, upper):
     return np.log(np.maximum(lower, SEARCH_FLOOR)), np.log(upper)
 
 
-def _search_spectral(stats: SpectralStats, problem: Problem, *, start_only: bool = False):
+def _search_spectral(stats: SpectralStats, problem: Problem, *, start_only: bool = False,
+                     near=None):
     """Global L2 search over sigma: ``(sigma, profile)``; to `START_TOL` with ``start_only``.
 
     The profile is the mean loss on the first (global) grid; per axis the minimum over the others.
+    With ``near`` (a sigma), the search is local: a short grid from `NEAR_BELOW` to `NEAR_ABOVE`
+    in log-sigma about it, within the bounds (a correction for reference noise moves it down).
     """
     d, opt = len(stats.shape), problem.options
 
     def evaluate(axes):
         problem.tick("searching sigma (L2 grid)")
-        sig = [np.exp(a) for a in axes]
-        if opt.sigma_per_axis:
-            return l2_grid(stats, sig, joint=False, gain_offset=opt.gain_offset,
-                           truncate=opt.truncate)[0]
-        return l2_grid(stats, sig * d, joint=True, gain_offset=opt.gain_offset,
-                       truncate=opt.truncate)[0]
+        return _grid_rss(stats, problem, [np.exp(a) for a in axes])
 
     lo, hi = _log_box(problem.lower, problem.upper)
+    first = None
+    if near is not None:
+        t = np.log(np.maximum(near if opt.sigma_per_axis else near[:1], SEARCH_FLOOR))
+        lo, hi = np.maximum(lo, np.minimum(t + NEAR_BELOW, hi)), np.minimum(hi, np.maximum(t + NEAR_ABOVE, lo))
+        first = NEAR_GRID
     if opt.sigma_per_axis:
-        best_t, _, grids = grid_zoom(evaluate, lo, hi, first=40 if d == 2 else 24,
+        best_t, _, grids = grid_zoom(evaluate, lo, hi, first=first or (40 if d == 2 else 24),
                                      points=17 if d == 2 else 11, tol=START_TOL if start_only else 1e-6)
         sigma = np.exp(best_t)
     else:
-        best_t, _, grids = grid_brent(evaluate, lo[0], hi[0], xtol=START_TOL if start_only else 1e-5)
+        best_t, _, grids = grid_brent(evaluate, lo[0], hi[0], first=first or 32,
+                                      xtol=START_TOL if start_only else 1e-5)
         sigma = np.full(d, np.exp(best_t[0]))
     axes, values = grids[0]
+    return sigma, _profile_of(stats, np.exp(axes[0]), values)
+
+
+def _grid_rss(stats: SpectralStats, problem: Problem, sigmas: list[np.ndarray]) -> np.ndarray:
+    """The L2 objective on a grid: per axis the outer grid of ``sigmas``, else one shared list."""
+    opt = problem.options
+    if opt.sigma_per_axis:
+        return l2_grid(stats, sigmas, joint=False, gain_offset=opt.gain_offset,
+                       truncate=opt.truncate)[0]
+    return l2_grid(stats, sigmas * len(stats.shape), joint=True, gain_offset=opt.gain_offset,
+                   truncate=opt.truncate)[0]
+
+
+def _profile_of(stats: SpectralStats, sigma: np.ndarray, values: np.ndarray) -> dict:
+    """The loss profile of a grid: mean loss per sigma; per axis the minimum over the others."""
     n = stats.n_frames * stats.n_pixels
     rows = [values.min(axis=tuple(j for j in range(values.ndim) if j != i)) / n
             for i in range(values.ndim)]
-    return sigma, {"sigma": np.exp(axes[0]), "loss": np.array(rows), "objective": "l2"}
+    return {"sigma": sigma, "loss": np.array(rows), "objective": "l2"}
 
 
-def _spectral_fit(stats: SpectralStats, problem: Problem, *, start_only: bool = False) -> Solution:
+def _profile(stats: SpectralStats, problem: Problem, plain: Solution) -> dict:
+    """The profile of corrected statistics on the plain fit's global grid (its search was local)."""
+    sigma = plain.profile["sigma"]
+    count = problem.d if problem.options.sigma_per_axis else 1
+    return _profile_of(stats, sigma, _grid_rss(stats, problem, [sigma] * count))
+
+
+def _spectral_fit(stats: SpectralStats, problem: Problem, *, start_only: bool = False,
+                  near=None) -> Solution:
     """The exact global L2 optimum from the statistics (all pixels).
 
     With ``start_only`` (the start of a whole-Gaussian fit, which moves on from it) to
     `START_TOL` only: each zoom of the per-axis grid costs two passes over the statistics.
+    Statistics corrected for reference noise (``stats.noise``) give the corrected optimum, and
+    its residual sum of squares as the images have it (the noise's share is not taken out).
+    ``near``: a local search (`_search_spectral`).
     """
-    sigma, profile = _search_spectral(stats, problem, start_only=start_only)
-    models = l2_at(stats, sigma, truncate=problem.options.truncate)
-    rss, gain, offset = models[problem.options.gain_offset]
+    sigma, profile = _search_spectral(stats, problem, start_only=start_only, near=near)
+    truncate = problem.options.truncate
+    rss, gain, offset = l2_at(stats, sigma, truncate=truncate)[problem.options.gain_offset]
+    if stats.noise:
+        rss = residual_ss(stats, sigma, gain, offset, truncate=truncate)
     return Solution(sigma, gain, offset, rss, rss, profile, sst=spread(stats))
+
+
+def _noise_aware_fit(data: Data, problem: Problem, *, start_only: bool) -> tuple[Solution, Data]:
+    """The spectral L2 fit under ``reference_noise``, and the data with the correction in force.
+
+    ``0``: the noise-free model. A number: corrected for that noise. ``"auto"``: estimated from
+    the pair at the fit's kernel and corrected when measurable, in a few rounds (the estimate is
+    best at the true kernel, which the correction moves towards); later steps (the checks, a
+    whole-Gaussian fit) take the statistics with the correction in force.
+    """
+    setting = problem.options.reference_noise
+    plain = _spectral_fit(data.stats, problem, start_only=start_only)
+    if isinstance(setting, str):
+        variance, error, sol = estimate_reference_noise(data.stats, plain, problem, refit=_spectral_fit)
+        sd, corrected = float(np.sqrt(variance)), sol is not plain
+    elif setting == 0:
+        return plain, data
+    else:
+        sd, corrected, error = float(setting), True, 0.0
+        sol = _spectral_fit(data.stats.with_noise(sd**2), problem, start_only=start_only,
+                            near=plain.sigma)
+    stats = data.stats.with_noise(sd**2 if corrected else 0.0)
+    noise = NoiseCorrection(sd, corrected, plain.sigma, sol.sigma, isinstance(setting, str), error)
+    return replace(sol, profile=plain.profile if not corrected else _profile(stats, problem, plain),
+                   noise=noise), data._replace(stats=stats)
 
 
 def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
@@ -407,6 +486,8 @@ def _result(problem: Problem, data: Data, sol: Solution, found: Findings) -> Blu
         identifiable=found.identifiable, target_sharper=found.target_sharper,
         huber_delta=sol.huber_delta, truncate=float(opt.truncate), findings=found.items,
         profile=sol.profile, r2=found.r2, r2_linear=found.r2_linear, transfer=found.transfer,
+        reference_noise=0.0 if sol.noise is None else float(sol.noise.sd),
+        reference_noise_corrected=sol.noise is not None and sol.noise.corrected,
         **_kernel_fields(sol, found, opt, d),
     )
 

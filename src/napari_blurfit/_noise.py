@@ -1,0 +1,201 @@
+"""Noise in the reference: its estimate from the pair (errors in variables; docs/design.md section 15).
+
+A noisy reference ``A = X + n_A`` is blurred by the model with its noise, and a wider kernel
+averages more of that noise away: a plain L2 fit overstates sigma. Under L2 the noise's expected
+share of the loss is ``gain**2 * s_A**2 * sum_n K[n]**2`` per pixel, which `SpectralStats.noise`
+takes out of every contraction. This module finds ``s_A``: at the true kernel the residual's power
+at DCT coefficient k is ``s_B**2 + gain**2 * H_k**2 * s_A**2``, a straight line in ``H**2`` whose
+slope is the reference's noise variance (its intercept the target's). The line is fitted over
+frequency bins of a regular subgrid of coefficients, alternating with the corrected fit.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+from typing import NamedTuple
+
+import numpy as np
+
+from ._kernels import transfer
+from ._spectral import SpectralStats
+from ._stages import NoiseCorrection, Problem, Solution
+
+BINS = 40  # frequency bins of the regression, equally wide in the transfer H
+SUBGRID = 2**16  # coefficients the estimate reads at most: a regular subgrid of them
+SIGNIFICANT = 3.0  # a slope this many of its standard errors above 0 is corrected for
+# the bins' residual power off the fitted line by this share on average: not noise but a blur the
+# model lacks (a clean reference against a JPEG, TV-denoised or resampled target reads 1 to 40;
+# a Gaussian blur with noise in both images, 0.03 to 0.1)
+LINE_MISFIT = 0.3
+ROUNDS = 4  # estimate, correct, estimate again ... (the prototype settled in 4)
+SETTLED = 0.01  # relative change of the variance at which the rounds stop
+MAX_STEP = 4.0  # a round changes the variance by at most this factor (overshoot safeguard)
+
+
+class Coefficients(NamedTuple):
+    """Per-frequency quantities at a kernel on the estimate's subgrid (DC left out), per frame."""
+
+    transfer: np.ndarray  # H_k
+    residual: np.ndarray  # |B_hat - gain H A_hat|**2
+    reference: np.ndarray  # |A_hat|**2
+    scale: float  # coefficients of the whole spectrum per coefficient here
+
+
+class NoiseEstimate(NamedTuple):
+    """The regression's answer: variances per pixel (intensity units squared)."""
+
+    reference: float  # s_A**2, clamped to [0, cap]
+    target: float  # s_B**2 (the intercept)
+    stderr: float  # of the slope
+    cap: float  # the reference's own power where the blur leaves least: s_A**2 cannot exceed it
+    misfit: float  # mean |observed / line - 1| over the coefficients: how well a line explains them
+
+    @property
+    def significant(self) -> bool:
+        """Noise is what the residual shows: a line explains it, its slope clear of zero."""
+        return self.misfit < LINE_MISFIT and self.reference > SIGNIFICANT * self.stderr
+
+    @property
+    def reading(self) -> float:
+        """The variance the pair shows: 0 where a line does not explain the residual (the
+        residual is a blur the model lacks, not noise)."""
+        return self.reference if self.misfit < LINE_MISFIT else 0.0
+
+
+def subgrid(shape: tuple[int, ...], limit: int = SUBGRID) -> tuple[slice, ...]:
+    """Every m-th coefficient along each axis, m the least that keeps at most ``limit`` of them."""
+    step = max(1, int(np.ceil((np.prod(shape) / limit) ** (1 / len(shape)))))
+    return tuple(slice(None, None, step) for _ in shape)
+
+
+def transfer_grid(sigma, shape, truncate: float, picked: tuple[slice, ...], *, derivative: bool = False):
+    """The kernel's transfer ``H`` on a subgrid; with ``derivative`` also ``[dH/dsigma_i]`` per axis."""
+    parts = [transfer([s], n, truncate, derivative=derivative) for s, n in zip(sigma, shape)]
+    if not derivative:
+        return reduce(np.multiply.outer, [p[:, 0][sl] for p, sl in zip(parts, picked)])
+    hs = [p[0][:, 0][sl] for p, sl in zip(parts, picked)]
+    dhs = [p[1][:, 0][sl] for p, sl in zip(parts, picked)]
+    partial = [reduce(np.multiply.outer, hs[:i] + [dh] + hs[i + 1:]) for i, dh in enumerate(dhs)]
+    return reduce(np.multiply.outer, hs), partial
+
+
+def coefficients(stats: SpectralStats, sigma, gain: float, truncate: float) -> Coefficients:
+    """Residual and reference power per frame at each coefficient of the subgrid (`Coefficients`)."""
+    picked = subgrid(stats.shape)
+    h = transfer_grid(sigma, stats.shape, truncate, picked).reshape(-1)[1:]
+    f = stats.n_frames
+    paa = stats.paa[picked].reshape(-1)[1:].astype(np.float64) / f
+    pab = stats.pab[picked].reshape(-1)[1:].astype(np.float64) / f
+    pbb = stats.pbb[picked].reshape(-1)[1:] / f
+    gh = gain * h
+    residual = pbb - 2.0 * gh * pab + gh * gh * paa
+    return Coefficients(h, residual, paa, stats.n_pixels / (len(h) + 1))
+
+
+def estimate_noise(stats: SpectralStats, sigma, gain: float, truncate: float) -> NoiseEstimate:
+    """The reference's (and target's) white-noise variance from the residual at a kernel.
+
+    Weighted least squares of the bins' mean residual power on their mean ``gain**2 H**2``, each
+    bin weighted by the inverse variance of its mean (read from its own scatter): a bin of texture
+    the kernel does not fit is noisy and counts little. The slope is clamped to [0, ``cap``], the
+    reference's own mean power in the highest-frequency bin (noise cannot exceed it).
+    """
+    c = coefficients(stats, sigma, gain, truncate)
+    x = (gain * c.transfer) ** 2
+    index = np.minimum((np.abs(c.transfer) * BINS).astype(np.intp), BINS - 1)
+    n = np.bincount(index, minlength=BINS).astype(np.float64)
+    ok = n >= 8
+    mean_x = np.bincount(index, x, BINS)[ok] / n[ok]
+    mean_r = np.bincount(index, c.residual, BINS)[ok] / n[ok]
+    mean_r2 = np.bincount(index, c.residual**2, BINS)[ok] / n[ok]
+    var_mean = np.maximum(mean_r2 - mean_r**2, 1e-300) / n[ok]
+    cap = float(np.bincount(index, c.reference, BINS)[ok][0] / n[ok][0])
+    unknown = NoiseEstimate(0.0, float(np.mean(c.residual)), float("inf"), cap, float("inf"))
+    if ok.sum() < 3:
+        return unknown
+    design = np.stack([np.ones_like(mean_x), mean_x], axis=1)
+    weighted = design / var_mean[:, None]
+    try:
+        cov = np.linalg.inv(design.T @ weighted)
+    except np.linalg.LinAlgError:
+        return unknown
+    intercept, slope = cov @ (weighted.T @ mean_r)
+    slope, intercept = float(np.clip(slope, 0.0, cap)), float(max(intercept, 0.0))
+    line = np.maximum(intercept + slope * mean_x, 1e-300)
+    misfit = float(np.sum(n[ok] * np.abs(mean_r / line - 1.0)) / np.sum(n[ok]))
+    return NoiseEstimate(slope, intercept, float(np.sqrt(max(cov[1, 1], 0.0))), cap, misfit)
+
+
+def estimate_reference_noise(stats: SpectralStats, plain: Solution, problem: Problem, *,
+                             refit) -> tuple[float, float, Solution]:
+    """``(variance, stderr, solution)``: the reference's noise read from the pair, and the fit.
+
+    From the plain fit (``plain``), the noise is estimated at the current kernel and the fit
+    corrected for it (``refit(stats, problem, near=sigma)``: a local spectral search), for up to
+    `ROUNDS` rounds or until the estimate settles. Without a `NoiseEstimate.significant` reading
+    no correction is made: ``plain`` comes back unchanged, with the variance the pair shows
+    (`NoiseEstimate.reading`). Safeguards against overshoot: the estimate is clamped to what the
+    reference's own power allows (`estimate_noise`), and each round after the first moves the
+    variance by at most a factor `MAX_STEP`.
+    """
+    truncate, start_only = problem.options.truncate, problem.options.whole_gaussian
+    sol, variance = plain, 0.0
+    for _ in range(ROUNDS):
+        found = estimate_noise(stats, sol.sigma, sol.gain, truncate)
+        new = found.reference if found.significant else 0.0
+        if variance:  # damped
+            new = float(np.clip(new, variance / MAX_STEP, variance * MAX_STEP))
+        if abs(new - variance) <= SETTLED * max(new, variance):
+            break
+        variance = new
+        sol = refit(stats.with_noise(variance), problem, start_only=start_only, near=sol.sigma)
+    if not variance:
+        return found.reading, found.stderr, plain
+    return variance, found.stderr, sol
+
+
+def with_estimate_error(stderr: np.ndarray, noise: NoiseCorrection) -> np.ndarray:
+    """Standard errors that also carry the uncertainty of an estimated noise level.
+
+    The correction moved sigma from ``plain_sigma`` to ``corrected_sigma`` for the variance
+    ``sd**2``; sigma moves about linearly with the variance, so the estimate's own standard error
+    adds ``(moved / sd**2 * stderr(sd**2))**2`` to each sigma's variance.
+    """
+    if not (noise.estimated and noise.corrected and noise.sd > 0):
+        return stderr
+    slope = (np.asarray(noise.corrected_sigma) - np.asarray(noise.plain_sigma)) / noise.sd**2
+    return np.sqrt(stderr**2 + (slope * noise.variance_stderr) ** 2)
+
+
+def sandwich_stderr(stats: SpectralStats, sigma, gain: float, *, per_axis: bool, gain_offset: bool,
+                    truncate: float) -> np.ndarray:
+    """Standard error of each sigma of a spectral L2 fit, robust to both noises and to misfit.
+
+    The sandwich ``A^-1 B A^-1`` over DCT coefficients (each an independent observation for
+    stationary noise): ``A`` the objective's Gauss-Newton matrix, with the reference's noise taken
+    out of ``P_AA`` (noise in the reference looks like information in a plain ``J^T J``), ``B``
+    the sum of each coefficient's squared score, which carries whatever residual it has (target
+    and reference noise, a blur that is not quite this Gaussian) at its own frequency. Read on
+    `subgrid`, scaled to the whole spectrum; the DC coefficient (the offset's) is left out.
+    """
+    picked = subgrid(stats.shape)
+    h, partial = transfer_grid(sigma, stats.shape, truncate, picked, derivative=True)
+    f = stats.n_frames
+    info = stats.paa[picked].reshape(-1)[1:].astype(np.float64) - f * stats.noise
+    score = stats.pab[picked].reshape(-1)[1:] - gain * h.reshape(-1)[1:] * info
+    columns = [gain * p.reshape(-1)[1:] for p in partial]
+    columns = columns if per_axis else [np.sum(columns, axis=0)]
+    if gain_offset:
+        columns.append(h.reshape(-1)[1:])
+    design = np.stack(columns)
+    bread = (design * info) @ design.T
+    meat = (design * score**2) @ design.T
+    scale = (len(info) + 1) / stats.n_pixels  # the subgrid's share of the coefficients
+    with np.errstate(all="ignore"):
+        try:
+            inverse = np.linalg.inv(bread)
+        except np.linalg.LinAlgError:
+            return np.full(len(sigma), np.nan)
+        var = np.diag(inverse @ meat @ inverse)[: len(design) - (1 if gain_offset else 0)] * scale
+    se = np.where(var >= 0, np.sqrt(np.abs(var)), np.nan)
+    return se if per_axis else np.full(len(sigma), se[0])

@@ -45,12 +45,15 @@ CHANNEL_PLANES = 4  # a first axis of at most this many planes ...
 CHANNEL_RATIO = 8  # ... when the others are this many times longer may hold channels
 SPREAD_FRAMES = 32  # frames whose own sigma is compared with a joint fit's, at most
 DETAIL_QUANTA = 1.0  # a blur changing the reference by less than this many grey levels (rms) ...
+UNDETERMINED = 0.25  # ... or a standard error over this share of sigma: not determined by the pair
+NOISE_BIAS = 0.01  # a plain fit this far (relative) from the noise-corrected one makes a finding
 QUANTUM_SAMPLE = 2**16  # pixels sampled to find the grey-level step
 QUANTUM_LEVELS = 4096  # more distinct levels than this: not a lattice
 # causes, the most actionable first: a finding the user acts on (a switch to flip) before one
 # that describes the answer; `ordered` sorts the findings of one fit
 ORDER = ("target_sharper", "channels", "brightness", "misaligned", "rotated", "elliptical",
-         "at_bound", "not_identifiable", "lacks_detail", "not_gaussian", "joint_spread",
+         "at_bound", "not_identifiable", "lacks_detail", "reference_noise", "not_gaussian",
+         "joint_spread",
          "nonfinite_excluded")
 
 #: The spectral L2 fit of statistics under a problem (`fit`'s): the reverse direction's check
@@ -127,7 +130,8 @@ def findings_for(problem: Problem, data: Data, sol: Solution, *, refit: Refit) -
         explained = any(f.code in ("brightness", "misaligned", "channels") for f in found)
         found += [not_gaussian] if not_gaussian and not explained else []
     if identifiable and not target_sharper:
-        found += _lacks_detail(problem, data, sol)
+        found += _lacks_detail(problem, data, sol, stderr)
+    found += _reference_noise(problem, sol)
     return Findings(sigma, tuple(float(s) for s in stderr), at_bound,
                     bool(identifiable), target_sharper, float(r2), adequacy.r2_linear(r2),
                     adequacy.transfer, ordered(found))
@@ -150,15 +154,23 @@ def quantum(image) -> float:
     return step if np.all(np.abs(multiples - np.round(multiples)) < 1e-3) else 0.0
 
 
-def _lacks_detail(problem: Problem, data: Data, sol: Solution) -> list[Finding]:
-    """A finding when the blur changes the reference by less than a grey level of the images.
+def _lacks_detail(problem: Problem, data: Data, sol: Solution, stderr) -> list[Finding]:
+    """A finding when the pair cannot determine sigma: the reference lacks detail at its scale.
 
-    Rounding the target to grey levels is not random noise that averages out over many pixels:
-    where the blur's whole effect on the reference, ``gain * (G_s * A - A)`` (rms, from the
-    statistics), is below one of the target's grey levels (`DETAIL_QUANTA`), the rounding decides
-    the fit, and sigma is not determined by the pair however small its error bar.
+    Two ways. Rounding the target to grey levels is not random noise that averages out over
+    many pixels: where the blur's whole effect on the reference, ``gain * (G_s * A - A)`` (rms,
+    from the statistics), is below one of the target's grey levels (`DETAIL_QUANTA`), the rounding
+    decides the fit, and sigma is not determined by the pair however small its error bar. Against
+    random noise (the target's, the reference's), the standard error says it: over
+    `UNDETERMINED` of sigma.
     """
     stats, pair = data.stats, data.pair
+    relative = float(np.max(np.asarray(stderr) / np.maximum(sol.sigma, 1e-300)))
+    if relative > UNDETERMINED:
+        return [Finding("lacks_detail", {}, {"relative_stderr": relative},
+                        f"sigma is not determined by this pair: its standard error is "
+                        f"{100 * relative:.0f}% of sigma (the reference lacks detail at the blur's "
+                        "scale, relative to the noise of the images)")]
     if stats.paa is None or pair.dask:
         return []
     step = quantum(pair.target)  # the target's rounding: the reference's is its noise
@@ -176,6 +188,38 @@ def _lacks_detail(problem: Problem, data: Data, sol: Solution) -> list[Finding]:
                     f"sigma is not determined by this pair: the blur changes the reference by "
                     f"{change:.2g} (rms), less than one grey level ({step:.2g}) of the target, so "
                     "its rounding decides the fit (the reference lacks detail at this scale)")]
+
+
+def _reference_noise(problem: Problem, sol: Solution) -> list[Finding]:
+    """A finding when the reference's noise would bias a plain fit by more than `NOISE_BIAS`.
+
+    The bias is the spectral L2 fit's: without the correction against with it. When the fit
+    itself was not corrected (L1, Huber, a mask, NaNs), the note gives the bias it keeps.
+    """
+    noise = sol.noise
+    if noise is None or not noise.sd:
+        return []
+    plain, corrected = np.asarray(noise.plain_sigma), np.asarray(noise.corrected_sigma)
+    bias = float(np.max((plain - corrected) / np.maximum(corrected, 1e-300)))
+    if not bias > NOISE_BIAS:
+        return []
+    how = "estimated from the pair" if noise.estimated else "as given"
+    head = f"the reference is noisy (sd {noise.sd:.3g}, {how}): "
+    values = {"reference_noise": float(noise.sd), "bias": bias,
+              "plain_sigma": tuple(float(s) for s in plain), "corrected": bool(noise.corrected)}
+    if noise.corrected:
+        text = (f"{head}a fit that ignores it would overstate sigma by {100 * bias:.2g}% "
+                f"(sigma {_sigmas(plain)} px); this fit is corrected for it")
+    else:
+        what = ("an L2 fit over a mask or NaNs" if problem.options.objective.least_squares
+                else f"an {problem.options.loss.upper()} fit")
+        text = (f"{head}{what} is not corrected for it and overstates sigma by about "
+                f"{100 * bias:.2g}% here (an L2 fit on all pixels is corrected)")
+    return [Finding("reference_noise", {}, values, text)]
+
+
+def _sigmas(sigma) -> str:
+    return ", ".join(f"{s:.3g}" for s in sigma) if len(set(np.round(sigma, 6))) > 1 else f"{sigma[0]:.3g}"
 
 
 def _channels(problem: Problem) -> list[Finding]:

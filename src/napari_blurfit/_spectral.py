@@ -287,8 +287,10 @@ def l2_at(stats, sigma, *, truncate: float = 4.0):
 
 
 def residual_ss(stats: SpectralStats, sigma, gain: float, offset: float, *, truncate: float = 4.0):
-    """``sum (gain * G_sigma * A + offset - B)**2`` over all pixels and frames: the images' own
-    residual, the reference's noise included (``stats.noise`` is not taken out)."""
+    """``sum (gain * G_sigma * A + offset - B)**2`` over all pixels and frames.
+
+    The images' own residual, the reference's noise included (``stats.noise`` is not taken out).
+    """
     hs = [transfer([s], n, truncate) for s, n in zip(sigma, stats.shape)]
     qaa = float(contract(stats.paa, [h * h for h in hs], joint=True)[0])
     qab = float(contract(stats.pab, hs, joint=True)[0])

@@ -16,10 +16,10 @@ from ._engine import (
 )
 from ._findings import Findings, brightness_rss, findings_for
 from ._losses import HUBER_K
+from ._noise import estimate_reference_noise, estimate_whole_noise
 from ._options import FitOptions
 from ._result import BlurFit, BlurFitWarning
 from ._search import grid_brent, grid_zoom, local_minimize
-from ._noise import estimate_reference_noise
 from ._spectral import SpectralStats, l2_at, l2_grid, residual_ss
 from ._stages import (
     IDENTIFIABLE_FROM,
@@ -40,6 +40,9 @@ SPATIAL_SCAN = 16  # coarse grid points of a masked fit's image-space search
 # a local search (a refit corrected for reference noise): this far below and above the last sigma
 # in log-sigma, on a grid of this many points, then Brent
 NEAR_BELOW, NEAR_ABOVE, NEAR_GRID = -0.7, 0.2, 8
+# a whole-Gaussian fit refits with the noise read from its own residual: at most this many times,
+# until the variance moves by less than this share
+WHOLE_NOISE_ROUNDS, WHOLE_SETTLED = 2, 0.05
 
 
 def fit_blur(
@@ -183,7 +186,7 @@ def fit_blur(
         data = data._replace(stats=stats)
         solution = replace(_whole_gaussian(problem, data, solution), brightness=bright)
     elif not options.objective.least_squares or not data.all_pixels:  # not a DCT contraction
-        solution = _polish(problem, data, solution)
+        solution = _uncorrected(_polish(problem, data, solution), solution)
     findings = findings_for(problem, data, solution, refit=_spectral_fit)
     if options.warn:
         for note in findings.notes:
@@ -278,7 +281,8 @@ def _search_spectral(stats: SpectralStats, problem: Problem, *, start_only: bool
     first = None
     if near is not None:
         t = np.log(np.maximum(near if opt.sigma_per_axis else near[:1], SEARCH_FLOOR))
-        lo, hi = np.maximum(lo, np.minimum(t + NEAR_BELOW, hi)), np.minimum(hi, np.maximum(t + NEAR_ABOVE, lo))
+        lo, hi = (np.maximum(lo, np.minimum(t + NEAR_BELOW, hi)),
+                  np.minimum(hi, np.maximum(t + NEAR_ABOVE, lo)))
         first = NEAR_GRID
     if opt.sigma_per_axis:
         best_t, _, grids = grid_zoom(evaluate, lo, hi, first=first or (40 if d == 2 else 24),
@@ -358,6 +362,12 @@ def _noise_aware_fit(data: Data, problem: Problem, *, start_only: bool) -> tuple
     noise = NoiseCorrection(sd, corrected, plain.sigma, sol.sigma, isinstance(setting, str), error)
     return replace(sol, profile=plain.profile if not corrected else _profile(stats, problem, plain),
                    noise=noise), data._replace(stats=stats)
+
+
+def _uncorrected(sol: Solution, start: Solution) -> Solution:
+    """``sol`` (an image-space fit, whose loss takes no noise correction) with ``start``'s noise."""
+    noise = start.noise
+    return sol if noise is None else replace(sol, noise=noise._replace(corrected=False))
 
 
 def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
@@ -460,16 +470,39 @@ def _whole_gaussian(problem: Problem, data: Data, start: Solution) -> Solution:
         raise ValueError("full_covariance and shift fits need images in memory; pass "
                          "numpy arrays (for a dask array, .compute() it first)")
     problem.tick("fitting the whole Gaussian")
-    whole = fit_whole_gaussian(
+    noise = start.noise
+    variance = noise.sd**2 if noise is not None and noise.corrected else 0.0
+    whole = _fit_whole(problem, data, start, variance)
+    if noise is not None and noise.estimated and opt.objective.least_squares:
+        # a fit that ignores the noise: the first one, unless the spectral start corrected it
+        plain = whole.kernel.sigma if not variance else noise.plain_sigma
+        for _ in range(WHOLE_NOISE_ROUNDS):  # the residual of the kernel itself tells best
+            found = estimate_whole_noise(pair.reference.reshape(whole.residual.shape),
+                                         whole.residual, whole.kernel.sampled(opt.truncate), whole.gain)
+            new = found.reference if found.significant else 0.0
+            if abs(new - variance) <= WHOLE_SETTLED * max(new, variance):
+                break
+            variance, whole = new, _fit_whole(problem, data, start, new)
+        noise = noise._replace(sd=float(np.sqrt(variance if variance else found.reading)),
+                               corrected=variance > 0, plain_sigma=plain,
+                               corrected_sigma=whole.kernel.sigma, variance_stderr=found.stderr)
+    elif noise is not None and not opt.objective.least_squares:
+        noise = noise._replace(corrected=False)
+    profile = {**start.profile, "objective": "l2 (centred, axis-aligned start)"}
+    return Solution(whole.kernel.sigma, whole.gain, whole.offset, whole.rss, whole.loss_sum,
+                    profile, whole.delta, whole=whole, noise=noise,
+                    sst=start.sst if data.all_pixels else target_spread(pair.target, pair.used))
+
+
+def _fit_whole(problem: Problem, data: Data, start: Solution, noise: float):
+    """`fit_whole_gaussian` from the spectral start, corrected for the reference noise ``noise``."""
+    opt, pair = problem.options, data.pair
+    return fit_whole_gaussian(
         pair.reference, pair.target, pair.used, loss=opt.loss, gain_offset=opt.gain_offset,
         full_covariance=opt.full_covariance, shift=opt.shift,
         isotropic=not opt.sigma_per_axis, start_sigma=np.maximum(start.sigma, IDENTIFIABLE_FROM),
         delta=opt.huber_delta, truncate=opt.truncate, workers=problem.workers,
-        callback=opt.callback)
-    profile = {**start.profile, "objective": "l2 (centred, axis-aligned start)"}
-    return Solution(whole.kernel.sigma, whole.gain, whole.offset, whole.rss, whole.loss_sum,
-                    profile, whole.delta, whole=whole,
-                    sst=start.sst if data.all_pixels else target_spread(pair.target, pair.used))
+        callback=opt.callback, noise=noise)
 
 
 def _result(problem: Problem, data: Data, sol: Solution, found: Findings) -> BlurFit:

@@ -106,7 +106,7 @@ class FullFit:
 def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_offset: bool = False,
                        full_covariance: bool = False, shift: bool = True, isotropic: bool = False,
                        start_sigma, delta: float | None = None, truncate: float = 4.0,
-                       workers: int | None = None, callback=None) -> FullFit:
+                       workers: int | None = None, callback=None, noise: float = 0.0) -> FullFit:
     """Fit ``target ~ gain * K * reference + offset`` with a Gaussian ``K`` of full covariance and shift.
 
     Parameters
@@ -139,6 +139,8 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
         a thread of its own while the crops are solved (`prefetch`).
     callback : callable, optional
         Called with a short text before each solver step; an exception in it stops the fit.
+    noise : float
+        The reference's noise variance per pixel that an L2 fit is corrected for (`Settings`).
 
     Returns
     -------
@@ -156,7 +158,7 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
     shift0 = (estimate_shift(frames.reference, frames.target, ndim=d, max_pixels=SHIFT_START_PIXELS)
               if shift else np.zeros(d))
     model = GaussianModel(d, float(truncate), full_covariance, shift, isotropic)
-    settings = Settings(model, objective, gain_offset)
+    settings = Settings(model, objective, gain_offset, noise)
     starts = model.starts(start_sigma, shift0)
     if objective.least_squares and frames.used is None:
         problem, solved, jtj = fit_l2(frames, settings, starts, workers, callback)
@@ -382,11 +384,7 @@ def result(problem: Problem, solved: Solved, jtj: np.ndarray) -> FullFit:
     rss = problem.rss(point)
     p = len(jtj)
     s2 = rss / max(problem.n_used - p, 1)
-    with np.errstate(all="ignore"):
-        try:
-            cov = s2 * np.linalg.inv(jtj)
-        except np.linalg.LinAlgError:
-            cov = np.full((p, p), np.nan)
+    cov = problem.parameter_covariance(jtj, s2, point)
     k = len(point.x)
     errors = settings.model.standard_errors(point.kernel, cov[:k, :k])
     go = settings.gain_offset

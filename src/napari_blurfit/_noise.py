@@ -29,6 +29,9 @@ SIGNIFICANT = 3.0  # a slope this many of its standard errors above 0 is correct
 # shift or an ellipse fitted round 0.16 to 0.26; a Gaussian blur with noise in both images 0.003
 # to 0.11, the most at sigma 0.7 with SNR 20, read at the plain fit's biased kernel)
 LINE_MISFIT = 0.15
+# ... and once corrected for it, noise leaves a line (0.01 to 0.04 measured), a shift fitted
+# without one does not (0.13)
+CORRECTED_MISFIT = 0.06
 ROUNDS = 4  # estimate, correct, estimate again ... (the prototype settled in 4)
 SETTLED = 0.01  # relative change of the variance at which the rounds stop
 MAX_STEP = 4.0  # a round changes the variance by at most this factor (overshoot safeguard)
@@ -103,7 +106,7 @@ def estimate_noise(stats: SpectralStats, sigma, gain: float, truncate: float) ->
 
 
 def estimate_whole_noise(reference: np.ndarray, residual: np.ndarray, sampled: np.ndarray,
-                         gain: float) -> NoiseEstimate:
+                         gain: float) -> NoiseEstimate | None:
     """`line` for an image-space fit: its residual's Fourier power against the kernel's ``|K_hat|``.
 
     ``reference`` and ``residual`` are frames first, the kernel's axes last; ``|K_hat|`` does not
@@ -111,6 +114,8 @@ def estimate_whole_noise(reference: np.ndarray, residual: np.ndarray, sampled: n
     """
     d = sampled.ndim
     spatial = reference.shape[-d:]
+    if any(k > n for k, n in zip(sampled.shape, spatial)):  # a kernel wider than the image
+        return None
     picked = (Ellipsis, *subgrid(spatial))
     axes = tuple(range(-d, 0))
     n = float(np.prod(spatial))
@@ -180,6 +185,8 @@ def estimate_reference_noise(stats: SpectralStats, plain: Solution, problem: Pro
         sol = refit(stats.with_noise(variance), problem, start_only=start_only, near=sol.sigma)
     if not variance:
         return found.reading, found.stderr, plain
+    if found.misfit > CORRECTED_MISFIT:  # noise explains the residual once corrected, or it was not noise
+        return 0.0, float("inf"), plain
     return variance, found.stderr, sol
 
 

@@ -16,7 +16,7 @@ from ._engine import (
 )
 from ._findings import Findings, brightness_rss, findings_for
 from ._losses import HUBER_K
-from ._noise import estimate_reference_noise, estimate_whole_noise
+from ._noise import CORRECTED_MISFIT, estimate_reference_noise, estimate_whole_noise
 from ._options import FitOptions
 from ._result import BlurFit, BlurFitWarning
 from ._search import grid_brent, grid_zoom, local_minimize
@@ -479,13 +479,17 @@ def _whole_gaussian(problem: Problem, data: Data, start: Solution) -> Solution:
         for _ in range(WHOLE_NOISE_ROUNDS):  # the residual of the kernel itself tells best
             found = estimate_whole_noise(pair.reference.reshape(whole.residual.shape),
                                          whole.residual, whole.kernel.sampled(opt.truncate), whole.gain)
-            new = found.reference if found.significant else 0.0
+            if found is None:
+                break
+            new = found.reference if found.significant and found.misfit < CORRECTED_MISFIT else 0.0
             if abs(new - variance) <= WHOLE_SETTLED * max(new, variance):
                 break
             variance, whole = new, _fit_whole(problem, data, start, new)
-        noise = noise._replace(sd=float(np.sqrt(variance if variance else found.reading)),
+        reading = found.reading if found is not None else noise.sd**2
+        noise = noise._replace(sd=float(np.sqrt(variance if variance else reading)),
                                corrected=variance > 0, plain_sigma=plain,
-                               corrected_sigma=whole.kernel.sigma, variance_stderr=found.stderr)
+                               corrected_sigma=whole.kernel.sigma,
+                               variance_stderr=found.stderr if found is not None else 0.0)
     elif noise is not None and not opt.objective.least_squares:
         noise = noise._replace(corrected=False)
     profile = {**start.profile, "objective": "l2 (centred, axis-aligned start)"}

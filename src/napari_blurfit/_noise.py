@@ -35,6 +35,7 @@ CORRECTED_MISFIT = 0.06
 ROUNDS = 4  # estimate, correct, estimate again ... (the prototype settled in 4)
 SETTLED = 0.01  # relative change of the variance at which the rounds stop
 MAX_STEP = 4.0  # a round changes the variance by at most this factor (overshoot safeguard)
+MATTERS = 1e-3  # a correction that moves sigma by less than this share is not made
 
 
 class Coefficients(NamedTuple):
@@ -86,14 +87,23 @@ def transfer_grid(sigma, shape, truncate: float, picked: tuple[slice, ...], *, d
     return reduce(np.multiply.outer, hs), partial
 
 
+def sample(stats: SpectralStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``P_AA``, ``P_AB``, ``P_BB`` per frame on `subgrid` (flat, float64, DC left out).
+
+    Read once and kept on the statistics (``stats.sample``; their `with_noise` copies share it):
+    every round of the estimate and the standard errors read the same coefficients.
+    """
+    if stats.sample is None:
+        picked, f = subgrid(stats.shape), stats.n_frames
+        stats.sample = tuple(None if p is None else p[picked].reshape(-1)[1:].astype(np.float64) / f
+                             for p in (stats.paa, stats.pab, stats.pbb))
+    return stats.sample
+
+
 def coefficients(stats: SpectralStats, sigma, gain: float, truncate: float) -> Coefficients:
     """Residual and reference power per frame at each coefficient of the subgrid (`Coefficients`)."""
-    picked = subgrid(stats.shape)
-    h = transfer_grid(sigma, stats.shape, truncate, picked).reshape(-1)[1:]
-    f = stats.n_frames
-    paa = stats.paa[picked].reshape(-1)[1:].astype(np.float64) / f
-    pab = stats.pab[picked].reshape(-1)[1:].astype(np.float64) / f
-    pbb = stats.pbb[picked].reshape(-1)[1:] / f
+    h = transfer_grid(sigma, stats.shape, truncate, subgrid(stats.shape)).reshape(-1)[1:]
+    paa, pab, pbb = sample(stats)
     gh = gain * h
     residual = pbb - 2.0 * gh * pab + gh * gh * paa
     return Coefficients(h, residual, paa, stats.n_pixels / (len(h) + 1))
@@ -168,7 +178,8 @@ def estimate_reference_noise(stats: SpectralStats, plain: Solution, problem: Pro
     corrected for it (``refit(stats, problem, near=sigma)``: a local spectral search), for up to
     `ROUNDS` rounds or until the estimate settles. Without a `NoiseEstimate.significant` reading
     no correction is made: ``plain`` comes back unchanged, with the variance the pair shows
-    (`NoiseEstimate.reading`). Safeguards against overshoot: the estimate is clamped to what the
+    (`NoiseEstimate.reading`); nor when it would move sigma by less than `MATTERS`. Safeguards
+    against overshoot: the estimate is clamped to what the
     reference's own power allows (`estimate_noise`), and each round after the first moves the
     variance by at most a factor `MAX_STEP`.
     """
@@ -179,14 +190,17 @@ def estimate_reference_noise(stats: SpectralStats, plain: Solution, problem: Pro
         new = found.reference if found.significant else 0.0
         if variance:  # damped
             new = float(np.clip(new, variance / MAX_STEP, variance * MAX_STEP))
-        if abs(new - variance) <= SETTLED * max(new, variance):
-            break
+        if abs(new - variance) <= max(SETTLED * max(new, variance), found.stderr):
+            break  # settled, or moving by less than the estimate can tell
         variance = new
         sol = refit(stats.with_noise(variance), problem, start_only=start_only, near=sol.sigma)
     if not variance:
         return found.reading, found.stderr, plain
     if found.misfit > CORRECTED_MISFIT:  # noise explains the residual once corrected, or it was not noise
         return 0.0, float("inf"), plain
+    moved = np.max(np.abs(np.log(np.maximum(sol.sigma, 1e-300) / np.maximum(plain.sigma, 1e-300))))
+    if moved < MATTERS:  # measurable, yet too small to matter: the plain fit stands
+        return variance, found.stderr, plain
     return variance, found.stderr, sol
 
 
@@ -195,12 +209,14 @@ def with_estimate_error(stderr: np.ndarray, noise: NoiseCorrection) -> np.ndarra
 
     The correction moved sigma from ``plain_sigma`` to ``corrected_sigma`` for the variance
     ``sd**2``; sigma moves about linearly with the variance, so the estimate's own standard error
-    adds ``(moved / sd**2 * stderr(sd**2))**2`` to each sigma's variance.
+    adds ``(moved * stderr(sd**2) / sd**2)**2`` to each sigma's variance (the relative error
+    capped at 1: a correction is never less sure than its whole size).
     """
     if not (noise.estimated and noise.corrected and noise.sd > 0):
         return stderr
-    slope = (np.asarray(noise.corrected_sigma) - np.asarray(noise.plain_sigma)) / noise.sd**2
-    return np.sqrt(stderr**2 + (slope * noise.variance_stderr) ** 2)
+    moved = np.asarray(noise.corrected_sigma) - np.asarray(noise.plain_sigma)
+    relative = min(noise.variance_stderr / noise.sd**2, 1.0)  # unsure by all of it, at most
+    return np.sqrt(stderr**2 + (moved * relative) ** 2)
 
 
 def sandwich_stderr(stats: SpectralStats, sigma, gain: float, *, per_axis: bool, gain_offset: bool,
@@ -214,11 +230,11 @@ def sandwich_stderr(stats: SpectralStats, sigma, gain: float, *, per_axis: bool,
     and reference noise, a blur that is not quite this Gaussian) at its own frequency. Read on
     `subgrid`, scaled to the whole spectrum; the DC coefficient (the offset's) is left out.
     """
-    picked = subgrid(stats.shape)
-    h, partial = transfer_grid(sigma, stats.shape, truncate, picked, derivative=True)
+    h, partial = transfer_grid(sigma, stats.shape, truncate, subgrid(stats.shape), derivative=True)
     f = stats.n_frames
-    info = stats.paa[picked].reshape(-1)[1:].astype(np.float64) - f * stats.noise
-    score = stats.pab[picked].reshape(-1)[1:] - gain * h.reshape(-1)[1:] * info
+    paa, pab, _ = sample(stats)
+    info = f * (paa - stats.noise)
+    score = f * pab - gain * h.reshape(-1)[1:] * info
     columns = [gain * p.reshape(-1)[1:] for p in partial]
     columns = columns if per_axis else [np.sum(columns, axis=0)]
     if gain_offset:

@@ -52,6 +52,10 @@ class SpectralStats:
     dc_b: np.ndarray
     pbb: np.ndarray | None = None
     noise: float = 0.0
+    # ``P_AA``, ``P_AB``, ``P_BB`` per frame on a subgrid of coefficients, flat, DC left out: the
+    # noise estimate's sample (`napari_blurfit._noise.sample`), kept by `with_noise` copies
+    sample: tuple[np.ndarray, np.ndarray, np.ndarray] | None = dataclasses.field(
+        default=None, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -90,6 +94,7 @@ class SpectralStats:
         """
         a = ref_hat.reshape(-1, self.n_pixels)
         b = tgt_hat.reshape(-1, self.n_pixels)
+        self.sample = None
         n = threads(workers) if self.n_pixels >= 4 * SCRATCH_PIXELS else 1
         edges = np.linspace(0, self.n_pixels, n + 1).astype(int)
         parts = [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
@@ -151,6 +156,7 @@ class SpectralStats:
     def __iadd__(self, other: SpectralStats) -> SpectralStats:
         # in place where the caller owns the left side: fresh arrays cost page faults
         self._check_shape(other)
+        self.sample = None
         self.paa += other.paa
         self.pab += other.pab
         if self.pbb is not None and other.pbb is not None:
@@ -208,13 +214,17 @@ def deflate(q: np.ndarray, stats: SpectralStats, vectors: list[np.ndarray], *, j
     """A contraction of ``P_AA`` (`contract`) less the reference noise's expected share of it.
 
     White noise of variance ``stats.noise`` adds that much to every coefficient of every frame's
-    ``A_hat**2``: ``noise * n_frames * sum_k prod_i vectors[i][k_i]``, a product of column sums.
+    ``A_hat**2``: ``noise * n_frames * noise_share(vectors)``.
     """
     if not stats.noise:
         return q
+    return q - stats.noise * stats.n_frames * noise_share(vectors, joint=joint)
+
+
+def noise_share(vectors: list[np.ndarray], *, joint: bool) -> np.ndarray:
+    """``sum_k prod_i vectors[i][k_i]``: the contraction of a constant 1, a product of column sums."""
     sums = [v.sum(axis=0) for v in vectors]
-    share = np.prod(sums, axis=0) if joint else reduce(np.multiply.outer, sums)
-    return q - stats.noise * stats.n_frames * share
+    return np.prod(sums, axis=0) if joint else reduce(np.multiply.outer, sums)
 
 
 def _rows_times(p: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -259,6 +269,46 @@ def project(qaa, qab, stats: SpectralStats, *, gain_offset: bool):
     return np.maximum(rss, 0.0), gain, offset
 
 
+@dataclass(frozen=True)
+class Tabulated:
+    """The contractions of ``P_AA`` and ``P_AB`` on a grid of sigmas (`tabulate`).
+
+    The reference's noise enters the L2 objective only through ``share`` (`deflate`), so the
+    objective for any noise level follows from one table: the rounds of a fit that corrects for
+    an estimated noise contract once.
+    """
+
+    qaa: np.ndarray  # not deflated
+    qab: np.ndarray
+    share: np.ndarray  # the noise's share of ``qaa`` per unit variance and frame
+
+    def project(self, stats: SpectralStats, *, gain_offset: bool):
+        """RSS, gain and offset on the grid (`project`), corrected for ``stats.noise``."""
+        qaa = self.qaa - stats.noise * stats.n_frames * self.share if stats.noise else self.qaa
+        return project(qaa, self.qab, stats, gain_offset=gain_offset)
+
+    def residual_ss(self, stats: SpectralStats, gain, offset) -> np.ndarray:
+        """``sum (gain * G_sigma * A + offset - B)**2`` over all pixels and frames on the grid.
+
+        The images' own residual, the reference's noise included (``stats.noise`` is not taken
+        out); ``gain`` and ``offset`` one per grid point or shared.
+        """
+        gain, offset = np.asarray(gain, dtype=np.float64), np.asarray(offset, dtype=np.float64)
+        dc = stats.dc_b - gain[..., None] * stats.dc_a  # each frame's DC residual before the offset
+        moved = dc - offset[..., None] * np.sqrt(stats.n_pixels)
+        rss = (stats.cbb - 2.0 * gain * self.qab + gain * gain * self.qaa
+               - (dc * dc).sum(axis=-1) + (moved * moved).sum(axis=-1))
+        return np.maximum(rss, 0.0)
+
+
+def tabulate(stats: SpectralStats, axis_sigmas, *, joint: bool, truncate: float = 4.0) -> Tabulated:
+    """`Tabulated` contractions on a grid of sigmas (the grid as `l2_grid` takes it)."""
+    hs = [transfer(s, n, truncate) for s, n in zip(axis_sigmas, stats.shape)]
+    squares = [h * h for h in hs]
+    return Tabulated(contract(stats.paa, squares, joint=joint), contract(stats.pab, hs, joint=joint),
+                     noise_share(squares, joint=joint))
+
+
 def l2_grid(stats, axis_sigmas, *, joint: bool, gain_offset: bool, truncate: float = 4.0):
     """RSS, gain and offset on a grid of sigmas.
 
@@ -266,11 +316,8 @@ def l2_grid(stats, axis_sigmas, *, joint: bool, gain_offset: bool, truncate: flo
     share one list of (per-axis) values taken column by column; otherwise the grid is their outer
     product.
     """
-    hs = [transfer(s, n, truncate) for s, n in zip(axis_sigmas, stats.shape)]
-    squares = [h * h for h in hs]
-    qaa = deflate(contract(stats.paa, squares, joint=joint), stats, squares, joint=joint)
-    qab = contract(stats.pab, hs, joint=joint)
-    return project(qaa, qab, stats, gain_offset=gain_offset)
+    return tabulate(stats, axis_sigmas, joint=joint, truncate=truncate).project(
+        stats, gain_offset=gain_offset)
 
 
 def l2_at(stats, sigma, *, truncate: float = 4.0):
@@ -278,25 +325,9 @@ def l2_at(stats, sigma, *, truncate: float = 4.0):
 
     Returns ``{False: ..., True: ...}`` keyed by ``gain_offset``: one contraction serves both.
     """
-    hs = [transfer([s], n, truncate) for s, n in zip(sigma, stats.shape)]
-    squares = [h * h for h in hs]
-    qaa = deflate(contract(stats.paa, squares, joint=True), stats, squares, joint=True)
-    qab = contract(stats.pab, hs, joint=True)
-    return {go: tuple(float(x[0]) for x in project(qaa, qab, stats, gain_offset=go))
+    table = tabulate(stats, [[s] for s in sigma], joint=True, truncate=truncate)
+    return {go: tuple(float(x[0]) for x in table.project(stats, gain_offset=go))
             for go in (False, True)}
-
-
-def residual_ss(stats: SpectralStats, sigma, gain: float, offset: float, *, truncate: float = 4.0):
-    """``sum (gain * G_sigma * A + offset - B)**2`` over all pixels and frames.
-
-    The images' own residual, the reference's noise included (``stats.noise`` is not taken out).
-    """
-    hs = [transfer([s], n, truncate) for s, n in zip(sigma, stats.shape)]
-    qaa = float(contract(stats.paa, [h * h for h in hs], joint=True)[0])
-    qab = float(contract(stats.pab, hs, joint=True)[0])
-    dc = stats.dc_b - gain * stats.dc_a  # each frame's DC residual before the offset
-    moved = dc - offset * np.sqrt(stats.n_pixels)
-    return max(stats.cbb - 2.0 * gain * qab + gain * gain * qaa - dc @ dc + moved @ moved, 0.0)
 
 
 def normal_matrix(stats, sigma, gain: float, *, per_axis: bool, gain_offset: bool, truncate=4.0):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from ._gaussian import IDENTIFIABLE_FROM, IDENTITY_BELOW
 from ._options import FitOptions
-from ._spectral import SpectralStats
+from ._spectral import SpectralStats, Tabulated
 from ._validate import Pair
 
 if TYPE_CHECKING:
@@ -90,6 +90,8 @@ class Solution:
     # image's statistics: taken before a rotated/shifted fit lets them go (`brightness_rss`)
     brightness: tuple[float, float] | None = None
     noise: NoiseCorrection | None = None  # None: reference_noise=0, the noise-free model
+    # the global search's first grid, contracted: the profile corrected for noise re-reads it
+    grid: Tabulated | None = field(default=None, repr=False)
 
 
 def each_axis(values: np.ndarray, ndim: int) -> np.ndarray:

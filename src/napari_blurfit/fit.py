@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ._corrected import CorrectedSearch, solution_at
 from ._engine import (
     SpatialObjective,
     compute_stats,
@@ -20,7 +21,7 @@ from ._noise import CORRECTED_MISFIT, estimate_reference_noise, estimate_whole_n
 from ._options import FitOptions
 from ._result import BlurFit, BlurFitWarning
 from ._search import grid_brent, grid_zoom, local_minimize
-from ._spectral import SpectralStats, l2_at, l2_grid, residual_ss
+from ._spectral import SpectralStats, Tabulated, tabulate
 from ._stages import (
     IDENTIFIABLE_FROM,
     SEARCH_FLOOR,
@@ -29,7 +30,6 @@ from ._stages import (
     Problem,
     Solution,
     each_axis,
-    spread,
 )
 from ._stages import IDENTITY_BELOW as IDENTITY_BELOW  # a threshold of the results, importable here
 from ._validate import prepare_pair
@@ -272,10 +272,13 @@ def _search_spectral(stats: SpectralStats, problem: Problem, *, start_only: bool
     in log-sigma about it, within the bounds (a correction for reference noise moves it down).
     """
     d, opt = len(stats.shape), problem.options
+    tables = []
 
     def evaluate(axes):
         problem.tick("searching sigma (L2 grid)")
-        return _grid_rss(stats, problem, [np.exp(a) for a in axes])
+        table = _grid_table(stats, problem, [np.exp(a) for a in axes])
+        tables.append(table) if not tables else None
+        return table.project(stats, gain_offset=opt.gain_offset)[0]
 
     lo, hi = _log_box(problem.lower, problem.upper)
     first = None
@@ -293,17 +296,15 @@ def _search_spectral(stats: SpectralStats, problem: Problem, *, start_only: bool
                                       xtol=START_TOL if start_only else 1e-5)
         sigma = np.full(d, np.exp(best_t[0]))
     axes, values = grids[0]
-    return sigma, _profile_of(stats, np.exp(axes[0]), values)
+    return sigma, _profile_of(stats, np.exp(axes[0]), values), tables[0]
 
 
-def _grid_rss(stats: SpectralStats, problem: Problem, sigmas: list[np.ndarray]) -> np.ndarray:
-    """The L2 objective on a grid: per axis the outer grid of ``sigmas``, else one shared list."""
+def _grid_table(stats: SpectralStats, problem: Problem, sigmas: list[np.ndarray]) -> Tabulated:
+    """The contractions on a grid: per axis the outer grid of ``sigmas``, else one shared list."""
     opt = problem.options
     if opt.sigma_per_axis:
-        return l2_grid(stats, sigmas, joint=False, gain_offset=opt.gain_offset,
-                       truncate=opt.truncate)[0]
-    return l2_grid(stats, sigmas * len(stats.shape), joint=True, gain_offset=opt.gain_offset,
-                   truncate=opt.truncate)[0]
+        return tabulate(stats, sigmas, joint=False, truncate=opt.truncate)
+    return tabulate(stats, sigmas * len(stats.shape), joint=True, truncate=opt.truncate)
 
 
 def _profile_of(stats: SpectralStats, sigma: np.ndarray, values: np.ndarray) -> dict:
@@ -316,9 +317,8 @@ def _profile_of(stats: SpectralStats, sigma: np.ndarray, values: np.ndarray) -> 
 
 def _profile(stats: SpectralStats, problem: Problem, plain: Solution) -> dict:
     """The profile of corrected statistics on the plain fit's global grid (its search was local)."""
-    sigma = plain.profile["sigma"]
-    count = problem.d if problem.options.sigma_per_axis else 1
-    return _profile_of(stats, sigma, _grid_rss(stats, problem, [sigma] * count))
+    values = plain.grid.project(stats, gain_offset=problem.options.gain_offset)[0]
+    return _profile_of(stats, plain.profile["sigma"], values)
 
 
 def _spectral_fit(stats: SpectralStats, problem: Problem, *, start_only: bool = False,
@@ -331,12 +331,8 @@ def _spectral_fit(stats: SpectralStats, problem: Problem, *, start_only: bool = 
     its residual sum of squares as the images have it (the noise's share is not taken out).
     ``near``: a local search (`_search_spectral`).
     """
-    sigma, profile = _search_spectral(stats, problem, start_only=start_only, near=near)
-    truncate = problem.options.truncate
-    rss, gain, offset = l2_at(stats, sigma, truncate=truncate)[problem.options.gain_offset]
-    if stats.noise:
-        rss = residual_ss(stats, sigma, gain, offset, truncate=truncate)
-    return Solution(sigma, gain, offset, rss, rss, profile, sst=spread(stats))
+    sigma, profile, grid = _search_spectral(stats, problem, start_only=start_only, near=near)
+    return replace(solution_at(stats, problem, sigma, profile), grid=grid)
 
 
 def _noise_aware_fit(data: Data, problem: Problem, *, start_only: bool) -> tuple[Solution, Data]:
@@ -349,18 +345,18 @@ def _noise_aware_fit(data: Data, problem: Problem, *, start_only: bool) -> tuple
     """
     setting = problem.options.reference_noise
     plain = _spectral_fit(data.stats, problem, start_only=start_only)
+    refit = CorrectedSearch(_spectral_fit)
     if isinstance(setting, str):
-        variance, error, sol = estimate_reference_noise(data.stats, plain, problem, refit=_spectral_fit)
+        variance, error, sol = estimate_reference_noise(data.stats, plain, problem, refit=refit)
         sd, corrected = float(np.sqrt(variance)), sol is not plain
     elif setting == 0:
         return plain, data
     else:
         sd, corrected, error = float(setting), True, 0.0
-        sol = _spectral_fit(data.stats.with_noise(sd**2), problem, start_only=start_only,
-                            near=plain.sigma)
+        sol = refit(data.stats.with_noise(sd**2), problem, start_only=start_only, near=plain.sigma)
     stats = data.stats.with_noise(sd**2 if corrected else 0.0)
     noise = NoiseCorrection(sd, corrected, plain.sigma, sol.sigma, isinstance(setting, str), error)
-    return replace(sol, profile=plain.profile if not corrected else _profile(stats, problem, plain),
+    return replace(sol, profile=_profile(stats, problem, plain) if corrected else plain.profile,
                    noise=noise), data._replace(stats=stats)
 
 

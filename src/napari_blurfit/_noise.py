@@ -26,16 +26,19 @@ SUBGRID = 2**16  # coefficients the estimate reads at most: a regular subgrid of
 SIGNIFICANT = 3.0  # a slope this many of its standard errors above 0 is corrected for
 # the bins' residual power off the fitted line by this share on average: not noise but a blur the
 # model lacks (a clean reference against a JPEG, TV-denoised or resampled target reads 1 to 40, a
-# shift or an ellipse fitted round 0.16 to 0.26; a Gaussian blur with noise in both images 0.003
-# to 0.11, the most at sigma 0.7 with SNR 20, read at the plain fit's biased kernel)
-LINE_MISFIT = 0.15
-# ... and once corrected for it, noise leaves a line (0.01 to 0.04 measured), a shift fitted
-# without one does not (0.13)
+# shift or an ellipse fitted round 0.13 to 0.26; a Gaussian blur with noise in both images 0.003
+# to 0.15, the most at sigma 0.7 with SNR 20, read at the plain fit's biased kernel) ...
+LINE_MISFIT = 0.5
+# ... and once corrected for it, noise leaves a line (0.01 to 0.04 measured), a shift or an ellipse
+# the model lacks does not
 CORRECTED_MISFIT = 0.06
 ROUNDS = 4  # estimate, correct, estimate again ... (the prototype settled in 4)
 SETTLED = 0.01  # relative change of the variance at which the rounds stop
 MAX_STEP = 4.0  # a round changes the variance by at most this factor (overshoot safeguard)
-MATTERS = 1e-3  # a correction that moves sigma by less than this share is not made
+NUDGE = 0.02  # log-sigma step that measures how the estimate follows sigma (`loop_gain`)
+MAX_LOOP_GAIN = 0.9  # errors amplified tenfold at most (a gain near 1: the estimate is unsure)
+SANDWICH_COEFFICIENTS = 2**17  # coefficients a standard error reads at most
+NEGLIGIBLE = 1e-3  # a transfer (or its derivative) this far below its peak carries no information
 
 
 class Coefficients(NamedTuple):
@@ -170,16 +173,25 @@ def line(transfer_: np.ndarray, residual: np.ndarray, reference: np.ndarray, gai
     return NoiseEstimate(slope, intercept, float(np.sqrt(max(cov[1, 1], 0.0))), cap, misfit)
 
 
+class Reading(NamedTuple):
+    """What `estimate_reference_noise` found: the noise and the fit corrected for it."""
+
+    variance: float  # s_A**2 read (applied when ``solution`` is not the plain fit)
+    stderr: float  # of ``variance``, from its last regression
+    solution: Solution
+    amplification: float = 1.0  # of the errors, by the loop of estimate and fit (`loop_gain`)
+    sensitivity: np.ndarray | None = None  # d sigma / d variance at the answer (px per variance)
+
+
 def estimate_reference_noise(stats: SpectralStats, plain: Solution, problem: Problem, *,
-                             refit) -> tuple[float, float, Solution]:
-    """``(variance, stderr, solution)``: the reference's noise read from the pair, and the fit.
+                             refit) -> Reading:
+    """The reference's noise read from the pair, and the fit corrected for it (`Reading`).
 
     From the plain fit (``plain``), the noise is estimated at the current kernel and the fit
     corrected for it (``refit(stats, problem, near=sigma)``: a local spectral search), for up to
     `ROUNDS` rounds or until the estimate settles. Without a `NoiseEstimate.significant` reading
     no correction is made: ``plain`` comes back unchanged, with the variance the pair shows
-    (`NoiseEstimate.reading`); nor when it would move sigma by less than `MATTERS`. Safeguards
-    against overshoot: the estimate is clamped to what the
+    (`NoiseEstimate.reading`). Safeguards against overshoot: the estimate is clamped to what the
     reference's own power allows (`estimate_noise`), and each round after the first moves the
     variance by at most a factor `MAX_STEP`.
     """
@@ -195,13 +207,30 @@ def estimate_reference_noise(stats: SpectralStats, plain: Solution, problem: Pro
         variance = new
         sol = refit(stats.with_noise(variance), problem, start_only=start_only, near=sol.sigma)
     if not variance:
-        return found.reading, found.stderr, plain
+        return Reading(found.reading, found.stderr, plain)
     if found.misfit > CORRECTED_MISFIT:  # noise explains the residual once corrected, or it was not noise
-        return 0.0, float("inf"), plain
-    moved = np.max(np.abs(np.log(np.maximum(sol.sigma, 1e-300) / np.maximum(plain.sigma, 1e-300))))
-    if moved < MATTERS:  # measurable, yet too small to matter: the plain fit stands
-        return variance, found.stderr, plain
-    return variance, found.stderr, sol
+        return Reading(0.0, float("inf"), plain)
+    # how sigma follows the variance there: the corrected fit for a nudged variance
+    nudged = refit(stats.with_noise(variance * np.exp(NUDGE)), problem, start_only=start_only,
+                   near=sol.sigma)
+    sensitivity = (np.asarray(nudged.sigma) - np.asarray(sol.sigma)) / (variance * np.expm1(NUDGE))
+    gain = loop_gain(stats, sol, found, sensitivity, truncate)
+    return Reading(variance, found.stderr, sol, 1.0 / (1.0 - min(gain, MAX_LOOP_GAIN)), sensitivity)
+
+
+def loop_gain(stats: SpectralStats, sol: Solution, found: NoiseEstimate, sensitivity: np.ndarray,
+              truncate: float) -> float:
+    """How much an error of sigma feeds back through the estimate into sigma again.
+
+    The estimate and the corrected fit depend on each other: a sigma off by ``d`` reads the
+    variance off by ``e * d``, which moves sigma by ``c * e * d``. With the loop's gain ``c * e``
+    the errors of each step are amplified by ``1 / (1 - c * e)``. ``e`` is measured by one more
+    estimate at a nudged sigma, ``c`` is ``sensitivity`` (sigma per variance).
+    """
+    sigma = np.asarray(sol.sigma)
+    nudged = estimate_noise(stats, sigma * np.exp(NUDGE), sol.gain, truncate)
+    reading = (nudged.reference - found.reference) / NUDGE  # variance per log-sigma
+    return float(reading * np.mean(sensitivity / np.maximum(sigma, 1e-300)))
 
 
 def with_estimate_error(stderr: np.ndarray, noise: NoiseCorrection) -> np.ndarray:
@@ -210,13 +239,15 @@ def with_estimate_error(stderr: np.ndarray, noise: NoiseCorrection) -> np.ndarra
     The correction moved sigma from ``plain_sigma`` to ``corrected_sigma`` for the variance
     ``sd**2``; sigma moves about linearly with the variance, so the estimate's own standard error
     adds ``(moved * stderr(sd**2) / sd**2)**2`` to each sigma's variance (the relative error
-    capped at 1: a correction is never less sure than its whole size).
+    capped at 1: a correction is never less sure than its whole size); the loop of estimate and
+    fit amplifies both (``noise.amplification``, `loop_gain`).
     """
-    if not (noise.estimated and noise.corrected and noise.sd > 0):
+    if not (noise.estimated and noise.corrected and noise.sd > 0) or noise.sensitivity is None:
         return stderr
-    moved = np.asarray(noise.corrected_sigma) - np.asarray(noise.plain_sigma)
-    relative = min(noise.variance_stderr / noise.sd**2, 1.0)  # unsure by all of it, at most
-    return np.sqrt(stderr**2 + (moved * relative) ** 2)
+    moved = np.abs(np.asarray(noise.corrected_sigma) - np.asarray(noise.plain_sigma))
+    spread = noise.variance_stderr * np.abs(noise.sensitivity)
+    spread = np.minimum(spread, moved) if noise.variance_stderr >= noise.sd**2 else spread
+    return noise.amplification * np.sqrt(stderr**2 + spread**2)
 
 
 def sandwich_stderr(stats: SpectralStats, sigma, gain: float, *, per_axis: bool, gain_offset: bool,
@@ -228,13 +259,14 @@ def sandwich_stderr(stats: SpectralStats, sigma, gain: float, *, per_axis: bool,
     out of ``P_AA`` (noise in the reference looks like information in a plain ``J^T J``), ``B``
     the sum of each coefficient's squared score, which carries whatever residual it has (target
     and reference noise, a blur that is not quite this Gaussian) at its own frequency. Read on
-    `subgrid`, scaled to the whole spectrum; the DC coefficient (the offset's) is left out.
+    `informative` coefficients; the DC coefficient (the offset's) is left out.
     """
-    h, partial = transfer_grid(sigma, stats.shape, truncate, subgrid(stats.shape), derivative=True)
+    picked, weight = informative(sigma, stats.shape, truncate)
+    h, partial = transfer_grid(sigma, stats.shape, truncate, picked, derivative=True)
     f = stats.n_frames
-    paa, pab, _ = sample(stats)
-    info = f * (paa - stats.noise)
-    score = f * pab - gain * h.reshape(-1)[1:] * info
+    paa, pab = (p[picked].reshape(-1)[1:].astype(np.float64) for p in (stats.paa, stats.pab))
+    info = paa - f * stats.noise
+    score = pab - gain * h.reshape(-1)[1:] * info
     columns = [gain * p.reshape(-1)[1:] for p in partial]
     columns = columns if per_axis else [np.sum(columns, axis=0)]
     if gain_offset:
@@ -242,12 +274,29 @@ def sandwich_stderr(stats: SpectralStats, sigma, gain: float, *, per_axis: bool,
     design = np.stack(columns)
     bread = (design * info) @ design.T
     meat = (design * score**2) @ design.T
-    scale = (len(info) + 1) / stats.n_pixels  # the subgrid's share of the coefficients
     with np.errstate(all="ignore"):
         try:
             inverse = np.linalg.inv(bread)
         except np.linalg.LinAlgError:
             return np.full(len(sigma), np.nan)
-        var = np.diag(inverse @ meat @ inverse)[: len(design) - (1 if gain_offset else 0)] * scale
+        var = np.diag(inverse @ meat @ inverse)[: len(design) - (1 if gain_offset else 0)] / weight
     se = np.where(var >= 0, np.sqrt(np.abs(var)), np.nan)
     return se if per_axis else np.full(len(sigma), se[0])
+
+
+def informative(sigma, shape, truncate: float, limit: int = SANDWICH_COEFFICIENTS):
+    """``(slices, weight)``: the coefficients a sigma's standard error is read from.
+
+    Along each axis, those up to where the kernel's transfer and its derivative fall below
+    `NEGLIGIBLE` of their peak (beyond, a coefficient adds nothing to either side of the
+    sandwich); every one of them where they are few (a wide kernel's information sits in a few
+    low frequencies, too few to thin out), else every m-th (``weight = m**d`` coefficients each).
+    """
+    ends = []
+    for s, n in zip(sigma, shape):
+        h, dh = (v[:, 0] for v in transfer([s], n, truncate, derivative=True))
+        level = np.maximum(np.abs(h) / max(np.abs(h).max(), 1e-300),
+                           np.abs(dh) / max(np.abs(dh).max(), 1e-300))
+        ends.append(int(np.flatnonzero(level > NEGLIGIBLE).max(initial=0)) + 1)
+    step = subgrid(tuple(ends), limit)[0].step
+    return tuple(slice(0, end, step) for end in ends), float(step ** len(ends))

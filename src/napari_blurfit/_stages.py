@@ -71,6 +71,8 @@ class NoiseCorrection(NamedTuple):
     corrected_sigma: np.ndarray  # the spectral L2 sigma corrected for ``sd``
     estimated: bool  # read from the pair, not given
     variance_stderr: float = 0.0  # standard error of the estimated sd**2 (0 when given)
+    amplification: float = 1.0  # of the errors by the loop of estimate and fit (`_noise.loop_gain`)
+    sensitivity: np.ndarray | None = None  # d sigma / d sd**2 where corrected (px per variance)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from ._engine import (
     target_spread,
 )
 from ._findings import Findings, brightness_rss, findings_for
+from ._gaussian import GaussianModel
 from ._losses import HUBER_K
 from ._noise import CORRECTED_MISFIT, estimate_reference_noise, estimate_whole_noise
 from ._options import FitOptions
@@ -34,6 +35,7 @@ from ._stages import (
 from ._stages import IDENTITY_BELOW as IDENTITY_BELOW  # a threshold of the results, importable here
 from ._validate import prepare_pair
 from ._whole import fit_whole_gaussian
+from ._whole.sandwich import sandwich_errors
 
 START_TOL = 0.05  # log-sigma: the spectral start of a whole-Gaussian fit (the fit moves on from it)
 SPATIAL_SCAN = 16  # coarse grid points of a masked fit's image-space search
@@ -347,15 +349,18 @@ def _noise_aware_fit(data: Data, problem: Problem, *, start_only: bool) -> tuple
     plain = _spectral_fit(data.stats, problem, start_only=start_only)
     refit = CorrectedSearch(_spectral_fit)
     if isinstance(setting, str):
-        variance, error, sol = estimate_reference_noise(data.stats, plain, problem, refit=refit)
-        sd, corrected = float(np.sqrt(variance)), sol is not plain
+        reading = estimate_reference_noise(data.stats, plain, problem, refit=refit)
+        sol, sd = reading.solution, float(np.sqrt(reading.variance))
+        corrected, error = sol is not plain, reading.stderr
+        loop = (reading.amplification, reading.sensitivity)
     elif setting == 0:
         return plain, data
     else:
-        sd, corrected, error = float(setting), True, 0.0
+        sd, corrected, error, loop = float(setting), True, 0.0, (1.0, None)
         sol = refit(data.stats.with_noise(sd**2), problem, start_only=start_only, near=plain.sigma)
     stats = data.stats.with_noise(sd**2 if corrected else 0.0)
-    noise = NoiseCorrection(sd, corrected, plain.sigma, sol.sigma, isinstance(setting, str), error)
+    noise = NoiseCorrection(sd, corrected, plain.sigma, sol.sigma, isinstance(setting, str), error,
+                            *loop)
     return replace(sol, profile=_profile(stats, problem, plain) if corrected else plain.profile,
                    noise=noise), data._replace(stats=stats)
 
@@ -488,10 +493,23 @@ def _whole_gaussian(problem: Problem, data: Data, start: Solution) -> Solution:
                                variance_stderr=found.stderr if found is not None else 0.0)
     elif noise is not None and not opt.objective.least_squares:
         noise = noise._replace(corrected=False)
+    if noise is not None and opt.objective.least_squares and pair.used is None:
+        whole = _coloured_errors(problem, data, whole, noise.sd**2 if noise.corrected else 0.0)
     profile = {**start.profile, "objective": "l2 (centred, axis-aligned start)"}
     return Solution(whole.kernel.sigma, whole.gain, whole.offset, whole.rss, whole.loss_sum,
                     profile, whole.delta, whole=whole, noise=noise,
                     sst=start.sst if data.all_pixels else target_spread(pair.target, pair.used))
+
+
+def _coloured_errors(problem: Problem, data: Data, whole, noise: float):
+    """``whole`` with standard errors that hold for coloured residuals (`sandwich_errors`)."""
+    opt, d = problem.options, problem.d
+    model = GaussianModel(d, float(opt.truncate), opt.full_covariance, opt.shift, not opt.sigma_per_axis)
+    errors = sandwich_errors(model, whole.kernel, data.pair.reference.reshape(whole.residual.shape),
+                             whole.residual, whole.gain, gain_offset=opt.gain_offset, noise=noise)
+    if errors is None:
+        return whole
+    return replace(whole, covariance_stderr=errors["covariance"], shift_stderr=errors["shift"])
 
 
 def _fit_whole(problem: Problem, data: Data, start: Solution, noise: float):

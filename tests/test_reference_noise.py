@@ -180,3 +180,23 @@ def test_error_bars_cover_the_truth(camera01, sigma, ref_noise):
     errors = np.array([f.sigma_stderr[0] for f in fits])
     assert np.mean(np.abs(sigmas - sigma) <= 3 * errors) >= 0.9
     assert np.median(errors) <= 3 * np.std(sigmas, ddof=1)
+
+
+@pytest.mark.slow
+def test_shift_and_covariance_error_bars_cover_the_truth(camera01):
+    """The whole Gaussian's errors: the reference's noise reaches the residual blurred (coloured)."""
+    image = camera01[128:320, 128:320]
+    kernel = GaussianKernel(np.array([[4.0, 1.2], [1.2, 1.5]]), np.array([0.4, -0.3]))
+
+    def fit(seed):
+        reference, target = noisy_pair(image, 1.0, 0.05, seed=seed)  # the blur is replaced below
+        target = kernel.apply(image, 4.0) + (target - ndimage.gaussian_filter(image, 1.0))
+        return fit_blur(reference, target, full_covariance=True, shift=True, warn=False)
+
+    fits = [fit(s) for s in range(10)]
+    for value, error, truth in ((lambda f: f.shift[0], lambda f: f.shift_stderr[0], 0.4),
+                                (lambda f: f.covariance[0, 0], lambda f: f.covariance_stderr[0, 0], 4.0)):
+        values = np.array([value(f) for f in fits])
+        errors = np.array([error(f) for f in fits])
+        assert np.mean(np.abs(values - truth) <= 3 * errors) >= 0.9
+        assert np.median(errors) <= 3 * np.std(values, ddof=1)

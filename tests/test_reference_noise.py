@@ -200,3 +200,25 @@ def test_shift_and_covariance_error_bars_cover_the_truth(camera01):
         errors = np.array([error(f) for f in fits])
         assert np.mean(np.abs(values - truth) <= 3 * errors) >= 0.9
         assert np.median(errors) <= 3 * np.std(values, ddof=1)
+
+
+def test_blur_map_tiles_are_corrected(camera01):
+    from napari_blurfit import blur_map
+
+    reference, target = noisy_pair(camera01[:256, :256], 1.5, 0.05)
+    plain = blur_map(reference, target, tile=128, reference_noise=0, warn=False)
+    corrected = blur_map(reference, target, tile=128, warn=False)
+    assert np.nanmean(plain.sigma) > 1.6  # the bias, tile by tile
+    assert np.nanmean(corrected.sigma) == pytest.approx(1.5, rel=0.02)
+
+
+def test_a_mask_is_not_estimated_from(camera01):
+    """The statistics hold the masked-out pixels too: no estimate is read from them."""
+    reference, target = noisy_pair(camera01[:256, :256], 1.0, 0.05)
+    mask = np.ones(reference.shape, bool)
+    mask[:, :16] = False
+    fit = fit_blur(reference, target, mask=mask, warn=False)
+    assert fit.reference_noise == 0.0 and not fit.reference_noise_corrected
+    known = fit_blur(reference, target, mask=mask, reference_noise=0.05, warn=False)
+    assert known.reference_noise_corrected
+    assert known.sigma[0] == pytest.approx(1.0, rel=0.02)

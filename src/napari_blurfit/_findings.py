@@ -211,8 +211,8 @@ def _reference_noise(problem: Problem, sol: Solution) -> list[Finding]:
         text = (f"{head}a fit that ignores it would overstate sigma by {100 * bias:.2g}% "
                 f"(sigma {_sigmas(plain)} px); this fit is corrected for it")
     else:
-        what = ("an L2 fit over a mask or NaNs" if problem.options.objective.least_squares
-                else f"an {problem.options.loss.upper()} fit")
+        what = ("an L2 fit over a mask, a border band or NaNs with a gain/offset"
+                if problem.options.objective.least_squares else f"an {problem.options.loss.upper()} fit")
         text = (f"{head}{what} is not corrected for it and overstates sigma by about "
                 f"{100 * bias:.2g}% here (an L2 fit on all pixels is corrected)")
     return [Finding("reference_noise", {}, values, text)]
@@ -473,6 +473,8 @@ def _stderr(problem: Problem, data: Data, sol: Solution) -> np.ndarray:
     opt, d = problem.options, problem.d
     if sol.whole is not None:  # sigma_i = sqrt(C_ii): se(sigma_i) = se(C_ii) / (2 sigma_i)
         return np.diag(sol.whole.covariance_stderr) / (2.0 * np.maximum(sol.sigma, 1e-300))
+    # the statistics hold every pixel: a mask's excluded ones (garbage, maybe) say nothing of the
+    # residual of the pixels used, so a masked fit keeps Gauss-Newton
     if sol.noise is not None and data.all_pixels and opt.objective.least_squares:
         se = sandwich_stderr(data.stats, np.maximum(sol.sigma, IDENTITY_BELOW), sol.gain,
                              per_axis=opt.per_axis, gain_offset=opt.gain_offset,

@@ -17,6 +17,7 @@ from ._engine import (
 )
 from ._findings import Findings, brightness_rss, findings_for
 from ._gaussian import GaussianModel
+from ._kernels import half_kernels
 from ._losses import HUBER_K
 from ._noise import CORRECTED_MISFIT, estimate_reference_noise, estimate_whole_noise
 from ._options import FitOptions
@@ -133,8 +134,9 @@ def fit_blur(
         such noise makes a plain fit overstate sigma. ``"auto"`` estimates it from the pair and
         corrects the L2 fit when the estimate is measurably above zero; a number is a known
         noise level, corrected for; ``0`` is the noise-free model of earlier versions, exactly.
-        The value estimated or given is ``fit.reference_noise``. L1/Huber and masked fits are
-        not corrected: a note gives the bias the noise causes there.
+        The value estimated or given is ``fit.reference_noise``. ``"auto"`` makes no estimate
+        with a ``mask`` or NaN pixels (the excluded pixels would count in it). L1/Huber fits, and
+        masked L2 fits with ``gain_offset``, are not corrected: a note gives the bias there.
 
     Returns
     -------
@@ -188,7 +190,7 @@ def fit_blur(
         data = data._replace(stats=stats)
         solution = replace(_whole_gaussian(problem, data, solution), brightness=bright)
     elif not options.objective.least_squares or not data.all_pixels:  # not a DCT contraction
-        solution = _uncorrected(_polish(problem, data, solution), solution)
+        solution = _polish(problem, data, solution)
     findings = findings_for(problem, data, solution, refit=_spectral_fit)
     if options.warn:
         for note in findings.notes:
@@ -342,12 +344,17 @@ def _noise_aware_fit(data: Data, problem: Problem, *, start_only: bool) -> tuple
 
     ``0``: the noise-free model. A number: corrected for that noise. ``"auto"``: estimated from
     the pair at the fit's kernel and corrected when measurable, in a few rounds (the estimate is
-    best at the true kernel, which the correction moves towards); later steps (the checks, a
+    best at the true kernel, which the correction moves towards); not with a mask or NaN pixels,
+    whose excluded pixels are in the statistics too (reported as 0). Later steps (the checks, a
     whole-Gaussian fit) take the statistics with the correction in force.
     """
     setting = problem.options.reference_noise
     plain = _spectral_fit(data.stats, problem, start_only=start_only)
     refit = CorrectedSearch(_spectral_fit)
+    if isinstance(setting, str) and (problem.options.mask is not None or data.n_nonfinite):
+        # the statistics hold the excluded pixels too (garbage, maybe, or NaNs filled): they
+        # cannot tell the reference's noise; a border band alone excludes real pixels
+        return replace(plain, noise=NoiseCorrection(0.0, False, plain.sigma, plain.sigma, True)), data
     if isinstance(setting, str):
         reading = estimate_reference_noise(data.stats, plain, problem, refit=refit)
         sol, sd = reading.solution, float(np.sqrt(reading.variance))
@@ -365,10 +372,26 @@ def _noise_aware_fit(data: Data, problem: Problem, *, start_only: bool) -> tuple
                    noise=noise), data._replace(stats=stats)
 
 
-def _uncorrected(sol: Solution, start: Solution) -> Solution:
-    """``sol`` (an image-space fit, whose loss takes no noise correction) with ``start``'s noise."""
-    noise = start.noise
-    return sol if noise is None else replace(sol, noise=noise._replace(corrected=False))
+def _noise_penalty(problem: Problem, data: Data, start: Solution):
+    """The reference noise's expected share of an image-space L2 loss, as a function of sigma.
+
+    ``penalty(sigma) -> (share, d share / d sigma per axis)``: ``n_used * s_A**2 * sum K**2``, with
+    ``sum K**2`` of scipy's separable kernel. None where the fit is not corrected: no correction in
+    force, a loss other than L2, or a gain/offset (the image-space gain is the noisy model's).
+    """
+    opt, noise = problem.options, start.noise
+    if noise is None or not noise.corrected or not opt.objective.least_squares or opt.gain_offset:
+        return None
+    scale = data.n_used * noise.sd**2
+
+    def penalty(sigma):
+        g, dg = half_kernels(sigma, opt.truncate, derivative=True)
+        squares = g[:, 0] ** 2 + 2.0 * (g[:, 1:] ** 2).sum(axis=1)
+        slopes = 2.0 * (g[:, 0] * dg[:, 0] + 2.0 * (g[:, 1:] * dg[:, 1:]).sum(axis=1))
+        others = [np.prod(np.delete(squares, i)) for i in range(len(squares))]
+        return scale * float(np.prod(squares)), scale * slopes * np.array(others)
+
+    return penalty
 
 
 def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
@@ -400,20 +423,22 @@ def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
     # a mask or NaNs: the whole-image statistics (garbage included) are no guide to the curvature
     # of the pixels used, so those fits keep the bracketing search on values
     scan = opt.mask is not None or data.n_nonfinite > 0
+    penalty = _noise_penalty(problem, data, start)
     sigma, value, gain, offset = _spatial_fit(
         objective, start.sigma, problem.lower, problem.upper, opt.per_axis, scan=scan,
-        hessian=None if scan else hessian, blocks=blocks)
+        hessian=None if scan else hessian, blocks=blocks, penalty=penalty)
     rss = value if loss.least_squares else objective.sum_squares(sigma, gain, offset)
     order = sorted(objective.trace, key=lambda t: float(np.prod(t[0])))
     profile = {"sigma": np.array([float(np.exp(np.mean(np.log(t[0])))) for t in order]),
                "loss": np.array([[t[1] for t in order]]), "objective": loss.name}
     # all pixels count: the target's spread is already in the statistics (saves a pass)
     sst = start.sst if data.all_pixels else objective.target_spread()
-    return Solution(sigma, gain, offset, rss, value, profile, delta, sst=sst)
+    noise = None if start.noise is None else start.noise._replace(corrected=penalty is not None)
+    return Solution(sigma, gain, offset, rss, value, profile, delta, sst=sst, noise=noise)
 
 
 def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, scan: bool,
-                 hessian=None, blocks=None):
+                 hessian=None, blocks=None, penalty=None):
     """Polish the loss in image space from the L2 optimum.
 
     With ``scan`` (a mask or NaNs can make the whole-image L2 optimum a poor guide: the excluded
@@ -421,6 +446,7 @@ def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, sca
     starts from its best point. A border band alone needs no scan. In memory, with ``hessian``
     (the L2 Gauss-Newton matrix over log-sigma), the search is quasi-Newton on values and exact
     gradients (a handful of filter passes); dask pairs keep the bracketing search on values.
+    ``penalty`` (`_noise_penalty`) is taken off the loss the search minimises.
     """
     from ._search import Probe, piecewise_minimize
 
@@ -430,15 +456,19 @@ def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, sca
     def sigmas(t):
         return np.exp(t) if per_axis else np.full(d, np.exp(t[0]))
 
+    def share(s):  # the noise's share and its gradient over sigma (none without a penalty)
+        return penalty(s) if penalty is not None else (0.0, 0.0)
+
     def f(t):
-        return objective.evaluate(sigmas(t))[0]
+        return objective.evaluate(sigmas(t))[0] - share(sigmas(t))[0]
 
     def probe(t):  # value, gradient over log-sigma (d/dt = sigma d/dsigma), curvature scale
         s = sigmas(t)
         point = objective.point(s, gradient=True)
-        grad = s * point.gradient
+        taken, slope = share(s)
+        grad = s * (point.gradient - slope)
         grad = grad if per_axis else np.array([grad.sum()])
-        value, theta = point.value, point.gain_offset_gradient
+        value, theta = point.value - taken, point.gain_offset_gradient
         if theta is not None:  # gain/offset from a pixel sample: correct to the exact profile
             cross, block = (m * point.curvature for m in blocks(s))
             step = np.linalg.lstsq(block, theta, rcond=None)[0]

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ._corrected import CorrectedSearch, solution_at
+from ._corrected import noise_aware_fit, noise_penalty, profile_of, solution_at, whole_noise_rounds
 from ._engine import (
     SpatialObjective,
     compute_stats,
@@ -16,10 +16,7 @@ from ._engine import (
     target_spread,
 )
 from ._findings import Findings, brightness_rss, findings_for
-from ._gaussian import GaussianModel
-from ._kernels import half_kernels
 from ._losses import HUBER_K
-from ._noise import CORRECTED_MISFIT, estimate_reference_noise, estimate_whole_noise
 from ._options import FitOptions
 from ._result import BlurFit, BlurFitWarning
 from ._search import grid_brent, grid_zoom, local_minimize
@@ -28,7 +25,6 @@ from ._stages import (
     IDENTIFIABLE_FROM,
     SEARCH_FLOOR,
     Data,
-    NoiseCorrection,
     Problem,
     Solution,
     each_axis,
@@ -36,16 +32,12 @@ from ._stages import (
 from ._stages import IDENTITY_BELOW as IDENTITY_BELOW  # a threshold of the results, importable here
 from ._validate import prepare_pair
 from ._whole import fit_whole_gaussian
-from ._whole.sandwich import sandwich_errors
 
 START_TOL = 0.05  # log-sigma: the spectral start of a whole-Gaussian fit (the fit moves on from it)
 SPATIAL_SCAN = 16  # coarse grid points of a masked fit's image-space search
 # a local search (a refit corrected for reference noise): this far below and above the last sigma
 # in log-sigma, on a grid of this many points, then Brent
 NEAR_BELOW, NEAR_ABOVE, NEAR_GRID = -0.7, 0.2, 8
-# a whole-Gaussian fit refits with the noise read from its own residual: at most this many times,
-# until the variance moves by less than this share
-WHOLE_NOISE_ROUNDS, WHOLE_SETTLED = 2, 0.05
 
 
 def fit_blur(
@@ -180,7 +172,8 @@ def fit_blur(
     )
     problem = _problem(reference, target, options)
     data = _statistics(problem)
-    solution, data = _noise_aware_fit(data, problem, start_only=options.whole_gaussian)
+    solution, data = noise_aware_fit(data, problem, start_only=options.whole_gaussian,
+                                     spectral_fit=_spectral_fit)
     if options.whole_gaussian:  # rotated or shifted: exact image-space fit from the L2 start
         # after the start only the checks read the statistics: in float32 during the fit (a single
         # frame's are summed in float32 already, `_statistics`; a stack's are compacted here). Only
@@ -300,7 +293,7 @@ def _search_spectral(stats: SpectralStats, problem: Problem, *, start_only: bool
                                       xtol=START_TOL if start_only else 1e-5)
         sigma = np.full(d, np.exp(best_t[0]))
     axes, values = grids[0]
-    return sigma, _profile_of(stats, np.exp(axes[0]), values), tables[0]
+    return sigma, profile_of(stats, np.exp(axes[0]), values), tables[0]
 
 
 def _grid_table(stats: SpectralStats, problem: Problem, sigmas: list[np.ndarray]) -> Tabulated:
@@ -309,20 +302,6 @@ def _grid_table(stats: SpectralStats, problem: Problem, sigmas: list[np.ndarray]
     if opt.sigma_per_axis:
         return tabulate(stats, sigmas, joint=False, truncate=opt.truncate)
     return tabulate(stats, sigmas * len(stats.shape), joint=True, truncate=opt.truncate)
-
-
-def _profile_of(stats: SpectralStats, sigma: np.ndarray, values: np.ndarray) -> dict:
-    """The loss profile of a grid: mean loss per sigma; per axis the minimum over the others."""
-    n = stats.n_frames * stats.n_pixels
-    rows = [values.min(axis=tuple(j for j in range(values.ndim) if j != i)) / n
-            for i in range(values.ndim)]
-    return {"sigma": sigma, "loss": np.array(rows), "objective": "l2"}
-
-
-def _profile(stats: SpectralStats, problem: Problem, plain: Solution) -> dict:
-    """The profile of corrected statistics on the plain fit's global grid (its search was local)."""
-    values = plain.grid.project(stats, gain_offset=problem.options.gain_offset)[0]
-    return _profile_of(stats, plain.profile["sigma"], values)
 
 
 def _spectral_fit(stats: SpectralStats, problem: Problem, *, start_only: bool = False,
@@ -337,61 +316,6 @@ def _spectral_fit(stats: SpectralStats, problem: Problem, *, start_only: bool = 
     """
     sigma, profile, grid = _search_spectral(stats, problem, start_only=start_only, near=near)
     return replace(solution_at(stats, problem, sigma, profile), grid=grid)
-
-
-def _noise_aware_fit(data: Data, problem: Problem, *, start_only: bool) -> tuple[Solution, Data]:
-    """The spectral L2 fit under ``reference_noise``, and the data with the correction in force.
-
-    ``0``: the noise-free model. A number: corrected for that noise. ``"auto"``: estimated from
-    the pair at the fit's kernel and corrected when measurable, in a few rounds (the estimate is
-    best at the true kernel, which the correction moves towards); not with a mask or NaN pixels,
-    whose excluded pixels are in the statistics too (reported as 0). Later steps (the checks, a
-    whole-Gaussian fit) take the statistics with the correction in force.
-    """
-    setting = problem.options.reference_noise
-    plain = _spectral_fit(data.stats, problem, start_only=start_only)
-    refit = CorrectedSearch(_spectral_fit)
-    if isinstance(setting, str) and (problem.options.mask is not None or data.n_nonfinite):
-        # the statistics hold the excluded pixels too (garbage, maybe, or NaNs filled): they
-        # cannot tell the reference's noise; a border band alone excludes real pixels
-        return replace(plain, noise=NoiseCorrection(0.0, False, plain.sigma, plain.sigma, True)), data
-    if isinstance(setting, str):
-        reading = estimate_reference_noise(data.stats, plain, problem, refit=refit)
-        sol, sd = reading.solution, float(np.sqrt(reading.variance))
-        corrected, error = sol is not plain, reading.stderr
-        loop = (reading.amplification, reading.sensitivity)
-    elif setting == 0:
-        return plain, data
-    else:
-        sd, corrected, error, loop = float(setting), True, 0.0, (1.0, None)
-        sol = refit(data.stats.with_noise(sd**2), problem, start_only=start_only, near=plain.sigma)
-    stats = data.stats.with_noise(sd**2 if corrected else 0.0)
-    noise = NoiseCorrection(sd, corrected, plain.sigma, sol.sigma, isinstance(setting, str), error,
-                            *loop)
-    return replace(sol, profile=_profile(stats, problem, plain) if corrected else plain.profile,
-                   noise=noise), data._replace(stats=stats)
-
-
-def _noise_penalty(problem: Problem, data: Data, start: Solution):
-    """The reference noise's expected share of an image-space L2 loss, as a function of sigma.
-
-    ``penalty(sigma) -> (share, d share / d sigma per axis)``: ``n_used * s_A**2 * sum K**2``, with
-    ``sum K**2`` of scipy's separable kernel. None where the fit is not corrected: no correction in
-    force, a loss other than L2, or a gain/offset (the image-space gain is the noisy model's).
-    """
-    opt, noise = problem.options, start.noise
-    if noise is None or not noise.corrected or not opt.objective.least_squares or opt.gain_offset:
-        return None
-    scale = data.n_used * noise.sd**2
-
-    def penalty(sigma):
-        g, dg = half_kernels(sigma, opt.truncate, derivative=True)
-        squares = g[:, 0] ** 2 + 2.0 * (g[:, 1:] ** 2).sum(axis=1)
-        slopes = 2.0 * (g[:, 0] * dg[:, 0] + 2.0 * (g[:, 1:] * dg[:, 1:]).sum(axis=1))
-        others = [np.prod(np.delete(squares, i)) for i in range(len(squares))]
-        return scale * float(np.prod(squares)), scale * slopes * np.array(others)
-
-    return penalty
 
 
 def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
@@ -423,7 +347,7 @@ def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
     # a mask or NaNs: the whole-image statistics (garbage included) are no guide to the curvature
     # of the pixels used, so those fits keep the bracketing search on values
     scan = opt.mask is not None or data.n_nonfinite > 0
-    penalty = _noise_penalty(problem, data, start)
+    penalty = noise_penalty(problem, data, start)
     sigma, value, gain, offset = _spatial_fit(
         objective, start.sigma, problem.lower, problem.upper, opt.per_axis, scan=scan,
         hessian=None if scan else hessian, blocks=blocks, penalty=penalty)
@@ -446,7 +370,7 @@ def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, sca
     starts from its best point. A border band alone needs no scan. In memory, with ``hessian``
     (the L2 Gauss-Newton matrix over log-sigma), the search is quasi-Newton on values and exact
     gradients (a handful of filter passes); dask pairs keep the bracketing search on values.
-    ``penalty`` (`_noise_penalty`) is taken off the loss the search minimises.
+    ``penalty`` (`noise_penalty`) is taken off the loss the search minimises.
     """
     from ._search import Probe, piecewise_minimize
 
@@ -496,50 +420,16 @@ def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, sca
 
 def _whole_gaussian(problem: Problem, data: Data, start: Solution) -> Solution:
     """Exact image-space fit of a rotated and/or shifted kernel from the spectral optimum."""
-    opt, pair = problem.options, data.pair
+    pair = data.pair
     if pair.dask:
         raise ValueError("full_covariance and shift fits need images in memory; pass "
                          "numpy arrays (for a dask array, .compute() it first)")
     problem.tick("fitting the whole Gaussian")
-    noise = start.noise
-    variance = noise.sd**2 if noise is not None and noise.corrected else 0.0
-    whole = _fit_whole(problem, data, start, variance)
-    if noise is not None and noise.estimated and opt.objective.least_squares:
-        # a fit that ignores the noise: the first one, unless the spectral start corrected it
-        plain = whole.kernel.sigma if not variance else noise.plain_sigma
-        for _ in range(WHOLE_NOISE_ROUNDS):  # the residual of the kernel itself tells best
-            found = estimate_whole_noise(pair.reference.reshape(whole.residual.shape),
-                                         whole.residual, whole.kernel.sampled(opt.truncate), whole.gain)
-            if found is None:
-                break
-            new = found.reference if found.significant and found.misfit < CORRECTED_MISFIT else 0.0
-            if abs(new - variance) <= WHOLE_SETTLED * max(new, variance):
-                break
-            variance, whole = new, _fit_whole(problem, data, start, new)
-        reading = found.reading if found is not None else noise.sd**2
-        noise = noise._replace(sd=float(np.sqrt(variance if variance else reading)),
-                               corrected=variance > 0, plain_sigma=plain,
-                               corrected_sigma=whole.kernel.sigma,
-                               variance_stderr=found.stderr if found is not None else 0.0)
-    elif noise is not None and not opt.objective.least_squares:
-        noise = noise._replace(corrected=False)
-    if noise is not None and opt.objective.least_squares and pair.used is None:
-        whole = _coloured_errors(problem, data, whole, noise.sd**2 if noise.corrected else 0.0)
+    whole, noise = whole_noise_rounds(problem, data, start, _fit_whole)
     profile = {**start.profile, "objective": "l2 (centred, axis-aligned start)"}
     return Solution(whole.kernel.sigma, whole.gain, whole.offset, whole.rss, whole.loss_sum,
                     profile, whole.delta, whole=whole, noise=noise,
                     sst=start.sst if data.all_pixels else target_spread(pair.target, pair.used))
-
-
-def _coloured_errors(problem: Problem, data: Data, whole, noise: float):
-    """``whole`` with standard errors that hold for coloured residuals (`sandwich_errors`)."""
-    opt, d = problem.options, problem.d
-    model = GaussianModel(d, float(opt.truncate), opt.full_covariance, opt.shift, not opt.sigma_per_axis)
-    errors = sandwich_errors(model, whole.kernel, data.pair.reference.reshape(whole.residual.shape),
-                             whole.residual, whole.gain, gain_offset=opt.gain_offset, noise=noise)
-    if errors is None:
-        return whole
-    return replace(whole, covariance_stderr=errors["covariance"], shift_stderr=errors["shift"])
 
 
 def _fit_whole(problem: Problem, data: Data, start: Solution, noise: float):

@@ -20,6 +20,7 @@ from ._kernels import transfer
 from ._spectral import SpectralStats
 from ._stages import NoiseCorrection, Problem, Solution
 from ._transforms import fftn
+from ._whole.sandwich import kernel_spectrum
 
 BINS = 40  # frequency bins of the regression, equally wide in the transfer H
 SUBGRID = 2**16  # coefficients the estimate reads at most: a regular subgrid of them
@@ -47,7 +48,6 @@ class Coefficients(NamedTuple):
     transfer: np.ndarray  # H_k
     residual: np.ndarray  # |B_hat - gain H A_hat|**2
     reference: np.ndarray  # |A_hat|**2
-    scale: float  # coefficients of the whole spectrum per coefficient here
 
 
 class NoiseEstimate(NamedTuple):
@@ -109,7 +109,7 @@ def coefficients(stats: SpectralStats, sigma, gain: float, truncate: float) -> C
     paa, pab, pbb = sample(stats)
     gh = gain * h
     residual = pbb - 2.0 * gh * pab + gh * gh * paa
-    return Coefficients(h, residual, paa, stats.n_pixels / (len(h) + 1))
+    return Coefficients(h, residual, paa)
 
 
 def estimate_noise(stats: SpectralStats, sigma, gain: float, truncate: float) -> NoiseEstimate:
@@ -134,9 +134,7 @@ def estimate_whole_noise(reference: np.ndarray, residual: np.ndarray, sampled: n
     n = float(np.prod(spatial))
     power = [np.mean(np.abs(fftn(x, axes))[picked] ** 2 / n,
                      axis=tuple(range(x.ndim - d))).reshape(-1)[1:] for x in (residual, reference)]
-    padded = np.zeros(spatial)
-    padded[tuple(slice(0, k) for k in sampled.shape)] = sampled
-    transfer_ = np.abs(fftn(padded, axes))[picked[1:]].reshape(-1)[1:]
+    transfer_ = np.abs(kernel_spectrum(sampled, spatial, picked[1:])).reshape(-1)[1:]
     return line(transfer_, power[0], power[1], gain)
 
 

@@ -30,8 +30,8 @@ def sandwich_errors(model: GaussianModel, kernel, reference: np.ndarray, residua
     if any(k > n for k, n in zip(sampled.shape, spatial)):
         return None
     picked, weight = _subgrid(spatial)
-    columns = [gain * _spectrum(dk, spatial, picked) for dk in model.derivatives(kernel)]
-    k_hat = _spectrum(sampled, spatial, picked)
+    columns = [gain * kernel_spectrum(dk, spatial, picked) for dk in model.derivatives(kernel)]
+    k_hat = kernel_spectrum(sampled, spatial, picked)
     if gain_offset:
         columns.append(k_hat)
     power, cross = _reference_terms(reference, residual, picked)
@@ -58,7 +58,7 @@ def _subgrid(spatial: tuple[int, ...]) -> tuple[tuple[slice, ...], float]:
     return tuple(slice(None, None, step) for _ in spatial), float(step ** len(spatial))
 
 
-def _spectrum(kernel: np.ndarray, spatial: tuple[int, ...], picked) -> np.ndarray:
+def kernel_spectrum(kernel: np.ndarray, spatial: tuple[int, ...], picked) -> np.ndarray:
     """The Fourier transform of a centred kernel on the image's frequency grid, on ``picked``."""
     padded = np.zeros(spatial)
     padded[tuple(slice(0, k) for k in kernel.shape)] = kernel

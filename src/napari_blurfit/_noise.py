@@ -17,13 +17,12 @@ from typing import NamedTuple
 import numpy as np
 
 from ._kernels import transfer
-from ._spectral import SpectralStats
+from ._spectral import SAMPLE, SpectralStats, sample_grid, strided
 from ._stages import NoiseCorrection, Problem, Solution
 from ._transforms import fftn
 from ._whole.sandwich import kernel_spectrum
 
 BINS = 40  # frequency bins of the regression, equally wide in the transfer H
-SUBGRID = 2**16  # coefficients the estimate reads at most: a regular subgrid of them
 SIGNIFICANT = 3.0  # a slope this many of its standard errors above 0 is corrected for
 # the bins' residual power off the fitted line by this share on average: not noise but a blur the
 # model lacks (a clean reference against a JPEG, TV-denoised or resampled target reads 1 to 40, a
@@ -73,12 +72,6 @@ class NoiseEstimate(NamedTuple):
         return self.reference if self.misfit < LINE_MISFIT else 0.0
 
 
-def subgrid(shape: tuple[int, ...], limit: int = SUBGRID) -> tuple[slice, ...]:
-    """Every m-th coefficient along each axis, m the least that keeps at most ``limit`` of them."""
-    step = max(1, int(np.ceil((np.prod(shape) / limit) ** (1 / len(shape)))))
-    return tuple(slice(None, None, step) for _ in shape)
-
-
 def transfer_grid(sigma, shape, truncate: float, picked: tuple[slice, ...], *, derivative: bool = False):
     """The kernel's transfer ``H`` on a subgrid; with ``derivative`` also ``[dH/dsigma_i]`` per axis."""
     parts = [transfer([s], n, truncate, derivative=derivative) for s, n in zip(sigma, shape)]
@@ -91,21 +84,21 @@ def transfer_grid(sigma, shape, truncate: float, picked: tuple[slice, ...], *, d
 
 
 def sample(stats: SpectralStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``P_AA``, ``P_AB``, ``P_BB`` per frame on `subgrid` (flat, float64, DC left out).
+    """``P_AA``, ``P_AB``, ``P_BB`` per frame on `sample_grid` (flat, float64, DC left out).
 
     Read once and kept on the statistics (``stats.sample``; their `with_noise` copies share it):
-    every round of the estimate and the standard errors read the same coefficients.
+    every round of the estimate reads the same coefficients (``P_BB`` is kept there only).
     """
     if stats.sample is None:
-        picked, f = subgrid(stats.shape), stats.n_frames
-        stats.sample = tuple(None if p is None else p[picked].reshape(-1)[1:].astype(np.float64) / f
-                             for p in (stats.paa, stats.pab, stats.pbb))
+        picked, f = sample_grid(stats.shape), stats.n_frames
+        stats.sample = tuple(p.reshape(-1)[1:].astype(np.float64) / f
+                             for p in (stats.paa[picked], stats.pab[picked], stats.pbb))
     return stats.sample
 
 
 def coefficients(stats: SpectralStats, sigma, gain: float, truncate: float) -> Coefficients:
     """Residual and reference power per frame at each coefficient of the subgrid (`Coefficients`)."""
-    h = transfer_grid(sigma, stats.shape, truncate, subgrid(stats.shape)).reshape(-1)[1:]
+    h = transfer_grid(sigma, stats.shape, truncate, sample_grid(stats.shape)).reshape(-1)[1:]
     paa, pab, pbb = sample(stats)
     gh = gain * h
     residual = pbb - 2.0 * gh * pab + gh * gh * paa
@@ -129,7 +122,7 @@ def estimate_whole_noise(reference: np.ndarray, residual: np.ndarray, sampled: n
     spatial = reference.shape[-d:]
     if any(k > n for k, n in zip(sampled.shape, spatial)):  # a kernel wider than the image
         return None
-    picked = (Ellipsis, *subgrid(spatial))
+    picked = (Ellipsis, *strided(spatial, SAMPLE))
     axes = tuple(range(-d, 0))
     n = float(np.prod(spatial))
     power = [np.mean(np.abs(fftn(x, axes))[picked] ** 2 / n,
@@ -150,14 +143,14 @@ def line(transfer_: np.ndarray, residual: np.ndarray, reference: np.ndarray, gai
     index = np.minimum((transfer_ * BINS).astype(np.intp), BINS - 1)
     n = np.bincount(index, minlength=BINS).astype(np.float64)
     ok = n >= 8
+    if ok.sum() < 3:  # too few coefficients (a tiny image): no line to read
+        return NoiseEstimate(0.0, 0.0, float("inf"), 0.0, float("inf"))
     mean_x = np.bincount(index, x, BINS)[ok] / n[ok]
     mean_r = np.bincount(index, residual, BINS)[ok] / n[ok]
     mean_r2 = np.bincount(index, residual**2, BINS)[ok] / n[ok]
     var_mean = np.maximum(mean_r2 - mean_r**2, 1e-300) / n[ok]
     cap = float(np.bincount(index, reference, BINS)[ok][0] / n[ok][0])
     unknown = NoiseEstimate(0.0, float(np.mean(residual)), float("inf"), cap, float("inf"))
-    if ok.sum() < 3:
-        return unknown
     design = np.stack([np.ones_like(mean_x), mean_x], axis=1)
     weighted = design / var_mean[:, None]
     try:
@@ -296,5 +289,5 @@ def informative(sigma, shape, truncate: float, limit: int = SANDWICH_COEFFICIENT
         level = np.maximum(np.abs(h) / max(np.abs(h).max(), 1e-300),
                            np.abs(dh) / max(np.abs(dh).max(), 1e-300))
         ends.append(int(np.flatnonzero(level > NEGLIGIBLE).max(initial=0)) + 1)
-    step = subgrid(tuple(ends), limit)[0].step
+    step = strided(tuple(ends), limit)[0].step
     return tuple(slice(0, end, step) for end in ends), float(step ** len(ends))

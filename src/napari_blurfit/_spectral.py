@@ -21,6 +21,7 @@ from ._transforms import frame_dct, threads
 STEP_BYTES = 2**21  # frames transformed together: small enough to be still in cache when summed
 SCRATCH_PIXELS = 2**15  # float64 products formed at a time (256 kB: stays in cache)
 CAST_BLOCK = 2**18  # float32 statistics cast to float64 at a time for a contraction (2 MB)
+SAMPLE = 2**16  # coefficients the reference-noise estimate reads at most (`sample_grid`)
 
 
 @dataclass
@@ -37,8 +38,8 @@ class SpectralStats:
     dc_a, dc_b : ndarray
         DC coefficient of each frame's reference and target (one per frame).
     pbb : ndarray or None
-        ``sum_f B_hat_f**2`` per frequency (float64), kept for the reference-noise estimate
-        (`napari_blurfit._noise`); None once dropped.
+        ``sum_f B_hat_f**2`` on `sample_grid` only (float64), for the reference-noise estimate
+        (`napari_blurfit._noise`): a quarter of a spectrum's memory at most; None once dropped.
     noise : float
         The reference's noise variance per pixel that the L2 objective is corrected for
         (errors in variables): each frame's ``P_AA`` counts as ``P_AA - noise`` in every
@@ -78,8 +79,9 @@ class SpectralStats:
     @classmethod
     def zeros(cls, shape: tuple[int, ...], dtype=np.float64) -> SpectralStats:
         """Statistics of no frames, to `accumulate` frames into (``paa``/``pab`` in ``dtype``)."""
+        sampled = tuple(len(range(n)[sl]) for n, sl in zip(shape, sample_grid(shape)))
         return cls(np.zeros(shape, dtype), np.zeros(shape, dtype), 0.0, np.zeros(0), np.zeros(0),
-                   np.zeros(shape))
+                   np.zeros(sampled))
 
     def accumulate(self, ref_hat: np.ndarray, tgt_hat: np.ndarray, *,
                    workers: int | None = None) -> SpectralStats:
@@ -105,11 +107,13 @@ class SpectralStats:
                 self.cbb += sum(pool.map(lambda part: self._accumulate_part(a, b, part), parts))
         self.dc_a = np.concatenate([self.dc_a, a[:, 0]])
         self.dc_b = np.concatenate([self.dc_b, b[:, 0]])
+        frames = tgt_hat.reshape(-1, *self.shape)[(slice(None), *sample_grid(self.shape))]
+        self.pbb += np.einsum("f...,f...->...", frames, frames, dtype=np.float64)
         return self
 
     def _accumulate_part(self, a: np.ndarray, b: np.ndarray, pixels: slice) -> float:
         """Add the products over ``pixels`` of every frame to ``paa``/``pab``; returns their ``cbb``."""
-        paa, pab, pbb = self.paa.reshape(-1), self.pab.reshape(-1), self.pbb.reshape(-1)  # views
+        paa, pab = self.paa.reshape(-1), self.pab.reshape(-1)  # views
         scratch = np.empty(min(SCRATCH_PIXELS, pixels.stop - pixels.start))
         cbb = 0.0
         with np.errstate(invalid="ignore"):  # NaN/inf pixels: non-finite statistics (see `finite`)
@@ -119,8 +123,7 @@ class SpectralStats:
                     out = scratch[: part.stop - part.start]
                     paa[part] += np.multiply(fa[part], fa[part], out=out, dtype=np.float64)
                     pab[part] += np.multiply(fa[part], fb[part], out=out, dtype=np.float64)
-                    pbb[part] += np.multiply(fb[part], fb[part], out=out, dtype=np.float64)
-                    cbb += float(out.sum())
+                    cbb += float(np.multiply(fb[part], fb[part], out=out, dtype=np.float64).sum())
         return cbb
 
     def compact(self) -> SpectralStats:
@@ -171,6 +174,21 @@ class SpectralStats:
     def _check_shape(self, other: SpectralStats) -> None:
         if other.shape != self.shape:
             raise ValueError(f"cannot add statistics of shapes {self.shape} and {other.shape}")
+
+
+def strided(shape: tuple[int, ...], limit: int) -> tuple[slice, ...]:
+    """Every m-th coefficient along each axis, m the least that keeps at most ``limit`` of them."""
+    step = max(1, int(np.ceil((np.prod(shape) / max(limit, 1)) ** (1 / len(shape)))))
+    return tuple(slice(None, None, step) for _ in shape)
+
+
+def sample_grid(shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """The reference-noise estimate's sample of coefficients (`SpectralStats.pbb`).
+
+    `strided` to at most `SAMPLE` coefficients and a quarter of all: a stack's statistics stay
+    small.
+    """
+    return strided(shape, min(SAMPLE, int(np.prod(shape)) // 4))
 
 
 def block_stats(ref: np.ndarray, tgt: np.ndarray, ndim: int, *, workers=None) -> SpectralStats:

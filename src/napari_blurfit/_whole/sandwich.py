@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import _transforms as transforms
 from .._gaussian import GaussianModel
+from .._spectral import strided
 
 FREQUENCIES = 2**17  # frequencies read at most: a regular subgrid of them
 
@@ -54,8 +55,8 @@ def sandwich_errors(model: GaussianModel, kernel, reference: np.ndarray, residua
 
 def _subgrid(spatial: tuple[int, ...]) -> tuple[tuple[slice, ...], float]:
     """Every m-th frequency along each axis (at most `FREQUENCIES`), and ``m**d``."""
-    step = max(1, int(np.ceil((np.prod(spatial) / FREQUENCIES) ** (1 / len(spatial)))))
-    return tuple(slice(None, None, step) for _ in spatial), float(step ** len(spatial))
+    picked = strided(spatial, FREQUENCIES)
+    return picked, float(picked[0].step ** len(spatial))
 
 
 def kernel_spectrum(kernel: np.ndarray, spatial: tuple[int, ...], picked) -> np.ndarray:

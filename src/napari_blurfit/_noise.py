@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._kernels import transfer
-from ._spectral import SAMPLE, SpectralStats, sample_grid, strided
+from ._spectral import SAMPLE, SpectralStats, strided
 from ._stages import NoiseCorrection, Problem, Solution
 from ._transforms import fftn
 from ._whole.sandwich import kernel_spectrum
@@ -84,13 +84,13 @@ def transfer_grid(sigma, shape, truncate: float, picked: tuple[slice, ...], *, d
 
 
 def sample(stats: SpectralStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``P_AA``, ``P_AB``, ``P_BB`` per frame on `sample_grid` (flat, float64, DC left out).
+    """``P_AA``, ``P_AB``, ``P_BB`` per frame on the statistics' sample (flat, float64, DC left out).
 
     Read once and kept on the statistics (``stats.sample``; their `with_noise` copies share it):
     every round of the estimate reads the same coefficients (``P_BB`` is kept there only).
     """
     if stats.sample is None:
-        picked, f = sample_grid(stats.shape), stats.n_frames
+        picked, f = stats.sample_slices, stats.n_frames
         stats.sample = tuple(p.reshape(-1)[1:].astype(np.float64) / f
                              for p in (stats.paa[picked], stats.pab[picked], stats.pbb))
     return stats.sample
@@ -98,7 +98,7 @@ def sample(stats: SpectralStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def coefficients(stats: SpectralStats, sigma, gain: float, truncate: float) -> Coefficients:
     """Residual and reference power per frame at each coefficient of the subgrid (`Coefficients`)."""
-    h = transfer_grid(sigma, stats.shape, truncate, sample_grid(stats.shape)).reshape(-1)[1:]
+    h = transfer_grid(sigma, stats.shape, truncate, stats.sample_slices).reshape(-1)[1:]
     paa, pab, pbb = sample(stats)
     gh = gain * h
     residual = pbb - 2.0 * gh * pab + gh * gh * paa

@@ -22,6 +22,7 @@ STEP_BYTES = 2**21  # frames transformed together: small enough to be still in c
 SCRATCH_PIXELS = 2**15  # float64 products formed at a time (256 kB: stays in cache)
 CAST_BLOCK = 2**18  # float32 statistics cast to float64 at a time for a contraction (2 MB)
 SAMPLE = 2**16  # coefficients the reference-noise estimate reads at most (`sample_grid`)
+STACK_SHARE = 4  # ... and a block of frames keeps at most this share of them
 
 
 @dataclass
@@ -38,8 +39,10 @@ class SpectralStats:
     dc_a, dc_b : ndarray
         DC coefficient of each frame's reference and target (one per frame).
     pbb : ndarray or None
-        ``sum_f B_hat_f**2`` on `sample_grid` only (float64), for the reference-noise estimate
-        (`napari_blurfit._noise`): a quarter of a spectrum's memory at most; None once dropped.
+        ``sum_f B_hat_f**2`` on the reference-noise estimate's sample of coefficients only
+        (float64; every ``sample_step``-th along each axis, `sample_grid`); None once dropped.
+    sample_step : int
+        The stride of ``pbb``'s coefficients.
     noise : float
         The reference's noise variance per pixel that the L2 objective is corrected for
         (errors in variables): each frame's ``P_AA`` counts as ``P_AA - noise`` in every
@@ -52,6 +55,7 @@ class SpectralStats:
     dc_a: np.ndarray
     dc_b: np.ndarray
     pbb: np.ndarray | None = None
+    sample_step: int = 1
     noise: float = 0.0
     # ``P_AA``, ``P_AB``, ``P_BB`` per frame on a subgrid of coefficients, flat, DC left out: the
     # noise estimate's sample (`napari_blurfit._noise.sample`), kept by `with_noise` copies
@@ -72,16 +76,25 @@ class SpectralStats:
         return int(np.prod(self.paa.shape))
 
     @property
+    def sample_slices(self) -> tuple[slice, ...]:
+        """The coefficients ``pbb`` holds (`sample_grid`)."""
+        return (slice(None, None, self.sample_step),) * len(self.shape)
+
+    @property
     def finite(self) -> bool:
         """False when a frame had a NaN/inf pixel: that makes its DC coefficient NaN/inf."""
         return bool(np.isfinite(self.dc_a).all() and np.isfinite(self.dc_b).all())
 
     @classmethod
-    def zeros(cls, shape: tuple[int, ...], dtype=np.float64) -> SpectralStats:
-        """Statistics of no frames, to `accumulate` frames into (``paa``/``pab`` in ``dtype``)."""
-        sampled = tuple(len(range(n)[sl]) for n, sl in zip(shape, sample_grid(shape)))
+    def zeros(cls, shape: tuple[int, ...], dtype=np.float64, *, share: int = 1) -> SpectralStats:
+        """Statistics of no frames, to `accumulate` frames into (``paa``/``pab`` in ``dtype``).
+
+        ``pbb`` keeps at most ``1 / share`` of the coefficients (`sample_grid`).
+        """
+        picked = sample_grid(shape, share)
+        sampled = tuple(len(range(n)[sl]) for n, sl in zip(shape, picked))
         return cls(np.zeros(shape, dtype), np.zeros(shape, dtype), 0.0, np.zeros(0), np.zeros(0),
-                   np.zeros(sampled))
+                   np.zeros(sampled), picked[0].step)
 
     def accumulate(self, ref_hat: np.ndarray, tgt_hat: np.ndarray, *,
                    workers: int | None = None) -> SpectralStats:
@@ -107,7 +120,7 @@ class SpectralStats:
                 self.cbb += sum(pool.map(lambda part: self._accumulate_part(a, b, part), parts))
         self.dc_a = np.concatenate([self.dc_a, a[:, 0]])
         self.dc_b = np.concatenate([self.dc_b, b[:, 0]])
-        frames = tgt_hat.reshape(-1, *self.shape)[(slice(None), *sample_grid(self.shape))]
+        frames = tgt_hat.reshape(-1, *self.shape)[(slice(None), *self.sample_slices)]
         self.pbb += np.einsum("f...,f...->...", frames, frames, dtype=np.float64)
         return self
 
@@ -153,7 +166,7 @@ class SpectralStats:
 
     def __add__(self, other: SpectralStats) -> SpectralStats:
         total = SpectralStats(self.paa.copy(), self.pab.copy(), self.cbb, self.dc_a, self.dc_b,
-                              None if self.pbb is None else self.pbb.copy())
+                              None if self.pbb is None else self.pbb.copy(), self.sample_step)
         return total.__iadd__(other)
 
     def __iadd__(self, other: SpectralStats) -> SpectralStats:
@@ -162,7 +175,7 @@ class SpectralStats:
         self.sample = None
         self.paa += other.paa
         self.pab += other.pab
-        if self.pbb is not None and other.pbb is not None:
+        if self.pbb is not None and other.pbb is not None and self.sample_step == other.sample_step:
             self.pbb += other.pbb
         else:
             self.pbb = None
@@ -182,13 +195,13 @@ def strided(shape: tuple[int, ...], limit: int) -> tuple[slice, ...]:
     return tuple(slice(None, None, step) for _ in shape)
 
 
-def sample_grid(shape: tuple[int, ...]) -> tuple[slice, ...]:
+def sample_grid(shape: tuple[int, ...], share: int = 1) -> tuple[slice, ...]:
     """The reference-noise estimate's sample of coefficients (`SpectralStats.pbb`).
 
-    `strided` to at most `SAMPLE` coefficients and a quarter of all: a stack's statistics stay
-    small.
+    `strided` to at most `SAMPLE` coefficients and ``1 / share`` of all (a block of a stack's
+    frames keeps a quarter: a lazy stack's statistics stay small, and its frames add up).
     """
-    return strided(shape, min(SAMPLE, int(np.prod(shape)) // 4))
+    return strided(shape, min(SAMPLE, int(np.prod(shape)) // share))
 
 
 def block_stats(ref: np.ndarray, tgt: np.ndarray, ndim: int, *, workers=None) -> SpectralStats:
@@ -201,7 +214,7 @@ def block_stats(ref: np.ndarray, tgt: np.ndarray, ndim: int, *, workers=None) ->
     ref, tgt = ref.reshape((-1, *spatial)), tgt.reshape((-1, *spatial))
     step = max(1, STEP_BYTES // max(ref[0].nbytes, 1))
     ref_hat, tgt_hat = np.empty_like(ref[:step]), np.empty_like(tgt[:step])
-    stats = SpectralStats.zeros(spatial)
+    stats = SpectralStats.zeros(spatial, share=STACK_SHARE)
     for i in range(0, len(ref), step):
         a, b = ref[i : i + step], tgt[i : i + step]
         stats.accumulate(frame_dct(a, ndim, workers=workers, out=ref_hat[: len(a)]),

@@ -274,7 +274,7 @@ def test_too_small_images_raise():
     rng = np.random.default_rng(9)
     with pytest.raises(ValueError, match="at least 8 pixels"):
         fit_whole_gaussian(rng.random((6, 40)), rng.random((6, 40)), start_sigma=(1.0, 1.0))
-    with pytest.raises(ValueError, match="too small for a kernel"):
+    with pytest.raises(ValueError, match=r"sigma \(3, 3\) px does not fit the image \(spatial shape \(12,"):
         fit_whole_gaussian(rng.random((12, 12)), rng.random((12, 12)), start_sigma=(3.0, 3.0))
     with pytest.raises(ValueError, match="loss must be"):
         fit_whole_gaussian(rng.random((32, 32)), rng.random((32, 32)), loss="l3", start_sigma=(1.0, 1.0))
@@ -491,7 +491,8 @@ def test_the_full_image_problem_built_ahead_on_a_thread_gives_the_same_fit(cam, 
     rng = np.random.default_rng(22)
     true = GaussianKernel.from_basicsr(2.2, 1.4, 0.4, (0.5, -0.3))
     target = 0.9 * true.apply(cam) + 0.05 + rng.normal(0, 0.004, cam.shape)
-    monkeypatch.setitem(strategy.CROP_EDGE, 2, 64)  # the crop is not the image: the chord path
+    # the crop is not the image (the chord path) and 8 kernel radii wide (no band: built ahead)
+    monkeypatch.setitem(strategy.CROP_EDGE, 2, 96)
     built_on = []
     build = strategy.chord_problem
 
@@ -521,11 +522,22 @@ def test_a_build_ahead_reports_its_error_when_its_result_is_asked_for():
     assert strategy.prefetch(build, 1) is build  # one core: nothing runs ahead
 
 
-def test_start_kernels_too_large_for_the_crop_fail_before_anything_is_built(cam, monkeypatch):
-    """The check comes before the full image's problem is built ahead (its grid grows with them)."""
+def test_a_kernel_too_large_for_the_image_fails_before_anything_is_built(cam, monkeypatch):
+    """The check comes before the full image's problem is built ahead, in the user's terms."""
     started = []
     monkeypatch.setattr(strategy, "prefetch", lambda build, workers: started.append(build))
-    monkeypatch.setitem(strategy.CROP_EDGE, 2, 64)
-    with pytest.raises(ValueError, match=r"spatial shape \(64, 64\)\) is too small for a kernel of radius"):
-        fit_whole_gaussian(cam, cam, loss="l1", shift=True, start_sigma=(10.0, 10.0), workers=2)
+    spatial = cam.shape
+    with pytest.raises(ValueError, match=rf"sigma \(40, 40\) px does not fit the image \(spatial shape "
+                                         rf"\({spatial[0]}, {spatial[1]}\)\).*smaller truncate"):
+        fit_whole_gaussian(cam, cam, loss="l1", shift=True, start_sigma=(40.0, 40.0), workers=2)
     assert started == []
+
+
+def test_crops_grow_with_the_kernel(cam, monkeypatch):
+    """A kernel wider than the smallest crop is fitted on a crop grown to hold it, not refused."""
+    monkeypatch.setitem(strategy.CROP_EDGE, 2, 48)
+    true = GaussianKernel(np.diag([7.0, 5.0]) ** 2, (0.6, -0.4))
+    target = true.apply(cam)
+    fit = fit_whole_gaussian(cam, target, loss="l1", shift=True, start_sigma=(6.0, 6.0))
+    assert _rel_frobenius(fit.kernel.covariance, true.covariance) < 0.01
+    np.testing.assert_allclose(fit.kernel.shift, true.shift, atol=0.03)

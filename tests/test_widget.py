@@ -408,6 +408,19 @@ def test_units_shown_when_the_layer_has_them(make_napari_viewer, qtbot, cell):
     assert "Blur sigma: 2 px = 0.4 µm (± " in shown(widget)
 
 
+def test_round_sigma_on_anisotropic_voxels_is_shown_per_axis_in_world_units(make_napari_viewer, qtbot,
+                                                                            volume):
+    """A round sigma in px is not round in um: one world value per axis, named."""
+    viewer = make_napari_viewer()
+    kw = dict(scale=(0.3, 0.1, 0.1), units=("um", "um", "um"))
+    viewer.add_image(volume, name="vol", **kw)
+    viewer.add_image(ndimage.gaussian_filter(volume, 1.5), name="vol blurred", **kw)
+    widget = widget_for(viewer, "vol", "vol blurred")
+    run(widget, qtbot, timeout=120_000)
+    text = shown(widget)
+    assert text.startswith("Blur sigma: 1.5 px (round in pixels) = z 0.45, y 0.15, x 0.15 µm (± "), text
+
+
 # --- issue 10: how well a Gaussian explains the pair -----------------------------------------------
 def test_transfer_plot_and_explained_variance(make_napari_viewer, qtbot, cell):
     viewer = make_napari_viewer()

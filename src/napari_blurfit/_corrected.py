@@ -1,4 +1,4 @@
-"""Fits corrected for the reference's noise (docs/design.md section 15): the steps of a fit.
+"""Fits corrected for the reference's noise (docs/design.md section 16): the steps of a fit.
 
 `noise_aware_fit` is the spectral L2 fit under ``reference_noise``: the noise level enters the
 objective only through a cheap share of ``P_AA``'s contraction

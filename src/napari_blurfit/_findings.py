@@ -44,6 +44,8 @@ NOT_GAUSSIAN_R2_GAIN = 1e-4
 CHANNEL_PLANES = 4  # a first axis of at most this many planes ...
 CHANNEL_RATIO = 8  # ... when the others are this many times longer may hold channels
 SPREAD_FRAMES = 32  # frames whose own sigma is compared with a joint fit's, at most
+LOOSE_SIGMA = 0.05  # a whole-Gaussian fit's relative sigma error bar above this, ...
+LOOSE_SHIFT_PX = 0.1  # ... or a shift error bar above this many px: a finding
 DETAIL_QUANTA = 1.0  # a blur changing the reference by less than this many grey levels (rms) ...
 UNDETERMINED = 0.25  # ... or a standard error over this share of sigma: not determined by the pair
 NOISE_BIAS = 0.01  # a plain fit this far (relative) from the noise-corrected one makes a finding
@@ -52,9 +54,8 @@ QUANTUM_LEVELS = 4096  # more distinct levels than this: not a lattice
 # causes, the most actionable first: a finding the user acts on (a switch to flip) before one
 # that describes the answer; `ordered` sorts the findings of one fit
 ORDER = ("target_sharper", "channels", "brightness", "misaligned", "rotated", "elliptical",
-         "at_bound", "not_identifiable", "lacks_detail", "reference_noise", "not_gaussian",
-         "joint_spread",
-         "nonfinite_excluded")
+         "at_bound", "not_identifiable", "lacks_detail", "loosely_pinned", "reference_noise",
+         "not_gaussian", "joint_spread", "nonfinite_excluded")
 
 #: The spectral L2 fit of statistics under a problem (`fit`'s): the reverse direction's check
 Refit = Callable[[SpectralStats, Problem], Solution]
@@ -123,14 +124,23 @@ def findings_for(problem: Problem, data: Data, sol: Solution, *, refit: Refit) -
                              f"{data.n_nonfinite} pixel(s) with NaN/inf were excluded from the loss"))
     # at a bound or below identifiability the sigma is not the Gaussian's best: say that instead
     if identifiable and not (at_bound or target_sharper):
-        not_gaussian = _not_gaussian(adequacy, r2)
-        found += _unfitted(problem, data, sol, used_stats, shape=not not_gaussian)
-        # a missing gain/offset or shift, or channels read as z, explain a residual a free
+        # "not Gaussian" is judged on the best Gaussian of the kind recommended: a round kernel
+        # fitted to an axially elongated blur is the wrong Gaussian, not the wrong model
+        ellipse = _axis_ellipse(problem, sol, used_stats)
+        judged = (adequacy, r2) if ellipse is None else _recommended(problem, used_stats, sol, ellipse)
+        not_gaussian = _not_gaussian(*judged)
+        found += [ellipse] if ellipse is not None and not not_gaussian else []
+        # a shifted fit's shape is the probe's to judge: it fits the shift and the shape together
+        found += _unfitted(problem, data, sol, shape=problem.options.shift or not not_gaussian)
+        # a missing gain/offset, shift or shape, or channels read as z, explain a residual a free
         # kernel would take up
-        explained = any(f.code in ("brightness", "misaligned", "channels") for f in found)
+        explained = any(f.code in ("brightness", "misaligned", "channels", "elliptical", "rotated")
+                        for f in found)
         found += [not_gaussian] if not_gaussian and not explained else []
     if identifiable and not target_sharper:
         found += _lacks_detail(problem, data, sol, stderr)
+        # error bars widened by a misfit the user can remove are that finding's to explain
+        found += [] if any(f.suggestion for f in found) else _loosely_pinned(sol, stderr)
     found += _reference_noise(problem, sol)
     return Findings(sigma, tuple(float(s) for s in stderr), at_bound,
                     bool(identifiable), target_sharper, float(r2), adequacy.r2_linear(r2),
@@ -152,6 +162,28 @@ def quantum(image) -> float:
     step = float(np.min(np.diff(levels)))
     multiples = (levels - levels[0]) / step
     return step if np.all(np.abs(multiples - np.round(multiples)) < 1e-3) else 0.0
+
+
+def _loosely_pinned(sol: Solution, stderr) -> list[Finding]:
+    """A finding when a whole-Gaussian fit's error bars are wide (`LOOSE_SIGMA`, `LOOSE_SHIFT_PX`).
+
+    Dim, sparse or noisy content pins a shift and a covariance only loosely; the values are then
+    an estimate to read with their error bars, which say how loose.
+    """
+    if sol.whole is None:
+        return []
+    relative = np.asarray(stderr) / np.maximum(sol.sigma, 1e-300)
+    shift_se = np.asarray(sol.whole.shift_stderr)
+    loose_shift = bool(np.nanmax(shift_se, initial=0.0) > LOOSE_SHIFT_PX)
+    if not (loose_shift or np.nanmax(relative, initial=0.0) > LOOSE_SIGMA):
+        return []
+    sigma = ", ".join(f"{s:.3g} +/- {e:.2g}" for s, e in zip(sol.sigma, stderr))
+    shift = ", ".join(f"{s:.2g} +/- {e:.2g}" for s, e in zip(sol.whole.kernel.shift, shift_se))
+    where = f"sigma ({sigma}) px" + (f", shift ({shift}) px" if loose_shift else "")
+    return [Finding("loosely_pinned", {}, {"sigma_stderr": tuple(float(e) for e in stderr),
+                                            "shift_stderr": tuple(float(e) for e in shift_se)},
+                    f"the data pin the kernel only loosely: {where}; dim, sparse or noisy content "
+                    "leaves that much room (read the values with their error bars)")]
 
 
 def _lacks_detail(problem: Problem, data: Data, sol: Solution, stderr) -> list[Finding]:
@@ -333,9 +365,8 @@ def _not_gaussian(adequacy: Adequacy, r2: float) -> Finding | None:
                                         "r2_linear": adequacy.r2_linear(r2)}, text)
 
 
-def _unfitted(problem: Problem, data: Data, sol: Solution, used_stats: SpectralStats,
-              *, shape: bool) -> list[Finding]:
-    """What the fit left out: a shift, an ellipse along the axes, a rotated ellipse.
+def _unfitted(problem: Problem, data: Data, sol: Solution, *, shape: bool) -> list[Finding]:
+    """What the probe sees the fit left out: a shift, a rotated ellipse (an ellipse, fitted shifted).
 
     Without ``shape`` (the blur is not Gaussian at all) only a shift is reported: the shape of
     a Gaussian fitted to a non-Gaussian blur says little. The probe honours the mask, the
@@ -343,21 +374,26 @@ def _unfitted(problem: Problem, data: Data, sol: Solution, used_stats: SpectralS
     """
     opt = problem.options
     found = []
-    if shape and not opt.sigma_per_axis:
-        found += _axis_ellipse(problem, sol, used_stats)
     too_small = min(problem.pair.spatial_shape) < PROBE_MIN_SIZE
-    if (opt.shift and opt.full_covariance) or data.pair.dask or too_small:
+    # nothing left to see: the 3D probe fits a shift and per-axis sigmas, the 2D one a rotation too
+    fitted_all = opt.shift and (opt.full_covariance or (problem.d == 3 and opt.sigma_per_axis))
+    if fitted_all or data.pair.dask or too_small:
         return found
     problem.tick("checking for a shift and a rotated blur")
     try:
         probe = probe_model(data.pair.reference, data.pair.target, ndim=problem.d,
                             start_sigma=np.maximum(sol.sigma, IDENTIFIABLE_FROM),
-                            truncate=opt.truncate, workers=problem.workers, used=data.pair.used)
+                            truncate=opt.truncate, workers=problem.workers, used=data.pair.used,
+                            start_shift=sol.whole.kernel.shift if opt.shift else None)
     except ValueError:  # a kernel as wide as the image: no crop can show a shift; the fit stands
         return found
     if probe.misaligned and not opt.shift:
         found.append(_misaligned(probe))
-    # a plain ellipse along the axes is left to the exact per-axis check above
+    # a centred fit's ellipse along the axes is left to the exact check on the whole image
+    # (`_axis_ellipse`); a shifted one's is the probe's, which fits the shift too
+    if shape and opt.shift and probe.elliptical and not (probe.rotated or opt.sigma_per_axis):
+        found.append(Finding("elliptical", {"per_axis": True},
+                             {"sigma": tuple(float(s) for s in probe.kernel.sigma)}, probe.shape_note))
     if shape and probe.rotated and not opt.full_covariance:
         found.append(Finding("rotated", {"full_covariance": True},
                              {"principal_sigmas": tuple(float(s) for s in probe.principal_sigmas),
@@ -372,29 +408,50 @@ def _misaligned(probe: ProbeResult) -> Finding:
                     "distance": float(np.linalg.norm(probe.shift))}, probe.shift_note)
 
 
-def _axis_ellipse(problem: Problem, sol: Solution, stats: SpectralStats) -> list[Finding]:
-    """A finding when one sigma per axis would fit clearly better (exact, from the statistics).
+def _axis_ellipse(problem: Problem, sol: Solution, stats: SpectralStats) -> Finding | None:
+    """A finding when one sigma per axis would fit a centred round fit clearly better.
 
-    One contraction over a grid of per-axis sigmas around the round answer (a factor of 2 each
-    way): cheap, and on the whole image, not a crop.
+    Exact, from the statistics: one contraction over a grid of per-axis sigmas around the round
+    answer (a factor of 4 each way), then the best grid point refined on a finer grid: cheap,
+    and on the whole image, not a crop. ``values["rss"]`` is the per-axis kernel's L2 loss.
+    Not for a shifted fit (the statistics are of the centred pair: a shift reads as an ellipse).
     """
     opt = problem.options
-    factors = np.exp(np.linspace(-0.7, 0.7, 11))
-    candidates = [sol.sigma[i] * factors for i in range(problem.d)]
+    if opt.sigma_per_axis or opt.shift:
+        return None
+    per_axis, best_rss = _best_per_axis(problem, stats, np.asarray(sol.sigma), 1.4)
+    per_axis, best_rss = _best_per_axis(problem, stats, per_axis, 0.14)
+    rss = l2_at(stats, sol.sigma, truncate=opt.truncate)[opt.gain_offset][0]
+    gain = (rss - best_rss) / max(rss, 1e-300)
+    if per_axis.max() > ELLIPSE_RATIO * per_axis.min() and gain > ELLIPSE_GAIN:
+        suggestion = {"per_axis": True}
+        return Finding("elliptical", suggestion,
+                       {"sigma": tuple(float(s) for s in per_axis), "loss_reduction": float(gain),
+                        "rss": float(best_rss)},
+                       f"the blur looks elliptical along the array axes (about "
+                       f"{', '.join(f'{s:.2g}' for s in per_axis)} px per axis; one sigma per axis "
+                       f"lowers the L2 loss by {100 * gain:.0f}%): {advise(suggestion)}")
+    return None
+
+
+def _best_per_axis(problem: Problem, stats: SpectralStats, centre: np.ndarray,
+                   span: float) -> tuple[np.ndarray, float]:
+    """Best per-axis sigma (and its L2 loss) on a log grid of ``exp(+-span)`` around ``centre``."""
+    opt = problem.options
+    factors = np.exp(np.linspace(-span, span, 11))
+    candidates = [centre[i] * factors for i in range(problem.d)]
     grid = l2_grid(stats, candidates, joint=False, gain_offset=opt.gain_offset,
                    truncate=opt.truncate)[0]
     best = np.unravel_index(int(np.argmin(grid)), grid.shape)
-    per_axis = np.array([c[i] for c, i in zip(candidates, best)])
-    rss = l2_at(stats, sol.sigma, truncate=opt.truncate)[opt.gain_offset][0]
-    gain = (rss - float(grid[best])) / max(rss, 1e-300)
-    if per_axis.max() > ELLIPSE_RATIO * per_axis.min() and gain > ELLIPSE_GAIN:
-        suggestion = {"per_axis": True}
-        return [Finding("elliptical", suggestion,
-                        {"sigma": tuple(float(s) for s in per_axis), "loss_reduction": float(gain)},
-                        f"the blur looks elliptical along the array axes (about "
-                        f"{', '.join(f'{s:.2g}' for s in per_axis)} px per axis; one sigma per axis "
-                        f"lowers the L2 loss by {100 * gain:.0f}%): {advise(suggestion)}")]
-    return []
+    return np.array([c[i] for c, i in zip(candidates, best)]), float(grid[best])
+
+
+def _recommended(problem: Problem, stats: SpectralStats, sol: Solution,
+                 ellipse: Finding) -> tuple[Adequacy, float]:
+    """Adequacy and r2 of the per-axis kernel an ``ellipse`` finding recommends."""
+    sigma = ellipse.values["sigma"]
+    r2 = 1.0 - ellipse.values["rss"] / sol.sst if sol.sst else float("nan")
+    return assess(stats, sigma, sol.gain, truncate=problem.options.truncate), r2
 
 
 def _adequacy(problem: Problem, data: Data, sol: Solution, used_stats: SpectralStats) -> Adequacy:

@@ -1,4 +1,4 @@
-"""Noise in the reference: its estimate from the pair (errors in variables; docs/design.md section 15).
+"""Noise in the reference: its estimate from the pair (errors in variables; docs/design.md section 16).
 
 A noisy reference ``A = X + n_A`` is blurred by the model with its noise, and a wider kernel
 averages more of that noise away: a plain L2 fit overstates sigma. Under L2 the noise's expected

@@ -13,11 +13,12 @@ import numpy as np
 
 from ._gaussian import IDENTIFIABLE_FROM, GaussianKernel, GaussianModel
 from ._losses import L2
-from ._shift import Frames, as_frames, estimate_shift, raw_crop
+from ._shift import Frames, as_frames, cut_band, estimate_shift, raw_crop
 from ._whole import Problem, Settings, multistart
 
 PROBE_EDGE = {2: 128, 3: 48}  # smallest crop edge (grown with the kernel)
 PROBE_STEPS = 6  # exact Levenberg-Marquardt steps of the probe (a warning needs the basin, not 1e-10)
+PROBE_STEPS_FROM_FIT = 3  # ... from a fitted shift (a shifted fit's shape check)
 MISALIGNED_PX = 0.5  # a shift this large makes a centred kernel read it as blur
 ELLIPTICAL_RATIO = 1.15  # principal sigmas this far apart: elliptical
 # removing a real shift or rotation from the fitted kernel raised the crop's L2 loss 10-200x (0.2%
@@ -101,11 +102,13 @@ def _coarse_sigma(frames: Frames, d: int, shift: np.ndarray, truncate: float, wo
 
 
 def probe_model(reference, target, *, ndim: int | None = None, start_sigma=None, truncate: float = 4.0,
-                workers: int | None = None, used=None) -> ProbeResult:
+                workers: int | None = None, used=None, start_shift=None) -> ProbeResult:
     """Cheap check of what a per-axis, centred fit leaves out: a shift, an elliptical or rotated blur.
 
-    Fits a full covariance and a shift (L2, with gain and offset) on a central crop of at most 256^2
-    (2D) or 64^3 (3D) pixels of a few frames.
+    Fits a shift and a covariance (L2, with gain and offset; rotated in 2D, along the axes in 3D)
+    with a few Levenberg-Marquardt steps on a central crop grown with the kernel: the shift to
+    0.01 px, where a cross-correlation alone read a 1 px shift as 0.63-1.13 px in 3D (its window
+    stays put while the content moves).
 
     Parameters
     ----------
@@ -121,6 +124,9 @@ def probe_model(reference, target, *, ndim: int | None = None, start_sigma=None,
         FFT threads.
     used : array_like of bool, optional
         True where a pixel counts (a mask, a border band), broadcastable to the images.
+    start_shift : sequence of float, optional
+        A shift fitted already (a shifted fit's): the probe starts there, not at the
+        cross-correlation's, and takes `PROBE_STEPS_FROM_FIT` steps (its shape is all it checks).
 
     Returns
     -------
@@ -129,56 +135,35 @@ def probe_model(reference, target, *, ndim: int | None = None, start_sigma=None,
     """
     d = ndim or (len(start_sigma) if start_sigma is not None else np.ndim(reference))
     frames = _probe_frames(reference, target, d, start_sigma, truncate, used)
-    shift0 = estimate_shift(frames.reference, frames.target, ndim=d)
+    if start_shift is None:
+        shift0, steps = estimate_shift(frames.reference, frames.target, ndim=d), PROBE_STEPS
+    else:
+        shift0, steps = np.asarray(start_shift, dtype=np.float64), PROBE_STEPS_FROM_FIT
     if start_sigma is None:
         start_sigma = _coarse_sigma(frames, d, shift0, truncate, workers)
-    if d == 3:
-        return _shift_only(frames, start_sigma, shift0, truncate, workers)
-    settings = _settings(d, truncate, full_covariance=True)
+    # 3D: along the axes only. A rotated 3D probe (nine parameters, a Jacobian volume each) cost
+    # 5-25 s on a 128^3 crop, more than the fit it checks (fit with full_covariance=True to see it)
+    settings = _settings(d, truncate, full_covariance=d == 2)
     start = settings.model.starts(start_sigma, shift0)[:1]  # one start: a warning needs the basin only
-    problem, solved = multistart(frames, settings, start, workers, None, max_iter=PROBE_STEPS, rtol=1e-6)
+    problem, solved = multistart(frames, settings, start, workers, None, max_iter=steps, rtol=1e-6)
     return _probe_result(solved.point, problem)
 
 
-def _shift_only(frames: Frames, start_sigma, shift0: np.ndarray, truncate: float, workers) -> ProbeResult:
-    """3D: the cross-correlation's shift, kept when it lowers the crop's loss (two evaluations).
-
-    A full 3D probe (nine parameters, a Jacobian volume each) cost 5-25 s on a 128^3 crop, more
-    than the fit it checks; rotation in 3D is therefore not probed (fit with
-    ``full_covariance=True`` to see it).
-    """
-    centred = GaussianKernel.from_sigma(np.maximum(start_sigma, IDENTIFIABLE_FROM))
-    moved = GaussianKernel(centred.covariance, shift0)
-    settings = _settings(3, truncate, full_covariance=False)
-    problem = Problem(*frames, settings, settings.model.pad_radius([moved]), workers)
-    at_moved = problem.loss_at(moved, 1.0, 0.0)
-    at_centre = problem.loss_at(centred, 1.0, 0.0)
-    significant = (at_centre - at_moved) >= SIGNIFICANT_LOSS * max(at_moved, 1e-300)
-    misaligned = bool(np.linalg.norm(shift0) > MISALIGNED_PX and significant)
-    return ProbeResult(moved, misaligned, False, False)
-
-
 def _probe_frames(reference, target, d: int, start_sigma, truncate: float, used=None) -> Frames:
-    """The probe's central crop, with a band of the kernel's radius left out of the loss.
+    """The probe's central crop, with a band of the kernel's radius left out of the loss (`cut_band`).
 
-    A cropped target near the crop's edges was blurred from pixels outside the crop, which the
-    model (reflecting the crop) cannot see: counted, they bias the fit (a centred pair read as
-    shifted by 0.7 px at sigma 6 on a 128 px crop). The crop grows with the kernel.
+    The crop grows with the kernel, along each axis with that axis's sigma.
     """
-    radius = 2 if start_sigma is None else int(truncate * float(np.max(start_sigma)) + 0.5) + 2
+    sigma = np.zeros(d) if start_sigma is None else np.broadcast_to(start_sigma, d)
+    radius = [int(truncate * float(s) + 0.5) + 2 for s in sigma]
     base = PROBE_EDGE.get(d, 64)
-    edge = max(base, 4 * radius + base // 2)
+    edge = [max(base, 4 * r + base // 2) for r in radius]
     ref, tgt = raw_crop(reference, target, d, edge)
-    spatial = np.asarray(reference).shape[-d:]
-    keep = np.ones(ref.shape, dtype=bool)
+    given = None
     if used is not None:
         given = np.broadcast_to(np.asarray(used, dtype=bool), np.shape(reference))
-        keep &= raw_crop(given, given, d, edge)[0]
-    for axis, (n, full) in enumerate(zip(ref.shape[1:], spatial)):
-        if n < full:  # cut out of a larger image: its edges saw pixels the crop does not have
-            band = [slice(None)] * (d + 1)
-            band[axis + 1] = np.r_[0:radius, n - radius : n]
-            keep[tuple(band)] = False
+        given = raw_crop(given, given, d, edge)[0]
+    keep = cut_band(given, ref.shape, np.asarray(reference).shape[-d:], radius)
     return as_frames(ref, tgt, keep, d)
 
 
@@ -188,12 +173,12 @@ def _probe_result(point, problem) -> ProbeResult:
     "Rotated" is read from the correlations, not from the principal directions: those of nearly
     equal sigmas are arbitrary, and an ellipse along the axes has no correlation. A shift or a
     rotation is only reported when removing it from the fitted kernel raises the crop's loss by
-    `SIGNIFICANT_LOSS` or more: a kernel fitted to a blur that is not Gaussian (or differs
-    between frames) can show either without either mattering.
+    `SIGNIFICANT_LOSS` or more, and an ellipse only when a round kernel of the same mean variance
+    does: a kernel fitted to a blur that is not Gaussian (or differs between frames) can show any
+    of them without it mattering.
     """
     kernel = point.kernel
     sig = kernel.principal[0]
-    elliptical = bool(sig[0] >= 0.5 and sig[0] > ELLIPTICAL_RATIO * sig[-1])
     correlation = float(np.abs(kernel.correlation - np.eye(kernel.ndim)).max())
 
     def raised_by(covariance, shift) -> float:
@@ -203,6 +188,9 @@ def _probe_result(point, problem) -> ProbeResult:
 
     misaligned = bool(np.linalg.norm(kernel.shift) > MISALIGNED_PX
                       and raised_by(kernel.covariance, None) >= SIGNIFICANT_LOSS)
+    round_ = np.eye(kernel.ndim) * float(np.mean(sig**2))
+    elliptical = bool(sig[0] >= 0.5 and sig[0] > ELLIPTICAL_RATIO * sig[-1]
+                      and raised_by(round_, kernel.shift) >= SIGNIFICANT_LOSS)
     rotated = bool(elliptical and correlation >= ROTATED_CORRELATION
                    and raised_by(np.diag(np.diag(kernel.covariance)), kernel.shift) >= SIGNIFICANT_LOSS)
     return ProbeResult(kernel, misaligned, elliptical, rotated)

@@ -79,8 +79,15 @@ def _amount(px, world, unit: str) -> str:
 
 def _sigma_line(fit, result) -> str:
     """``Blur sigma: 2.5 px = 0.268 µm (± 0.01)``; per axis one unbreakable item per axis (z, y, x)."""
-    axes = range(len(fit.sigma)) if fit.per_axis else range(1)
     names = axis_names(len(fit.sigma))
+    sizes = np.asarray(result.pixel_size[: len(fit.sigma)], dtype=float)
+    unit = _world_unit(result)
+    if not fit.per_axis and unit and len(sizes) == len(fit.sigma) and np.ptp(sizes) > 1e-9 * sizes.max():
+        # a round sigma in px is not round in world units on anisotropic voxels: one value per axis
+        world = ",".join(f"{NBSP}{n}{NBSP}{fit.sigma[0] * z:.3g}" for n, z in zip(names, sizes))
+        return (f"Blur sigma: {fit.sigma[0]:.3g}{NBSP}px (round in pixels){NBSP}={world}{NBSP}{unit}"
+                f"{NBSP}(±{NBSP}{fit.sigma_stderr[0]:.2g}{NBSP}px)")
+    axes = range(len(fit.sigma)) if fit.per_axis else range(1)
     parts = []
     for i in axes:
         s, e = fit.sigma[i], fit.sigma_stderr[i]

@@ -34,7 +34,7 @@ class BlurFit:
     sigma_stderr : tuple of float
         Standard error per axis. With ``reference_noise`` other than 0 (the default) a sandwich
         over frequencies that holds for noise in both images and residuals that are not white,
-        including the uncertainty of an estimated noise level (docs/design.md section 15);
+        including the uncertainty of an estimated noise level (docs/design.md section 16);
         with ``reference_noise=0`` Gauss-Newton (section 8), which assumes white residuals.
     gain, offset : float
         1.0 and 0.0 unless fitted.

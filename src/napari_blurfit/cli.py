@@ -65,7 +65,7 @@ WORDS = Vocabulary(
            "full_covariance": "--full-covariance", "shift": "--shift", "mask": "--mask",
            "spatial_axes": "--spatial-axes", "sigma_bounds": "--sigma-min/--sigma-max",
            "exclude_border": "--exclude-border", "reverse": "--reverse", "huber_delta": "--huber-delta",
-           "reference_noise": "--reference-noise"},
+           "truncate": "--truncate", "reference_noise": "--reference-noise"},
     advice={("gain_offset", True): "consider --gain-offset",
             ("shift", True): "fit with --shift",
             ("per_axis", True): "use --per-axis",
@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-border", type=int, default=0, metavar="PX",
                    help="leave this many pixels at each edge out of the loss (default 0)")
     p.add_argument("--reverse", action="store_true", help="fit reference ~ G * target instead")
+    p.add_argument("--truncate", type=float, default=4.0, metavar="SIGMAS",
+                   help="kernel truncation in sigmas (default 4); a shifted or rotated kernel must "
+                        "fit inside the image: 2 * truncate * sigma + 1 px per axis")
     p.add_argument("--huber-delta", type=float, default=None, metavar="DELTA",
                    help="Huber threshold in intensity units (with --loss huber only)")
     p.add_argument("--reference-noise", type=_reference_noise, default="auto", metavar="auto|S|0",
@@ -206,7 +209,7 @@ def _options(args) -> dict:
     opts = dict(loss=args.loss, per_axis=args.per_axis, gain_offset=args.gain_offset,
                 full_covariance=args.full_covariance, shift=args.shift,
                 sigma_bounds=(args.sigma_min, args.sigma_max), exclude_border=args.exclude_border,
-                reverse=args.reverse, huber_delta=args.huber_delta,
+                reverse=args.reverse, huber_delta=args.huber_delta, truncate=args.truncate,
                 reference_noise=args.reference_noise)
     if args.spatial_axes:
         opts["spatial_axes"] = args.spatial_axes

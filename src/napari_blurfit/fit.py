@@ -31,7 +31,7 @@ from ._stages import (
 )
 from ._stages import IDENTITY_BELOW as IDENTITY_BELOW  # a threshold of the results, importable here
 from ._validate import prepare_pair
-from ._whole import fit_whole_gaussian
+from ._whole import fit_whole_gaussian, holds
 
 START_TOL = 0.05  # log-sigma: the spectral start of a whole-Gaussian fit (the fit moves on from it)
 SPATIAL_SCAN = 16  # coarse grid points of a masked fit's image-space search
@@ -172,8 +172,13 @@ def fit_blur(
     )
     problem = _problem(reference, target, options)
     data = _statistics(problem)
-    solution, data = noise_aware_fit(data, problem, start_only=options.whole_gaussian,
+    raw = data  # the statistics as read: a second start is corrected afresh from them
+    solution, data = noise_aware_fit(raw, problem, start_only=options.whole_gaussian,
                                      spectral_fit=_spectral_fit)
+    if options.whole_gaussian and not holds(problem.pair.spatial_shape, solution.sigma, options.truncate):
+        # a coarse start can land on a flat landscape's far side (dim, sparse content): the
+        # precise centred optimum decides whether the image cannot hold the kernel
+        solution, data = noise_aware_fit(raw, problem, start_only=False, spectral_fit=_spectral_fit)
     if options.whole_gaussian:  # rotated or shifted: exact image-space fit from the L2 start
         # after the start only the checks read the statistics: in float32 during the fit (a single
         # frame's are summed in float32 already, `_statistics`; a stack's are compacted here). Only
@@ -213,12 +218,12 @@ def _statistics(problem: Problem) -> Data:
     """One pass: spectral statistics, refilled if a NaN/inf pixel showed up in them."""
     problem.tick("transforming")
     pair = problem.pair
-    # a whole-Gaussian fit takes only its start from them: float32 will do (`compute_stats`)
-    dtype = np.float32 if problem.options.whole_gaussian else np.float64
-    stats, ref_hat, n_nonfinite, n_used = compute_stats(pair, workers=problem.workers, dtype=dtype)
+    # float64 even where they give only a whole-Gaussian fit's start: contracted in float32, a
+    # dim bead slide on a background of 100 read sigma (3, 1.2, 1.2) as (27, 10, 7)
+    stats, ref_hat, n_nonfinite, n_used = compute_stats(pair, workers=problem.workers)
     if not stats.finite and not pair.dask:  # dask blocks are checked and filled one by one
         pair = prepare_pair(problem.reference, problem.target, **_pair_options(problem.options))
-        stats, ref_hat, n_nonfinite, n_used = compute_stats(pair, workers=problem.workers, dtype=dtype)
+        stats, ref_hat, n_nonfinite, n_used = compute_stats(pair, workers=problem.workers)
     if not stats.finite:  # every pixel is finite, yet the transform overflowed
         raise ValueError(f"pixel values are too large for a {pair.reference.dtype} transform (it "
                          "overflows); rescale the images or pass them as float64")
@@ -285,8 +290,10 @@ def _search_spectral(stats: SpectralStats, problem: Problem, *, start_only: bool
                   np.minimum(hi, np.maximum(t + NEAR_ABOVE, lo)))
         first = NEAR_GRID
     if opt.sigma_per_axis:
-        best_t, _, grids = grid_zoom(evaluate, lo, hi, first=first or (40 if d == 2 else 24),
-                                     points=17 if d == 2 else 11, tol=START_TOL if start_only else 1e-6)
+        # a start's grids are coarser in 3D, where a point of the first grid costs 24^2 more
+        grid = (40, 17) if d == 2 else (12, 7) if start_only else (24, 11)
+        best_t, _, grids = grid_zoom(evaluate, lo, hi, first=first or grid[0], points=grid[1],
+                                     tol=START_TOL if start_only else 1e-6)
         sigma = np.exp(best_t)
     else:
         best_t, _, grids = grid_brent(evaluate, lo[0], hi[0], first=first or 32,
@@ -435,12 +442,17 @@ def _whole_gaussian(problem: Problem, data: Data, start: Solution) -> Solution:
 def _fit_whole(problem: Problem, data: Data, start: Solution, noise: float):
     """`fit_whole_gaussian` from the spectral start, corrected for the reference noise ``noise``."""
     opt, pair = problem.options, data.pair
+    start_sigma = np.maximum(start.sigma, IDENTIFIABLE_FROM)
+    # the spectral start's loss is the centred kernel's exact L2 loss on every pixel (uncorrected:
+    # a fit corrected for noise compares corrected losses)
+    known = (opt.objective.least_squares and data.all_pixels and not noise
+             and np.array_equal(start_sigma, start.sigma))
     return fit_whole_gaussian(
         pair.reference, pair.target, pair.used, loss=opt.loss, gain_offset=opt.gain_offset,
         full_covariance=opt.full_covariance, shift=opt.shift,
-        isotropic=not opt.sigma_per_axis, start_sigma=np.maximum(start.sigma, IDENTIFIABLE_FROM),
+        isotropic=not opt.sigma_per_axis, start_sigma=start_sigma,
         delta=opt.huber_delta, truncate=opt.truncate, workers=problem.workers,
-        callback=opt.callback, noise=noise)
+        callback=opt.callback, centred_loss=start.rss if known else None, noise=noise)
 
 
 def _result(problem: Problem, data: Data, sol: Solution, found: Findings) -> BlurFit:

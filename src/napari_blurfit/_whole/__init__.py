@@ -12,6 +12,6 @@ so the model is evaluated in space, exactly, by FFT. The parts, each in its own 
 
 from .problem import Problem, Settings
 from .solver import Status
-from .strategy import FullFit, fit_whole_gaussian, multistart
+from .strategy import FullFit, fit_whole_gaussian, holds, multistart
 
-__all__ = ["FullFit", "Problem", "Settings", "Status", "fit_whole_gaussian", "multistart"]
+__all__ = ["FullFit", "Problem", "Settings", "Status", "fit_whole_gaussian", "holds", "multistart"]

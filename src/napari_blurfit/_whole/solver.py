@@ -44,18 +44,27 @@ def levenberg_marquardt(problem, point, *, refresh: bool, max_iter: int,
     Without ``refresh`` the matrix gets a BFGS update from each step and the change of the exact
     gradient it caused: the Gauss-Newton matrix misses the curvature of large residuals (a model
     that fits only roughly), a crop's matrix that of other content; the secant supplies it, so the
-    chord steps converge in a few iterations instead of linearly. ``precision``: the loss's
-    relative rounding (a float32 model's jitter), below which no decrease is chased.
+    chord steps converge in a few iterations instead of linearly. Should no damped step descend
+    with the held matrix, the problem's own is taken once (a held matrix can be wrong enough to
+    stall: one from statistics, whose edge strips dominate when the kernel spans much of an axis,
+    measured so on sparse beads). ``precision``: the loss's relative rounding (a float32 model's
+    jitter), below which no decrease is chased.
     """
     normal = problem.normal(point, matrix=matrix is None or refresh)
     if normal.matrix is not None:
         matrix = normal.matrix
     lam, done, status = 1e-4, 0, Status.MAX_ITERATIONS
+    held = not refresh
     for done in range(1, max_iter + 1):
         if callback is not None:
             callback(f"whole Gaussian: step {done}")
         floor = precision * abs(point.loss)
         trial, lam = damped_step(problem, point, matrix, normal.gradient, lam, floor)
+        if trial is None and held and newton_decrease(matrix, normal.gradient) > 10 * max(
+                rtol * abs(point.loss), floor):  # far from a minimum: the matrix, not the point
+            held, normal = False, problem.normal(point, matrix=True)
+            matrix, lam = normal.matrix, 1e-4
+            trial, lam = damped_step(problem, point, matrix, normal.gradient, lam, floor)
         if trial is None:
             return Solved(point, matrix, done - 1, Status.NO_DESCENT)
         step = difference(trial, point, len(normal.gradient))
@@ -133,6 +142,14 @@ def damped_step(problem, point, matrix, gradient, lam: float, floor: float = 0.0
             lam, delta = lam * 10.0, None
         trial = None  # let its arrays go before the next trial makes its own
     return None, lam
+
+
+def newton_decrease(matrix: np.ndarray, gradient: np.ndarray) -> float:
+    """Decrease the quadratic model promises for its own minimum, ``g.M^-1.g / 2`` (inf if singular)."""
+    try:
+        return 0.5 * abs(float(gradient @ np.linalg.solve(matrix, gradient)))
+    except np.linalg.LinAlgError:
+        return float("inf")
 
 
 def predicted_decrease(delta: np.ndarray, matrix: np.ndarray, gradient: np.ndarray) -> float:

@@ -27,11 +27,19 @@ from .solver import Solved, Status, levenberg_marquardt
 
 T = TypeVar("T")
 
-CROP_EDGE = {2: 384, 3: 64}  # edge of the central crop used for the multi-start stage
-MIDDLE_EDGE = {2: 1024, 3: 128}  # edge of the crop that rehearses the full image's chord steps
+CROP_EDGE = {2: 384, 3: 64}  # smallest edge of the central crop used for the multi-start stage
+MIDDLE_EDGE = {2: 1024, 3: 128}  # smallest edge of the crop that rehearses the full image's chord steps
+# a crop spans at least this many kernel radii per axis (or the whole axis): its solution starts
+# the full image only if the crop holds content well inside the kernel's reach (a 64^3 crop held
+# a few beads of a bead slide, or none, and a sigma-9 kernel not at all)
+CROP_RADII = 4
+CHORD_GROWTH = 1.15  # a full-image problem's padding, in kernel radii (`chord_radius`)
+STATISTICS_REACH = 8  # KernelSpace's matrix serves axes at least this many kernel radii long
 # solver steps from each start before the best start is solved to the end (3D: 7 starts, and a step
 # with the exact matrix costs 27 FFTs of the crop: 2 steps already rank them)
 SCOUT_STEPS = {2: 4, 3: 2}
+SCOUT_WITHIN = 2.0  # starts scouted: those whose loss is at most this many times the lowest, ...
+SCOUT_MOST = 3  # ... and of those the lowest this many
 # a crop solved only for a start stops at this relative decrease: the full image moves the
 # solution by more than a tighter tolerance would gain
 START_RTOL = 1e-6
@@ -44,7 +52,6 @@ CROP_NEWTON_STEPS = 1
 REMATRIX_STEPS = {3: 4}
 EXACT_MATRIX_PIXELS = 2**18  # up to this many pixels the exact L2 polish recomputes the exact matrix
 FLOAT32_PIXELS = 2**20  # above this many pixels the full-image stage runs its FFTs in float32
-SHIFT_START_PIXELS = 2**16  # crop of the shift's start estimate in a fit (the fit refines it)
 L1_WINDOW_PIXELS = 2**18  # the exact L1 gain/offset's first window: as sure as a start from this many
 
 
@@ -106,7 +113,8 @@ class FullFit:
 def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_offset: bool = False,
                        full_covariance: bool = False, shift: bool = True, isotropic: bool = False,
                        start_sigma, delta: float | None = None, truncate: float = 4.0,
-                       workers: int | None = None, callback=None, noise: float = 0.0) -> FullFit:
+                       workers: int | None = None, callback=None,
+                       centred_loss: float | None = None, noise: float = 0.0) -> FullFit:
     """Fit ``target ~ gain * K * reference + offset`` with a Gaussian ``K`` of full covariance and shift.
 
     Parameters
@@ -139,6 +147,10 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
         a thread of its own while the crops are solved (`prefetch`).
     callback : callable, optional
         Called with a short text before each solver step; an exception in it stops the fit.
+    centred_loss : float, optional
+        L2 without a mask: the loss of the centred kernel of ``start_sigma`` where known (the
+        spectral fit's). The fit never ends above the centred kernel's loss; known, it is not
+        evaluated again.
     noise : float
         The reference's noise variance per pixel that an L2 fit is corrected for (`Settings`).
 
@@ -155,15 +167,92 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
     objective = get_loss(loss)
     d = len(start_sigma)
     frames = as_frames(reference, target, used, d)
-    shift0 = (estimate_shift(frames.reference, frames.target, ndim=d, max_pixels=SHIFT_START_PIXELS)
-              if shift else np.zeros(d))
     model = GaussianModel(d, float(truncate), full_covariance, shift, isotropic)
     settings = Settings(model, objective, gain_offset, noise)
-    starts = model.starts(start_sigma, shift0)
+    centred = model.starts(start_sigma, np.zeros(d))[0]  # the axis-aligned, centred fit's kernel
+    check_holds(model, centred, frames.target.shape[1:])
+    starts = model.starts(start_sigma, shift_start(frames, settings, centred) if shift else np.zeros(d))
+    if shift and np.any(starts[0].shift != 0):  # a shift read from sparse or dim content may be wrong
+        spatial = frames.target.shape[1:]
+        starts = [k for k in starts if all(2 * r + 1 <= n for r, n in zip(model.radius(k), spatial))]
+        starts.append(centred)
     if objective.least_squares and frames.used is None:
-        problem, solved, jtj = fit_l2(frames, settings, starts, workers, callback)
+        problem, solved, jtj = fit_l2(frames, settings, starts, centred, workers, callback,
+                                      centred_loss=centred_loss)
         return result(problem, solved, jtj)
-    return fit_general(frames, settings, starts, delta, workers, callback)
+    return fit_general(frames, settings, starts, centred, delta, workers, callback)
+
+
+def holds(spatial, sigma, truncate: float) -> bool:
+    """Whether an image of ``spatial`` shape holds a centred kernel of per-axis ``sigma``."""
+    radius = GaussianKernel.from_sigma(sigma).grid(truncate).radius
+    return all(2 * r + 1 <= n for r, n in zip(radius, spatial))
+
+
+def check_holds(model: GaussianModel, kernel: GaussianKernel, spatial) -> None:
+    """Raise, in the user's terms, unless the image holds ``kernel`` (2 radius + 1 px per axis)."""
+    radius = model.radius(kernel)
+    if all(2 * r + 1 <= n for r, n in zip(radius, spatial)):
+        return
+    sigma = ", ".join(f"{s:.3g}" for s in kernel.sigma)
+    # the longest truncation that holds it, to a tenth below
+    shorter = np.floor(10 * min(((n - 1) // 2 - abs(m) - 0.5) / s
+                                for n, s, m in zip(spatial, kernel.sigma, kernel.shift))) / 10
+    smaller = f"truncate={shorter:g} (a kernel cut shorter)" if shorter >= 2 else "a smaller truncate"
+    raise ValueError(
+        f"a Gaussian of sigma ({sigma}) px does not fit the image (spatial shape {tuple(spatial)}): "
+        f"truncated at truncate={model.truncate:g} sigmas it reaches {tuple(radius)} px from its "
+        "centre, and a shift or a rotation needs the whole kernel inside the image (2 radius + 1 px "
+        f"per axis). Use a larger image, {smaller}, or the axis-aligned, centred fit "
+        "(shift=False, full_covariance=False), which has no such limit")
+
+
+def crop_edges(settings: Settings, kernels, spatial, base: int) -> tuple[int, ...]:
+    """Per-axis edge of a central crop for ``kernels``: `CROP_RADII` radii, at least ``base``."""
+    radius = np.max([settings.model.radius(k) for k in kernels], axis=0)
+    return tuple(int(min(n, max(base, CROP_RADII * r + 1))) for n, r in zip(spatial, radius))
+
+
+def start_crop(frames: Frames, settings: Settings, starts) -> Frames:
+    """The multi-start's central crop (`crop_edges`, up to 4 frames).
+
+    Where `KernelSpace`'s statistics would not serve it (a wide kernel), a band of the kernel's
+    radius along the faces it cut is left out of the loss (`cut_band`): the crop is solved with
+    exact matrices then anyway, and its answer is the image's, not one biased by the faces.
+    """
+    edges = crop_edges(settings, starts, frames.target.shape[1:], CROP_EDGE.get(settings.ndim, 64))
+    crop = central(frames, edges, 4)
+    if statistics_serve(settings, starts, crop):
+        return crop
+    radius = np.max([settings.model.radius(k) for k in starts], axis=0)
+    return central(frames, edges, 4, band=radius)
+
+
+def shift_start(frames: Frames, settings: Settings, centred: GaussianKernel) -> np.ndarray:
+    """The shift's start: the cross-correlation of a crop sized for the kernel (the fit refines it)."""
+    edges = crop_edges(settings, [centred], frames.target.shape[1:], CROP_EDGE.get(settings.ndim, 64))
+    crop = central(frames, edges, 2)
+    return estimate_shift(crop.reference, crop.target, ndim=settings.ndim,
+                          max_pixels=crop.target[0].size)
+
+
+def not_worse_than(problem: Problem, solved: Solved, kernel: GaussianKernel, callback,
+                   loss: float | None = None) -> Solved:
+    """``solved``, or where ``kernel`` (the centred, axis-aligned fit) beats it, a solve from there.
+
+    A whole-Gaussian fit contains that kernel: ending above its loss means a start in the wrong
+    basin (a crop without content, a shift read from noise), never a better answer. ``loss``:
+    the kernel's loss where known already (an unmasked L2 fit's spectral start): no evaluation.
+    """
+    point = solved.point
+    if loss is not None and point.loss <= loss:
+        return solved
+    base = problem.evaluate(problem.model.params(kernel), point.gain, point.offset)
+    if base.loss >= point.loss:
+        return solved
+    precision = FLOAT32_LOSS_JITTER if problem.spectrum.dtype == np.float32 else 0.0
+    return levenberg_marquardt(problem, base, refresh=False, matrix=solved.matrix, max_iter=12,
+                               rtol=1e-7, callback=callback, precision=precision)
 
 
 def check_starts(starts: list, settings: Settings, crop: Frames) -> None:
@@ -173,7 +262,16 @@ def check_starts(starts: list, settings: Settings, crop: Frames) -> None:
 
 
 def best_start(problem: Problem, starts, callback, *, max_iter: int, rtol: float, scout: int) -> Solved:
-    """A few exact-matrix steps from each start decide the basin; the best one goes on to the end."""
+    """A few exact-matrix steps from each start decide the basin; the best one goes on to the end.
+
+    Only the `SCOUT_MOST` lowest starts within `SCOUT_WITHIN` of the lowest are scouted: a start
+    that far above (the centred one beside a shift read clearly) costs steps and never won.
+    """
+    if len(starts) > 1:
+        losses = np.array([problem.loss_at(kernel, 1.0, 0.0) for kernel in starts])
+        order = [i for i in np.argsort(losses, kind="stable")[:SCOUT_MOST]
+                 if losses[i] <= SCOUT_WITHIN * losses.min()]
+        starts = [starts[i] for i in order]
     best = None
     for kernel in starts:
         point = problem.evaluate(problem.model.params(kernel), 1.0, 0.0)
@@ -207,15 +305,18 @@ def multistart(frames: Frames, settings: Settings, starts, workers, callback, *,
     return problem, solved
 
 
-def fit_l2(frames: Frames, settings: Settings, starts, workers, callback, *, max_iter: int | None = None,
+def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, workers, callback, *,
+           centred_loss: float | None = None, max_iter: int | None = None,
            rtol: float = 1e-9) -> tuple[Problem, Solved, np.ndarray]:
     """L2 without a mask: multi-start on a central crop, then the exact loss of the whole image.
 
     Images of at most `EXACT_MATRIX_PIXELS` are solved directly with the exact matrix at each step.
     Larger ones start from the crop's solution and keep one matrix, the whole image's Gauss-Newton
-    matrix from `KernelSpace` (the chord method: each step follows the exact gradient and must lower
-    the exact loss; that matrix is off by the crop's edge strips only), in float32 above
-    `FLOAT32_PIXELS`. Also returns ``J^T J`` at the solution, for the standard errors.
+    matrix from `KernelSpace` where it serves (`statistics_serve`), else the crop's exact one scaled
+    (the chord method: each step follows the exact gradient and must lower the exact loss), in
+    float32 above
+    `FLOAT32_PIXELS`. The solution is never worse than the ``centred`` kernel (`not_worse_than`).
+    Also returns ``J^T J`` at the solution, for the standard errors.
     """
     size, model, curvature = frames.target.size, settings.model, L2.constant_curvature
     if size <= EXACT_MATRIX_PIXELS:
@@ -224,23 +325,48 @@ def fit_l2(frames: Frames, settings: Settings, starts, workers, callback, *, max
         point = problem.evaluate(scout.point.x, scout.point.gain, scout.point.offset)
         solved = levenberg_marquardt(problem, point, refresh=True, max_iter=max_iter or 40, rtol=rtol,
                                      callback=callback)
-        return problem, solved, solved.matrix / curvature
-    crop = central(frames, CROP_EDGE.get(settings.ndim, 64), 4)
-    _, scout = multistart(crop, settings, starts, workers, callback, exact=False, rtol=START_RTOL)
-    start = scout.point
+        checked = not_worse_than(problem, solved, centred, callback, centred_loss)
+        jtj = solved.matrix / curvature if checked is solved else problem.gauss_newton(checked.point)
+        return problem, checked, jtj
+    crop = start_crop(frames, settings, starts)
+    local, scout = multistart(crop, settings, starts, workers, callback, rtol=START_RTOL,
+                              exact=not statistics_serve(settings, starts, crop))
+    start, crop_content, crop_matrix = scout.point.without_arrays(), content(local), scout.matrix
+    del local, scout, crop  # the crop's arrays go before the image's are made
     dtype = np.float32 if size > FLOAT32_PIXELS else np.float64
-    radius = model.pad_radius([start.kernel])
-    space = KernelSpace(frames, settings, radius, workers, dtype)
+    radius = chord_radius(settings, [start.kernel])
     problem = chord_problem(frames, settings, radius, workers, dtype)
+    if statistics_serve(settings, [start.kernel], frames):
+        space = KernelSpace(frames, settings, radius, workers, dtype)
+        gauss_newton = space.matrix_at
+    else:  # the crop's exact matrix at its solution, scaled by the content the image holds
+        crop_matrix = crop_matrix * (content(problem) / crop_content)
+
+        def gauss_newton(kernel, gain):
+            return crop_matrix / curvature
     # the crop's gain: the matrix only preconditions
-    matrix = curvature * space.matrix_at(start.kernel, start.gain)
+    matrix = curvature * gauss_newton(start.kernel, start.gain)
     # float32 losses are exact to ~1e-8: stop at a relative decrease of 1e-7, and do not chase noise
-    # (the start point is not held here: its arrays go as soon as the solver leaves it)
     solved = levenberg_marquardt(problem, problem.evaluate(start.x, start.gain, start.offset),
                                  refresh=False, matrix=matrix, max_iter=max_iter or 12,
                                  rtol=max(rtol, 1e-7), callback=callback,
                                  precision=FLOAT32_LOSS_JITTER if dtype == np.float32 else 0.0)
-    return problem, solved, space.matrix_at(solved.point.kernel, solved.point.gain)
+    checked = not_worse_than(problem, solved, centred, callback, centred_loss)
+    if checked is not solved and not statistics_serve(settings, [start.kernel], frames):
+        # solved again from the centred kernel, far from the crop's solution: the image's matrix
+        return problem, checked, problem.gauss_newton(checked.point)
+    return problem, checked, gauss_newton(checked.point.kernel, checked.point.gain)
+
+
+def statistics_serve(settings: Settings, kernels, frames: Frames) -> bool:
+    """Whether `KernelSpace`'s matrix from statistics serves ``frames`` for ``kernels``.
+
+    It replaces the reflected image near the faces by the reference's autocorrelation: close where
+    the kernel is small beside every axis (`STATISTICS_REACH`), wrong where its edge strips are most
+    of the volume (a sigma-6 kernel in a 96-plane volume of beads: shift cross terms 50x the true).
+    """
+    radius = np.max([settings.model.radius(k) for k in kernels], axis=0)
+    return all(STATISTICS_REACH * r <= n for r, n in zip(radius, frames.target.shape[1:]))
 
 
 def noise_scale(point: Point, problem: Problem) -> float:
@@ -259,7 +385,8 @@ def polish_gain_offset(problem: Problem, point: Point) -> Point:
     return trial if trial.loss < point.loss else point
 
 
-def fit_general(frames: Frames, settings: Settings, starts, threshold, workers, callback) -> FullFit:
+def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKernel, threshold, workers,
+                callback) -> FullFit:
     """Masked L2, L1 and Huber: multi-start on a central crop, then the full image.
 
     The crop is solved with the loss's own Hessian at every step: to the end where it is the
@@ -269,15 +396,21 @@ def fit_general(frames: Frames, settings: Settings, starts, threshold, workers, 
     gradient, not a Jacobian image per parameter; in float32 above `FLOAT32_PIXELS`. On a large
     image a middle crop (`MIDDLE_EDGE`) takes those chord steps first: its solution starts the full
     image closer. Meanwhile the full image's problem is built on a thread of its own (`prefetch`).
-    ``threshold``: a Huber threshold given by the user.
+    ``threshold``: a Huber threshold given by the user. The solution is never worse than the
+    ``centred`` kernel (`not_worse_than`).
     """
     model, least_squares = settings.model, settings.loss.least_squares
-    crop = central(frames, CROP_EDGE.get(settings.ndim, 64), 4)
+    crop = start_crop(frames, settings, starts)
     crop_is_image = crop.reference.shape == frames.reference.shape
     check_starts(starts, settings, crop)  # before anything is built for kernels too large for it
-    # the full image's problem is built (and paged in) while the crops are solved
-    full_problem = None if crop_is_image else prefetch(
-        lambda: chord_problem(frames, settings, model.pad_radius(starts), workers).page_in(), workers)
+    # the full image's problem is built (and paged in) while the crops are solved; not beside a
+    # crop solved with exact matrices for a wide kernel (`start_crop`), whose Jacobian images and
+    # the image's grid together took 7.8x the inputs (L1, sigma (9, 3, 3) on 128x256x256)
+    def build():
+        return chord_problem(frames, settings, chord_radius(settings, starts), workers).page_in()
+
+    wide = not statistics_serve(settings, starts, crop)
+    full_problem = None if crop_is_image else prefetch(build, 1 if wide else workers)
     # L1/Huber take only a start from the L2 multi-start; masked L2 keeps its matrix (exact)
     local, solved = multistart(crop, settings, starts, workers, callback, exact=least_squares,
                                rtol=1e-10 if least_squares else START_RTOL)
@@ -292,21 +425,38 @@ def fit_general(frames: Frames, settings: Settings, starts, threshold, workers, 
         solved = levenberg_marquardt(local, point, refresh=True, rtol=1e-6, callback=callback,
                                      max_iter=12 if crop_is_image else CROP_NEWTON_STEPS)
     if crop_is_image:  # solved
-        problem = local
+        problem, jtj = local, None
     else:
         per_pixel = solved.matrix / max(local.n_used, 1)  # the crop's matrix, per pixel used
-        start, per_pixel = rehearse(frames, settings, solved.point, per_pixel, workers, callback)
+        # standard errors need the least-squares matrix, not the loss's: the crop's at its
+        # solution, scaled by the content the image holds; then the crop's arrays go
+        jtj = local.gauss_newton(solved.point) * (content(frames) / content(local))
+        start = solved.point.without_arrays()
+        del local, solved
+        start, per_pixel = rehearse(frames, settings, start, per_pixel, workers, callback)
         problem, solved = chord(frames, settings, start, per_pixel, workers, callback,
                                 problem=full_problem().with_settings(settings))
+    checked = not_worse_than(problem, solved, centred, callback)
+    if jtj is None or checked is not solved:  # solved on the image, or again far from the crop's
+        jtj = problem.gauss_newton(checked.point)
     # the exact gain/offset at the final kernel, in float64. In float32 (large images) the chord's
     # joint steps already stop at the loss's rounding, and the polish would cost seconds for a
     # change below it
     if settings.gain_offset and not least_squares and problem.spectrum.dtype == np.float64:
-        solved = solved._replace(point=polish_gain_offset(problem, solved.point))
-    # standard errors need the least-squares matrix, not the loss's: the crop's, scaled
-    point = solved.point
-    jtj = local.gauss_newton(local.evaluate(point.x, point.gain, point.offset))
-    return result(problem, solved, jtj * (problem.n_used / max(local.n_used, 1)))
+        checked = checked._replace(point=polish_gain_offset(problem, checked.point))
+    return result(problem, checked, jtj)
+
+
+def content(frames) -> float:
+    """The reference's variance summed over the pixels used (floored above 0), of frames or a problem.
+
+    Scales a crop's ``J^T J`` to the image: a crop of a bead slide holds more or fewer beads than
+    its share of the pixels.
+    """
+    ref = frames.reference
+    if frames.used is not None:
+        ref = ref[frames.used > 0]
+    return max(float(np.var(ref, dtype=np.float64)) * ref.size, 1e-300)
 
 
 def rehearse(frames: Frames, settings: Settings, start: Point, per_pixel: np.ndarray, workers,
@@ -321,7 +471,8 @@ def rehearse(frames: Frames, settings: Settings, start: Point, per_pixel: np.nda
     384^2 crop's pixels). Only parameters are returned: no crop-sized arrays stay alive during
     the full image's steps.
     """
-    middle = central(frames, MIDDLE_EDGE.get(settings.ndim, 128), 4)
+    middle = central(frames, crop_edges(settings, [start.kernel], frames.target.shape[1:],
+                                        MIDDLE_EDGE.get(settings.ndim, 128)), 4)
     if middle.target.size * 4 > frames.target.size:
         return start, per_pixel
     # in float32 whatever its size: a start needs no more than the loss's float32 resolution
@@ -332,6 +483,17 @@ def rehearse(frames: Frames, settings: Settings, start: Point, per_pixel: np.nda
         return point.without_arrays(), per_pixel
     matrix = problem.normal(point, matrix=True).matrix
     return point.without_arrays(), matrix / max(problem.n_used, 1)
+
+
+def chord_radius(settings: Settings, kernels) -> tuple[int, ...]:
+    """The padding of a problem that chord steps polish on: `CHORD_GROWTH` beyond the kernels.
+
+    Its kernel is nearly final (a crop's solution), so it is padded for a small growth, not the
+    half a search leaves room for: a sigma-9 axial kernel's grid was 2.7x the volume at 1.5 (a
+    kernel that outgrows it rebuilds the grid, `Problem._ensure_radius`).
+    """
+    radius = np.max([settings.model.radius(k) for k in kernels], axis=0)
+    return tuple(int(np.ceil(r * CHORD_GROWTH)) + 2 for r in radius)
 
 
 def chord_problem(frames: Frames, settings: Settings, radius, workers, dtype=None) -> Problem:
@@ -352,7 +514,7 @@ def chord(frames: Frames, settings: Settings, start: Point, per_pixel: np.ndarra
     in ``dtype``.
     """
     if problem is None:
-        problem = chord_problem(frames, settings, settings.model.pad_radius([start.kernel]), workers, dtype)
+        problem = chord_problem(frames, settings, chord_radius(settings, [start.kernel]), workers, dtype)
     matrix = per_pixel * problem.n_used
     # float32 losses are exact to ~1e-7 of themselves: no decrease below that is chased.
     # (The start point is not held here: its arrays go as soon as the solver leaves it.)

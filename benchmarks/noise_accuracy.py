@@ -60,6 +60,11 @@ def main() -> None:
             for s_a in (0.01, 0.02, 0.05):
                 row(f"{name} round", img, lambda x, s=sigma: ndimage.gaussian_filter(x, s), sigma,
                     s_a, n, sigma0)
+    brick = image("brick")
+    volume = np.stack([brick[4 * i : 4 * i + 96, 3 * i : 3 * i + 96] for i in range(32)])
+    for sigma in (0.7, 1.2, 3.0):
+        row("brick texture stacked 3D, round", volume,
+            lambda x, s=sigma: ndimage.gaussian_filter(x, s), sigma, 0.05, n, sigma0)
     img = image("astronaut")
     row("astronaut per axis (1.5, 3) + g/o, y", img,
         lambda x: 0.8 * ndimage.gaussian_filter(x, (1.5, 3.0)) + 0.1, 1.5, 0.05, n,

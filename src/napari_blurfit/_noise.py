@@ -23,6 +23,7 @@ from ._transforms import fftn
 from ._whole.sandwich import kernel_spectrum
 
 BINS = 40  # frequency bins of the regression, equally wide in the transfer H
+REWEIGHT = 3  # weighted least squares with weights from the last line's level
 SIGNIFICANT = 3.0  # a slope this many of its standard errors above 0 is corrected for
 # the bins' residual power off the fitted line by this share on average: not noise but a blur the
 # model lacks (a clean reference against a JPEG, TV-denoised or resampled target reads 1 to 40, a
@@ -135,8 +136,9 @@ def line(transfer_: np.ndarray, residual: np.ndarray, reference: np.ndarray, gai
     """The straight line of residual power in ``(gain * H)**2`` over `BINS` frequency bins.
 
     Weighted least squares of the bins' mean residual power on their mean ``gain**2 H**2``, each
-    bin weighted by the inverse variance of its mean (read from its own scatter): a bin of texture
-    the kernel does not fit is noisy and counts little. The slope is clamped to [0, ``cap``], the
+    bin weighted by the inverse variance of its mean: its own relative scatter (a bin of texture
+    the kernel does not fit scatters more and counts little) times the line's level there,
+    reweighted from the last line `REWEIGHT` times. The slope is clamped to [0, ``cap``], the
     reference's own mean power in the highest-frequency bin (noise cannot exceed it).
     """
     x = (gain * transfer_) ** 2
@@ -148,16 +150,21 @@ def line(transfer_: np.ndarray, residual: np.ndarray, reference: np.ndarray, gai
     mean_x = np.bincount(index, x, BINS)[ok] / n[ok]
     mean_r = np.bincount(index, residual, BINS)[ok] / n[ok]
     mean_r2 = np.bincount(index, residual**2, BINS)[ok] / n[ok]
-    var_mean = np.maximum(mean_r2 - mean_r**2, 1e-300) / n[ok]
+    # each bin's relative scatter (a bin of texture the kernel does not fit scatters more) times
+    # the line's level there: weights from the bins' own means would favour the low ones
+    relative = np.maximum(mean_r2 / np.maximum(mean_r**2, 1e-300) - 1.0, 1e-12) / n[ok]
     cap = float(np.bincount(index, reference, BINS)[ok][0] / n[ok][0])
     unknown = NoiseEstimate(0.0, float(np.mean(residual)), float("inf"), cap, float("inf"))
     design = np.stack([np.ones_like(mean_x), mean_x], axis=1)
-    weighted = design / var_mean[:, None]
-    try:
-        cov = np.linalg.inv(design.T @ weighted)
-    except np.linalg.LinAlgError:
-        return unknown
-    intercept, slope = cov @ (weighted.T @ mean_r)
+    level = mean_r
+    for _ in range(REWEIGHT):
+        weighted = design / (relative * level**2)[:, None]
+        try:
+            cov = np.linalg.inv(design.T @ weighted)
+        except np.linalg.LinAlgError:
+            return unknown
+        intercept, slope = cov @ (weighted.T @ mean_r)
+        level = np.maximum(intercept + slope * mean_x, 0.1 * mean_r)  # a line below zero: no weight
     slope, intercept = float(np.clip(slope, 0.0, cap)), float(max(intercept, 0.0))
     fitted = np.maximum(intercept + slope * mean_x, 1e-300)
     misfit = float(np.sum(n[ok] * np.abs(mean_r / fitted - 1.0)) / np.sum(n[ok]))

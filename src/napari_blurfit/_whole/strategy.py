@@ -270,7 +270,7 @@ def best_start(problem: Problem, starts, callback, *, max_iter: int, rtol: float
     if len(starts) > 1:
         losses = np.array([problem.loss_at(kernel, 1.0, 0.0) for kernel in starts])
         order = [i for i in np.argsort(losses, kind="stable")[:SCOUT_MOST]
-                 if losses[i] <= SCOUT_WITHIN * losses.min()]
+                 if losses[i] - losses.min() <= (SCOUT_WITHIN - 1) * abs(losses.min())]
         starts = [starts[i] for i in order]
     best = None
     for kernel in starts:

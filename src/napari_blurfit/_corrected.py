@@ -25,8 +25,8 @@ from ._whole.sandwich import sandwich_errors
 # until the variance moves by less than this share
 WHOLE_NOISE_ROUNDS, WHOLE_SETTLED = 2, 0.05
 # the local grid, in log-sigma about the plain fit's sigma (a correction moves sigma down)
-NEAR_BELOW, NEAR_ABOVE, COARSE = -0.7, 0.2, 33
-FINE = 17  # points of the zoom about the coarse grid's best, two coarse spacings each way
+NEAR_BELOW, NEAR_ABOVE, COARSE = -0.7, 0.2, 17
+FINE = 13  # points of the zoom about the coarse grid's best, two coarse spacings each way
 
 
 def solution_at(stats: SpectralStats, problem: Problem, sigma: np.ndarray, profile=None) -> Solution:
@@ -85,6 +85,7 @@ def noise_aware_fit(data: Data, problem: Problem, *, start_only: bool,
         sd, corrected, error, loop = float(setting), True, 0.0, (1.0, None)
         sol = refit(data.stats.with_noise(sd**2), problem, start_only=start_only, near=plain.sigma)
     stats = data.stats.with_noise(sd**2 if corrected else 0.0)
+    sol = solution_at(stats, problem, sol.sigma) if corrected else sol  # the refits' were rough
     noise = NoiseCorrection(sd, corrected, plain.sigma, sol.sigma, isinstance(setting, str), error,
                             *loop)
     return replace(sol, profile=corrected_profile(stats, problem, plain) if corrected else plain.profile,
@@ -180,8 +181,9 @@ class CorrectedSearch:
         if problem.options.sigma_per_axis or near is None:
             return self.fallback(stats, problem, start_only=start_only, near=near)
         problem.tick("correcting for the reference's noise")
-        t = self._best(stats, problem, float(np.log(max(near[0], SEARCH_FLOOR))))
-        return solution_at(stats, problem, np.full(problem.d, np.exp(t)))
+        t, gain, offset = self._best(stats, problem, float(np.log(max(near[0], SEARCH_FLOOR))))
+        # enough for the next estimate; `noise_aware_fit` makes the answer's exact solution
+        return Solution(np.full(problem.d, np.exp(t)), gain, offset, np.nan, np.nan, {})
 
     def _grid(self, stats, problem, lo: float, hi: float, points: int) -> tuple[np.ndarray, Tabulated]:
         grid = np.linspace(lo, hi, points)
@@ -191,8 +193,17 @@ class CorrectedSearch:
     def _values(self, table: Tabulated, stats, problem) -> np.ndarray:
         return table.project(stats, gain_offset=problem.options.gain_offset)[0]
 
-    def _best(self, stats, problem, t: float) -> float:
-        """The corrected objective's best log-sigma, from the tables (made when first needed)."""
+    def _at_best(self, table: Tabulated, grid: np.ndarray, stats, problem) -> tuple[float, float, float]:
+        """``(log-sigma, gain, offset)``: the vertex, with the gain/offset of the nearest point."""
+        rss, gain, offset = table.project(stats, gain_offset=problem.options.gain_offset)
+        j = int(np.argmin(rss))
+        return _vertex(grid, rss), float(gain[j]), float(offset[j])
+
+    def _best(self, stats, problem, t: float) -> tuple[float, float, float]:
+        """The corrected objective's best log-sigma, gain and offset, from the tables.
+
+        The tables are made when first needed and kept while the best point stays inside.
+        """
         box = (float(np.log(max(problem.lower.max(), SEARCH_FLOOR))), float(np.log(problem.upper.min())))
         for _ in range(4):  # a best point on an inner edge of the coarse grid moves it there
             if self._coarse is None:
@@ -209,7 +220,7 @@ class CorrectedSearch:
             self._fine[i] = self._grid(stats, problem, max(box[0], grid[i] - 2 * step),
                                        min(box[1], grid[i] + 2 * step), FINE)
         fine, table = self._fine[i]
-        return _vertex(fine, self._values(table, stats, problem))
+        return self._at_best(table, fine, stats, problem)
 
 
 def _vertex(grid: np.ndarray, values: np.ndarray) -> float:

@@ -546,7 +546,7 @@ def test_json_compact_and_curves_behind_a_flag(pair, capsys):
     assert d["options"] == {"loss": "l2", "per_axis": False, "gain_offset": False,
                             "full_covariance": False, "shift": False, "sigma_bounds": [0.0, None],
                             "exclude_border": 0, "reverse": False, "huber_delta": None, "truncate": 4.0,
-                            "mask": None}
+                            "mask": None, "reference_noise": "auto"}
     assert not {"transfer", "profile"} & set(d) and "energy" not in out
     status, out, err = run_main(capsys, ref, tgt, "--json", "--json-curves")
     assert status == 0, err

@@ -874,3 +874,17 @@ def test_three_channels_read_as_depth_get_the_widgets_advice(make_napari_viewer,
     text = shown(widget)
     assert '! ' in text and 'choose mode "per frame" or "frames jointly"' in text
     assert "Split Stack" in text and not API_WORDS.search(text)
+
+
+def test_reference_noise_control_shows_the_estimate(make_napari_viewer, camera, qtbot):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    viewer.add_image(camera + rng.normal(0, 12, camera.shape), name="ref")
+    viewer.add_image(ndimage.gaussian_filter(camera, 1.0) + rng.normal(0, 2.5, camera.shape), name="tgt")
+    widget = widget_for(viewer, "ref", "tgt")
+    assert widget.options()["reference_noise"] == "auto"
+    run(widget, qtbot)
+    assert re.search(r"reference is noisy: correct \(estimate 1[12](\.\d+)?\)", widget.reference_noise.text)
+    assert widget.last_result.fit.sigma[0] == pytest.approx(1.0, rel=0.03)
+    widget.reference_noise.value = False
+    assert widget.options()["reference_noise"] == 0

@@ -71,7 +71,7 @@ def fit_row(fit, words: Vocabulary) -> dict:
     names = axis_names(len(d["sigma"]))
     row = {f"sigma_{n}": s for n, s in zip(names, d["sigma"])}
     row.update({f"stderr_{n}": "" if s is None else s for n, s in zip(names, d["sigma_stderr"])})
-    row.update({k: d[k] for k in ("gain", "offset", "loss", "r2", "r2_linear", "at_bound",
+    row.update({k: d[k] for k in ("gain", "offset", "loss", "r2", "r2_linear", "reference_noise", "at_bound",
                                   "identifiable", "target_sharper", "angle") if k in d})
     cov = d.get("covariance") or []
     row.update({f"cov_{names[i]}{names[j]}": cov[i][j]

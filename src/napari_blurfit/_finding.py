@@ -103,6 +103,11 @@ class Finding:
                                                              ``distance`` (px)
     ``rotated``             ``full_covariance=True``         ``principal_sigmas`` (px), ``angle``
                                                              (degrees from +x towards +y)
+    ``reference_noise``     none                             ``reference_noise`` (sd),
+                                                             ``bias`` (a plain fit's, relative),
+                                                             ``plain_sigma`` (px), ``corrected``
+    ``lacks_detail``        none                             ``change``, ``quantum`` (grey
+                                                             levels), or ``relative_stderr``
     ``no_fit``              none                             ``reason`` (the error's text)
     ``note``                none                             none: a note given only as text
     ======================  ===============================  ===================================

@@ -18,6 +18,7 @@ from ._adequacy import Adequacy, Transfer, assess, assess_model, binned_stats
 from ._engine import blurred, compute_stats
 from ._finding import Finding, advise
 from ._kernels import transfer
+from ._noise import sandwich_stderr, with_estimate_error
 from ._probe import ProbeResult, probe_model
 from ._shift import MIN_SIZE as PROBE_MIN_SIZE
 from ._spectral import SpectralStats, contract, l2_at, l2_grid, normal_matrix
@@ -46,13 +47,15 @@ SPREAD_FRAMES = 32  # frames whose own sigma is compared with a joint fit's, at 
 LOOSE_SIGMA = 0.05  # a whole-Gaussian fit's relative sigma error bar above this, ...
 LOOSE_SHIFT_PX = 0.1  # ... or a shift error bar above this many px: a finding
 DETAIL_QUANTA = 1.0  # a blur changing the reference by less than this many grey levels (rms) ...
+UNDETERMINED = 0.25  # ... or a standard error over this share of sigma: not determined by the pair
+NOISE_BIAS = 0.01  # a plain fit this far (relative) from the noise-corrected one makes a finding
 QUANTUM_SAMPLE = 2**16  # pixels sampled to find the grey-level step
 QUANTUM_LEVELS = 4096  # more distinct levels than this: not a lattice
 # causes, the most actionable first: a finding the user acts on (a switch to flip) before one
 # that describes the answer; `ordered` sorts the findings of one fit
 ORDER = ("target_sharper", "channels", "brightness", "misaligned", "rotated", "elliptical",
-         "at_bound", "not_identifiable", "lacks_detail", "loosely_pinned", "not_gaussian",
-         "joint_spread", "nonfinite_excluded")
+         "at_bound", "not_identifiable", "lacks_detail", "loosely_pinned", "reference_noise",
+         "not_gaussian", "joint_spread", "nonfinite_excluded")
 
 #: The spectral L2 fit of statistics under a problem (`fit`'s): the reverse direction's check
 Refit = Callable[[SpectralStats, Problem], Solution]
@@ -137,9 +140,10 @@ def findings_for(problem: Problem, data: Data, sol: Solution, *, refit: Refit) -
                         for f in found)
         found += [not_gaussian] if not_gaussian and not explained else []
     if identifiable and not target_sharper:
-        found += _lacks_detail(problem, data, sol)
+        found += _lacks_detail(problem, data, sol, stderr)
         # error bars widened by a misfit the user can remove are that finding's to explain
         found += [] if any(f.suggestion for f in found) else _loosely_pinned(sol, stderr)
+    found += _reference_noise(problem, sol)
     return Findings(sigma, tuple(float(s) for s in stderr), at_bound,
                     bool(identifiable), target_sharper, float(r2), adequacy.r2_linear(r2),
                     adequacy.transfer, ordered(found))
@@ -184,15 +188,23 @@ def _loosely_pinned(sol: Solution, stderr) -> list[Finding]:
                     "leaves that much room (read the values with their error bars)")]
 
 
-def _lacks_detail(problem: Problem, data: Data, sol: Solution) -> list[Finding]:
-    """A finding when the blur changes the reference by less than a grey level of the images.
+def _lacks_detail(problem: Problem, data: Data, sol: Solution, stderr) -> list[Finding]:
+    """A finding when the pair cannot determine sigma: the reference lacks detail at its scale.
 
-    Rounding the target to grey levels is not random noise that averages out over many pixels:
-    where the blur's whole effect on the reference, ``gain * (G_s * A - A)`` (rms, from the
-    statistics), is below one of the target's grey levels (`DETAIL_QUANTA`), the rounding decides
-    the fit, and sigma is not determined by the pair however small its error bar.
+    Two ways. Rounding the target to grey levels is not random noise that averages out over
+    many pixels: where the blur's whole effect on the reference, ``gain * (G_s * A - A)`` (rms,
+    from the statistics), is below one of the target's grey levels (`DETAIL_QUANTA`), the rounding
+    decides the fit, and sigma is not determined by the pair however small its error bar. Against
+    random noise (the target's, the reference's), the standard error says it: over
+    `UNDETERMINED` of sigma.
     """
     stats, pair = data.stats, data.pair
+    relative = float(np.max(np.asarray(stderr) / np.maximum(sol.sigma, 1e-300)))
+    if relative > UNDETERMINED:
+        return [Finding("lacks_detail", {}, {"relative_stderr": relative},
+                        f"sigma is not determined by this pair: its standard error is "
+                        f"{100 * relative:.0f}% of sigma (the reference lacks detail at the blur's "
+                        "scale, relative to the noise of the images)")]
     if stats.paa is None or pair.dask:
         return []
     step = quantum(pair.target)  # the target's rounding: the reference's is its noise
@@ -210,6 +222,38 @@ def _lacks_detail(problem: Problem, data: Data, sol: Solution) -> list[Finding]:
                     f"sigma is not determined by this pair: the blur changes the reference by "
                     f"{change:.2g} (rms), less than one grey level ({step:.2g}) of the target, so "
                     "its rounding decides the fit (the reference lacks detail at this scale)")]
+
+
+def _reference_noise(problem: Problem, sol: Solution) -> list[Finding]:
+    """A finding when the reference's noise would bias a plain fit by more than `NOISE_BIAS`.
+
+    The bias is the spectral L2 fit's: without the correction against with it. When the fit
+    itself was not corrected (L1, Huber, a mask, NaNs), the note gives the bias it keeps.
+    """
+    noise = sol.noise
+    if noise is None or not noise.sd:
+        return []
+    plain, corrected = np.asarray(noise.plain_sigma), np.asarray(noise.corrected_sigma)
+    bias = float(np.max((plain - corrected) / np.maximum(corrected, 1e-300)))
+    if not bias > NOISE_BIAS:
+        return []
+    how = "estimated from the pair" if noise.estimated else "as given"
+    head = f"the reference is noisy (sd {noise.sd:.3g}, {how}): "
+    values = {"reference_noise": float(noise.sd), "bias": bias,
+              "plain_sigma": tuple(float(s) for s in plain), "corrected": bool(noise.corrected)}
+    if noise.corrected:
+        text = (f"{head}a fit that ignores it would overstate sigma by {100 * bias:.2g}% "
+                f"(sigma {_sigmas(plain)} px); this fit is corrected for it")
+    else:
+        what = ("an L2 fit over a mask, a border band or NaNs with a gain/offset"
+                if problem.options.objective.least_squares else f"an {problem.options.loss.upper()} fit")
+        text = (f"{head}{what} is not corrected for it and overstates sigma by about "
+                f"{100 * bias:.2g}% here (an L2 fit on all pixels is corrected)")
+    return [Finding("reference_noise", {}, values, text)]
+
+
+def _sigmas(sigma) -> str:
+    return ", ".join(f"{s:.3g}" for s in sigma) if len(set(np.round(sigma, 6))) > 1 else f"{sigma[0]:.3g}"
 
 
 def _channels(problem: Problem) -> list[Finding]:
@@ -502,6 +546,13 @@ def _stderr(problem: Problem, data: Data, sol: Solution) -> np.ndarray:
     opt, d = problem.options, problem.d
     if sol.whole is not None:  # sigma_i = sqrt(C_ii): se(sigma_i) = se(C_ii) / (2 sigma_i)
         return np.diag(sol.whole.covariance_stderr) / (2.0 * np.maximum(sol.sigma, 1e-300))
+    # the statistics hold every pixel: a mask's excluded ones (garbage, maybe) say nothing of the
+    # residual of the pixels used, so a masked fit keeps Gauss-Newton
+    if sol.noise is not None and data.all_pixels and opt.objective.least_squares:
+        se = sandwich_stderr(data.stats, np.maximum(sol.sigma, IDENTITY_BELOW), sol.gain,
+                             per_axis=opt.per_axis, gain_offset=opt.gain_offset,
+                             truncate=opt.truncate)
+        return with_estimate_error(se, sol.noise)
     p = (d if opt.per_axis else 1) + (2 if opt.gain_offset else 0)
     if data.n_used <= p:
         return np.full(d, np.nan)

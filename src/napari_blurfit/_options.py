@@ -37,6 +37,7 @@ class FitOptions:
     workers: int | None = None
     warn: bool = True
     callback: Callable[[str], None] | None = None
+    reference_noise: float | str = "auto"
 
     def __post_init__(self):
         objective = get_loss(self.loss) if isinstance(self.loss, str) else None
@@ -54,6 +55,7 @@ class FitOptions:
             raise ValueError(f"huber_delta must be a positive number, got {self.huber_delta!r}")
         if self.huber_delta is not None and not objective.has_threshold:
             raise ValueError(f"huber_delta applies to loss='huber' only; got loss={self.loss!r}")
+        _check_reference_noise(self.reference_noise)
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable, got {type(self.callback).__name__}")
 
@@ -96,6 +98,17 @@ class FitOptions:
     def as_kwargs(self) -> dict:
         """The fields as keyword arguments for `napari_blurfit.fit_blur`."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _check_reference_noise(value) -> None:
+    """``"auto"``, or a finite noise standard deviation >= 0 (a bool or other text is refused)."""
+    if isinstance(value, str) and value == "auto":
+        return
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+    if not (number and np.isfinite(value) and value >= 0):
+        raise ValueError("reference_noise must be 'auto' or the reference's noise standard "
+                         f"deviation, a number >= 0 (0: a noise-free reference); got {value!r}")
 
 
 def _equal(a, b) -> bool:

@@ -290,6 +290,9 @@ def describe(result) -> str:
     if fit.gain_offset:
         lines.append(f"Gain {fit.gain:.4g} and offset {fit.offset:.4g} (fitted).")
     lines.append(f"Mean {fit.loss_name} loss {fit.loss:.4g} over {fit.n_pixels:,} pixels.")
+    if fit.reference_noise:
+        lines.append(f"Reference noise {fit.reference_noise:.3g} (sd), "
+                     f"{'corrected for' if fit.reference_noise_corrected else 'too small to matter'}.")
     explained = _explained(fit)
     if explained:
         lines.append(explained)

@@ -32,8 +32,10 @@ class BlurFit:
         An axis whose sigma is below 0.165 px (scipy's kernel is then the identity to within 1e-8)
         is reported as 0.
     sigma_stderr : tuple of float
-        Gauss-Newton standard error per axis (docs/design.md section 8). It assumes independent
-        residuals and so understates the spread for real, correlated residuals.
+        Standard error per axis. With ``reference_noise`` other than 0 (the default) a sandwich
+        over frequencies that holds for noise in both images and residuals that are not white,
+        including the uncertainty of an estimated noise level (docs/design.md section 16);
+        with ``reference_noise=0`` Gauss-Newton (section 8), which assumes white residuals.
     gain, offset : float
         1.0 and 0.0 unless fitted.
     loss : float
@@ -76,9 +78,17 @@ class BlurFit:
         The kernel's centre in px (zeros unless ``shift_fitted``): the target is the reference
         moved by ``+shift``, as `scipy.ndimage.shift` moves it.
     covariance_stderr, shift_stderr
-        Gauss-Newton standard errors of each covariance entry and each shift component.
+        Standard errors of each covariance entry and each shift component (the same kinds as
+        ``sigma_stderr``).
     full_covariance, shift_fitted : bool
         Whether the covariance's off-diagonal entries and the shift were fitted.
+    reference_noise : float
+        The reference's white-noise standard deviation (intensity units; the image the kernel is
+        applied to: the target when ``reverse``): estimated from the pair with
+        ``reference_noise="auto"`` (also when too small to correct for), the value given, or 0.0
+        for the noise-free model.
+    reference_noise_corrected : bool
+        The fit was corrected for that noise (a plain fit would overstate sigma).
     findings : tuple of Finding
         The findings as data, in the order of ``notes``: each a ``code`` (``"misaligned"``,
         ``"brightness"``, ...), a ``suggestion`` (the `napari_blurfit.fit_blur` options to refit
@@ -116,6 +126,8 @@ class BlurFit:
     shift_stderr: tuple[float, ...] = ()
     full_covariance: bool = False
     shift_fitted: bool = False
+    reference_noise: float = 0.0
+    reference_noise_corrected: bool = False
     findings: tuple[Finding, ...] = field(default=(), repr=False)
 
     def __post_init__(self, notes):

@@ -8,8 +8,10 @@ fit over a stack or a dataset is map (transform each pair), reduce (sum), solve 
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import reduce
 
 import numpy as np
 
@@ -19,6 +21,8 @@ from ._transforms import frame_dct, threads
 STEP_BYTES = 2**21  # frames transformed together: small enough to be still in cache when summed
 SCRATCH_PIXELS = 2**15  # float64 products formed at a time (256 kB: stays in cache)
 CAST_BLOCK = 2**18  # float32 statistics cast to float64 at a time for a contraction (2 MB)
+SAMPLE = 2**16  # coefficients the reference-noise estimate reads at most (`sample_grid`)
+STACK_SHARE = 4  # ... and a block of frames keeps at most this share of them
 
 
 @dataclass
@@ -34,6 +38,15 @@ class SpectralStats:
         ``sum_f sum B_hat_f**2`` (equals the sum of squared target pixels).
     dc_a, dc_b : ndarray
         DC coefficient of each frame's reference and target (one per frame).
+    pbb : ndarray or None
+        ``sum_f B_hat_f**2`` on the reference-noise estimate's sample of coefficients only
+        (float64; every ``sample_step``-th along each axis, `sample_grid`); None once dropped.
+    sample_step : int
+        The stride of ``pbb``'s coefficients.
+    noise : float
+        The reference's noise variance per pixel that the L2 objective is corrected for
+        (errors in variables): each frame's ``P_AA`` counts as ``P_AA - noise`` in every
+        contraction (`deflate`). 0: the noise-free model.
     """
 
     paa: np.ndarray | None  # None: dropped (`without_spectra`)
@@ -41,6 +54,13 @@ class SpectralStats:
     cbb: float
     dc_a: np.ndarray
     dc_b: np.ndarray
+    pbb: np.ndarray | None = None
+    sample_step: int = 1
+    noise: float = 0.0
+    # ``P_AA``, ``P_AB``, ``P_BB`` per frame on a subgrid of coefficients, flat, DC left out: the
+    # noise estimate's sample (`napari_blurfit._noise.sample`), kept by `with_noise` copies
+    sample: tuple[np.ndarray, np.ndarray, np.ndarray] | None = dataclasses.field(
+        default=None, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -56,14 +76,25 @@ class SpectralStats:
         return int(np.prod(self.paa.shape))
 
     @property
+    def sample_slices(self) -> tuple[slice, ...]:
+        """The coefficients ``pbb`` holds (`sample_grid`)."""
+        return (slice(None, None, self.sample_step),) * len(self.shape)
+
+    @property
     def finite(self) -> bool:
         """False when a frame had a NaN/inf pixel: that makes its DC coefficient NaN/inf."""
         return bool(np.isfinite(self.dc_a).all() and np.isfinite(self.dc_b).all())
 
     @classmethod
-    def zeros(cls, shape: tuple[int, ...], dtype=np.float64) -> SpectralStats:
-        """Statistics of no frames, to `accumulate` frames into (``paa``/``pab`` in ``dtype``)."""
-        return cls(np.zeros(shape, dtype), np.zeros(shape, dtype), 0.0, np.zeros(0), np.zeros(0))
+    def zeros(cls, shape: tuple[int, ...], dtype=np.float64, *, share: int = 1) -> SpectralStats:
+        """Statistics of no frames, to `accumulate` frames into (``paa``/``pab`` in ``dtype``).
+
+        ``pbb`` keeps at most ``1 / share`` of the coefficients (`sample_grid`).
+        """
+        picked = sample_grid(shape, share)
+        sampled = tuple(len(range(n)[sl]) for n, sl in zip(shape, picked))
+        return cls(np.zeros(shape, dtype), np.zeros(shape, dtype), 0.0, np.zeros(0), np.zeros(0),
+                   np.zeros(sampled), picked[0].step)
 
     def accumulate(self, ref_hat: np.ndarray, tgt_hat: np.ndarray, *,
                    workers: int | None = None) -> SpectralStats:
@@ -78,6 +109,7 @@ class SpectralStats:
         """
         a = ref_hat.reshape(-1, self.n_pixels)
         b = tgt_hat.reshape(-1, self.n_pixels)
+        self.sample = None
         n = threads(workers) if self.n_pixels >= 4 * SCRATCH_PIXELS else 1
         edges = np.linspace(0, self.n_pixels, n + 1).astype(int)
         parts = [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
@@ -88,6 +120,8 @@ class SpectralStats:
                 self.cbb += sum(pool.map(lambda part: self._accumulate_part(a, b, part), parts))
         self.dc_a = np.concatenate([self.dc_a, a[:, 0]])
         self.dc_b = np.concatenate([self.dc_b, b[:, 0]])
+        frames = tgt_hat.reshape(-1, *self.shape)[(slice(None), *self.sample_slices)]
+        self.pbb += np.einsum("f...,f...->...", frames, frames, dtype=np.float64)
         return self
 
     def _accumulate_part(self, a: np.ndarray, b: np.ndarray, pixels: slice) -> float:
@@ -115,7 +149,7 @@ class SpectralStats:
         if self.paa.dtype == np.float32 and self.pab.dtype == np.float32:
             return self
         return SpectralStats(self.paa.astype(np.float32), self.pab.astype(np.float32), self.cbb,
-                             self.dc_a, self.dc_b)
+                             self.dc_a, self.dc_b, noise=self.noise)
 
     def without_spectra(self) -> SpectralStats:
         """The scalar statistics only (``cbb`` and the DC coefficients); ``paa``/``pab`` are None.
@@ -124,17 +158,27 @@ class SpectralStats:
         whole-Gaussian fit): the spectra's memory goes back before the fit makes its own arrays
         (in 3D, 0.9x the inputs off the peak).
         """
-        return SpectralStats(None, None, self.cbb, self.dc_a, self.dc_b)
+        return SpectralStats(None, None, self.cbb, self.dc_a, self.dc_b, noise=self.noise)
+
+    def with_noise(self, noise: float) -> SpectralStats:
+        """The same statistics (arrays shared, not copied) corrected for reference noise ``noise``."""
+        return dataclasses.replace(self, noise=float(noise))
 
     def __add__(self, other: SpectralStats) -> SpectralStats:
-        total = SpectralStats(self.paa.copy(), self.pab.copy(), self.cbb, self.dc_a, self.dc_b)
+        total = SpectralStats(self.paa.copy(), self.pab.copy(), self.cbb, self.dc_a, self.dc_b,
+                              None if self.pbb is None else self.pbb.copy(), self.sample_step)
         return total.__iadd__(other)
 
     def __iadd__(self, other: SpectralStats) -> SpectralStats:
         # in place where the caller owns the left side: fresh arrays cost page faults
         self._check_shape(other)
+        self.sample = None
         self.paa += other.paa
         self.pab += other.pab
+        if self.pbb is not None and other.pbb is not None and self.sample_step == other.sample_step:
+            self.pbb += other.pbb
+        else:
+            self.pbb = None
         self.cbb += other.cbb
         self.dc_a = np.concatenate([self.dc_a, other.dc_a])
         self.dc_b = np.concatenate([self.dc_b, other.dc_b])
@@ -143,6 +187,21 @@ class SpectralStats:
     def _check_shape(self, other: SpectralStats) -> None:
         if other.shape != self.shape:
             raise ValueError(f"cannot add statistics of shapes {self.shape} and {other.shape}")
+
+
+def strided(shape: tuple[int, ...], limit: int) -> tuple[slice, ...]:
+    """Every m-th coefficient along each axis, m the least that keeps at most ``limit`` of them."""
+    step = max(1, int(np.ceil((np.prod(shape) / max(limit, 1)) ** (1 / len(shape)))))
+    return tuple(slice(None, None, step) for _ in shape)
+
+
+def sample_grid(shape: tuple[int, ...], share: int = 1) -> tuple[slice, ...]:
+    """The reference-noise estimate's sample of coefficients (`SpectralStats.pbb`).
+
+    `strided` to at most `SAMPLE` coefficients and ``1 / share`` of all (a block of a stack's
+    frames keeps a quarter: a lazy stack's statistics stay small, and its frames add up).
+    """
+    return strided(shape, min(SAMPLE, int(np.prod(shape)) // share))
 
 
 def block_stats(ref: np.ndarray, tgt: np.ndarray, ndim: int, *, workers=None) -> SpectralStats:
@@ -155,7 +214,7 @@ def block_stats(ref: np.ndarray, tgt: np.ndarray, ndim: int, *, workers=None) ->
     ref, tgt = ref.reshape((-1, *spatial)), tgt.reshape((-1, *spatial))
     step = max(1, STEP_BYTES // max(ref[0].nbytes, 1))
     ref_hat, tgt_hat = np.empty_like(ref[:step]), np.empty_like(tgt[:step])
-    stats = SpectralStats.zeros(spatial)
+    stats = SpectralStats.zeros(spatial, share=STACK_SHARE)
     for i in range(0, len(ref), step):
         a, b = ref[i : i + step], tgt[i : i + step]
         stats.accumulate(frame_dct(a, ndim, workers=workers, out=ref_hat[: len(a)]),
@@ -180,6 +239,23 @@ def contract(p: np.ndarray, vectors: list[np.ndarray], *, joint: bool) -> np.nda
         t = np.tensordot(t, vectors[axis], axes=([axis], [0]))
     # axes now (m_{d-1}, m_{d-2}, ..., m_0)
     return np.transpose(t, tuple(range(d - 1, -1, -1)))
+
+
+def deflate(q: np.ndarray, stats: SpectralStats, vectors: list[np.ndarray], *, joint: bool):
+    """A contraction of ``P_AA`` (`contract`) less the reference noise's expected share of it.
+
+    White noise of variance ``stats.noise`` adds that much to every coefficient of every frame's
+    ``A_hat**2``: ``noise * n_frames * noise_share(vectors)``.
+    """
+    if not stats.noise:
+        return q
+    return q - stats.noise * stats.n_frames * noise_share(vectors, joint=joint)
+
+
+def noise_share(vectors: list[np.ndarray], *, joint: bool) -> np.ndarray:
+    """``sum_k prod_i vectors[i][k_i]``: the contraction of a constant 1, a product of column sums."""
+    sums = [v.sum(axis=0) for v in vectors]
+    return np.prod(sums, axis=0) if joint else reduce(np.multiply.outer, sums)
 
 
 def _rows_times(p: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -212,6 +288,8 @@ def project(qaa, qab, stats: SpectralStats, *, gain_offset: bool):
     f = stats.n_frames
     sa, sb = stats.dc_a.sum(), stats.dc_b.sum()
     caa = qaa - sa * sa / f
+    if stats.noise:  # the frames' mean DC holds one frame's noise, which the projection took out
+        caa = caa + stats.noise
     cab = qab - sa * sb / f
     cbb = stats.cbb - sb * sb / f
     tiny = 1e-14 * max(float(np.max(np.abs(qaa))), 1e-300)
@@ -222,6 +300,46 @@ def project(qaa, qab, stats: SpectralStats, *, gain_offset: bool):
     return np.maximum(rss, 0.0), gain, offset
 
 
+@dataclass(frozen=True)
+class Tabulated:
+    """The contractions of ``P_AA`` and ``P_AB`` on a grid of sigmas (`tabulate`).
+
+    The reference's noise enters the L2 objective only through ``share`` (`deflate`), so the
+    objective for any noise level follows from one table: the rounds of a fit that corrects for
+    an estimated noise contract once.
+    """
+
+    qaa: np.ndarray  # not deflated
+    qab: np.ndarray
+    share: np.ndarray  # the noise's share of ``qaa`` per unit variance and frame
+
+    def project(self, stats: SpectralStats, *, gain_offset: bool):
+        """RSS, gain and offset on the grid (`project`), corrected for ``stats.noise``."""
+        qaa = self.qaa - stats.noise * stats.n_frames * self.share if stats.noise else self.qaa
+        return project(qaa, self.qab, stats, gain_offset=gain_offset)
+
+    def residual_ss(self, stats: SpectralStats, gain, offset) -> np.ndarray:
+        """``sum (gain * G_sigma * A + offset - B)**2`` over all pixels and frames on the grid.
+
+        The images' own residual, the reference's noise included (``stats.noise`` is not taken
+        out); ``gain`` and ``offset`` one per grid point or shared.
+        """
+        gain, offset = np.asarray(gain, dtype=np.float64), np.asarray(offset, dtype=np.float64)
+        dc = stats.dc_b - gain[..., None] * stats.dc_a  # each frame's DC residual before the offset
+        moved = dc - offset[..., None] * np.sqrt(stats.n_pixels)
+        rss = (stats.cbb - 2.0 * gain * self.qab + gain * gain * self.qaa
+               - (dc * dc).sum(axis=-1) + (moved * moved).sum(axis=-1))
+        return np.maximum(rss, 0.0)
+
+
+def tabulate(stats: SpectralStats, axis_sigmas, *, joint: bool, truncate: float = 4.0) -> Tabulated:
+    """`Tabulated` contractions on a grid of sigmas (the grid as `l2_grid` takes it)."""
+    hs = [transfer(s, n, truncate) for s, n in zip(axis_sigmas, stats.shape)]
+    squares = [h * h for h in hs]
+    return Tabulated(contract(stats.paa, squares, joint=joint), contract(stats.pab, hs, joint=joint),
+                     noise_share(squares, joint=joint))
+
+
 def l2_grid(stats, axis_sigmas, *, joint: bool, gain_offset: bool, truncate: float = 4.0):
     """RSS, gain and offset on a grid of sigmas.
 
@@ -229,10 +347,8 @@ def l2_grid(stats, axis_sigmas, *, joint: bool, gain_offset: bool, truncate: flo
     share one list of (per-axis) values taken column by column; otherwise the grid is their outer
     product.
     """
-    hs = [transfer(s, n, truncate) for s, n in zip(axis_sigmas, stats.shape)]
-    qaa = contract(stats.paa, [h * h for h in hs], joint=joint)
-    qab = contract(stats.pab, hs, joint=joint)
-    return project(qaa, qab, stats, gain_offset=gain_offset)
+    return tabulate(stats, axis_sigmas, joint=joint, truncate=truncate).project(
+        stats, gain_offset=gain_offset)
 
 
 def l2_at(stats, sigma, *, truncate: float = 4.0):
@@ -240,10 +356,8 @@ def l2_at(stats, sigma, *, truncate: float = 4.0):
 
     Returns ``{False: ..., True: ...}`` keyed by ``gain_offset``: one contraction serves both.
     """
-    hs = [transfer([s], n, truncate) for s, n in zip(sigma, stats.shape)]
-    qaa = contract(stats.paa, [h * h for h in hs], joint=True)
-    qab = contract(stats.pab, hs, joint=True)
-    return {go: tuple(float(x[0]) for x in project(qaa, qab, stats, gain_offset=go))
+    table = tabulate(stats, [[s] for s in sigma], joint=True, truncate=truncate)
+    return {go: tuple(float(x[0]) for x in table.project(stats, gain_offset=go))
             for go in (False, True)}
 
 
@@ -259,7 +373,7 @@ def normal_matrix(stats, sigma, gain: float, *, per_axis: bool, gain_offset: boo
     for s, n in zip(sigma, stats.shape):
         h, dh = transfer([s], n, truncate, derivative=True)
         vecs.append(np.concatenate([h * h, h * dh, dh * dh], axis=1))
-    table = contract(stats.paa, vecs, joint=False)  # table[c_0, ..., c_{d-1}]
+    table = deflate(contract(stats.paa, vecs, joint=False), stats, vecs, joint=False)
 
     def term(i: int | None, j: int | None) -> float:
         # per axis: 0 -> h*h, 1 -> h*dh (one derivative on it), 2 -> dh*dh (both)

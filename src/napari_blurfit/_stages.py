@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from ._gaussian import IDENTIFIABLE_FROM, IDENTITY_BELOW
 from ._options import FitOptions
-from ._spectral import SpectralStats
+from ._spectral import SpectralStats, Tabulated
 from ._validate import Pair
 
 if TYPE_CHECKING:
     from ._whole import FullFit
 
 __all__ = [
-    "IDENTIFIABLE_FROM", "IDENTITY_BELOW", "SEARCH_FLOOR", "Data", "Problem", "Solution", "each_axis",
-    "spread",
+    "IDENTIFIABLE_FROM", "IDENTITY_BELOW", "SEARCH_FLOOR", "Data", "NoiseCorrection", "Problem",
+    "Solution", "each_axis", "spread",
 ]
 
 SEARCH_FLOOR = 0.1  # the log-sigma search starts here; everything below is the identity
@@ -62,6 +62,19 @@ class Data(NamedTuple):
         return self.n_used == self.n_total
 
 
+class NoiseCorrection(NamedTuple):
+    """The reference's noise and what the fit did about it (`napari_blurfit._noise`)."""
+
+    sd: float  # s_A: estimated from the pair ("auto") or given
+    corrected: bool  # the fit's objective was corrected for it
+    plain_sigma: np.ndarray  # the spectral L2 sigma of the noise-free model (the bias it has)
+    corrected_sigma: np.ndarray  # the spectral L2 sigma corrected for ``sd``
+    estimated: bool  # read from the pair, not given
+    variance_stderr: float = 0.0  # standard error of the estimated sd**2 (0 when given)
+    amplification: float = 1.0  # of the errors by the loop of estimate and fit (`_noise.loop_gain`)
+    sensitivity: np.ndarray | None = None  # d sigma / d sd**2 where corrected (px per variance)
+
+
 @dataclass(frozen=True)
 class Solution:
     """The fitted parameters and how they were found."""
@@ -78,6 +91,9 @@ class Solution:
     # (L2 without, least L2 with a gain/offset) of centred, axis-aligned kernels, from the whole
     # image's statistics: taken before a rotated/shifted fit lets them go (`brightness_rss`)
     brightness: tuple[float, float] | None = None
+    noise: NoiseCorrection | None = None  # None: reference_noise=0, the noise-free model
+    # the global search's first grid, contracted: the profile corrected for noise re-reads it
+    grid: Tabulated | None = field(default=None, repr=False)
 
 
 def each_axis(values: np.ndarray, ndim: int) -> np.ndarray:

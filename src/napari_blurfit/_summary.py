@@ -137,6 +137,14 @@ def _kernel_lines(fit) -> list[str]:
     return lines
 
 
+def _noise_text(fit) -> str:
+    """The reference's noise and what the fit did about it, for the summary."""
+    noise = getattr(fit, "reference_noise", 0.0)
+    if not noise:
+        return "0 (a noise-free reference)"
+    return f"{noise:.4g} ({'corrected for' if fit.reference_noise_corrected else 'too small to matter'})"
+
+
 def summary_lines(fit, words: Vocabulary = API_WORDS) -> list[str]:
     """Readable lines for one `BlurFit`, its options and findings named in ``words``."""
     lines = [f"{label:<12} = {value}" for label, value in sigma_parts(fit)]
@@ -147,6 +155,7 @@ def summary_lines(fit, words: Vocabulary = API_WORDS) -> list[str]:
               f"loss ({fit.loss_name}) = {fit.loss:.6g} over {fit.n_pixels} pixels{excluded}"]
     lines.append(f"r2           = {_number(fit.r2)} (r2_linear, a free linear filter: "
                  f"{_number(fit.r2_linear)})")
+    lines.append(f"ref. noise   = {_noise_text(fit)}")
     lines.append("direction    = " + (f"reference ~ G * target ({words.option('reverse')})"
                                       if fit.reverse else "target ~ G * reference"))
     return lines + [f"note: {words.finding(f)}" for f in fit.findings]

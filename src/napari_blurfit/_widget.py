@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 DOCK_WIDTH = 380  # px: napari's docks are guests beside the canvas
+NOISE_TEXT = "reference is noisy: correct"  # the noise control; the estimate follows a fit
 _LIVE: weakref.WeakSet = weakref.WeakSet()  # widgets to settle before the interpreter exits
 
 
@@ -131,6 +132,10 @@ class BlurFitWidget(Container):
                                   tooltip="also fit a sub-pixel shift between the two images")
         self.gain_offset = CheckBox(text="fit gain and offset", value=False)
         self.reverse = CheckBox(text="reverse (the reference is the blurred one)", value=False)
+        self.reference_noise = CheckBox(
+            text=NOISE_TEXT, value=True,
+            tooltip="estimate the noise of the reference (the image the blur is applied to) from "
+                    "the pair and correct sigma for it; off: the reference is taken as noise-free")
         self.exclude_border = SpinBox(label="skip border (px)", min=0, max=10000, value=0)
         self.sigma_min = _auto_at_zero(FloatSpinBox(
             label="sigma min (px)", min=0.0, max=1e4, step=0.1, value=0.0,
@@ -143,7 +148,7 @@ class BlurFitWidget(Container):
         self.progress = ProgressBar(label="", min=0, max=1, value=0, visible=False)
         self.options_box = Container(labels=True, widgets=[
             self.loss, self.kernel, self.fit_shift, self.gain_offset, self.reverse,
-            self.exclude_border, self.sigma_min, self.sigma_max])
+            self.reference_noise, self.exclude_border, self.sigma_min, self.sigma_max])
         self.options_box.native.layout().setContentsMargins(0, 0, 0, 0)
         buttons = Container(layout="horizontal", labels=False, widgets=[self.fit_button, self.cancel_button])
         buttons.native.layout().setContentsMargins(0, 0, 0, 0)
@@ -278,6 +283,7 @@ class BlurFitWidget(Container):
         high = self.sigma_max.value or None
         return dict(loss=self.loss.value, **self.kernel.value.options, shift=self.fit_shift.value,
                     gain_offset=self.gain_offset.value, reverse=self.reverse.value,
+                    reference_noise="auto" if self.reference_noise.value else 0,
                     exclude_border=int(self.exclude_border.value),
                     sigma_bounds=(float(self.sigma_min.value), high))
 
@@ -393,6 +399,7 @@ class BlurFitWidget(Container):
         shown = show_layers(self._viewer, result)
         if result.blur_map is not None:
             self._follow_map(shown[0])
+        self.reference_noise.text = _noise_label(result.fit)
         self.result_text.setText(describe(result))
         self.result_text.setVisible(True)
         self.copy_button.visible = True
@@ -472,6 +479,13 @@ class BlurFitWidget(Container):
 
         QApplication.clipboard().setText(self.result_json())
         self._say("Result copied to the clipboard.")
+
+
+def _noise_label(fit) -> str:
+    """The noise control's text, with the estimate of the last fit when it made one."""
+    if fit is None or not fit.reference_noise:
+        return NOISE_TEXT
+    return f"{NOISE_TEXT} (estimate {fit.reference_noise:.3g})"
 
 
 def _disconnector(connections: list):

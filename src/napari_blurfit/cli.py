@@ -65,7 +65,7 @@ WORDS = Vocabulary(
            "full_covariance": "--full-covariance", "shift": "--shift", "mask": "--mask",
            "spatial_axes": "--spatial-axes", "sigma_bounds": "--sigma-min/--sigma-max",
            "exclude_border": "--exclude-border", "reverse": "--reverse", "huber_delta": "--huber-delta",
-           "truncate": "--truncate"},
+           "truncate": "--truncate", "reference_noise": "--reference-noise"},
     advice={("gain_offset", True): "consider --gain-offset",
             ("shift", True): "fit with --shift",
             ("per_axis", True): "use --per-axis",
@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "fit inside the image: 2 * truncate * sigma + 1 px per axis")
     p.add_argument("--huber-delta", type=float, default=None, metavar="DELTA",
                    help="Huber threshold in intensity units (with --loss huber only)")
+    p.add_argument("--reference-noise", type=_reference_noise, default="auto", metavar="auto|S|0",
+                   help="noise in the reference (the image the blur is applied to): auto "
+                   "estimates it from the pair and corrects the fit (default); a number is a "
+                   "known noise standard deviation in intensity units; 0: a noise-free reference")
     p.add_argument("--json", action="store_true",
                    help="print JSON: sigma, covariance, shift, gain, offset, r2, notes and "
                    "findings, inputs and options (no curves)")
@@ -205,12 +209,26 @@ def _options(args) -> dict:
     opts = dict(loss=args.loss, per_axis=args.per_axis, gain_offset=args.gain_offset,
                 full_covariance=args.full_covariance, shift=args.shift,
                 sigma_bounds=(args.sigma_min, args.sigma_max), exclude_border=args.exclude_border,
-                reverse=args.reverse, huber_delta=args.huber_delta, truncate=args.truncate)
+                reverse=args.reverse, huber_delta=args.huber_delta, truncate=args.truncate,
+                reference_noise=args.reference_noise)
     if args.spatial_axes:
         opts["spatial_axes"] = args.spatial_axes
     if args.mask:
         opts["mask"] = read_image(args.mask) != 0
     return opts
+
+
+def _reference_noise(text: str):
+    """``auto`` or a noise standard deviation >= 0 (argparse type of --reference-noise)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected auto or a noise standard deviation >= 0, got {text!r}")
+    return value
 
 
 def _refuse_unusable_flags(args, parser, many: bool) -> None:

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ._corrected import noise_aware_fit, noise_penalty, profile_of, solution_at, whole_noise_rounds
 from ._engine import (
     SpatialObjective,
     compute_stats,
@@ -19,14 +20,24 @@ from ._losses import HUBER_K
 from ._options import FitOptions
 from ._result import BlurFit, BlurFitWarning
 from ._search import grid_brent, grid_zoom, local_minimize
-from ._spectral import SpectralStats, l2_at, l2_grid
-from ._stages import IDENTIFIABLE_FROM, SEARCH_FLOOR, Data, Problem, Solution, each_axis, spread
+from ._spectral import SpectralStats, Tabulated, tabulate
+from ._stages import (
+    IDENTIFIABLE_FROM,
+    SEARCH_FLOOR,
+    Data,
+    Problem,
+    Solution,
+    each_axis,
+)
 from ._stages import IDENTITY_BELOW as IDENTITY_BELOW  # a threshold of the results, importable here
 from ._validate import prepare_pair
 from ._whole import fit_whole_gaussian, holds
 
 START_TOL = 0.05  # log-sigma: the spectral start of a whole-Gaussian fit (the fit moves on from it)
 SPATIAL_SCAN = 16  # coarse grid points of a masked fit's image-space search
+# a local search (a refit corrected for reference noise): this far below and above the last sigma
+# in log-sigma, on a grid of this many points, then Brent
+NEAR_BELOW, NEAR_ABOVE, NEAR_GRID = -0.7, 0.2, 8
 
 
 def fit_blur(
@@ -48,6 +59,7 @@ def fit_blur(
     workers: int | None = None,
     warn: bool = True,
     callback=None,
+    reference_noise: float | str = "auto",
 ) -> BlurFit:
     """Fit the Gaussian blur that turns ``reference`` into ``target``.
 
@@ -108,6 +120,15 @@ def fit_blur(
         Called as ``callback(stage)`` with a short text before each step (transform, grid level,
         filter pass). An exception raised in it stops the fit and propagates: this is how the
         napari widget cancels a running fit.
+    reference_noise : "auto" or float
+        White noise in the reference (the image the kernel is applied to: the ``target`` with
+        ``reverse=True``), as a standard deviation in its intensity units. Blurred by the model,
+        such noise makes a plain fit overstate sigma. ``"auto"`` estimates it from the pair and
+        corrects the L2 fit when the estimate is measurably above zero; a number is a known
+        noise level, corrected for; ``0`` is the noise-free model of earlier versions, exactly.
+        The value estimated or given is ``fit.reference_noise``. ``"auto"`` makes no estimate
+        with a ``mask`` or NaN pixels (the excluded pixels would count in it). L1/Huber fits, and
+        masked L2 fits with ``gain_offset``, are not corrected: a note gives the bias there.
 
     Returns
     -------
@@ -147,15 +168,17 @@ def fit_blur(
         shift=shift, mask=mask,
         spatial_axes=spatial_axes, sigma_bounds=sigma_bounds, exclude_border=exclude_border,
         reverse=reverse, huber_delta=huber_delta, truncate=truncate, workers=workers, warn=warn,
-        callback=callback,
+        callback=callback, reference_noise=reference_noise,
     )
     problem = _problem(reference, target, options)
     data = _statistics(problem)
-    solution = _spectral_fit(data.stats, problem, start_only=options.whole_gaussian)
+    raw = data  # the statistics as read: a second start is corrected afresh from them
+    solution, data = noise_aware_fit(raw, problem, start_only=options.whole_gaussian,
+                                     spectral_fit=_spectral_fit)
     if options.whole_gaussian and not holds(problem.pair.spatial_shape, solution.sigma, options.truncate):
         # a coarse start can land on a flat landscape's far side (dim, sparse content): the
         # precise centred optimum decides whether the image cannot hold the kernel
-        solution = _spectral_fit(data.stats, problem)
+        solution, data = noise_aware_fit(raw, problem, start_only=False, spectral_fit=_spectral_fit)
     if options.whole_gaussian:  # rotated or shifted: exact image-space fit from the L2 start
         # after the start only the checks read the statistics: in float32 during the fit (a single
         # frame's are summed in float32 already, `_statistics`; a stack's are compacted here). Only
@@ -242,49 +265,64 @@ def _log_box(lower, upper):
     return np.log(np.maximum(lower, SEARCH_FLOOR)), np.log(upper)
 
 
-def _search_spectral(stats: SpectralStats, problem: Problem, *, start_only: bool = False):
+def _search_spectral(stats: SpectralStats, problem: Problem, *, start_only: bool = False,
+                     near=None):
     """Global L2 search over sigma: ``(sigma, profile)``; to `START_TOL` with ``start_only``.
 
     The profile is the mean loss on the first (global) grid; per axis the minimum over the others.
+    With ``near`` (a sigma), the search is local: a short grid from `NEAR_BELOW` to `NEAR_ABOVE`
+    in log-sigma about it, within the bounds (a correction for reference noise moves it down).
     """
     d, opt = len(stats.shape), problem.options
+    tables = []
 
     def evaluate(axes):
         problem.tick("searching sigma (L2 grid)")
-        sig = [np.exp(a) for a in axes]
-        if opt.sigma_per_axis:
-            return l2_grid(stats, sig, joint=False, gain_offset=opt.gain_offset,
-                           truncate=opt.truncate)[0]
-        return l2_grid(stats, sig * d, joint=True, gain_offset=opt.gain_offset,
-                       truncate=opt.truncate)[0]
+        table = _grid_table(stats, problem, [np.exp(a) for a in axes])
+        tables.append(table) if not tables else None
+        return table.project(stats, gain_offset=opt.gain_offset)[0]
 
     lo, hi = _log_box(problem.lower, problem.upper)
+    first = None
+    if near is not None:
+        t = np.log(np.maximum(near if opt.sigma_per_axis else near[:1], SEARCH_FLOOR))
+        lo, hi = (np.maximum(lo, np.minimum(t + NEAR_BELOW, hi)),
+                  np.minimum(hi, np.maximum(t + NEAR_ABOVE, lo)))
+        first = NEAR_GRID
     if opt.sigma_per_axis:
         # a start's grids are coarser in 3D, where a point of the first grid costs 24^2 more
-        first, points = (40, 17) if d == 2 else (12, 7) if start_only else (24, 11)
-        best_t, _, grids = grid_zoom(evaluate, lo, hi, first=first, points=points,
+        grid = (40, 17) if d == 2 else (12, 7) if start_only else (24, 11)
+        best_t, _, grids = grid_zoom(evaluate, lo, hi, first=first or grid[0], points=grid[1],
                                      tol=START_TOL if start_only else 1e-6)
         sigma = np.exp(best_t)
     else:
-        best_t, _, grids = grid_brent(evaluate, lo[0], hi[0], xtol=START_TOL if start_only else 1e-5)
+        best_t, _, grids = grid_brent(evaluate, lo[0], hi[0], first=first or 32,
+                                      xtol=START_TOL if start_only else 1e-5)
         sigma = np.full(d, np.exp(best_t[0]))
     axes, values = grids[0]
-    n = stats.n_frames * stats.n_pixels
-    rows = [values.min(axis=tuple(j for j in range(values.ndim) if j != i)) / n
-            for i in range(values.ndim)]
-    return sigma, {"sigma": np.exp(axes[0]), "loss": np.array(rows), "objective": "l2"}
+    return sigma, profile_of(stats, np.exp(axes[0]), values), tables[0]
 
 
-def _spectral_fit(stats: SpectralStats, problem: Problem, *, start_only: bool = False) -> Solution:
+def _grid_table(stats: SpectralStats, problem: Problem, sigmas: list[np.ndarray]) -> Tabulated:
+    """The contractions on a grid: per axis the outer grid of ``sigmas``, else one shared list."""
+    opt = problem.options
+    if opt.sigma_per_axis:
+        return tabulate(stats, sigmas, joint=False, truncate=opt.truncate)
+    return tabulate(stats, sigmas * len(stats.shape), joint=True, truncate=opt.truncate)
+
+
+def _spectral_fit(stats: SpectralStats, problem: Problem, *, start_only: bool = False,
+                  near=None) -> Solution:
     """The exact global L2 optimum from the statistics (all pixels).
 
     With ``start_only`` (the start of a whole-Gaussian fit, which moves on from it) to
     `START_TOL` only: each zoom of the per-axis grid costs two passes over the statistics.
+    Statistics corrected for reference noise (``stats.noise``) give the corrected optimum, and
+    its residual sum of squares as the images have it (the noise's share is not taken out).
+    ``near``: a local search (`_search_spectral`).
     """
-    sigma, profile = _search_spectral(stats, problem, start_only=start_only)
-    models = l2_at(stats, sigma, truncate=problem.options.truncate)
-    rss, gain, offset = models[problem.options.gain_offset]
-    return Solution(sigma, gain, offset, rss, rss, profile, sst=spread(stats))
+    sigma, profile, grid = _search_spectral(stats, problem, start_only=start_only, near=near)
+    return replace(solution_at(stats, problem, sigma, profile), grid=grid)
 
 
 def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
@@ -316,20 +354,22 @@ def _polish(problem: Problem, data: Data, start: Solution) -> Solution:
     # a mask or NaNs: the whole-image statistics (garbage included) are no guide to the curvature
     # of the pixels used, so those fits keep the bracketing search on values
     scan = opt.mask is not None or data.n_nonfinite > 0
+    penalty = noise_penalty(problem, data, start)
     sigma, value, gain, offset = _spatial_fit(
         objective, start.sigma, problem.lower, problem.upper, opt.per_axis, scan=scan,
-        hessian=None if scan else hessian, blocks=blocks)
+        hessian=None if scan else hessian, blocks=blocks, penalty=penalty)
     rss = value if loss.least_squares else objective.sum_squares(sigma, gain, offset)
     order = sorted(objective.trace, key=lambda t: float(np.prod(t[0])))
     profile = {"sigma": np.array([float(np.exp(np.mean(np.log(t[0])))) for t in order]),
                "loss": np.array([[t[1] for t in order]]), "objective": loss.name}
     # all pixels count: the target's spread is already in the statistics (saves a pass)
     sst = start.sst if data.all_pixels else objective.target_spread()
-    return Solution(sigma, gain, offset, rss, value, profile, delta, sst=sst)
+    noise = None if start.noise is None else start.noise._replace(corrected=penalty is not None)
+    return Solution(sigma, gain, offset, rss, value, profile, delta, sst=sst, noise=noise)
 
 
 def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, scan: bool,
-                 hessian=None, blocks=None):
+                 hessian=None, blocks=None, penalty=None):
     """Polish the loss in image space from the L2 optimum.
 
     With ``scan`` (a mask or NaNs can make the whole-image L2 optimum a poor guide: the excluded
@@ -337,6 +377,7 @@ def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, sca
     starts from its best point. A border band alone needs no scan. In memory, with ``hessian``
     (the L2 Gauss-Newton matrix over log-sigma), the search is quasi-Newton on values and exact
     gradients (a handful of filter passes); dask pairs keep the bracketing search on values.
+    ``penalty`` (`noise_penalty`) is taken off the loss the search minimises.
     """
     from ._search import Probe, piecewise_minimize
 
@@ -346,15 +387,19 @@ def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, sca
     def sigmas(t):
         return np.exp(t) if per_axis else np.full(d, np.exp(t[0]))
 
+    def share(s):  # the noise's share and its gradient over sigma (none without a penalty)
+        return penalty(s) if penalty is not None else (0.0, 0.0)
+
     def f(t):
-        return objective.evaluate(sigmas(t))[0]
+        return objective.evaluate(sigmas(t))[0] - share(sigmas(t))[0]
 
     def probe(t):  # value, gradient over log-sigma (d/dt = sigma d/dsigma), curvature scale
         s = sigmas(t)
         point = objective.point(s, gradient=True)
-        grad = s * point.gradient
+        taken, slope = share(s)
+        grad = s * (point.gradient - slope)
         grad = grad if per_axis else np.array([grad.sum()])
-        value, theta = point.value, point.gain_offset_gradient
+        value, theta = point.value - taken, point.gain_offset_gradient
         if theta is not None:  # gain/offset from a pixel sample: correct to the exact profile
             cross, block = (m * point.curvature for m in blocks(s))
             step = np.linalg.lstsq(block, theta, rcond=None)[0]
@@ -382,24 +427,32 @@ def _spatial_fit(objective: SpatialObjective, sigma, lower, upper, per_axis, sca
 
 def _whole_gaussian(problem: Problem, data: Data, start: Solution) -> Solution:
     """Exact image-space fit of a rotated and/or shifted kernel from the spectral optimum."""
-    opt, pair = problem.options, data.pair
+    pair = data.pair
     if pair.dask:
         raise ValueError("full_covariance and shift fits need images in memory; pass "
                          "numpy arrays (for a dask array, .compute() it first)")
     problem.tick("fitting the whole Gaussian")
+    whole, noise = whole_noise_rounds(problem, data, start, _fit_whole)
+    profile = {**start.profile, "objective": "l2 (centred, axis-aligned start)"}
+    return Solution(whole.kernel.sigma, whole.gain, whole.offset, whole.rss, whole.loss_sum,
+                    profile, whole.delta, whole=whole, noise=noise,
+                    sst=start.sst if data.all_pixels else target_spread(pair.target, pair.used))
+
+
+def _fit_whole(problem: Problem, data: Data, start: Solution, noise: float):
+    """`fit_whole_gaussian` from the spectral start, corrected for the reference noise ``noise``."""
+    opt, pair = problem.options, data.pair
     start_sigma = np.maximum(start.sigma, IDENTIFIABLE_FROM)
-    # the spectral start's loss is the centred kernel's exact L2 loss on every pixel
-    known = opt.objective.least_squares and data.all_pixels and np.array_equal(start_sigma, start.sigma)
-    whole = fit_whole_gaussian(
+    # the spectral start's loss is the centred kernel's exact L2 loss on every pixel (uncorrected:
+    # a fit corrected for noise compares corrected losses)
+    known = (opt.objective.least_squares and data.all_pixels and not noise
+             and np.array_equal(start_sigma, start.sigma))
+    return fit_whole_gaussian(
         pair.reference, pair.target, pair.used, loss=opt.loss, gain_offset=opt.gain_offset,
         full_covariance=opt.full_covariance, shift=opt.shift,
         isotropic=not opt.sigma_per_axis, start_sigma=start_sigma,
         delta=opt.huber_delta, truncate=opt.truncate, workers=problem.workers,
-        callback=opt.callback, centred_loss=start.rss if known else None)
-    profile = {**start.profile, "objective": "l2 (centred, axis-aligned start)"}
-    return Solution(whole.kernel.sigma, whole.gain, whole.offset, whole.rss, whole.loss_sum,
-                    profile, whole.delta, whole=whole,
-                    sst=start.sst if data.all_pixels else target_spread(pair.target, pair.used))
+        callback=opt.callback, centred_loss=start.rss if known else None, noise=noise)
 
 
 def _result(problem: Problem, data: Data, sol: Solution, found: Findings) -> BlurFit:
@@ -416,6 +469,8 @@ def _result(problem: Problem, data: Data, sol: Solution, found: Findings) -> Blu
         identifiable=found.identifiable, target_sharper=found.target_sharper,
         huber_delta=sol.huber_delta, truncate=float(opt.truncate), findings=found.items,
         profile=sol.profile, r2=found.r2, r2_linear=found.r2_linear, transfer=found.transfer,
+        reference_noise=0.0 if sol.noise is None else float(sol.noise.sd),
+        reference_noise_corrected=sol.noise is not None and sol.noise.corrected,
         **_kernel_fields(sol, found, opt, d),
     )
 

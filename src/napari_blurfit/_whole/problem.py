@@ -27,6 +27,9 @@ class Settings:
     model: KernelModel
     loss: Loss
     gain_offset: bool
+    # the reference's noise variance per pixel that a least-squares loss is corrected for: its
+    # expected share ``n_used * gain**2 * noise * sum K**2`` is taken out (errors in variables)
+    noise: float = 0.0
 
     @property
     def ndim(self) -> int:
@@ -168,14 +171,52 @@ class Problem:
                                     offset=0.0 if fitted else offset)
         if not fitted:
             residual = np.subtract(model, self.target, out=self._residual_buffer(), dtype=self.spectrum.dtype)
-            return Point(x, gain, offset, self.loss_of(residual), kernel, sampled, None, residual)
+            loss_ = self.loss_of(residual) - self.noise_share(sampled, gain)
+            return Point(x, gain, offset, loss_, kernel, sampled, None, residual)
         if loss.least_squares:
-            gain, offset = self._best_l2(model)
+            gain, offset = self._best_l2(model, sampled)
         residual = np.multiply(model, gain, out=self._residual_buffer(), dtype=self.spectrum.dtype)
         residual += offset
         residual -= self.target
         kept = np.ascontiguousarray(model) if self.keep_models else None
-        return Point(x, gain, offset, self.loss_of(residual), kernel, sampled, kept, residual)
+        loss_ = self.loss_of(residual) - self.noise_share(sampled, gain)
+        return Point(x, gain, offset, loss_, kernel, sampled, kept, residual)
+
+    def _noise(self, loss: Loss | None = None) -> float:
+        """The noise variance the loss is corrected for (least squares only)."""
+        return self.settings.noise if (loss or self.loss).least_squares else 0.0
+
+    def noise_share(self, sampled: np.ndarray, gain: float) -> float:
+        """The reference noise's expected share of the L2 loss: ``n * gain**2 * s**2 * sum K**2``."""
+        noise = self._noise()
+        return self.n_used * gain * gain * noise * float(np.vdot(sampled, sampled)) if noise else 0.0
+
+    def noise_matrix(self, point: Point) -> np.ndarray:
+        """The noise's expected share of ``J^T J`` (kernel parameters, then gain and offset).
+
+        ``J_k = gain * dK_k * A`` and ``J_gain = K * A`` carry the blurred noise: its Gram matrix
+        is ``n * s**2`` times the kernels' inner products (the offset's column has none).
+        """
+        derivs = self.model.derivatives(point.kernel).reshape(-1, point.sampled.size)
+        columns = point.gain * derivs
+        if self.settings.gain_offset:
+            columns = np.vstack([columns, point.sampled.reshape(1, -1), np.zeros((1, columns.shape[1]))])
+        return self.n_used * self._noise() * (columns @ columns.T)
+
+    def parameter_covariance(self, jtj: np.ndarray, s2: float, point: Point) -> np.ndarray:
+        """Covariance of the parameters: ``s2 (J^T J)^-1``, a sandwich when corrected for noise.
+
+        The reference's noise inflates ``J^T J`` as if it were detail: the bread is ``J^T J``
+        less the noise's share (`noise_matrix`), the filling ``J^T J`` itself.
+        """
+        with np.errstate(all="ignore"):
+            try:
+                if not self._noise():
+                    return s2 * np.linalg.inv(jtj)
+                inverse = np.linalg.inv(jtj - self.noise_matrix(point))
+                return s2 * inverse @ jtj @ inverse
+            except np.linalg.LinAlgError:
+                return np.full(jtj.shape, np.nan)
 
     def loss_at(self, kernel, gain: float, offset: float) -> float:
         """The loss of a kernel of the model (least squares: at its best gain/offset)."""
@@ -185,11 +226,12 @@ class Problem:
         """The point's model: the kept copy, or made again (a view of the reused model buffer)."""
         return point.model if point.model is not None else self.spectrum.model(point.sampled)
 
-    def _best_l2(self, model) -> tuple[float, float]:
+    def _best_l2(self, model, sampled) -> tuple[float, float]:
         m = self.used
         sw = float(self.n_used)
         wf = model if m is None else model * m
         sf, sff = float(wf.sum(dtype=np.float64)), float(dot(wf, model))
+        sff -= self.noise_share(sampled, 1.0)  # the model's power less its noise's
         sb, sfb = self._sum(self.target), float(dot(wf, self.target))
         det = sw * sff - sf * sf
         if det <= 1e-12 * max(sw * sff, 1e-300):
@@ -236,10 +278,22 @@ class Problem:
         grad = list(point.gain * (derivs.reshape(len(derivs), -1) * corr.reshape(-1)).sum(axis=1))
         if self.settings.gain_offset:  # sum(psi m) = sum_n K[n] c[n]: the model is not needed
             grad += [float(np.vdot(point.sampled, corr)), total]
+        grad = np.array(grad) - self._noise_gradient(point, derivs, loss)
         if not matrix:
-            return Normal(None, np.array(grad))
+            return Normal(None, grad)
         weights, scale = self._hessian_weights(point, loss)
-        return Normal(scale * self._matrix(point, weights, derivs, radius), np.array(grad))
+        return Normal(scale * self._matrix(point, weights, derivs, radius), grad)
+
+    def _noise_gradient(self, point: Point, derivs: np.ndarray, loss: Loss) -> np.ndarray | float:
+        """The gradient of `noise_share` over the kernel parameters, gain and offset (or 0)."""
+        noise = self._noise(loss)
+        if not noise:
+            return 0.0
+        k, n = point.sampled.reshape(-1), self.n_used * noise
+        grad = 2.0 * n * point.gain**2 * (derivs.reshape(len(derivs), -1) @ k)
+        if self.settings.gain_offset:
+            grad = np.concatenate([grad, [2.0 * n * point.gain * float(k @ k), 0.0]])
+        return grad
 
     def gauss_newton(self, point: Point) -> np.ndarray:
         """``J^T J`` over the pixels used (the least-squares covariance's inverse, up to ``s^2``)."""

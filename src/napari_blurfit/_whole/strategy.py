@@ -114,7 +114,7 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
                        full_covariance: bool = False, shift: bool = True, isotropic: bool = False,
                        start_sigma, delta: float | None = None, truncate: float = 4.0,
                        workers: int | None = None, callback=None,
-                       centred_loss: float | None = None) -> FullFit:
+                       centred_loss: float | None = None, noise: float = 0.0) -> FullFit:
     """Fit ``target ~ gain * K * reference + offset`` with a Gaussian ``K`` of full covariance and shift.
 
     Parameters
@@ -151,6 +151,8 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
         L2 without a mask: the loss of the centred kernel of ``start_sigma`` where known (the
         spectral fit's). The fit never ends above the centred kernel's loss; known, it is not
         evaluated again.
+    noise : float
+        The reference's noise variance per pixel that an L2 fit is corrected for (`Settings`).
 
     Returns
     -------
@@ -166,7 +168,7 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
     d = len(start_sigma)
     frames = as_frames(reference, target, used, d)
     model = GaussianModel(d, float(truncate), full_covariance, shift, isotropic)
-    settings = Settings(model, objective, gain_offset)
+    settings = Settings(model, objective, gain_offset, noise)
     centred = model.starts(start_sigma, np.zeros(d))[0]  # the axis-aligned, centred fit's kernel
     check_holds(model, centred, frames.target.shape[1:])
     starts = model.starts(start_sigma, shift_start(frames, settings, centred) if shift else np.zeros(d))
@@ -282,7 +284,7 @@ def best_start(problem: Problem, starts, callback, *, max_iter: int, rtol: float
     if len(starts) > 1:
         losses = np.array([problem.loss_at(kernel, 1.0, 0.0) for kernel in starts])
         order = [i for i in np.argsort(losses, kind="stable")[:SCOUT_MOST]
-                 if losses[i] <= SCOUT_WITHIN * losses.min()]
+                 if losses[i] - losses.min() <= (SCOUT_WITHIN - 1) * abs(losses.min())]
         starts = [starts[i] for i in order]
     best = None
     for kernel in starts:
@@ -558,11 +560,7 @@ def result(problem: Problem, solved: Solved, jtj: np.ndarray) -> FullFit:
     rss = problem.rss(point)
     p = len(jtj)
     s2 = rss / max(problem.n_used - p, 1)
-    with np.errstate(all="ignore"):
-        try:
-            cov = s2 * np.linalg.inv(jtj)
-        except np.linalg.LinAlgError:
-            cov = np.full((p, p), np.nan)
+    cov = problem.parameter_covariance(jtj, s2, point)
     k = len(point.x)
     errors = settings.model.standard_errors(point.kernel, cov[:k, :k])
     go = settings.gain_offset

@@ -1,0 +1,236 @@
+"""Fits corrected for the reference's noise (docs/design.md section 16): the steps of a fit.
+
+`noise_aware_fit` is the spectral L2 fit under ``reference_noise``: the noise level enters the
+objective only through a cheap share of ``P_AA``'s contraction
+(`napari_blurfit._spectral.Tabulated`), so the refits of the estimate's rounds
+(`napari_blurfit._noise.estimate_reference_noise`), which change only the noise, re-read grids
+contracted once (`CorrectedSearch`). `noise_penalty` corrects an image-space L2 loss,
+`whole_noise_rounds` a rotated/shifted kernel, `coloured_errors` its standard errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from ._gaussian import GaussianModel
+from ._kernels import half_kernels
+from ._noise import CORRECTED_MISFIT, estimate_reference_noise, estimate_whole_noise
+from ._spectral import SpectralStats, Tabulated, tabulate
+from ._stages import SEARCH_FLOOR, Data, NoiseCorrection, Problem, Solution, spread
+from ._whole.sandwich import sandwich_errors
+
+# a whole-Gaussian fit refits with the noise read from its own residual: at most this many times,
+# until the variance moves by less than this share
+WHOLE_NOISE_ROUNDS, WHOLE_SETTLED = 2, 0.05
+# the local grid, in log-sigma about the plain fit's sigma (a correction moves sigma down)
+NEAR_BELOW, NEAR_ABOVE, COARSE = -0.7, 0.2, 17
+FINE = 13  # points of the zoom about the coarse grid's best, two coarse spacings each way
+
+
+def solution_at(stats: SpectralStats, problem: Problem, sigma: np.ndarray, profile=None) -> Solution:
+    """The spectral L2 solution at ``sigma``: best gain/offset, and the images' own RSS.
+
+    Corrected for ``stats.noise``, the gain and offset are the corrected objective's, the RSS the
+    residual's as the images have it (the noise's share is not taken out).
+    """
+    table = tabulate(stats, [[s] for s in sigma], joint=True, truncate=problem.options.truncate)
+    rss, gain, offset = (float(x[0]) for x in table.project(stats, gain_offset=problem.options.gain_offset))
+    if stats.noise:
+        rss = float(table.residual_ss(stats, gain, offset)[0])
+    return Solution(sigma, gain, offset, rss, rss, profile or {}, sst=spread(stats))
+
+
+def profile_of(stats: SpectralStats, sigma: np.ndarray, values: np.ndarray) -> dict:
+    """The loss profile of a grid: mean loss per sigma; per axis the minimum over the others."""
+    n = stats.n_frames * stats.n_pixels
+    rows = [values.min(axis=tuple(j for j in range(values.ndim) if j != i)) / n
+            for i in range(values.ndim)]
+    return {"sigma": sigma, "loss": np.array(rows), "objective": "l2"}
+
+
+def corrected_profile(stats: SpectralStats, problem: Problem, plain: Solution) -> dict:
+    """The profile of corrected statistics on the plain fit's global grid (its search was local)."""
+    values = plain.grid.project(stats, gain_offset=problem.options.gain_offset)[0]
+    return profile_of(stats, plain.profile["sigma"], values)
+
+
+def noise_aware_fit(data: Data, problem: Problem, *, start_only: bool,
+                    spectral_fit) -> tuple[Solution, Data]:
+    """The spectral L2 fit under ``reference_noise``, and the data with the correction in force.
+
+    ``0``: the noise-free model. A number: corrected for that noise. ``"auto"``: estimated from
+    the pair at the fit's kernel and corrected when measurable, in a few rounds (the estimate is
+    best at the true kernel, which the correction moves towards); not with a mask or NaN pixels,
+    whose excluded pixels are in the statistics too (reported as 0). Later steps (the checks, a
+    whole-Gaussian fit) take the statistics with the correction in force. ``spectral_fit``:
+    the global spectral L2 fit of statistics (`napari_blurfit.fit`'s).
+    """
+    setting = problem.options.reference_noise
+    plain = spectral_fit(data.stats, problem, start_only=start_only)
+    refit = CorrectedSearch(spectral_fit)
+    if isinstance(setting, str) and (problem.options.mask is not None or data.n_nonfinite):
+        # the statistics hold the excluded pixels too (garbage, maybe, or NaNs filled): they
+        # cannot tell the reference's noise; a border band alone excludes real pixels
+        return replace(plain, noise=NoiseCorrection(0.0, False, plain.sigma, plain.sigma, True)), data
+    if isinstance(setting, str):
+        reading = estimate_reference_noise(data.stats, plain, problem, refit=refit)
+        sol, sd = reading.solution, float(np.sqrt(reading.variance))
+        corrected, error = sol is not plain, reading.stderr
+        loop = (reading.amplification, reading.sensitivity)
+    elif setting == 0:
+        return plain, data
+    else:
+        sd, corrected, error, loop = float(setting), True, 0.0, (1.0, None)
+        sol = refit(data.stats.with_noise(sd**2), problem, start_only=start_only, near=plain.sigma)
+    stats = data.stats.with_noise(sd**2 if corrected else 0.0)
+    sol = solution_at(stats, problem, sol.sigma) if corrected else sol  # the refits' were rough
+    noise = NoiseCorrection(sd, corrected, plain.sigma, sol.sigma, isinstance(setting, str), error,
+                            *loop)
+    return replace(sol, profile=corrected_profile(stats, problem, plain) if corrected else plain.profile,
+                   noise=noise), data._replace(stats=stats)
+
+
+def noise_penalty(problem: Problem, data: Data, start: Solution):
+    """The reference noise's expected share of an image-space L2 loss, as a function of sigma.
+
+    ``penalty(sigma) -> (share, d share / d sigma per axis)``: ``n_used * s_A**2 * sum K**2``, with
+    ``sum K**2`` of scipy's separable kernel. None where the fit is not corrected: no correction in
+    force, a loss other than L2, or a gain/offset (the image-space gain is the noisy model's).
+    """
+    opt, noise = problem.options, start.noise
+    if noise is None or not noise.corrected or not opt.objective.least_squares or opt.gain_offset:
+        return None
+    scale = data.n_used * noise.sd**2
+
+    def penalty(sigma):
+        g, dg = half_kernels(sigma, opt.truncate, derivative=True)
+        squares = g[:, 0] ** 2 + 2.0 * (g[:, 1:] ** 2).sum(axis=1)
+        slopes = 2.0 * (g[:, 0] * dg[:, 0] + 2.0 * (g[:, 1:] * dg[:, 1:]).sum(axis=1))
+        others = [np.prod(np.delete(squares, i)) for i in range(len(squares))]
+        return scale * float(np.prod(squares)), scale * slopes * np.array(others)
+
+    return penalty
+
+
+def whole_noise_rounds(problem: Problem, data: Data, start: Solution, fit_whole):
+    """The whole-Gaussian fit, corrected for noise read from its own residual; and the noise.
+
+    ``fit_whole(problem, data, start, variance)`` fits the kernel corrected for ``variance``. The
+    spectral start's correction comes first; with ``"auto"`` the noise is read again from the
+    kernel's own residual (`estimate_whole_noise`: the DCT's line sees a shift as misfit) and the
+    kernel refitted, at most `WHOLE_NOISE_ROUNDS` times. L2 fits get coloured-residual errors.
+    """
+    opt, pair = problem.options, data.pair
+    noise = start.noise
+    variance = noise.sd**2 if noise is not None and noise.corrected else 0.0
+    whole = fit_whole(problem, data, start, variance)
+    # as for the spectral estimate: not from a residual that holds excluded pixels
+    if noise is not None and noise.estimated and opt.objective.least_squares and pair.used is None:
+        # a fit that ignores the noise: the first one, unless the spectral start corrected it
+        plain = whole.kernel.sigma if not variance else noise.plain_sigma
+        for _ in range(WHOLE_NOISE_ROUNDS):  # the residual of the kernel itself tells best
+            found = estimate_whole_noise(pair.reference.reshape(whole.residual.shape),
+                                         whole.residual, whole.kernel.sampled(opt.truncate), whole.gain)
+            if found is None:
+                break
+            new = found.reference if found.significant and found.misfit < CORRECTED_MISFIT else 0.0
+            if abs(new - variance) <= WHOLE_SETTLED * max(new, variance):
+                break
+            variance, whole = new, fit_whole(problem, data, start, new)
+        reading = found.reading if found is not None else noise.sd**2
+        noise = noise._replace(sd=float(np.sqrt(variance if variance else reading)),
+                               corrected=variance > 0, plain_sigma=plain,
+                               corrected_sigma=whole.kernel.sigma,
+                               variance_stderr=found.stderr if found is not None else 0.0)
+    elif noise is not None and not opt.objective.least_squares:
+        noise = noise._replace(corrected=False)
+    if noise is not None and opt.objective.least_squares and pair.used is None:
+        whole = coloured_errors(problem, data, whole, noise.sd**2 if noise.corrected else 0.0)
+    return whole, noise
+
+
+def coloured_errors(problem: Problem, data: Data, whole, noise: float):
+    """``whole`` with standard errors that hold for coloured residuals (`sandwich_errors`)."""
+    opt, d = problem.options, problem.d
+    model = GaussianModel(d, float(opt.truncate), opt.full_covariance, opt.shift, not opt.sigma_per_axis)
+    errors = sandwich_errors(model, whole.kernel, data.pair.reference.reshape(whole.residual.shape),
+                             whole.residual, whole.gain, gain_offset=opt.gain_offset, noise=noise)
+    if errors is None:
+        return whole
+    return replace(whole, covariance_stderr=errors["covariance"], shift_stderr=errors["shift"])
+
+
+class CorrectedSearch:
+    """The refits of one fit's noise rounds (``refit`` of `estimate_reference_noise`).
+
+    One shared sigma: a grid of `COARSE` points about the first sigma given and a `FINE` one
+    about its best point, both `Tabulated`; later rounds re-read them while the best point stays
+    inside. The answer is the vertex of a parabola through the fine grid's best three points.
+    Sigmas per axis go to ``fallback`` (a local grid search over them).
+    """
+
+    def __init__(self, fallback):
+        self.fallback = fallback
+        self._coarse: tuple[np.ndarray, Tabulated] | None = None
+        self._fine: dict[int, tuple[np.ndarray, Tabulated]] = {}
+
+    def __call__(self, stats: SpectralStats, problem: Problem, *, start_only: bool = False,
+                 near=None) -> Solution:
+        if problem.options.sigma_per_axis or near is None:
+            return self.fallback(stats, problem, start_only=start_only, near=near)
+        problem.tick("correcting for the reference's noise")
+        t, gain, offset = self._best(stats, problem, float(np.log(max(near[0], SEARCH_FLOOR))))
+        # enough for the next estimate; `noise_aware_fit` makes the answer's exact solution
+        return Solution(np.full(problem.d, np.exp(t)), gain, offset, np.nan, np.nan, {})
+
+    def _grid(self, stats, problem, lo: float, hi: float, points: int) -> tuple[np.ndarray, Tabulated]:
+        grid = np.linspace(lo, hi, points)
+        sigmas = [np.exp(grid)] * problem.d
+        return grid, tabulate(stats, sigmas, joint=True, truncate=problem.options.truncate)
+
+    def _values(self, table: Tabulated, stats, problem) -> np.ndarray:
+        return table.project(stats, gain_offset=problem.options.gain_offset)[0]
+
+    def _at_best(self, table: Tabulated, grid: np.ndarray, stats, problem) -> tuple[float, float, float]:
+        """``(log-sigma, gain, offset)``: the vertex, with the gain/offset of the nearest point."""
+        rss, gain, offset = table.project(stats, gain_offset=problem.options.gain_offset)
+        j = int(np.argmin(rss))
+        return _vertex(grid, rss), float(gain[j]), float(offset[j])
+
+    def _best(self, stats, problem, t: float) -> tuple[float, float, float]:
+        """The corrected objective's best log-sigma, gain and offset, from the tables.
+
+        The tables are made when first needed and kept while the best point stays inside.
+        """
+        box = (float(np.log(max(problem.lower.max(), SEARCH_FLOOR))), float(np.log(problem.upper.min())))
+        for _ in range(4):  # a best point on an inner edge of the coarse grid moves it there
+            if self._coarse is None:
+                lo, hi = max(box[0], min(t + NEAR_BELOW, box[1])), min(box[1], max(t + NEAR_ABOVE, box[0]))
+                self._coarse, self._fine = self._grid(stats, problem, lo, hi, COARSE), {}
+            grid, table = self._coarse
+            i = int(np.argmin(self._values(table, stats, problem)))
+            inner_edge = (i == 0 and grid[0] > box[0]) or (i == len(grid) - 1 and grid[-1] < box[1])
+            if not inner_edge:
+                break
+            self._coarse, t = None, float(grid[i])
+        if i not in self._fine:
+            step = grid[1] - grid[0] if len(grid) > 1 else 0.0
+            self._fine[i] = self._grid(stats, problem, max(box[0], grid[i] - 2 * step),
+                                       min(box[1], grid[i] + 2 * step), FINE)
+        fine, table = self._fine[i]
+        return self._at_best(table, fine, stats, problem)
+
+
+def _vertex(grid: np.ndarray, values: np.ndarray) -> float:
+    """The least point of ``values`` on ``grid``, refined by a parabola through its neighbours."""
+    j = int(np.argmin(values))
+    if j == 0 or j == len(grid) - 1:
+        return float(grid[j])
+    a, b, c = values[j - 1 : j + 2]
+    curvature = a - 2.0 * b + c
+    if curvature <= 0:
+        return float(grid[j])
+    step = grid[1] - grid[0]
+    return float(grid[j] - 0.5 * step * np.clip((c - a) / curvature, -1.0, 1.0))

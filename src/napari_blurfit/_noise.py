@@ -1,0 +1,300 @@
+"""Noise in the reference: its estimate from the pair (errors in variables; docs/design.md section 16).
+
+A noisy reference ``A = X + n_A`` is blurred by the model with its noise, and a wider kernel
+averages more of that noise away: a plain L2 fit overstates sigma. Under L2 the noise's expected
+share of the loss is ``gain**2 * s_A**2 * sum_n K[n]**2`` per pixel, which `SpectralStats.noise`
+takes out of every contraction. This module finds ``s_A``: at the true kernel the residual's power
+at DCT coefficient k is ``s_B**2 + gain**2 * H_k**2 * s_A**2``, a straight line in ``H**2`` whose
+slope is the reference's noise variance (its intercept the target's). The line is fitted over
+frequency bins of a regular subgrid of coefficients, alternating with the corrected fit.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+from typing import NamedTuple
+
+import numpy as np
+
+from ._kernels import transfer
+from ._spectral import SAMPLE, SpectralStats, strided
+from ._stages import NoiseCorrection, Problem, Solution
+from ._transforms import fftn
+from ._whole.sandwich import kernel_spectrum
+
+BINS = 40  # frequency bins of the regression, equally wide in the transfer H
+REWEIGHT = 3  # weighted least squares with weights from the last line's level
+SIGNIFICANT = 3.0  # a slope this many of its standard errors above 0 is corrected for
+# the bins' residual power off the fitted line by this share on average: not noise but a blur the
+# model lacks (a clean reference against a JPEG, TV-denoised or resampled target reads 1 to 40, a
+# shift or an ellipse fitted round 0.13 to 0.26; a Gaussian blur with noise in both images 0.003
+# to 0.15, the most at sigma 0.7 with SNR 20, read at the plain fit's biased kernel) ...
+LINE_MISFIT = 0.5
+# ... and once corrected for it, noise leaves a line (0.01 to 0.04 measured), a shift or an ellipse
+# the model lacks does not
+CORRECTED_MISFIT = 0.06
+ROUNDS = 4  # estimate, correct, estimate again ... (the prototype settled in 4)
+SETTLED = 0.01  # relative change of the variance at which the rounds stop
+MAX_STEP = 4.0  # a round changes the variance by at most this factor (overshoot safeguard)
+NUDGE = 0.02  # log-sigma step that measures how the estimate follows sigma (`loop_gain`)
+MAX_LOOP_GAIN = 0.9  # errors amplified tenfold at most (a gain near 1: the estimate is unsure)
+SANDWICH_COEFFICIENTS = 2**17  # coefficients a standard error reads at most
+NEGLIGIBLE = 1e-3  # a transfer (or its derivative) this far below its peak carries no information
+
+
+class Coefficients(NamedTuple):
+    """Per-frequency quantities at a kernel on the estimate's subgrid (DC left out), per frame."""
+
+    transfer: np.ndarray  # H_k
+    residual: np.ndarray  # |B_hat - gain H A_hat|**2
+    reference: np.ndarray  # |A_hat|**2
+
+
+class NoiseEstimate(NamedTuple):
+    """The regression's answer: variances per pixel (intensity units squared)."""
+
+    reference: float  # s_A**2, clamped to [0, cap]
+    target: float  # s_B**2 (the intercept)
+    stderr: float  # of the slope
+    cap: float  # the reference's own power where the blur leaves least: s_A**2 cannot exceed it
+    misfit: float  # mean |observed / line - 1| over the coefficients: how well a line explains them
+
+    @property
+    def significant(self) -> bool:
+        """Noise is what the residual shows: a line explains it, its slope clear of zero."""
+        return self.misfit < LINE_MISFIT and self.reference > SIGNIFICANT * self.stderr
+
+    @property
+    def reading(self) -> float:
+        """The variance the pair shows: 0 where a line does not explain the residual.
+
+        Such a residual is a blur the model lacks, not noise.
+        """
+        return self.reference if self.misfit < LINE_MISFIT else 0.0
+
+
+def transfer_grid(sigma, shape, truncate: float, picked: tuple[slice, ...], *, derivative: bool = False):
+    """The kernel's transfer ``H`` on a subgrid; with ``derivative`` also ``[dH/dsigma_i]`` per axis."""
+    parts = [transfer([s], n, truncate, derivative=derivative) for s, n in zip(sigma, shape)]
+    if not derivative:
+        return reduce(np.multiply.outer, [p[:, 0][sl] for p, sl in zip(parts, picked)])
+    hs = [p[0][:, 0][sl] for p, sl in zip(parts, picked)]
+    dhs = [p[1][:, 0][sl] for p, sl in zip(parts, picked)]
+    partial = [reduce(np.multiply.outer, hs[:i] + [dh] + hs[i + 1:]) for i, dh in enumerate(dhs)]
+    return reduce(np.multiply.outer, hs), partial
+
+
+def sample(stats: SpectralStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``P_AA``, ``P_AB``, ``P_BB`` per frame on the statistics' sample (flat, float64, DC left out).
+
+    Read once and kept on the statistics (``stats.sample``; their `with_noise` copies share it):
+    every round of the estimate reads the same coefficients (``P_BB`` is kept there only).
+    """
+    if stats.sample is None:
+        picked, f = stats.sample_slices, stats.n_frames
+        stats.sample = tuple(p.reshape(-1)[1:].astype(np.float64) / f
+                             for p in (stats.paa[picked], stats.pab[picked], stats.pbb))
+    return stats.sample
+
+
+def coefficients(stats: SpectralStats, sigma, gain: float, truncate: float) -> Coefficients:
+    """Residual and reference power per frame at each coefficient of the subgrid (`Coefficients`)."""
+    h = transfer_grid(sigma, stats.shape, truncate, stats.sample_slices).reshape(-1)[1:]
+    paa, pab, pbb = sample(stats)
+    gh = gain * h
+    residual = pbb - 2.0 * gh * pab + gh * gh * paa
+    return Coefficients(h, residual, paa)
+
+
+def estimate_noise(stats: SpectralStats, sigma, gain: float, truncate: float) -> NoiseEstimate:
+    """The reference's (and target's) white-noise variance from the residual at a kernel (`line`)."""
+    c = coefficients(stats, sigma, gain, truncate)
+    return line(np.abs(c.transfer), c.residual, c.reference, gain)
+
+
+def estimate_whole_noise(reference: np.ndarray, residual: np.ndarray, sampled: np.ndarray,
+                         gain: float) -> NoiseEstimate | None:
+    """`line` for an image-space fit: its residual's Fourier power against the kernel's ``|K_hat|``.
+
+    ``reference`` and ``residual`` are frames first, the kernel's axes last; ``|K_hat|`` does not
+    depend on where the kernel is centred, so a shift needs no care.
+    """
+    d = sampled.ndim
+    spatial = reference.shape[-d:]
+    if any(k > n for k, n in zip(sampled.shape, spatial)):  # a kernel wider than the image
+        return None
+    picked = (Ellipsis, *strided(spatial, SAMPLE))
+    axes = tuple(range(-d, 0))
+    n = float(np.prod(spatial))
+    power = [np.mean(np.abs(fftn(x, axes))[picked] ** 2 / n,
+                     axis=tuple(range(x.ndim - d))).reshape(-1)[1:] for x in (residual, reference)]
+    transfer_ = np.abs(kernel_spectrum(sampled, spatial, picked[1:])).reshape(-1)[1:]
+    return line(transfer_, power[0], power[1], gain)
+
+
+def line(transfer_: np.ndarray, residual: np.ndarray, reference: np.ndarray, gain: float) -> NoiseEstimate:
+    """The straight line of residual power in ``(gain * H)**2`` over `BINS` frequency bins.
+
+    Weighted least squares of the bins' mean residual power on their mean ``gain**2 H**2``, each
+    bin weighted by the inverse variance of its mean: its own relative scatter (a bin of texture
+    the kernel does not fit scatters more and counts little) times the line's level there,
+    reweighted from the last line `REWEIGHT` times. The slope is clamped to [0, ``cap``], the
+    reference's own mean power in the highest-frequency bin (noise cannot exceed it).
+    """
+    x = (gain * transfer_) ** 2
+    index = np.minimum((transfer_ * BINS).astype(np.intp), BINS - 1)
+    n = np.bincount(index, minlength=BINS).astype(np.float64)
+    ok = n >= 8
+    if ok.sum() < 3:  # too few coefficients (a tiny image): no line to read
+        return NoiseEstimate(0.0, 0.0, float("inf"), 0.0, float("inf"))
+    mean_x = np.bincount(index, x, BINS)[ok] / n[ok]
+    mean_r = np.bincount(index, residual, BINS)[ok] / n[ok]
+    mean_r2 = np.bincount(index, residual**2, BINS)[ok] / n[ok]
+    # each bin's relative scatter (a bin of texture the kernel does not fit scatters more) times
+    # the line's level there: weights from the bins' own means would favour the low ones
+    relative = np.maximum(mean_r2 / np.maximum(mean_r**2, 1e-300) - 1.0, 1e-12) / n[ok]
+    cap = float(np.bincount(index, reference, BINS)[ok][0] / n[ok][0])
+    unknown = NoiseEstimate(0.0, float(np.mean(residual)), float("inf"), cap, float("inf"))
+    design = np.stack([np.ones_like(mean_x), mean_x], axis=1)
+    level = mean_r
+    for _ in range(REWEIGHT):
+        weighted = design / (relative * level**2)[:, None]
+        try:
+            cov = np.linalg.inv(design.T @ weighted)
+        except np.linalg.LinAlgError:
+            return unknown
+        intercept, slope = cov @ (weighted.T @ mean_r)
+        level = np.maximum(intercept + slope * mean_x, 0.1 * mean_r)  # a line below zero: no weight
+    slope, intercept = float(np.clip(slope, 0.0, cap)), float(max(intercept, 0.0))
+    fitted = np.maximum(intercept + slope * mean_x, 1e-300)
+    misfit = float(np.sum(n[ok] * np.abs(mean_r / fitted - 1.0)) / np.sum(n[ok]))
+    return NoiseEstimate(slope, intercept, float(np.sqrt(max(cov[1, 1], 0.0))), cap, misfit)
+
+
+class Reading(NamedTuple):
+    """What `estimate_reference_noise` found: the noise and the fit corrected for it."""
+
+    variance: float  # s_A**2 read (applied when ``solution`` is not the plain fit)
+    stderr: float  # of ``variance``, from its last regression
+    solution: Solution
+    amplification: float = 1.0  # of the errors, by the loop of estimate and fit (`loop_gain`)
+    sensitivity: np.ndarray | None = None  # d sigma / d variance at the answer (px per variance)
+
+
+def estimate_reference_noise(stats: SpectralStats, plain: Solution, problem: Problem, *,
+                             refit) -> Reading:
+    """The reference's noise read from the pair, and the fit corrected for it (`Reading`).
+
+    From the plain fit (``plain``), the noise is estimated at the current kernel and the fit
+    corrected for it (``refit(stats, problem, near=sigma)``: a local spectral search), for up to
+    `ROUNDS` rounds or until the estimate settles. Without a `NoiseEstimate.significant` reading
+    no correction is made: ``plain`` comes back unchanged, with the variance the pair shows
+    (`NoiseEstimate.reading`). Safeguards against overshoot: the estimate is clamped to what the
+    reference's own power allows (`estimate_noise`), and each round after the first moves the
+    variance by at most a factor `MAX_STEP`.
+    """
+    truncate, start_only = problem.options.truncate, problem.options.whole_gaussian
+    sol, variance = plain, 0.0
+    for _ in range(ROUNDS):
+        found = estimate_noise(stats, sol.sigma, sol.gain, truncate)
+        new = found.reference if found.significant else 0.0
+        if variance:  # damped
+            new = float(np.clip(new, variance / MAX_STEP, variance * MAX_STEP))
+        if abs(new - variance) <= max(SETTLED * max(new, variance), found.stderr):
+            break  # settled, or moving by less than the estimate can tell
+        variance = new
+        sol = refit(stats.with_noise(variance), problem, start_only=start_only, near=sol.sigma)
+    if not variance:
+        return Reading(found.reading, found.stderr, plain)
+    if found.misfit > CORRECTED_MISFIT:  # noise explains the residual once corrected, or it was not noise
+        return Reading(0.0, float("inf"), plain)
+    # how sigma follows the variance there: the corrected fit for a nudged variance
+    nudged = refit(stats.with_noise(variance * np.exp(NUDGE)), problem, start_only=start_only,
+                   near=sol.sigma)
+    sensitivity = (np.asarray(nudged.sigma) - np.asarray(sol.sigma)) / (variance * np.expm1(NUDGE))
+    gain = loop_gain(stats, sol, found, sensitivity, truncate)
+    return Reading(variance, found.stderr, sol, 1.0 / (1.0 - min(gain, MAX_LOOP_GAIN)), sensitivity)
+
+
+def loop_gain(stats: SpectralStats, sol: Solution, found: NoiseEstimate, sensitivity: np.ndarray,
+              truncate: float) -> float:
+    """How much an error of sigma feeds back through the estimate into sigma again.
+
+    The estimate and the corrected fit depend on each other: a sigma off by ``d`` reads the
+    variance off by ``e * d``, which moves sigma by ``c * e * d``. With the loop's gain ``c * e``
+    the errors of each step are amplified by ``1 / (1 - c * e)``. ``e`` is measured by one more
+    estimate at a nudged sigma, ``c`` is ``sensitivity`` (sigma per variance).
+    """
+    sigma = np.asarray(sol.sigma)
+    nudged = estimate_noise(stats, sigma * np.exp(NUDGE), sol.gain, truncate)
+    reading = (nudged.reference - found.reference) / NUDGE  # variance per log-sigma
+    return float(reading * np.mean(sensitivity / np.maximum(sigma, 1e-300)))
+
+
+def with_estimate_error(stderr: np.ndarray, noise: NoiseCorrection) -> np.ndarray:
+    """Standard errors that also carry the uncertainty of an estimated noise level.
+
+    The correction moved sigma from ``plain_sigma`` to ``corrected_sigma`` for the variance
+    ``sd**2``; sigma moves about linearly with the variance, so the estimate's own standard error
+    adds ``(moved * stderr(sd**2) / sd**2)**2`` to each sigma's variance (the relative error
+    capped at 1: a correction is never less sure than its whole size); the loop of estimate and
+    fit amplifies both (``noise.amplification``, `loop_gain`).
+    """
+    if not (noise.estimated and noise.corrected and noise.sd > 0) or noise.sensitivity is None:
+        return stderr
+    moved = np.abs(np.asarray(noise.corrected_sigma) - np.asarray(noise.plain_sigma))
+    spread = noise.variance_stderr * np.abs(noise.sensitivity)
+    spread = np.minimum(spread, moved) if noise.variance_stderr >= noise.sd**2 else spread
+    return noise.amplification * np.sqrt(stderr**2 + spread**2)
+
+
+def sandwich_stderr(stats: SpectralStats, sigma, gain: float, *, per_axis: bool, gain_offset: bool,
+                    truncate: float) -> np.ndarray:
+    """Standard error of each sigma of a spectral L2 fit, robust to both noises and to misfit.
+
+    The sandwich ``A^-1 B A^-1`` over DCT coefficients (each an independent observation for
+    stationary noise): ``A`` the objective's Gauss-Newton matrix, with the reference's noise taken
+    out of ``P_AA`` (noise in the reference looks like information in a plain ``J^T J``), ``B``
+    the sum of each coefficient's squared score, which carries whatever residual it has (target
+    and reference noise, a blur that is not quite this Gaussian) at its own frequency. Read on
+    `informative` coefficients; the DC coefficient (the offset's) is left out.
+    """
+    picked, weight = informative(sigma, stats.shape, truncate)
+    h, partial = transfer_grid(sigma, stats.shape, truncate, picked, derivative=True)
+    f = stats.n_frames
+    paa, pab = (p[picked].reshape(-1)[1:].astype(np.float64) for p in (stats.paa, stats.pab))
+    info = paa - f * stats.noise
+    score = pab - gain * h.reshape(-1)[1:] * info
+    columns = [gain * p.reshape(-1)[1:] for p in partial]
+    columns = columns if per_axis else [np.sum(columns, axis=0)]
+    if gain_offset:
+        columns.append(h.reshape(-1)[1:])
+    design = np.stack(columns)
+    bread = (design * info) @ design.T
+    meat = (design * score**2) @ design.T
+    with np.errstate(all="ignore"):
+        try:
+            inverse = np.linalg.inv(bread)
+        except np.linalg.LinAlgError:
+            return np.full(len(sigma), np.nan)
+        var = np.diag(inverse @ meat @ inverse)[: len(design) - (1 if gain_offset else 0)] / weight
+    se = np.where(var >= 0, np.sqrt(np.abs(var)), np.nan)
+    return se if per_axis else np.full(len(sigma), se[0])
+
+
+def informative(sigma, shape, truncate: float, limit: int = SANDWICH_COEFFICIENTS):
+    """``(slices, weight)``: the coefficients a sigma's standard error is read from.
+
+    Along each axis, those up to where the kernel's transfer and its derivative fall below
+    `NEGLIGIBLE` of their peak (beyond, a coefficient adds nothing to either side of the
+    sandwich); every one of them where they are few (a wide kernel's information sits in a few
+    low frequencies, too few to thin out), else every m-th (``weight = m**d`` coefficients each).
+    """
+    ends = []
+    for s, n in zip(sigma, shape):
+        h, dh = (v[:, 0] for v in transfer([s], n, truncate, derivative=True))
+        level = np.maximum(np.abs(h) / max(np.abs(h).max(), 1e-300),
+                           np.abs(dh) / max(np.abs(dh).max(), 1e-300))
+        ends.append(int(np.flatnonzero(level > NEGLIGIBLE).max(initial=0)) + 1)
+    step = strided(tuple(ends), limit)[0].step
+    return tuple(slice(0, end, step) for end in ends), float(step ** len(ends))

@@ -1,0 +1,83 @@
+"""Standard errors of a whole-Gaussian L2 fit that hold for both noises and coloured residuals.
+
+The engine's Gauss-Newton errors take the residual as white. It is not: the reference's noise
+reaches it blurred (power ``s_B**2 + gain**2 |K_hat|**2 s_A**2``, highest where the signal is),
+and a model that is not quite right leaves structure. Here the sandwich ``A^-1 B A^-1`` is taken
+over Fourier frequencies (independent for stationary noise): ``A`` the Gauss-Newton matrix with
+the reference's noise taken out of its power, ``B`` the sum of each frequency's squared score.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _transforms as transforms
+from .._gaussian import GaussianModel
+from .._spectral import strided
+
+FREQUENCIES = 2**17  # frequencies read at most: a regular subgrid of them
+
+
+def sandwich_errors(model: GaussianModel, kernel, reference: np.ndarray, residual: np.ndarray,
+                    gain: float, *, gain_offset: bool, noise: float) -> dict[str, np.ndarray] | None:
+    """``covariance`` (d, d) and ``shift`` (d,) standard errors, or None for a kernel too wide.
+
+    ``reference`` and ``residual`` (``gain * K * reference + offset - target``) are frames first,
+    spatial axes last; ``noise`` is the reference's noise variance the fit was corrected for.
+    """
+    d = model.ndim
+    spatial = reference.shape[-d:]
+    sampled = model.sampled(kernel)
+    if any(k > n for k, n in zip(sampled.shape, spatial)):
+        return None
+    picked, weight = _subgrid(spatial)
+    columns = [gain * kernel_spectrum(dk, spatial, picked) for dk in model.derivatives(kernel)]
+    k_hat = kernel_spectrum(sampled, spatial, picked)
+    if gain_offset:
+        columns.append(k_hat)
+    power, cross = _reference_terms(reference, residual, picked)
+    frames = len(reference.reshape(-1, *spatial))
+    cross = cross - frames * noise * gain * np.conj(k_hat)  # the score of the noise's share
+    design = np.stack(columns).reshape(len(columns), -1)
+    score = 2.0 * np.real(design * cross.reshape(-1))
+    info = (power - frames * noise).reshape(-1)
+    bread = 2.0 * np.real((design * info) @ np.conj(design).T)
+    meat = 2.0 * score @ score.T  # a real image's frequencies come in conjugate pairs
+    with np.errstate(all="ignore"):
+        try:
+            inverse = np.linalg.inv(bread)
+        except np.linalg.LinAlgError:
+            return None
+    cov = inverse @ meat @ inverse / weight
+    count = len(columns) - (1 if gain_offset else 0)
+    return model.standard_errors(kernel, cov[:count, :count])
+
+
+def _subgrid(spatial: tuple[int, ...]) -> tuple[tuple[slice, ...], float]:
+    """Every m-th frequency along each axis (at most `FREQUENCIES`), and ``m**d``."""
+    picked = strided(spatial, FREQUENCIES)
+    return picked, float(picked[0].step ** len(spatial))
+
+
+def kernel_spectrum(kernel: np.ndarray, spatial: tuple[int, ...], picked) -> np.ndarray:
+    """The Fourier transform of a centred kernel on the image's frequency grid, on ``picked``."""
+    padded = np.zeros(spatial)
+    padded[tuple(slice(0, k) for k in kernel.shape)] = kernel
+    centred = np.roll(padded, [-(k // 2) for k in kernel.shape], axis=tuple(range(len(spatial))))
+    return transforms.fftn(centred, tuple(range(len(spatial))))[picked]
+
+
+def _reference_terms(reference: np.ndarray, residual: np.ndarray, picked):
+    """``sum_f |A_hat_f|**2 / n`` and ``sum_f A_hat_f conj(R_hat_f) / n`` on ``picked``.
+
+    A frame at a time: one frame's transforms in memory.
+    """
+    d = len(picked)
+    spatial = reference.shape[-d:]
+    axes, n = tuple(range(d)), float(np.prod(spatial))
+    power, cross = 0.0, 0.0
+    for a, r in zip(reference.reshape(-1, *spatial), residual.reshape(-1, *spatial)):
+        a_hat = transforms.fftn(a, axes)[picked]
+        power = power + np.abs(a_hat) ** 2 / n
+        cross = cross + a_hat * np.conj(transforms.fftn(r, axes)[picked]) / n
+    return power, cross

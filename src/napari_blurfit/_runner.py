@@ -92,8 +92,11 @@ def _in_flight(client) -> int:
 
 
 def _collected(future) -> Outcome:
-    """A finished task's outcome; a task that failed for good (its worker died too often, or
-    it raised after its retries) is that pair's error."""
+    """A finished task's outcome.
+
+    A task that failed for good (its workers died too often, or it raised after its retries)
+    gives that pair's error.
+    """
     if future.status == "finished":
         return future.result()
     err = future.exception()

@@ -426,7 +426,8 @@ def _check_options(options: dict) -> None:
     unknown = sorted(set(options) - allowed)
     if unknown and not takes_any:
         raise TypeError(f"fit_pairs got unknown option(s) {', '.join(unknown)}; it takes "
-                        f"progress, client, joint, held_bytes, earlier, on_pair, retries and fit_blur's options: {', '.join(sorted(allowed))}")
+                        "progress, client, joint, held_bytes, earlier, on_pair, retries and fit_blur's "
+                        f"options: {', '.join(sorted(allowed))}")
     loss = options.get("loss", "l2")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}; got {loss!r}")

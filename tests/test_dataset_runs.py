@@ -250,6 +250,12 @@ def test_cluster_equals_in_process_with_tasks_bounded(client, cluster_data):
     assert len(in_flight) == len(pairs) and max(in_flight) <= 4  # 2 per worker thread
     with client.as_current():  # the active client is used when none is given
         _same(fit_pairs(pairs), want)
+    # resumed on the cluster: the pairs fitted before are read there for the joint fit only
+    earlier = {i: EarlierFit(p.fit.sigma, p.fit.sigma_stderr) for i, p in enumerate(want.pairs[:10])}
+    resumed = fit_pairs(pairs, client=client, earlier=earlier)
+    assert [p.earlier is not None for p in resumed.pairs] == [i < 10 for i in range(len(pairs))]
+    assert resumed.joint.sigma == pytest.approx(want.joint.sigma, rel=1e-6)
+    assert resumed.joint.sigma_stderr == pytest.approx(want.joint.sigma_stderr, rel=1e-6)
 
 
 @pytest.mark.slow

@@ -63,6 +63,23 @@ def row(label: str, times: list[float], n: int) -> float:
     return median
 
 
+def compare(pairs, client, *, joint: bool, repeats: int, size: int) -> None:
+    """In process and on the cluster, interleaved: medians, pairs/s, ratio, differences."""
+    local, spread = [], []
+    for _ in range(repeats):
+        t, want = timed(pairs, False, joint)
+        local.append(t)
+        t, got = timed(pairs, client, joint)
+        spread.append(t)
+    what = "pairs + joint fit" if joint else "pairs only"
+    print(f"\n== {len(pairs)} pairs of {size}^2 float32, {what} (median of {repeats}) ==")
+    base = row("in process", local, len(pairs))
+    two = row("LocalCluster, 2 worker processes", spread, len(pairs))
+    print(f"RATIO 2 workers vs in process   : {base / two:5.2f}x (target >= 1.6x)")
+    d_pairs, d_joint = largest_difference(got, want)
+    print(f"largest relative difference     : pairs {d_pairs:.1e}, joint {d_joint:.1e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=40)
@@ -71,8 +88,8 @@ def main() -> None:
     args = parser.parse_args()
     from distributed import Client, LocalCluster
 
-    print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}  "
-          f"({os.cpu_count()} cores)")
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"load average before: {load}  ({os.cpu_count()} cores)")
     with tempfile.TemporaryDirectory() as tmp:
         pairs = write_pairs(Path(tmp), args.pairs, args.size)
         fit_pairs(pairs[:2], client=False)  # imports and first-call costs, outside the timing
@@ -80,22 +97,11 @@ def main() -> None:
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                           dashboard_address=None) as cluster, Client(cluster) as client:
             client.wait_for_workers(2)
-            print(f"LocalCluster of 2 workers started in {time.perf_counter() - start:.2f} s (not timed below)")
+            print(f"LocalCluster of 2 workers started in {time.perf_counter() - start:.2f} s "
+                  "(not timed below)")
             fit_pairs(pairs[:2], client=client)
             for joint in (True, False):
-                local, spread = [], []
-                for _ in range(args.repeats):
-                    t, want = timed(pairs, False, joint)
-                    local.append(t)
-                    t, got = timed(pairs, client, joint)
-                    spread.append(t)
-                what = "pairs + joint fit" if joint else "pairs only"
-                print(f"\n== {args.pairs} pairs of {args.size}^2 float32, {what} (median of {args.repeats}) ==")
-                base = row("in process", local, args.pairs)
-                two = row("LocalCluster, 2 worker processes", spread, args.pairs)
-                print(f"RATIO 2 workers vs in process   : {base / two:5.2f}x (target >= 1.6x)")
-                d_pairs, d_joint = largest_difference(got, want)
-                print(f"largest relative difference     : pairs {d_pairs:.1e}, joint {d_joint:.1e}")
+                compare(pairs, client, joint=joint, repeats=args.repeats, size=args.size)
     print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

@@ -9,6 +9,8 @@ blurfit stack_a.tif stack_b.tif --spatial-axes -2,-1   # one sigma over all fram
 blurfit truth/ predictions/ --csv results.csv     # many pairs, matched by file name
 blurfit 'gt/*.png' 'out/*.png' --json             # many pairs, by glob
 blurfit --pairs pairs.csv                         # many pairs listed in a CSV
+blurfit truth/ predictions/ --csv out.csv --workers 2   # on 2 local worker processes
+blurfit truth/ predictions/ --csv out.csv --resume      # continue an interrupted run
 
 The core (`napari_blurfit.fit_blur`) names its options as Python arguments (``gain_offset=True``);
 this command names them as flags (``--gain-offset``): findings from their data (`WORDS`), error
@@ -183,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Huber threshold in intensity units (with --loss huber only)")
     p.add_argument("--json", action="store_true",
                    help="print JSON: sigma, covariance, shift, gain, offset, r2, notes and "
-                   "findings, inputs and options (no curves)")
+                   "findings, inputs and options (no curves); many pairs: JSON Lines, one "
+                   "object per pair as it finishes, the joint fit's last")
     p.add_argument("--json-curves", action="store_true",
                    help="with --json: add the curves (the transfer function per frequency shell: "
                    "frequency, measured, model, stderr, energy; the loss profile over sigma)")
@@ -195,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --map-tile: write sigma at every pixel (.tif or .npy; one plane per axis)")
     p.add_argument("--fitted", metavar="FILE", help="write the fitted image (.tif or .npy)")
     p.add_argument("--residual", metavar="FILE", help="write target - fitted (.tif or .npy)")
-    p.add_argument("--csv", metavar="FILE", help="write one row per pair (and the joint fit)")
+    p.add_argument("--csv", metavar="FILE",
+                   help="write one row per pair as it finishes, the joint fit's last")
     p.add_argument("--no-joint", action="store_true", help="many pairs: skip the joint fit")
     p.add_argument("--resume", action="store_true",
                    help="many pairs: continue the --csv file of an interrupted run (pairs in it "

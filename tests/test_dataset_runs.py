@@ -74,6 +74,10 @@ def test_on_pair_streams_and_earlier_pairs_are_not_refitted(tmp_path, camera):
     assert part.joint.sigma == pytest.approx(whole.joint.sigma, rel=1e-9)
     assert part.joint.sigma_stderr == pytest.approx(whole.joint.sigma_stderr, rel=1e-9)
     assert part.n_joint == whole.n_joint == 8 and part.notes == whole.notes
+    with pytest.raises(ValueError, match=r"earlier names pair\(s\) \[8\] but pairs has 8 \(indexes 0 to 7\)"):
+        fit_pairs(pairs, earlier={8: earlier[0]})
+    with pytest.raises(TypeError, match="earlier must map pair indexes to EarlierFit, got tuple"):
+        fit_pairs(pairs, earlier={0: (1.0, 1.0)})
 
 
 def test_bad_pairs_reported_once_and_the_batch_finishes(tmp_path, camera, capsys):

@@ -32,8 +32,11 @@ def cluster(scheduler: str | None, workers: int | None):
     if scheduler is None and workers is None:
         yield False  # in process, even if a client were active
         return
-    from distributed import Client, LocalCluster
-
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ValueError("--workers and --scheduler need dask.distributed: pip install distributed "
+                         "(or napari-blurfit[dask])") from None
     if scheduler is not None:
         with Client(scheduler) as client:
             yield client
@@ -148,7 +151,12 @@ def _rewrite(path: Path, columns: list[str], rows: list[dict]) -> None:
 
 
 def write_options(path, record: dict) -> None:
-    """Keep the options of the run that writes the CSV ``path`` beside it."""
+    """Keep the options of the run that writes the CSV ``path`` beside it.
+
+    Not for a CSV that is no regular file (``/dev/stdout``): such a run cannot be resumed.
+    """
+    if Path(path).exists() and not Path(path).is_file():
+        return
     options_path(path).write_text(json.dumps({"blurfit": __version__,
                                               "options": _plain_json(record)}, indent=1) + "\n")
 

@@ -389,10 +389,10 @@ def _many(args, opts, pairs, out: _Stdout) -> int:
     if resumed.earlier:
         print(f"blurfit: --resume: {len(resumed.earlier)} of {len(pairs)} pairs are in {args.csv} "
               f"already; fitting the other {len(pairs) - len(resumed.earlier)}", file=sys.stderr)
-    if args.csv and resumed.columns is None:
-        write_options(args.csv, record)
-    output = ManyOutput(out, WORDS, as_json=args.json, csv_path=args.csv, resumed=resumed)
-    with cluster(args.scheduler, args.workers) as client:
+    with cluster(args.scheduler, args.workers) as client:  # connected before any file is written
+        if args.csv and resumed.columns is None:
+            write_options(args.csv, record)
+        output = ManyOutput(out, WORDS, as_json=args.json, csv_path=args.csv, resumed=resumed)
         result = fit_pairs(pairs, client=client, progress=progress, joint=not args.no_joint,
                            earlier=resumed.earlier, on_pair=output.pair, **opts)
     output.finish(result, record)

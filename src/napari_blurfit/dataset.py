@@ -293,11 +293,10 @@ def fit_pairs(pairs, *, client=None, progress: bool = False, joint: bool = True,
 
     _check_options(options)
     pairs = [tuple(pair) for pair in pairs]
-    earlier = dict(earlier or {})
+    earlier = _check_earlier(earlier, len(pairs))
     client = active_client() if client is None else (client or None)
     options = {"warn": False, **options}
-    results = [_earlier_result(pairs[i], i, e) for i, e in sorted(earlier.items())]
-    results = dict(zip(sorted(earlier), results))
+    results = {i: _earlier_result(pairs[i], i, e) for i, e in earlier.items()}
     described: dict[int, Outcome] = {}
     held = _Held(held_bytes if joint and client is None else 0)
     todo = [i for i in range(len(pairs)) if i not in earlier]
@@ -316,6 +315,19 @@ def fit_pairs(pairs, *, client=None, progress: bool = False, joint: bool = True,
     usable = _usable(client, pairs, results, described, held, retries)
     return _dataset_fit(results, usable.items, pairs, held, client, options, progress,
                         usable.notes)
+
+
+def _check_earlier(earlier, n: int) -> dict:
+    """``earlier`` as a dict of `EarlierFit` by pair index; refuse an index out of range."""
+    earlier = dict(earlier or {})
+    outside = sorted(i for i in earlier if not (isinstance(i, (int, np.integer)) and 0 <= i < n))
+    if outside:
+        raise ValueError(f"earlier names pair(s) {outside[:5]} but pairs has {n} (indexes 0 to "
+                         f"{n - 1})")
+    bad = [type(e).__name__ for e in earlier.values() if not isinstance(e, EarlierFit)]
+    if bad:
+        raise TypeError(f"earlier must map pair indexes to EarlierFit, got {bad[0]}")
+    return earlier
 
 
 def _outcomes(client, pairs, indexes, options, keep, retries):

@@ -230,21 +230,20 @@ class ManyOutput:
 
     def finish(self, result: DatasetFit, options: dict) -> None:
         """The joint fit (printed, and the CSV's last row), then the CSV closed."""
-        joint, n_total = result.joint, len(result.pairs)
-        failed = next((n for n in result.notes if n.startswith("the joint fit failed")), None)
+        joint = result.joint
         notes = [self.words.text(n) for n in result.notes]
-        if self.as_json and (joint or failed):
+        tried = joint is not None or result.joint_error is not None
+        error = None if joint else self.words.text(result.joint_error or "")
+        head = {"reference": JOINT, "target": f"{result.n_joint} pairs"}
+        if self.as_json and tried:
             self.out.show(json.dumps(clean({
-                "reference": JOINT, "target": f"{result.n_joint} pairs",
-                "fit": fit_json(joint, self.words) if joint else None,
-                "error": None if joint else self.words.text(failed),
-                "joint_pairs": result.n_joint, "pairs": n_total, "notes": notes, "options": options})))
+                **head, "fit": fit_json(joint, self.words) if joint else None, "error": error,
+                "joint_pairs": result.n_joint, "pairs": len(result.pairs), "notes": notes,
+                "options": options})))
         elif not self.as_json:
             self._print_joint(result, notes)
-        if joint or failed:
-            self._row({"reference": JOINT, "target": f"{result.n_joint} pairs",
-                       **(fit_row(joint, self.words) if joint else {}),
-                       "error": "" if joint else self.words.text(failed)})
+        if tried:
+            self._row({**head, **(fit_row(joint, self.words) if joint else {}), "error": error or ""})
         if self.rows is not None:
             self._guarded(self.rows.close)
 

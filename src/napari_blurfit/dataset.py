@@ -57,13 +57,15 @@ class DatasetFit:
     shape). ``notes`` hold findings about the dataset as a whole; why a pair was skipped is in
     that pair's ``error`` only. When the pairs' own sigmas disagree with one joint sigma, the
     joint fit carries a ``joint_spread`` finding (its text is also in ``notes``) and its
-    ``sigma_stderr`` takes in the spread between pairs.
+    ``sigma_stderr`` takes in the spread between pairs. ``joint_error``: why the joint fit
+    failed, if it was tried and failed (also in ``notes``).
     """
 
     pairs: list[PairResult]
     joint: BlurFit | None
     notes: list[str] = field(default_factory=list)
     n_joint: int = 0
+    joint_error: str | None = None
 
     @property
     def n_failed(self) -> int:
@@ -370,7 +372,7 @@ class _Held:
 
 def _dataset_fit(results, usable, pairs, held, client, options, progress, notes) -> DatasetFit:
     """The per-pair results with the joint fit over ``usable``."""
-    joint_fit, n_joint = None, 0
+    joint_fit, n_joint, error = None, 0, None
     if usable:
         try:
             with steps_bar("joint fit", disable=not progress, then=options.get("callback")) as step:
@@ -379,12 +381,13 @@ def _dataset_fit(results, usable, pairs, held, client, options, progress, notes)
             n_joint = len(group)
             joint_fit = _with_spread(joint_fit, group)
         except (OSError, ValueError, TypeError) as err:
-            note = f"the joint fit failed: {type(err).__name__}: {err}"
+            error = f"{type(err).__name__}: {err}"
+            note = f"the joint fit failed: {error}"
         if note:
             notes.append(note)
         if joint_fit is not None:
             notes += [f.text for f in joint_fit.findings if f.code == "joint_spread"]
-    return DatasetFit(results, joint_fit, notes, n_joint)
+    return DatasetFit(results, joint_fit, notes, n_joint, error)
 
 
 @contextmanager

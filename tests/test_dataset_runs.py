@@ -273,6 +273,16 @@ def test_cluster_fits_arrays_in_memory(client, cluster_data):
 
 
 @pytest.mark.slow
+def test_cluster_joint_fit_of_a_shifted_kernel_reads_the_pairs_here(client, cluster_data):
+    pairs, _ = cluster_data
+    want = fit_pairs(pairs[:4], client=False, shift=True)
+    got = fit_pairs(pairs[:4], client=client, shift=True)
+    assert got.joint_error is None and got.n_joint == 4
+    assert got.joint.sigma == pytest.approx(want.joint.sigma, rel=1e-6)
+    assert got.joint.shift == pytest.approx(want.joint.shift, abs=1e-6)
+
+
+@pytest.mark.slow
 def test_worker_killed_mid_run_the_batch_completes(client, cluster_data):
     pairs, want = cluster_data
     pids = client.run(os.getpid)

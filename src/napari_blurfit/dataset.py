@@ -254,10 +254,11 @@ def fit_pairs(pairs, *, client=None, progress: bool = False, joint: bool = True,
     joint : bool
         Also fit one sigma over all usable pairs of the most common shape.
     held_bytes : int
-        In process, memory for the joint fit's pixels: datasets up to this size are kept from
+        Memory for the joint fit's pixels in process: datasets up to this size are kept from
         the per-pair pass and fitted in memory (each file read once); larger ones are read
         lazily, pair by pair, on every pass of the joint fit (L2: one pass; L1/Huber: one per
-        evaluation).
+        evaluation). A joint fit with ``full_covariance`` or ``shift`` needs its pixels in
+        memory, here, also with a cluster: up to this size.
     earlier : mapping of int to EarlierFit, optional
         Pairs (by index into ``pairs``) fitted by an earlier run: they are not fitted again;
         the joint fit reads their files and uses their sigmas as if it had fitted them.
@@ -282,8 +283,9 @@ def fit_pairs(pairs, *, client=None, progress: bool = False, joint: bool = True,
     pair's working set per thread. Unless ``workers`` is given, a task's FFTs use one thread:
     the cluster's parallelism is over pairs. The joint fit then runs there too: each pair's
     statistics (or, for L1/Huber and masks, its share of each loss evaluation) are computed by
-    a task that reads the pair, and the parts are summed on the workers; arrays given in memory
-    are fitted jointly in process.
+    a task that reads the pair, and the parts are summed on the workers. Arrays given in memory,
+    and a joint fit of a rotated or shifted kernel (``full_covariance``, ``shift``), are fitted
+    jointly in process.
 
     The joint fit's own error bar measures how well the pooled pixels pin one sigma, not whether
     the pairs share it. When the pairs' own sigmas spread by more than their errors and by more
@@ -300,7 +302,7 @@ def fit_pairs(pairs, *, client=None, progress: bool = False, joint: bool = True,
     options = {"warn": False, **options}
     results = {i: _earlier_result(pairs[i], i, e) for i, e in earlier.items()}
     described: dict[int, Outcome] = {}
-    held = _Held(held_bytes if joint and client is None else 0)
+    held = _Held(held_bytes if joint else 0)
     todo = [i for i in range(len(pairs)) if i not in earlier]
     task_options = options if client is None else {"workers": 1, **options}
     with tqdm(total=len(pairs), initial=len(earlier), disable=not progress, desc="pairs",
@@ -502,7 +504,9 @@ def _joint_fit(usable, pairs, held, client, options):
                 f"pairs of shape {shape}")
     group = [u for u in usable if u.shape == shape]
     in_memory = [p for u in group for p in pairs[u.index] if isinstance(p, np.ndarray)]
-    local = client is None or bool(in_memory)
+    # a rotated or shifted kernel is fitted on images in memory only: read them here
+    whole_gaussian = options.get("full_covariance") or options.get("shift")
+    local = client is None or bool(in_memory) or bool(whole_gaussian)
     if local and (all(u.index in held.pixels for u in group) or held.fits(group)):
         refs, tgts = _stacked(group, pairs, held)
     else:

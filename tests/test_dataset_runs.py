@@ -270,6 +270,12 @@ def test_cluster_fits_arrays_in_memory(client, cluster_data):
     assert [p.reference for p in got.pairs][:2] == ["reference[0]", "reference[1]"]
     np.testing.assert_allclose([p.fit.sigma for p in got.pairs], [p.fit.sigma for p in want.pairs[:6]],
                                rtol=1e-6)
+    mask = np.zeros((96, 96), bool)
+    mask[10:70, 20:90] = True  # sent to the workers once, with every task's options
+    masked = [fit_pairs(pairs[:4], client=c, mask=mask, loss="l1") for c in (client, False)]
+    assert masked[0].joint.n_pixels == masked[1].joint.n_pixels == 4 * mask.sum()
+    assert masked[0].joint.sigma == pytest.approx(masked[1].joint.sigma, rel=1e-6)
+    np.testing.assert_allclose(*[[p.fit.sigma for p in m.pairs] for m in masked], rtol=1e-6)
 
 
 @pytest.mark.slow

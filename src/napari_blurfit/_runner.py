@@ -87,6 +87,19 @@ def _ship(client, item):
     return client.scatter(item, hash=False) if isinstance(item, np.ndarray) else item
 
 
+def _task_options(client, options: dict | None) -> dict | None:
+    """Options as every task gets them: FFTs on one thread unless asked, a mask sent once.
+
+    A callback is the caller's: it is called here, not on the workers.
+    """
+    if options is None:
+        return None
+    options = {"workers": 1, **{k: v for k, v in options.items() if k != "callback"}}
+    if isinstance(options.get("mask"), np.ndarray):
+        options["mask"] = client.scatter(options["mask"], broadcast=True, hash=False)
+    return options
+
+
 def _in_flight(client) -> int:
     return IN_FLIGHT_PER_THREAD * max(1, sum(client.nthreads().values()))
 
@@ -112,6 +125,7 @@ def on_cluster(client, pairs, indexes, options: dict | None, *,
     """
     from distributed import as_completed
 
+    options = _task_options(client, options)
     todo = iter(indexes)
     index_of = {}
 

@@ -304,10 +304,9 @@ def fit_pairs(pairs, *, client=None, progress: bool = False, joint: bool = True,
     described: dict[int, Outcome] = {}
     held = _Held(held_bytes if joint else 0)
     todo = [i for i in range(len(pairs)) if i not in earlier]
-    task_options = options if client is None else {"workers": 1, **options}
     with tqdm(total=len(pairs), initial=len(earlier), disable=not progress, desc="pairs",
               unit="pair") as bar:
-        for i, outcome in _outcomes(client, pairs, todo, task_options, held.keep, retries):
+        for i, outcome in _outcomes(client, pairs, todo, options, held.keep, retries):
             results[i] = _pair_result(pairs[i], i, outcome)
             described[i] = outcome
             bar.update()

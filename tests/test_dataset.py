@@ -150,9 +150,10 @@ def test_joint_fit_names_the_spread_of_the_pairs(tmp_path, camera, capsys):
     se = result.joint.sigma_stderr[0]
     assert f"sigma        = {result.joint.sigma[0]:.4g} px +/- {se:.2g} (all axes: y, x)" in joint
     assert main([str(ref), str(tgt), "--no-progress", "--json"]) == 0
-    d = json.loads(capsys.readouterr().out)
-    assert [f["code"] for f in d["joint"]["findings"]] == ["joint_spread"]
-    assert d["joint"]["sigma_stderr"][0] == pytest.approx(se) and d["notes"] == [finding.text]
+    joint = json.loads(capsys.readouterr().out.splitlines()[-1])  # JSON Lines: the joint fit last
+    assert joint["reference"] == "JOINT"
+    assert [f["code"] for f in joint["fit"]["findings"]] == ["joint_spread"]
+    assert joint["fit"]["sigma_stderr"][0] == pytest.approx(se) and joint["notes"] == [finding.text]
 
 
 def test_one_common_sigma_gives_no_spread_finding(tmp_path, camera):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 
@@ -88,3 +89,80 @@ def write_csv(path, rows: list[dict]) -> None:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _is_fit_row(row: dict) -> bool:
+    return any(k.startswith("sigma_") for k in row)
+
+
+class CsvRows:
+    """A CSV written one row at a time, each row in one write and flushed.
+
+    A run killed at any moment leaves whole rows (a row is one short write to the file). The
+    columns are those of the first fitted row (rows of skipped pairs wait for it, so the header
+    does not depend on which pair finishes first), or given (``append``: those of the file).
+    A later row's columns that the header lacks (a 3D pair among 2D ones) are left out.
+    """
+
+    def __init__(self, path, columns: list[str] | None = None, *, append: bool = False):
+        self.columns = None
+        self.waiting: list[dict] = []
+        self.file = open(path, "a" if append else "w", newline="")
+        if columns is not None and append:
+            self.columns = list(columns)
+        elif columns is not None:
+            self._start(list(columns))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _line(self, row: dict) -> str:
+        text = io.StringIO()
+        csv.DictWriter(text, self.columns, restval="", extrasaction="ignore").writerow(row)
+        return text.getvalue()
+
+    def _put(self, text: str) -> None:
+        self.file.write(text)
+        self.file.flush()
+
+    def _start(self, columns: list[str]) -> None:
+        self.columns = columns
+        self._put(self._line(dict(zip(columns, columns))))  # the header
+        for row in self.waiting:
+            self._put(self._line(row))
+        self.waiting = []
+
+    def write(self, row: dict) -> None:
+        """Append one row (or keep it until the columns are known)."""
+        if self.columns is None and not _is_fit_row(row):
+            self.waiting.append(row)
+            return
+        if self.columns is None:
+            self._start(list(row))
+        self._put(self._line(row))
+
+    def close(self) -> None:
+        """Write rows still waiting (when no pair was fitted), then close the file."""
+        if self.file.closed:
+            return
+        if self.columns is None and self.waiting:
+            self._start(list(dict.fromkeys(k for row in self.waiting for k in row)))
+        self.file.close()
+
+
+def read_csv_rows(path) -> tuple[list[str] | None, list[dict], bool]:
+    """A CSV's columns (None if it has none), its whole rows, and whether it ends with a whole row.
+
+    A last line without its line end (a write cut short) is not a row.
+    """
+    with open(path, newline="") as fh:
+        text = fh.read()
+    whole = text.endswith("\n")
+    if not whole:
+        text = text[: text.rfind("\n") + 1]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = list(reader)
+    return reader.fieldnames, rows, whole

@@ -9,6 +9,8 @@ blurfit stack_a.tif stack_b.tif --spatial-axes -2,-1   # one sigma over all fram
 blurfit truth/ predictions/ --csv results.csv     # many pairs, matched by file name
 blurfit 'gt/*.png' 'out/*.png' --json             # many pairs, by glob
 blurfit --pairs pairs.csv                         # many pairs listed in a CSV
+blurfit truth/ predictions/ --csv out.csv --workers 2   # on 2 local worker processes
+blurfit truth/ predictions/ --csv out.csv --resume      # continue an interrupted run
 
 The core (`napari_blurfit.fit_blur`) names its options as Python arguments (``gain_offset=True``);
 this command names them as flags (``--gain-offset``): findings from their data (`WORDS`), error
@@ -27,9 +29,10 @@ import warnings
 import numpy as np
 
 from . import __version__
+from ._cli_dataset import ManyOutput, Resumed, cluster, read_resume, write_options
 from ._cli_output import clean, fit_json, fit_row, json_text, options_json, write_csv
 from ._finding import Vocabulary
-from ._summary import sigma_parts, summary_lines
+from ._summary import summary_lines
 from .blurmap import blur_map
 from .dataset import fit_pairs, match_pairs, read_pairs_csv, steps_bar
 from .fit import fit_blur
@@ -106,6 +109,17 @@ def _spatial_axes(text: str) -> tuple[int, ...]:
     return axes
 
 
+def _positive_int(text: str) -> int:
+    """Parse ``--workers``: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1; got {text!r}")
+    return value
+
+
 def _join_negative_values(argv: list[str], flags=("--spatial-axes",)) -> list[str]:
     """``--spatial-axes -2,-1`` -> ``--spatial-axes=-2,-1``.
 
@@ -179,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "known noise standard deviation in intensity units; 0: a noise-free reference")
     p.add_argument("--json", action="store_true",
                    help="print JSON: sigma, covariance, shift, gain, offset, r2, notes and "
-                   "findings, inputs and options (no curves)")
+                   "findings, inputs and options (no curves); many pairs: JSON Lines, one "
+                   "object per pair as it finishes, the joint fit's last")
     p.add_argument("--json-curves", action="store_true",
                    help="with --json: add the curves (the transfer function per frequency shell: "
                    "frequency, measured, model, stderr, energy; the loss profile over sigma)")
@@ -191,8 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --map-tile: write sigma at every pixel (.tif or .npy; one plane per axis)")
     p.add_argument("--fitted", metavar="FILE", help="write the fitted image (.tif or .npy)")
     p.add_argument("--residual", metavar="FILE", help="write target - fitted (.tif or .npy)")
-    p.add_argument("--csv", metavar="FILE", help="write one row per pair (and the joint fit)")
+    p.add_argument("--csv", metavar="FILE",
+                   help="write one row per pair as it finishes, the joint fit's last")
     p.add_argument("--no-joint", action="store_true", help="many pairs: skip the joint fit")
+    p.add_argument("--resume", action="store_true",
+                   help="many pairs: continue the --csv file of an interrupted run (pairs in it "
+                   "are not fitted again; the joint fit uses them all)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="many pairs: fit them on a local dask cluster of N processes "
+                       "(default: in this process)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="many pairs: fit them on the dask.distributed cluster whose "
+                       "scheduler is at ADDRESS (such as tcp://10.0.0.5:8786)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars on stderr: one over the pairs and one over the joint "
                    "fit's steps (default: when stderr is a terminal); one pair: one bar over "
@@ -235,6 +261,11 @@ def _refuse_unusable_flags(args, parser, many: bool) -> None:
     """Refuse flags that the chosen mode cannot honour (``parser.error``: exit 2)."""
     if args.huber_delta is not None and args.loss != "huber":
         parser.error("--huber-delta applies only with --loss huber")
+    if args.resume and not args.csv:
+        parser.error("--resume continues the --csv file of an interrupted run; give --csv FILE")
+    if not many and _dataset_flags(args):
+        parser.error("--resume, --workers and --scheduler run many pairs; give REFERENCE and "
+                     "TARGET (files, folders or globs) or --pairs")
     if many and (args.fitted or args.residual):
         parser.error("--fitted/--residual write one pair's images; give a single pair")
     if args.map_tile is None and (args.map or args.map_overlap != 0.5):
@@ -243,6 +274,11 @@ def _refuse_unusable_flags(args, parser, many: bool) -> None:
                                       or args.json_curves):
         parser.error("--map-tile maps one pair and writes its map with --map; it takes no "
                      "--fitted/--residual/--csv/--json-curves and no more pairs")
+
+
+def _dataset_flags(args) -> bool:
+    """Whether a flag that only a run of many pairs honours is given."""
+    return bool(args.resume or args.workers or args.scheduler)
 
 
 def _check_outputs(args, inputs) -> None:
@@ -258,16 +294,6 @@ def _check_outputs(args, inputs) -> None:
         if resolved in inputs:
             raise ValueError(f"{flag} {path} would overwrite an input image")
         seen[resolved] = flag
-
-
-def _sigma_text(fit) -> str:
-    """``sigma = 2.5 px +/- 0.012 (all axes: y, x)`` or ``sigma_y = 2.52 px +/- 0.01, sigma_x = ...``."""
-    return ", ".join(f"{label} = {value}" for label, value in sigma_parts(fit))
-
-
-def _notes(fit) -> list[str]:
-    """The fit's findings in flag words."""
-    return [WORDS.finding(f) for f in fit.findings]
 
 
 def _write_outputs(writers) -> int:
@@ -376,64 +402,32 @@ def _single(args, opts, reference, target, names, out: _Stdout) -> int:
     return status
 
 
-def _pair_line(r) -> list[str]:
-    if r.fit is None:
-        return [f"{r.target}: SKIPPED ({to_flags(r.error)})"]
-    return ([f"{r.target}: {_sigma_text(r.fit)}, loss = {r.fit.loss:.6g}"]
-            + [f"    note: {n}" for n in _notes(r.fit)])
-
-
-def _print_many(args, opts, result, out: _Stdout) -> None:
-    n_total = len(result.pairs)
-    curves = args.json_curves
-    if args.json:
-        out.show(json_text({
-            "options": options_json(opts, args),
-            "joint": fit_json(result.joint, WORDS, curves) if result.joint else None,
-            "joint_pairs": result.n_joint,
-            "pairs": [{"reference": r.reference, "target": r.target,
-                       "fit": fit_json(r.fit, WORDS, curves) if r.fit else None,
-                       "error": None if r.error is None else to_flags(r.error)}
-                      for r in result.pairs],
-            "notes": [to_flags(n) for n in result.notes],
-        }))
-        return
-    lines = [line for r in result.pairs for line in _pair_line(r)]
-    joint_notes = set(result.joint.notes) if result.joint else set()
-    if result.joint:  # its findings (the pairs' spread among them) are its notes
-        lines += [f"\njoint fit over {result.n_joint} pair(s)"
-                  + (f" of {n_total}" if result.n_joint < n_total else "") + ":"]
-        lines += summary_lines(result.joint, WORDS)
-    lines += [f"note: {to_flags(note)}" for note in result.notes if note not in joint_notes]
-    out.show("\n".join(lines))
-
-
-def _csv_rows(result) -> list[dict]:
-    rows = [{"reference": r.reference, "target": r.target,
-             **(fit_row(r.fit, WORDS) if r.fit else {}),
-             "error": "" if r.error is None else to_flags(r.error)} for r in result.pairs]
-    if result.joint:
-        rows.append({"reference": "JOINT", "target": f"{result.n_joint} pairs",
-                     **fit_row(result.joint, WORDS), "error": ""})
-    return rows
-
-
 def _many(args, opts, pairs, out: _Stdout) -> int:
-    """Fit many pairs, print them, then write the CSV; returns the exit status."""
+    """Fit many pairs, each printed and written as it finishes, then the joint fit; the exit status."""
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    result = fit_pairs(pairs, progress=progress, joint=not args.no_joint, **opts)
-    _print_many(args, opts, result, out)
-    status = EXIT_OK
-    if args.csv:
-        status = _write_outputs([("--csv", args.csv, lambda: write_csv(args.csv, _csv_rows(result)))])
+    record = options_json(opts, args)
+    labels = [(str(a), str(b)) for a, b in pairs]
+    resumed = read_resume(args.csv, labels, record, WORDS) if args.resume else Resumed()
+    if resumed.earlier:
+        print(f"blurfit: --resume: {len(resumed.earlier)} of {len(pairs)} pairs are in {args.csv} "
+              f"already; fitting the other {len(pairs) - len(resumed.earlier)}", file=sys.stderr)
+    with cluster(args.scheduler, args.workers) as client:  # connected before any file is written
+        if args.csv and resumed.columns is None:
+            write_options(args.csv, record)
+        output = ManyOutput(out, WORDS, as_json=args.json, csv_path=args.csv, resumed=resumed)
+        result = fit_pairs(pairs, client=client, progress=progress, joint=not args.no_joint,
+                           earlier=resumed.earlier, on_pair=output.pair, **opts)
+    output.finish(result, record)
+    status = EXIT_WRITE_FAILED if output.write_failed else EXIT_OK
     fits = [r.fit for r in result.pairs if r.fit]
-    if not fits:
+    n_fitted = len(fits) + sum(e.error is None for e in resumed.earlier.values())
+    if not n_fitted:
         print("blurfit: error: no pair could be fitted", file=sys.stderr)
         return status or EXIT_NO_PAIR
-    n_sharper = sum(f.target_sharper for f in fits)
+    n_sharper = sum(f.target_sharper for f in fits) + resumed.sharper
     joint_sharper = bool(result.joint and result.joint.target_sharper)
     if n_sharper or joint_sharper:
-        print(_sharper_message(n_sharper, len(fits), joint_sharper, args.reverse), file=sys.stderr)
+        print(_sharper_message(n_sharper, n_fitted, joint_sharper, args.reverse), file=sys.stderr)
         return status or EXIT_TARGET_SHARPER
     return status
 
@@ -505,7 +499,7 @@ def _run(args, parser, out: _Stdout) -> int:
         pairs, unmatched = match.pairs, match.unmatched
     else:
         parser.error("give REFERENCE and TARGET, --pairs CSV, or --sample")
-    many = len(pairs) > 1 or bool(args.pairs)
+    many = len(pairs) > 1 or bool(args.pairs) or _dataset_flags(args)
     _refuse_unusable_flags(args, parser, many)
     _check_outputs(args, {p.resolve() for pair in pairs for p in pair})
     if args.spatial_axes is None:

@@ -14,14 +14,28 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from ._losses import LOSSES
 from ._result import BlurFit
+from ._runner import RETRIES, Outcome, active_client, in_process, load, on_cluster
 from ._spread import joint_spread
 from .fit import fit_blur
-from .io import READABLE, read_image
+from .io import READABLE
+
+
+class EarlierFit(NamedTuple):
+    """A pair's result from an earlier run (as ``blurfit --resume`` reads it back from a CSV).
+
+    ``sigma`` and ``sigma_stderr`` per spatial axis; ``error`` why the pair was skipped then
+    (``sigma`` None).
+    """
+
+    sigma: tuple[float, ...] | None
+    sigma_stderr: tuple[float, ...] | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -32,6 +46,7 @@ class PairResult:
     target: str
     fit: BlurFit | None = None
     error: str | None = None
+    earlier: EarlierFit | None = None  # fitted by an earlier run, not again (``fit`` is None)
 
 
 @dataclass
@@ -42,13 +57,15 @@ class DatasetFit:
     shape). ``notes`` hold findings about the dataset as a whole; why a pair was skipped is in
     that pair's ``error`` only. When the pairs' own sigmas disagree with one joint sigma, the
     joint fit carries a ``joint_spread`` finding (its text is also in ``notes``) and its
-    ``sigma_stderr`` takes in the spread between pairs.
+    ``sigma_stderr`` takes in the spread between pairs. ``joint_error``: why the joint fit
+    failed, if it was tried and failed (also in ``notes``).
     """
 
     pairs: list[PairResult]
     joint: BlurFit | None
     notes: list[str] = field(default_factory=list)
     n_joint: int = 0
+    joint_error: str | None = None
 
     @property
     def n_failed(self) -> int:
@@ -219,31 +236,57 @@ def read_pairs_csv(path) -> list[tuple[Path, Path]]:
 HELD_BYTES = 2**30  # pixels of all pairs kept in memory for the joint fit, at most
 
 
-def fit_pairs(pairs, *, progress: bool = False, joint: bool = True, held_bytes: int = HELD_BYTES,
+def fit_pairs(pairs, *, client=None, progress: bool = False, joint: bool = True,
+              held_bytes: int = HELD_BYTES, earlier=None, on_pair=None, retries: int = RETRIES,
               **options) -> DatasetFit:
     """Fit every pair, skipping bad ones, then one sigma jointly over the usable pairs.
 
     Parameters
     ----------
-    pairs : sequence of (path, path)
-        Reference and target files.
+    pairs : sequence of (path, path) or (ndarray, ndarray)
+        Reference and target files (or images in memory).
+    client : dask.distributed.Client or False, optional
+        Run the pairs as tasks on this cluster. Default: the active client if there is one (as
+        ``dask.compute`` would use), else in process; ``False``: in process.
     progress : bool
-        Show progress bars on stderr (tqdm): one over the pairs, one over the joint fit's steps.
+        Show progress bars on stderr (tqdm): one over the pairs (pairs/s, time left), one over
+        the joint fit's steps.
     joint : bool
         Also fit one sigma over all usable pairs of the most common shape.
     held_bytes : int
-        Memory for the joint fit's pixels: datasets up to this size are kept from the per-pair
-        pass and fitted in memory (each file read once); larger ones are read lazily, pair by
-        pair, on every pass of the joint fit (L2: one pass; L1/Huber: one per evaluation).
+        Memory for the joint fit's pixels in process: datasets up to this size are kept from
+        the per-pair pass and fitted in memory (each file read once); larger ones are read
+        lazily, pair by pair, on every pass of the joint fit (L2: one pass; L1/Huber: one per
+        evaluation). A joint fit with ``full_covariance`` or ``shift`` needs its pixels in
+        memory, here, also with a cluster: up to this size.
+    earlier : mapping of int to EarlierFit, optional
+        Pairs (by index into ``pairs``) fitted by an earlier run: they are not fitted again;
+        the joint fit reads their files and uses their sigmas as if it had fitted them.
+    on_pair : callable, optional
+        Called as ``on_pair(index, PairResult)`` here, as each pair finishes (in the order they
+        finish; not for ``earlier`` pairs), e.g. to write a row.
+    retries : int
+        On a cluster, how often a pair's task that raised unexpectedly is rerun. Tasks lost
+        with a worker are rerun by the scheduler in any case.
     **options
         Passed to `napari_blurfit.fit_blur` for each pair and for the joint fit.
 
     Returns
     -------
     DatasetFit
+        Pairs in the input order.
 
     Notes
     -----
+    On a cluster each task reads its own pair on a worker (arrays in memory are scattered to it)
+    and at most two tasks per worker thread are in flight, so a worker's memory is about one
+    pair's working set per thread. Unless ``workers`` is given, a task's FFTs use one thread:
+    the cluster's parallelism is over pairs. The joint fit then runs there too: each pair's
+    statistics (or, for L1/Huber and masks, its share of each loss evaluation) are computed by
+    a task that reads the pair, and the parts are summed on the workers. Arrays given in memory,
+    and a joint fit of a rotated or shifted kernel (``full_covariance``, ``shift``), are fitted
+    jointly in process.
+
     The joint fit's own error bar measures how well the pooled pixels pin one sigma, not whether
     the pairs share it. When the pairs' own sigmas spread by more than their errors and by more
     than 5% of the joint sigma, the joint `BlurFit` gets a ``joint_spread`` finding (range,
@@ -253,39 +296,99 @@ def fit_pairs(pairs, *, progress: bool = False, joint: bool = True, held_bytes: 
     from tqdm.auto import tqdm
 
     _check_options(options)
-    results, usable = [], []
-    held: list | None = [] if joint else None  # the pairs' pixels, while within held_bytes
-    held_total = 0
+    pairs = [tuple(pair) for pair in pairs]
+    earlier = _check_earlier(earlier, len(pairs))
+    client = active_client() if client is None else (client or None)
     options = {"warn": False, **options}
-    for ref_path, tgt_path in tqdm(pairs, disable=not progress, desc="pairs", unit="pair"):
-        item = PairResult(str(ref_path), str(tgt_path))
-        try:
-            a, b = read_image(ref_path), read_image(tgt_path)
-            item.fit = fit_blur(a, b, **options)
-            usable.append(_Usable(ref_path, tgt_path, a.shape, a.dtype, b.dtype, item))
-            if held is not None:
-                held.append((a, b))
-                held_total += a.nbytes + b.nbytes
-                if held_total > held_bytes:
-                    held = None
-        except (OSError, ValueError, TypeError) as err:
-            item.error = f"{type(err).__name__}: {err}"
-        results.append(item)
-    notes: list[str] = []
-    joint_fit, n_joint = None, 0
-    if joint and usable:
+    results = {i: _earlier_result(pairs[i], i, e) for i, e in earlier.items()}
+    described: dict[int, Outcome] = {}
+    held = _Held(held_bytes if joint else 0)
+    todo = [i for i in range(len(pairs)) if i not in earlier]
+    with tqdm(total=len(pairs), initial=len(earlier), disable=not progress, desc="pairs",
+              unit="pair") as bar:
+        for i, outcome in _outcomes(client, pairs, todo, options, held.keep, retries):
+            results[i] = _pair_result(pairs[i], i, outcome)
+            described[i] = outcome
+            bar.update()
+            if on_pair is not None:
+                on_pair(i, results[i])
+    results = [results[i] for i in range(len(pairs))]
+    if not joint:
+        return DatasetFit(results, None)
+    usable = _usable(client, pairs, results, described, held, retries)
+    return _dataset_fit(results, usable.items, pairs, held, client, options, progress,
+                        usable.notes)
+
+
+def _check_earlier(earlier, n: int) -> dict:
+    """``earlier`` as a dict of `EarlierFit` by pair index; refuse an index out of range."""
+    earlier = dict(earlier or {})
+    outside = sorted(i for i in earlier if not (isinstance(i, (int, np.integer)) and 0 <= i < n))
+    if outside:
+        raise ValueError(f"earlier names pair(s) {outside[:5]} but pairs has {n} (indexes 0 to "
+                         f"{n - 1})")
+    bad = [type(e).__name__ for e in earlier.values() if not isinstance(e, EarlierFit)]
+    if bad:
+        raise TypeError(f"earlier must map pair indexes to EarlierFit, got {bad[0]}")
+    return earlier
+
+
+def _outcomes(client, pairs, indexes, options, keep, retries):
+    """The pairs' outcomes as they finish: on the cluster, or in process."""
+    if client is None:
+        return in_process(pairs, indexes, options, keep)
+    return on_cluster(client, pairs, indexes, options, retries=retries)
+
+
+def _label(item, i: int, side: str) -> str:
+    return f"{side}[{i}]" if isinstance(item, np.ndarray) else str(item)
+
+
+def _pair_result(pair, i: int, outcome: Outcome) -> PairResult:
+    return PairResult(_label(pair[0], i, "reference"), _label(pair[1], i, "target"),
+                      fit=outcome.fit, error=outcome.error)
+
+
+def _earlier_result(pair, i: int, earlier: EarlierFit) -> PairResult:
+    return replace(_pair_result(pair, i, Outcome(error=earlier.error)), earlier=earlier)
+
+
+class _Held:
+    """Pairs' pixels kept in process for the joint fit while they fit a budget of bytes."""
+
+    def __init__(self, budget: int):
+        self.budget, self.total, self.pixels = budget, 0, {}
+
+    def keep(self, i: int, a, b) -> None:
+        self.total += a.nbytes + b.nbytes
+        if self.total > self.budget:
+            self.pixels.clear()  # over the budget: the joint fit reads lazily
+        else:
+            self.pixels[i] = (a, b)
+
+    def fits(self, usable) -> bool:
+        """Whether these pairs' pixels fit the budget."""
+        return sum(u.nbytes for u in usable) <= self.budget
+
+
+def _dataset_fit(results, usable, pairs, held, client, options, progress, notes) -> DatasetFit:
+    """The per-pair results with the joint fit over ``usable``."""
+    joint_fit, n_joint, error = None, 0, None
+    if usable:
         try:
             with steps_bar("joint fit", disable=not progress, then=options.get("callback")) as step:
-                joint_fit, used, note = _joint_fit(usable, held, {**options, "callback": step})
-            n_joint = len(used)
-            joint_fit = _with_spread(joint_fit, [usable[i].result for i in used])
+                joint_fit, group, note = _joint_fit(usable, pairs, held, client,
+                                                    {**options, "callback": step})
+            n_joint = len(group)
+            joint_fit = _with_spread(joint_fit, group)
         except (OSError, ValueError, TypeError) as err:
-            note = f"the joint fit failed: {type(err).__name__}: {err}"
+            error = f"{type(err).__name__}: {err}"
+            note = f"the joint fit failed: {error}"
         if note:
             notes.append(note)
         if joint_fit is not None:
             notes += [f.text for f in joint_fit.findings if f.code == "joint_spread"]
-    return DatasetFit(results, joint_fit, notes, n_joint)
+    return DatasetFit(results, joint_fit, notes, n_joint, error)
 
 
 @contextmanager
@@ -306,13 +409,13 @@ def steps_bar(desc: str, *, disable: bool = False, then=None):
         yield step
 
 
-def _labels(results: list[PairResult]) -> list[str]:
+def _labels(results) -> list[str]:
     """A short name per pair for messages: the target's file name (its path if names repeat)."""
     names = [Path(r.target).name for r in results]
     return names if len(set(names)) == len(names) else [r.target for r in results]
 
 
-def _with_spread(joint: BlurFit, group: list[PairResult]) -> BlurFit:
+def _with_spread(joint: BlurFit, group: list[_Usable]) -> BlurFit:
     """``joint`` with the ``joint_spread`` finding and error bar when the pairs' sigmas disagree.
 
     ``group``: the pairs the joint fit used.
@@ -322,7 +425,7 @@ def _with_spread(joint: BlurFit, group: list[PairResult]) -> BlurFit:
     frames = next((f for f in joint.findings if f.code == "joint_spread"), None)
     own = frames.values["own_stderr"] if frames else joint.sigma_stderr
     kept = tuple(f for f in joint.findings if f.code != "joint_spread")
-    spread = joint_spread([r.fit.sigma for r in group], [r.fit.sigma_stderr for r in group],
+    spread = joint_spread([u.sigma for u in group], [u.sigma_stderr for u in group],
                           joint.sigma, own, _labels(group), items="pairs")
     found = kept + ((spread.finding,) if spread.finding else ())
     return replace(joint, findings=found, sigma_stderr=tuple(float(v) for v in spread.stderr))
@@ -339,7 +442,8 @@ def _check_options(options: dict) -> None:
     unknown = sorted(set(options) - allowed)
     if unknown and not takes_any:
         raise TypeError(f"fit_pairs got unknown option(s) {', '.join(unknown)}; it takes "
-                        f"progress, joint, held_bytes and fit_blur's options: {', '.join(sorted(allowed))}")
+                        "progress, client, joint, held_bytes, earlier, on_pair, retries and fit_blur's "
+                        f"options: {', '.join(sorted(allowed))}")
     loss = options.get("loss", "l2")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}; got {loss!r}")
@@ -347,22 +451,49 @@ def _check_options(options: dict) -> None:
 
 @dataclass
 class _Usable:
-    reference: Path
-    target: Path
+    """A pair the joint fit may use: its place, shape and dtypes, and its own sigma."""
+
+    index: int
+    target: str
     shape: tuple
-    ref_dtype: object
-    tgt_dtype: object
-    result: PairResult
+    dtypes: tuple
+    sigma: tuple
+    sigma_stderr: tuple
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * sum(np.dtype(d).itemsize for d in self.dtypes)
 
 
-def _joint_fit(usable, held, options):
-    """One sigma over the usable pairs of the commonest shape: (fit, their indices, note or None).
+class _UsablePairs(NamedTuple):
+    items: list[_Usable]
+    notes: list[str]
 
-    In memory from ``held`` (the pairs' pixels, in ``usable`` order) if given, else read lazily
-    via dask.
+
+def _usable(client, pairs, results, described, held, retries) -> _UsablePairs:
+    """The fitted pairs with their shapes; pairs fitted earlier are read (described) for it."""
+    earlier = [i for i, r in enumerate(results) if r.earlier is not None and r.error is None]
+    if earlier:
+        described = {**described, **dict(_outcomes(client, pairs, earlier, None, held.keep, retries))}
+    lost = [results[i].target for i in earlier if described[i].error is not None]
+    notes = [f"{len(lost)} pair(s) fitted earlier could not be read for the joint fit and are "
+             f"left out of it: {', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''}"] if lost else []
+    items = []
+    for i, r in enumerate(results):
+        own = r.fit or r.earlier
+        if r.error is None and described[i].error is None:
+            items.append(_Usable(i, r.target, described[i].shape, described[i].dtypes, own.sigma,
+                                 own.sigma_stderr))
+    return _UsablePairs(items, notes)
+
+
+def _joint_fit(usable, pairs, held, client, options):
+    """One sigma over the usable pairs of the commonest shape: (fit, those pairs, note or None).
+
+    In memory from ``held`` (or read again) while the pairs fit its budget; else read lazily
+    via dask, on the cluster when there is one.
     """
     import dask
-    import dask.array as da
 
     shapes = Counter(u.shape for u in usable)
     shape, count = shapes.most_common(1)[0]
@@ -370,17 +501,34 @@ def _joint_fit(usable, held, options):
     if len(shapes) > 1:
         note = (f"pairs have {len(shapes)} different shapes; the joint fit uses the {count} "
                 f"pairs of shape {shape}")
-    if held is not None:
-        group = [pair for u, pair in zip(usable, held) if u.shape == shape]
-        refs, tgts = np.stack([a for a, _ in group]), np.stack([b for _, b in group])
+    group = [u for u in usable if u.shape == shape]
+    in_memory = [p for u in group for p in pairs[u.index] if isinstance(p, np.ndarray)]
+    # a rotated or shifted kernel is fitted on images in memory only: read them here
+    whole_gaussian = options.get("full_covariance") or options.get("shift")
+    local = client is None or bool(in_memory) or bool(whole_gaussian)
+    if local and (all(u.index in held.pixels for u in group) or held.fits(group)):
+        refs, tgts = _stacked(group, pairs, held)
     else:
-        group = [u for u in usable if u.shape == shape]
-        read = dask.delayed(read_image, pure=True)
-        refs = da.stack([da.from_delayed(read(u.reference), shape, dtype=u.ref_dtype) for u in group])
-        tgts = da.stack([da.from_delayed(read(u.target), shape, dtype=u.tgt_dtype) for u in group])
+        refs, tgts = _lazy_stack(group, pairs)
     options = dict(options)
     spatial = options.pop("spatial_axes", None)  # axes of one image; the stack adds axis 0
     axes = (tuple(range(1, 1 + len(shape))) if spatial is None
             else tuple(a % len(shape) + 1 for a in spatial))
-    used = [i for i, u in enumerate(usable) if u.shape == shape]
-    return fit_blur(refs, tgts, spatial_axes=axes, **options), used, note
+    with dask.config.set(scheduler="threads" if local else client):
+        return fit_blur(refs, tgts, spatial_axes=axes, **options), group, note
+
+
+def _stacked(group, pairs, held):
+    """The group's pixels stacked in memory (kept ones reused, the others read)."""
+    images = [held.pixels.get(u.index) or tuple(map(load, pairs[u.index])) for u in group]
+    return np.stack([a for a, _ in images]), np.stack([b for _, b in images])
+
+
+def _lazy_stack(group, pairs):
+    """The group as dask stacks with one pair per block, read where the block is computed."""
+    import dask
+    import dask.array as da
+
+    read = dask.delayed(load, pure=True)
+    return tuple(da.stack([da.from_delayed(read(pairs[u.index][side]), u.shape, dtype=u.dtypes[side])
+                           for u in group]) for side in (0, 1))

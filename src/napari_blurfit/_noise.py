@@ -126,7 +126,8 @@ def estimate_whole_noise(reference: np.ndarray, residual: np.ndarray, sampled: n
     picked = (Ellipsis, *strided(spatial, SAMPLE))
     axes = tuple(range(-d, 0))
     n = float(np.prod(spatial))
-    power = [np.mean(np.abs(fftn(x, axes))[picked] ** 2 / n,
+    # the picked frequencies copied out of each transform at once: one full transform in memory
+    power = [np.mean(np.abs(fftn(x, axes)[picked].copy()) ** 2 / n,
                      axis=tuple(range(x.ndim - d))).reshape(-1)[1:] for x in (residual, reference)]
     transfer_ = np.abs(kernel_spectrum(sampled, spatial, picked[1:])).reshape(-1)[1:]
     return line(transfer_, power[0], power[1], gain)

@@ -179,10 +179,10 @@ def fit_blur(
         # a coarse start can land on a flat landscape's far side (dim, sparse content): the
         # precise centred optimum decides whether the image cannot hold the kernel
         solution, data = noise_aware_fit(raw, problem, start_only=False, spectral_fit=_spectral_fit)
+    del raw  # the statistics as read go with the start (a whole fit compacts its own below)
     if options.whole_gaussian:  # rotated or shifted: exact image-space fit from the L2 start
-        # after the start only the checks read the statistics: in float32 during the fit (a single
-        # frame's are summed in float32 already, `_statistics`; a stack's are compacted here). Only
-        # a round kernel's check (`_axis_ellipse_note`) reads the spectra: others let them go first
+        # after the start only the checks read the statistics: compacted to float32 during the
+        # fit. Only a round kernel's check (`_axis_ellipse`) reads the spectra: others let them go
         bright = None if options.gain_offset else brightness_rss(data.stats, solution.sigma, options.truncate)
         stats = data.stats.without_spectra() if options.sigma_per_axis else data.stats.compact()
         data = data._replace(stats=stats)

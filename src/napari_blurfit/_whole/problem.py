@@ -65,13 +65,17 @@ class Normal(NamedTuple):
     gradient: np.ndarray
 
 
+def fits(radius, spatial) -> bool:
+    """Whether a kernel of ``radius`` fits an image of ``spatial`` shape (2 radius + 1 px per axis)."""
+    return all(2 * r + 1 <= n for r, n in zip(radius, spatial))
+
+
 def check_radius(radius, spatial) -> None:
     """Raise unless a kernel of ``radius`` fits an image of ``spatial`` shape."""
-    for r, n in zip(radius, spatial):
-        if 2 * r + 1 > n:
-            raise ValueError(f"the image (spatial shape {tuple(spatial)}) is too small for a kernel of "
-                             f"radius {tuple(radius)} px: a blur and a shift cannot be told apart; use a "
-                             "larger image or a smaller truncate")
+    if not fits(radius, spatial):
+        raise ValueError(f"the image (spatial shape {tuple(spatial)}) is too small for a kernel of "
+                         f"radius {tuple(radius)} px: a blur and a shift cannot be told apart; use a "
+                         "larger image or a smaller truncate")
 
 
 class Problem:

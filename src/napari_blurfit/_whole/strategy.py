@@ -22,7 +22,7 @@ from .._gaussian import GaussianKernel, GaussianModel
 from .._losses import FLOAT32_LOSS_JITTER, L2, get_loss
 from .._shift import Frames, as_frames, central, estimate_shift
 from .kernel_space import KernelSpace
-from .problem import Point, Problem, Settings, check_radius
+from .problem import Point, Problem, Settings, check_radius, fits
 from .solver import Solved, Status, levenberg_marquardt
 
 T = TypeVar("T")
@@ -174,7 +174,7 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
     starts = model.starts(start_sigma, shift_start(frames, settings, centred) if shift else np.zeros(d))
     if shift and np.any(starts[0].shift != 0):  # a shift read from sparse or dim content may be wrong
         spatial = frames.target.shape[1:]
-        starts = [k for k in starts if all(2 * r + 1 <= n for r, n in zip(model.radius(k), spatial))]
+        starts = [k for k in starts if fits(model.radius(k), spatial)]
         starts.append(centred)
     if objective.least_squares and frames.used is None:
         problem, solved, jtj = fit_l2(frames, settings, starts, centred, workers, callback,
@@ -185,14 +185,13 @@ def fit_whole_gaussian(reference, target, used=None, *, loss: str = "l2", gain_o
 
 def holds(spatial, sigma, truncate: float) -> bool:
     """Whether an image of ``spatial`` shape holds a centred kernel of per-axis ``sigma``."""
-    radius = GaussianKernel.from_sigma(sigma).grid(truncate).radius
-    return all(2 * r + 1 <= n for r, n in zip(radius, spatial))
+    return fits(GaussianKernel.from_sigma(sigma).grid(truncate).radius, spatial)
 
 
 def check_holds(model: GaussianModel, kernel: GaussianKernel, spatial) -> None:
     """Raise, in the user's terms, unless the image holds ``kernel`` (2 radius + 1 px per axis)."""
     radius = model.radius(kernel)
-    if all(2 * r + 1 <= n for r, n in zip(radius, spatial)):
+    if fits(radius, spatial):
         return
     sigma = ", ".join(f"{s:.3g}" for s in kernel.sigma)
     # the longest truncation that holds it, to a tenth below

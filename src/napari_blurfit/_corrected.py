@@ -136,6 +136,10 @@ def whole_noise_rounds(problem: Problem, data: Data, start: Solution, fit_whole)
             if found is None:
                 break
             new = found.reference if found.significant and found.misfit < CORRECTED_MISFIT else 0.0
+            # a gain missing from the model leaves residual power in |K_hat|^2 too, not noise:
+            # where a gain/offset would halve the loss (the brightness finding's rule), none is read
+            if start.brightness is not None and start.brightness[1] < 0.5 * start.brightness[0]:
+                new = 0.0
             if abs(new - variance) <= WHOLE_SETTLED * max(new, variance):
                 break
             variance, whole = new, fit_whole(problem, data, start, new)

@@ -186,7 +186,8 @@ def fit_blur(
         bright = None if options.gain_offset else brightness_rss(data.stats, solution.sigma, options.truncate)
         stats = data.stats.without_spectra() if options.sigma_per_axis else data.stats.compact()
         data = data._replace(stats=stats)
-        solution = replace(_whole_gaussian(problem, data, solution), brightness=bright)
+        solution = replace(_whole_gaussian(problem, data, replace(solution, brightness=bright)),
+                           brightness=bright)
     elif not options.objective.least_squares or not data.all_pixels:  # not a DCT contraction
         solution = _polish(problem, data, solution)
     findings = findings_for(problem, data, solution, refit=_spectral_fit)

@@ -238,3 +238,19 @@ def test_a_moved_bead_slide_is_not_read_as_reference_noise(shift):
     assert "reference_noise" not in [f.code for f in fit.findings]
     if shift:
         np.testing.assert_allclose(fit.sigma, 6.0, rtol=0.01)
+
+
+@pytest.mark.parametrize("options", [dict(per_axis=True), dict(per_axis=True, shift=True)], ids=str)
+def test_a_missing_gain_is_not_read_as_reference_noise(options):
+    """Without a gain/offset, a target of 0.8 G * A + 0.05 leaves residual power in |K|^2 as
+    noise does; "auto" reads none then, and the fit is the noise-free model's."""
+    moon = data.moon().astype(np.float32) / 255.0  # slices of the moon rolled: benchmark matrix's
+    reference = np.stack([np.roll(moon, (13 * i, 7 * i), axis=(0, 1))[:256, :256] for i in range(32)])
+    rng = np.random.default_rng(1)
+    target = 0.8 * ndimage.gaussian_filter(reference, (1.2, 2.0, 3.0)) + 0.05
+    target = (target + rng.normal(0, 0.01, target.shape)).astype(np.float32)
+    auto = fit_blur(reference, target, warn=False, **options)
+    plain = fit_blur(reference, target, warn=False, reference_noise=0, **options)
+    assert not auto.reference_noise_corrected
+    np.testing.assert_array_equal(auto.sigma, plain.sigma)
+    assert "brightness" in [f.code for f in auto.findings]

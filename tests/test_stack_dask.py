@@ -190,8 +190,9 @@ def test_joint_fit_memory_does_not_grow_with_pairs(camera):
         tracemalloc.stop()
         assert fit.sigma[0] == pytest.approx(1.5, rel=1e-4)
     whole = 128 * 256 * 256 * 8 * 2  # both stacks of 128 frames
-    # the working set is the blocks dask's two threads hold at once, plus the reference-noise
-    # estimate's per-block power sample: 23-38 MB over repeated runs of 128 and 512 frames
+    # the working set: the blocks dask's two threads hold at once, and the reference-noise
+    # estimate's per-block power sample (25-28 MB in 5 runs here, 27.1 MB in one CI run: over
+    # the 0.2 this bound was)
     assert peaks[128] < 0.3 * whole
     assert peaks[128] < 2 * peaks[16]  # 8x the pairs, not 8x the memory (scheduling varies)
 

@@ -212,19 +212,19 @@ def crop_edges(settings: Settings, kernels, spatial, base: int) -> tuple[int, ..
     return tuple(int(min(n, max(base, CROP_RADII * r + 1))) for n, r in zip(spatial, radius))
 
 
-def start_crop(frames: Frames, settings: Settings, starts) -> Frames:
-    """The multi-start's central crop (`crop_edges`, up to 4 frames).
+def start_crop(frames: Frames, settings: Settings, starts) -> tuple[Frames, bool]:
+    """The multi-start's central crop (`crop_edges`, up to 4 frames), and whether it is wide.
 
-    Where `KernelSpace`'s statistics would not serve it (a wide kernel), a band of the kernel's
-    radius along the faces it cut is left out of the loss (`cut_band`): the crop is solved with
-    exact matrices then anyway, and its answer is the image's, not one biased by the faces.
+    Wide: `KernelSpace`'s statistics would not serve it (the kernel spans much of an axis). A band
+    of the kernel's radius along the faces it cut is then left out of the loss (`cut_band`): the
+    crop is solved with exact matrices anyway, and its answer is the image's, not one biased by
+    the faces.
     """
-    edges = crop_edges(settings, starts, frames.target.shape[1:], CROP_EDGE.get(settings.ndim, 64))
-    crop = central(frames, edges, 4)
-    if statistics_serve(settings, starts, crop):
-        return crop
-    radius = np.max([settings.model.radius(k) for k in starts], axis=0)
-    return central(frames, edges, 4, band=radius)
+    spatial = frames.target.shape[1:]
+    edges = crop_edges(settings, starts, spatial, CROP_EDGE.get(settings.ndim, 64))
+    wide = not statistics_serve(settings, starts, tuple(min(n, e) for n, e in zip(spatial, edges)))
+    band = np.max([settings.model.radius(k) for k in starts], axis=0) if wide else None
+    return central(frames, edges, 4, band=band), wide
 
 
 def shift_start(frames: Frames, settings: Settings, centred: GaussianKernel) -> np.ndarray:
@@ -341,15 +341,14 @@ def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, 
         checked = not_worse_than(problem, solved, centred, callback, centred_loss)
         jtj = solved.matrix / curvature if checked is solved else problem.gauss_newton(checked.point)
         return problem, checked, jtj
-    crop = start_crop(frames, settings, starts)
-    local, scout = multistart(crop, settings, starts, workers, callback, rtol=START_RTOL,
-                              exact=not statistics_serve(settings, starts, crop))
+    crop, wide = start_crop(frames, settings, starts)
+    local, scout = multistart(crop, settings, starts, workers, callback, rtol=START_RTOL, exact=wide)
     start, crop_content, crop_matrix = scout.point.without_arrays(), content(local), scout.matrix
     del local, scout, crop  # the crop's arrays go before the image's are made
     dtype = np.float32 if size > FLOAT32_PIXELS else np.float64
     radius = chord_radius(settings, [start.kernel])
     problem = chord_problem(frames, settings, radius, workers, dtype)
-    if statistics_serve(settings, [start.kernel], frames):
+    if statistics_serve(settings, [start.kernel], frames.target.shape[1:]):
         space = KernelSpace(frames, settings, radius, workers, dtype)
         gauss_newton = space.matrix_at
     else:  # the crop's exact matrix at its solution, scaled by the content the image holds
@@ -365,21 +364,21 @@ def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, 
                                  rtol=max(rtol, 1e-7), callback=callback,
                                  precision=FLOAT32_LOSS_JITTER if dtype == np.float32 else 0.0)
     checked = not_worse_than(problem, settle(problem, solved, callback), centred, callback, centred_loss)
-    if checked is not solved and not statistics_serve(settings, [start.kernel], frames):
+    if checked is not solved and not statistics_serve(settings, [start.kernel], frames.target.shape[1:]):
         # solved again from the centred kernel, far from the crop's solution: the image's matrix
         return problem, checked, problem.gauss_newton(checked.point)
     return problem, checked, gauss_newton(checked.point.kernel, checked.point.gain)
 
 
-def statistics_serve(settings: Settings, kernels, frames: Frames) -> bool:
-    """Whether `KernelSpace`'s matrix from statistics serves ``frames`` for ``kernels``.
+def statistics_serve(settings: Settings, kernels, spatial) -> bool:
+    """Whether `KernelSpace`'s matrix from statistics serves an image of ``spatial`` shape.
 
     It replaces the reflected image near the faces by the reference's autocorrelation: close where
     the kernel is small beside every axis (`STATISTICS_REACH`), wrong where its edge strips are most
     of the volume (a sigma-6 kernel in a 96-plane volume of beads: shift cross terms 50x the true).
     """
     radius = np.max([settings.model.radius(k) for k in kernels], axis=0)
-    return all(STATISTICS_REACH * r <= n for r, n in zip(radius, frames.target.shape[1:]))
+    return all(STATISTICS_REACH * r <= n for r, n in zip(radius, spatial))
 
 
 def noise_scale(point: Point, problem: Problem) -> float:
@@ -413,16 +412,14 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
     ``centred`` kernel (`not_worse_than`).
     """
     model, least_squares = settings.model, settings.loss.least_squares
-    crop = start_crop(frames, settings, starts)
+    crop, wide = start_crop(frames, settings, starts)  # sized to hold the starts
     crop_is_image = crop.reference.shape == frames.reference.shape
-    check_starts(starts, settings, crop)  # before anything is built for kernels too large for it
     # the full image's problem is built (and paged in) while the crops are solved; not beside a
     # crop solved with exact matrices for a wide kernel (`start_crop`), whose Jacobian images and
     # the image's grid together took 7.8x the inputs (L1, sigma (9, 3, 3) on 128x256x256)
     def build():
         return chord_problem(frames, settings, chord_radius(settings, starts), workers).page_in()
 
-    wide = not statistics_serve(settings, starts, crop)
     full_problem = None if crop_is_image else prefetch(build, 1 if wide else workers)
     # L1/Huber take only a start from the L2 multi-start; masked L2 keeps its matrix (exact)
     local, solved = multistart(crop, settings, starts, workers, callback, exact=least_squares,

@@ -141,8 +141,10 @@ def findings_for(problem: Problem, data: Data, sol: Solution, *, refit: Refit) -
         found += [not_gaussian] if not_gaussian and not explained else []
     if identifiable and not target_sharper:
         found += _lacks_detail(problem, data, sol, stderr)
-        # error bars widened by a misfit the user can remove are that finding's to explain
-        found += [] if any(f.suggestion for f in found) else _loosely_pinned(sol, stderr)
+        # error bars widened by a misfit the user can remove are that finding's to explain, and
+        # a sigma not determined at all is the stronger finding of the same cause
+        explain = any(f.suggestion or f.code == "lacks_detail" for f in found)
+        found += [] if explain else _loosely_pinned(sol, stderr)
     found += _reference_noise(problem, sol)
     return Findings(sigma, tuple(float(s) for s in stderr), at_bound,
                     bool(identifiable), target_sharper, float(r2), adequacy.r2_linear(r2),

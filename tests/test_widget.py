@@ -62,7 +62,7 @@ def test_pickers_offer_only_images_and_stay_distinct(viewer_pair, qtbot):
     assert widget.target.value is not widget.reference.value
     viewer.layers["ref"].name = "renamed"
     assert "renamed" in [c.name for c in widget.reference.choices if c is not None]
-    viewer.add_image(np.ones((5, 5)), name="small")
+    viewer.add_image(np.ones((2, 5, 5)), name="small")  # (other grids are fitted: test_widget_grids.py)
     widget.reference.value = viewer.layers["small"]
     assert not widget.fit_button.enabled
     assert "differ in shape" in widget.status.text()
@@ -644,7 +644,7 @@ def test_a_shape_mismatch_after_a_blur_map_clears_every_result(make_napari_viewe
     run(widget, qtbot)
     assert widget.result_text.isVisible() and "Blur map: " in shown(widget)
     assert widget.plots.tabs.isVisible() and widget.plots.colorbar is not None
-    viewer.add_image(cell[:100], name="smaller")
+    viewer.add_image(np.stack([cell, cell]), name="smaller")  # 3D beside 2D
     widget.target.value = viewer.layers["smaller"]  # an error before Fit: the old map's numbers go
     assert "differ in shape" in widget.status.text() and widget.status.isVisible()
     assert not widget.fit_button.enabled

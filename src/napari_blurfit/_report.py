@@ -68,12 +68,13 @@ def _errors(values) -> str:
     return f"{NBSP}(±{NBSP}" + f",{NBSP}".join(f"{v:.2g}" if np.isfinite(v) else "?" for v in values) + ")"
 
 
-def _amount(px, world, unit: str) -> str:
+def _amount(px, world, unit: str, pixels: str = "px") -> str:
     """``0.4, -0.6 px = 0.08, -0.12 µm`` (the world part only with a unit).
 
-    A line may break before "=" and after the world part's comma, nowhere else.
+    A line may break before "=" and after the world part's comma, nowhere else. ``pixels`` names
+    the pixels (``"px (reference)"`` across grids).
     """
-    text = f"{_numbers(px, comma=f',{NBSP}')}{NBSP}px"
+    text = f"{_numbers(px, comma=f',{NBSP}')}{NBSP}{pixels.replace(' ', NBSP)}"
     return text + (f" ={NBSP}{_numbers(world)}{NBSP}{unit}" if unit else "")
 
 
@@ -99,10 +100,16 @@ def _sigma_line(fit, result) -> str:
     return ("Blur sigma per axis: " if fit.per_axis else "Blur sigma: ") + "; ".join(parts)
 
 
+def _kernel_px(result) -> str:
+    """The kernel's pixels: ``"px"``, or across grids whose they are (``"px (reference)"``)."""
+    return f"px ({result.kernel_pixels})" if result.grids else "px"
+
+
 def _principal_lines(fit, result, world: dict) -> list[str]:
     """The rotated kernel: principal sigmas and (2D) the major axis' angle."""
-    unit = _world_unit(result)
-    lines = ["Principal sigmas: " + _amount(fit.principal_sigmas, world["principal_sigmas"], unit)
+    unit = _world_unit(result) or ("world units" if result.grids else "")
+    lines = ["Principal sigmas: " + _amount(fit.principal_sigmas, world["principal_sigmas"], unit,
+                                            _kernel_px(result))
              + _errors(principal_stderr(fit))]
     if fit.angle is not None:
         error = angle_stderr(fit)
@@ -122,15 +129,76 @@ def _world_angle(fit, result, world: dict) -> str:
 
 def _shift_line(fit, result, world: dict) -> str:
     """The shift per array axis: the target is the reference moved by it."""
-    return ("Shift of the target: " + _amount(fit.shift, world["shift"], _world_unit(result))
+    unit = _world_unit(result) or ("world units" if result.grids else "")
+    return ("Shift of the target: " + _amount(fit.shift, world["shift"], unit, _kernel_px(result))
             + _errors(fit.shift_stderr) + ".")
+
+
+def _one_or_each(values, digits: str = ".3g") -> tuple[str, bool]:
+    """``("0.15", False)`` when every axis reads the same, else ``("0.3, 0.15", True)``."""
+    texts = [f"{float(v):{digits}}" for v in values]
+    return (texts[0], False) if len(set(texts)) == 1 else (f",{NBSP}".join(texts), True)
+
+
+def _grid_sigma_line(fit, result) -> str:
+    """Across grids: ``Blur sigma: 0.15 µm = 2.31 px (reference) = 1.39 px (target) (± 0.0012 µm)``.
+
+    The world value, then the same sigma in each layer's pixels; one number each when the axes
+    agree, else one per axis, named after "Blur sigma".
+    """
+    unit = _world_unit(result) or "world units"
+    world, several = _one_or_each(fit.in_world_units()["sigma"])
+    parts = [f"{world}{NBSP}{unit.replace(' ', NBSP)}"]
+    for role in ("reference", "target"):
+        px, more = _one_or_each(fit.sigma_on(result.grids[role]))
+        parts.append(f"{px}{NBSP}px{NBSP}({role})")
+        several |= more
+    errors = np.asarray(fit.sigma_stderr, float) * np.asarray(result.pixel_size, float)
+    error = ""
+    if np.isfinite(errors).all():
+        error = f"{NBSP}(±{NBSP}{_one_or_each(errors, '.2g')[0]}{NBSP}{unit.replace(' ', NBSP)})"
+    names = f" ({', '.join(axis_names(len(fit.sigma)))})" if several else ""
+    return f"Blur sigma{names}: " + f" ={NBSP}".join(parts) + error
+
+
+def grid_sizes(grids, units) -> str:
+    """``reference 0.5 µm/px, target 1 µm/px`` (``0.3 × 0.1 µm/px`` on anisotropic pixels)."""
+    unit = {unit_symbol(u) for u in units}
+    unit = unit.pop() if len(unit) == 1 and "" not in unit else "world units"
+    per = f"{NBSP}{unit.replace(' ', NBSP)}/px"
+    return ", ".join(f"{role} " + f"{NBSP}×{NBSP}".join(f"{s:.4g}" for s in _uniform(grids[role].scale)) + per
+                     for role in ("reference", "target"))
+
+
+def _uniform(scale) -> tuple:
+    """One pixel size when every axis has it, else one per axis."""
+    return tuple(scale[:1]) if len(set(scale)) == 1 else tuple(scale)
+
+
+def _grids_line(result) -> str:
+    """How the two layers' grids were matched; ``""`` when they share one."""
+    if not result.grids:
+        return ""
+    goal = "reference" if result.kernel_pixels == "target" else "target"
+    how = "areas" if result.grids[goal].sampling == "area" else "points at their centres"
+    # a single fit names the pixels of each number; frames and tiles list sigmas in px only
+    whose = f"; sigmas in px are the {result.kernel_pixels}'s" if result.fit is None else ""
+    return (f"Across grids: {grid_sizes(result.grids, result.units)}; the {goal}'s pixels taken as "
+            f"{how}{whose}.")
 
 
 def _kernel_lines(fit, result) -> list[str]:
     """Sigma (or the rotated kernel's principal sigmas and angle) and the shift, px and world."""
-    world = fit.in_world_units(result.pixel_size) if len(result.pixel_size) == len(fit.sigma) \
-        else fit.in_world_units(np.ones(len(fit.sigma)))
-    lines = _principal_lines(fit, result, world) if fit.full_covariance else [_sigma_line(fit, result)]
+    if result.grids:
+        world = fit.in_world_units()  # in the scale of the grid the kernel is sampled on
+    elif len(result.pixel_size) == len(fit.sigma):
+        world = fit.in_world_units(result.pixel_size)
+    else:
+        world = fit.in_world_units(np.ones(len(fit.sigma)))
+    if fit.full_covariance:
+        lines = _principal_lines(fit, result, world)
+    else:
+        lines = [_grid_sigma_line(fit, result) if result.grids else _sigma_line(fit, result)]
     if fit.shift_fitted:
         lines.append(_shift_line(fit, result, world))
     return lines
@@ -147,8 +215,8 @@ def _explained(fit) -> str:
 
 
 def _context(result, findings=()) -> list[str]:
-    """The slice, the mask, and the mode's hint (unless a "channels" finding says it already)."""
-    lines = []
+    """The grids, the slice, the mask, and the mode's hint (unless a "channels" finding gives it)."""
+    lines = [_grids_line(result)] if result.grids else []
     if result.plane:  # indices along the leading, non-spatial axes
         where = ", ".join(f"axis {i} = {p}" for i, p in enumerate(result.plane))
         lines.append(f"Fitted the slice at {where} (the one shown).")

@@ -3,7 +3,8 @@
 docs/screenshot.png: the sample pair after a fit, reference / target / fit / residual in a grid.
 docs/screenshots/: the default dock, after a fit, per-frame and blur-map modes (the map's
 colourbar in the dock), after an error (a target of another shape picked after the blur map: every
-earlier result cleared), and a rotated, shifted kernel fitted with kernel "rotated" and "fit shift".
+earlier result cleared), a rotated, shifted kernel fitted with kernel "rotated" and "fit shift", and
+two layers on different grids (a fine reference beside its blurred 2 x 2 block means).
 
 Run under a display, e.g.: xvfb-run -a -s "-screen 0 1400x900x24" .venv/bin/python scripts/screenshot.py
 """
@@ -123,6 +124,25 @@ viewer.grid.enabled = True
 viewer.grid.shape = (2, 2)
 viewer.reset_view()
 save(viewer, SHOTS / "6-rotated-shift.png")
+print(widget.result_text.text())
+
+viewer.grid.enabled = False
+viewer.layers.clear()
+blocks = ndimage.gaussian_filter(sharp, 2.5)
+blocks = blocks[: blocks.shape[0] // 2 * 2, : blocks.shape[1] // 2 * 2]
+blocks = blocks.reshape(blocks.shape[0] // 2, 2, blocks.shape[1] // 2, 2).mean(axis=(1, 3))
+viewer.add_image(sharp, name="fine (65 nm)", scale=(0.065, 0.065), units=("um", "um"))
+viewer.add_image(blocks, name="coarse (130 nm)", scale=(0.13, 0.13), translate=(0.0325, 0.0325),
+                 units=("um", "um"))  # a block's centre: half a fine pixel past its first one
+widget.reference.value, widget.target.value = viewer.layers["fine (65 nm)"], viewer.layers["coarse (130 nm)"]
+widget.kernel.value = KernelShape.ROUND
+widget.fit_shift.value = False
+widget._options_section.expand(animate=False)  # the "target pixels" choice
+fit(widget)
+viewer.grid.enabled = True
+viewer.grid.shape = (2, 2)
+viewer.reset_view()
+save(viewer, SHOTS / "7-grids.png")
 print(widget.result_text.text())
 
 viewer.close()

@@ -147,7 +147,7 @@ def test_a_mask_drawn_in_the_world_selects_the_targets_pixels(grid_viewer, qtbot
     bad[:, 110:] = 999.0  # garbage outside the drawn rectangle
     target = viewer.add_image(bad, name="blocks bad", **BLOCKS)
     corners = np.array([target.data_to_world(p) for p in [(10, 10), (10, 100), (100, 100), (100, 10)]])
-    viewer.add_shapes([corners], shape_type="rectangle", name="roi")
+    viewer.add_shapes([corners], shape_type="rectangle", name="roi", units=REF["units"])
     widget = widget_for(viewer, "ref", "blocks bad", mask=viewer.layers["roi"])
     run(widget, qtbot)
     assert widget.last_result.mask_pixels == 90 * 90  # target pixels 10..99 on each axis
@@ -194,9 +194,10 @@ def test_blur_map_and_frames_across_grids(make_napari_viewer, qtbot, camera):
     assert "sigmas in px are the reference's" in shown(widget)
     frames = np.stack([camera[:128, :128], camera[128:, 128:], camera[:128, 128:]])
     blurred = np.stack([block_mean(ndimage.gaussian_filter(f, s), 2) for f, s in zip(frames, (1.5, 2, 3))])
-    viewer.add_image(frames, name="movie", scale=(1.0, *REF["scale"]), translate=(0.0, *REF["translate"]))
+    viewer.add_image(frames, name="movie", scale=(1.0, *REF["scale"]), translate=(0.0, *REF["translate"]),
+                     units=("s", *REF["units"]))
     viewer.add_image(blurred, name="movie blocks", scale=(1.0, *BLOCKS["scale"]),
-                     translate=(0.0, *BLOCKS["translate"]))
+                     translate=(0.0, *BLOCKS["translate"]), units=("s", *BLOCKS["units"]))
     widget.reference.value, widget.target.value = viewer.layers["movie"], viewer.layers["movie blocks"]
     widget.mode.value = "per frame"
     run(widget, qtbot)

@@ -105,11 +105,16 @@ def _kernel_px(result) -> str:
     return f"px ({result.kernel_pixels})" if result.grids else "px"
 
 
+def _world_name(result) -> str:
+    """The world unit's symbol; across grids ``"(world)"`` when the layers have none."""
+    return _world_unit(result) or ("(world)" if result.grids else "")
+
+
 def _principal_lines(fit, result, world: dict) -> list[str]:
     """The rotated kernel: principal sigmas and (2D) the major axis' angle."""
-    unit = _world_unit(result) or ("world units" if result.grids else "")
-    lines = ["Principal sigmas: " + _amount(fit.principal_sigmas, world["principal_sigmas"], unit,
-                                            _kernel_px(result))
+    line = _grid_principal_line(fit, result, world) if result.grids else ""
+    lines = [line or "Principal sigmas: " + _amount(fit.principal_sigmas, world["principal_sigmas"],
+                                                    _world_name(result), _kernel_px(result))
              + _errors(principal_stderr(fit))]
     if fit.angle is not None:
         error = angle_stderr(fit)
@@ -129,15 +134,33 @@ def _world_angle(fit, result, world: dict) -> str:
 
 def _shift_line(fit, result, world: dict) -> str:
     """The shift per array axis: the target is the reference moved by it."""
-    unit = _world_unit(result) or ("world units" if result.grids else "")
-    return ("Shift of the target: " + _amount(fit.shift, world["shift"], unit, _kernel_px(result))
+    return ("Shift of the target: "
+            + _amount(fit.shift, world["shift"], _world_name(result), _kernel_px(result))
             + _errors(fit.shift_stderr) + ".")
 
 
-def _one_or_each(values, digits: str = ".3g") -> tuple[str, bool]:
-    """``("0.15", False)`` when every axis reads the same, else ``("0.3, 0.15", True)``."""
-    texts = [f"{float(v):{digits}}" for v in values]
-    return (texts[0], False) if len(set(texts)) == 1 else (f",{NBSP}".join(texts), True)
+def _across(world, pixels: dict, errors, result, each: bool) -> str:
+    """``0.15 µm = 2.31 px (reference) = 1.39 px (target) (± 0.0012 µm)``.
+
+    ``pixels`` maps a role to the values in its pixels; ``each``: one value per axis, else the
+    first (they agree). Breaks only before "=".
+    """
+    unit = _world_unit(result)
+
+    def listed(values, digits=".3g"):
+        return f",{NBSP}".join(f"{float(v):{digits}}" for v in (values if each else values[:1]))
+
+    parts = [f"{listed(world)}{NBSP}{unit or '(world)'}"]
+    parts += [f"{listed(values)}{NBSP}px{NBSP}({role})" for role, values in pixels.items()]
+    error = ""
+    if np.isfinite(errors).all():
+        error = f"{NBSP}(±{NBSP}{listed(errors, '.2g')}{NBSP + unit if unit else ''})"
+    return f" ={NBSP}".join(parts) + error
+
+
+def _differ(*vectors) -> bool:
+    """Whether any of ``vectors`` reads differently along its axes (3 significant digits)."""
+    return any(len({f"{float(v):.3g}" for v in vector}) > 1 for vector in vectors)
 
 
 def _grid_sigma_line(fit, result) -> str:
@@ -146,28 +169,38 @@ def _grid_sigma_line(fit, result) -> str:
     The world value, then the same sigma in each layer's pixels; one number each when the axes
     agree, else one per axis, named after "Blur sigma".
     """
-    unit = _world_unit(result) or "world units"
-    world, several = _one_or_each(fit.in_world_units()["sigma"])
-    parts = [f"{world}{NBSP}{unit.replace(' ', NBSP)}"]
-    for role in ("reference", "target"):
-        px, more = _one_or_each(fit.sigma_on(result.grids[role]))
-        parts.append(f"{px}{NBSP}px{NBSP}({role})")
-        several |= more
+    world = fit.in_world_units()["sigma"]
+    pixels = {role: fit.sigma_on(result.grids[role]) for role in ("reference", "target")}
     errors = np.asarray(fit.sigma_stderr, float) * np.asarray(result.pixel_size, float)
-    error = ""
-    if np.isfinite(errors).all():
-        error = f"{NBSP}(±{NBSP}{_one_or_each(errors, '.2g')[0]}{NBSP}{unit.replace(' ', NBSP)})"
-    names = f" ({', '.join(axis_names(len(fit.sigma)))})" if several else ""
-    return f"Blur sigma{names}: " + f" ={NBSP}".join(parts) + error
+    each = fit.per_axis or _differ(world, *pixels.values())
+    names = f" ({', '.join(axis_names(len(fit.sigma)))})" if each else ""
+    return f"Blur sigma{names}: " + _across(world, pixels, errors, result, each)
+
+
+def _grid_principal_line(fit, result, world: dict) -> str:
+    """Across grids of square pixels: principal sigmas in world units and each layer's pixels.
+
+    ``""`` when a grid's pixels are not square (a principal sigma is not a length in its pixels).
+    """
+    grids = result.grids
+    if any(len(set(grids[role].scale)) > 1 for role in grids):
+        return ""
+    sigmas = np.asarray(world["principal_sigmas"], float)
+    pixels = {role: sigmas / grids[role].scale[0] for role in ("reference", "target")}
+    errors = np.asarray(principal_stderr(fit), float) * result.pixel_size[0]
+    return "Principal sigmas: " + _across(sigmas, pixels, errors, result, each=True)
 
 
 def grid_sizes(grids, units) -> str:
-    """``reference 0.5 µm/px, target 1 µm/px`` (``0.3 × 0.1 µm/px`` on anisotropic pixels)."""
+    """``reference 0.5 µm/px, target 1 µm/px`` (``0.3 × 0.1 µm/px`` on anisotropic pixels).
+
+    Without a unit: ``reference 0.5, target 1 world units per px``.
+    """
     unit = {unit_symbol(u) for u in units}
-    unit = unit.pop() if len(unit) == 1 and "" not in unit else "world units"
-    per = f"{NBSP}{unit.replace(' ', NBSP)}/px"
-    return ", ".join(f"{role} " + f"{NBSP}×{NBSP}".join(f"{s:.4g}" for s in _uniform(grids[role].scale)) + per
-                     for role in ("reference", "target"))
+    unit = unit.pop() if len(unit) == 1 and "" not in unit else ""
+    sizes = [f"{role} " + f"{NBSP}×{NBSP}".join(f"{s:.4g}" for s in _uniform(grids[role].scale))
+             + (f"{NBSP}{unit}/px" if unit else "") for role in ("reference", "target")]
+    return ", ".join(sizes) + ("" if unit else " world units per px")
 
 
 def _uniform(scale) -> tuple:
@@ -361,6 +394,8 @@ def describe(result) -> str:
     if fit.reference_noise:
         lines.append(f"Reference noise {fit.reference_noise:.3g} (sd), "
                      f"{'corrected for' if fit.reference_noise_corrected else 'too small to matter'}.")
+    elif result.grids:
+        lines.append("Reference noise not estimated across grids (taken as noise-free).")
     explained = _explained(fit)
     if explained:
         lines.append(explained)

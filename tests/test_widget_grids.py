@@ -191,7 +191,7 @@ def test_blur_map_and_frames_across_grids(make_napari_viewer, qtbot, camera):
     layer = viewer.layers["blocks blur map"]
     assert placed(layer) == placed(viewer.layers["blocks"])
     np.testing.assert_allclose(np.nanmedian(layer.data), SIGMA, rtol=0.02)
-    assert "sigmas in px are the reference's" in shown(widget)
+    assert "px values are the reference's" in shown(widget)
     frames = np.stack([camera[:128, :128], camera[128:, 128:], camera[:128, 128:]])
     blurred = np.stack([block_mean(ndimage.gaussian_filter(f, s), 2) for f, s in zip(frames, (1.5, 2, 3))])
     viewer.add_image(frames, name="movie", scale=(1.0, *REF["scale"]), translate=(0.0, *REF["translate"]),
@@ -207,3 +207,21 @@ def test_blur_map_and_frames_across_grids(make_napari_viewer, qtbot, camera):
     run(widget, qtbot)
     assert widget.last_result.fit.sigma[0] == pytest.approx(3.0, rel=0.02)
     assert placed(viewer.layers["movie blocks fit"])[0] == (64, 64)
+
+
+def test_shifts_across_grids_are_drawn_in_the_maps_pixels(make_napari_viewer, qtbot, camera):
+    """A target moved by 1 reference px along x: 0.5 um, half a target pixel."""
+    viewer = make_napari_viewer()
+    viewer.add_image(camera, name="ref", **REF)
+    moved = ndimage.shift(ndimage.gaussian_filter(camera, SIGMA), (0.0, 1.0), mode="reflect")
+    viewer.add_image(block_mean(moved, 2), name="moved", **BLOCKS)
+    widget = widget_for(viewer, "ref", "moved", fit_shift=True)
+    run(widget, qtbot)
+    np.testing.assert_allclose(widget.last_result.fit.shift, (0.0, 1.0), atol=0.03)  # reference px
+    found = re.search(r"Shift of the target: (\S+), (\S+) px \(reference\) = (\S+), (\S+) µm", shown(widget))
+    np.testing.assert_allclose([float(v) for v in found.groups()], (0, 1, 0, 0.5), atol=0.03)
+    widget.mode.value, widget.tile.value = "blur map", 64
+    run(widget, qtbot)
+    arrows = viewer.layers["moved shift map"]
+    assert tuple(arrows.scale) == BLOCKS["scale"] and tuple(arrows.translate) == BLOCKS["translate"]
+    np.testing.assert_allclose(np.median(arrows.data[:, 1], axis=0), (0.0, 0.5), atol=0.03)  # target px

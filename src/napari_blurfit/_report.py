@@ -214,8 +214,8 @@ def _grids_line(result) -> str:
         return ""
     goal = "reference" if result.kernel_pixels == "target" else "target"
     how = "areas" if result.grids[goal].sampling == "area" else "points at their centres"
-    # a single fit names the pixels of each number; frames and tiles list sigmas in px only
-    whose = f"; sigmas in px are the {result.kernel_pixels}'s" if result.fit is None else ""
+    # a single fit names the pixels of each number; frames and tiles give theirs in px only
+    whose = f"; px values are the {result.kernel_pixels}'s" if result.fit is None else ""
     return (f"Across grids: {grid_sizes(result.grids, result.units)}; the {goal}'s pixels taken as "
             f"{how}{whose}.")
 

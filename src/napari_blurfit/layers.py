@@ -498,7 +498,9 @@ def _blur_map_fit(a, b, mask, name, placement, tile, callback, options, meta_bas
     placement = {**placement, "metadata": {"blurfit": {**meta_base, "tile": tile}}}
     layers = [(sigma_img, {"name": f"{name} blur map", "colormap": "viridis",
                            "contrast_limits": (lo, hi if hi > lo else lo + 1.0), **placement}, "image")]
-    arrows = shift_arrows(bm) if options.get("shift") else None
+    grids, kernel = info["grids"], info["kernel_pixels"]
+    ratio = 1.0 if grids is None else np.divide(grids[kernel].scale, grids[_other(kernel)].scale)
+    arrows = shift_arrows(bm, ratio) if options.get("shift") else None
     if arrows is not None:
         data, factor = arrows
         width = max(1.0, min(bm.step) / 24)
@@ -509,16 +511,19 @@ def _blur_map_fit(a, b, mask, name, placement, tile, callback, options, meta_bas
                     **info)
 
 
-def shift_arrows(bm) -> tuple[np.ndarray, float] | None:
+def shift_arrows(bm, pixel_ratio=1.0) -> tuple[np.ndarray, float] | None:
     """Per-tile shifts as napari vectors ``(n, 2, d)`` (tile centre, shift) and an enlargement.
 
     The enlargement is a 1-2-5 number that draws the largest shift at about half a tile step;
-    ``None`` when no tile has a finite shift.
+    ``None`` when no tile has a finite shift. ``pixel_ratio`` (per axis) is how many of the map's
+    pixels one pixel of the shift spans: across grids the shifts are in the kernel's pixels, the
+    tile centres in the pixels of the grid the map lies on.
     """
     if bm.shift is None:
         return None
     d = bm.centers.shape[-1]
-    centres, shifts = bm.centers.reshape(-1, d), np.asarray(bm.shift, float).reshape(-1, d)
+    centres = bm.centers.reshape(-1, d)
+    shifts = np.asarray(bm.shift, float).reshape(-1, d) * np.asarray(pixel_ratio, float)
     keep = np.all(np.isfinite(shifts), axis=1)
     if not keep.any():
         return None
@@ -526,6 +531,10 @@ def shift_arrows(bm) -> tuple[np.ndarray, float] | None:
     wanted = 0.5 * min(bm.step) / max(longest, 1e-3)
     factor = max(1.0, _nice_below(wanted))
     return np.stack([centres[keep], shifts[keep]], axis=1), factor
+
+
+def _other(role: str) -> str:
+    return "target" if role == "reference" else "reference"
 
 
 def _nice_below(x: float) -> float:
@@ -542,8 +551,9 @@ def _output_layers(fit, a, b, name, placement, meta_base, callback, *, lazy) -> 
 
     step("making the fitted image")
     ref, tgt = a, b
-    # a lazy stack gets lazy output layers, which napari computes frame by frame as shown
-    lazy = lazy and is_dask(b if fit.reverse else a)
+    # a lazy stack gets lazy output layers, which napari computes frame by frame as shown (on one
+    # grid: across grids the core resamples the whole stack at once)
+    lazy = lazy and is_dask(b if fit.reverse else a) and fit.grids is None
     if not lazy:
         ref, tgt = np.asarray(a), np.asarray(b)
     goal = ref if fit.reverse else tgt

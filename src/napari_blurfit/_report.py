@@ -194,12 +194,16 @@ def _grid_principal_line(fit, result, world: dict) -> str:
 def grid_sizes(grids, units) -> str:
     """``reference 0.5 µm/px, target 1 µm/px`` (``0.3 × 0.1 µm/px`` on anisotropic pixels).
 
-    Without a unit: ``reference 0.5, target 1 world units per px``.
+    ``both 0.5 µm/px`` when the pixel sizes agree (the grids differ in place or extent);
+    without a unit: ``reference 0.5, target 1 world units per px``.
     """
     unit = {unit_symbol(u) for u in units}
     unit = unit.pop() if len(unit) == 1 and "" not in unit else ""
-    sizes = [f"{role} " + f"{NBSP}×{NBSP}".join(f"{s:.4g}" for s in _uniform(grids[role].scale))
-             + (f"{NBSP}{unit}/px" if unit else "") for role in ("reference", "target")]
+    named = [(role, grids[role]) for role in ("reference", "target")]
+    if grids["reference"].scale == grids["target"].scale:
+        named = [("both", grids["target"])]
+    sizes = [f"{name} " + f"{NBSP}×{NBSP}".join(f"{s:.4g}" for s in _uniform(grid.scale))
+             + (f"{NBSP}{unit}/px" if unit else "") for name, grid in named]
     return ", ".join(sizes) + ("" if unit else " world units per px")
 
 

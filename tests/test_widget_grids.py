@@ -141,6 +141,23 @@ def test_rotated_layers_are_refused_in_words(grid_viewer, qtbot):
     assert [layer.name for layer in viewer.layers] == ["ref", "blocks", "tilted"]
 
 
+def test_flipped_layers_and_other_frames_are_refused_in_words(camera):
+    from napari.layers import Image
+
+    ref = Image(camera, name="ref", **REF)
+    flipped = Image(camera[:128, :128], name="flipped", scale=(-1.0, 1.0))
+    with pytest.raises(ValueError, match=re.escape(
+            "target 'flipped' is flipped (a negative scale); layers on different grids need "
+            "positive scales")):
+        run_layer_fit(ref, flipped)
+    movie = Image(np.stack([camera] * 3), name="movie", scale=(1.0, *REF["scale"]))
+    longer = Image(np.zeros((4, 128, 128)), name="longer", scale=(1.0, *BLOCKS["scale"]))
+    with pytest.raises(ValueError, match=re.escape(
+            "reference 'movie' (3, 256, 256) and target 'longer' (4, 128, 128) differ in shape or "
+            "place along axis 0; in 'per frame' mode their frames must be the same")):
+        run_layer_fit(movie, longer, mode="per frame")
+
+
 def test_a_mask_drawn_in_the_world_selects_the_targets_pixels(grid_viewer, qtbot):
     viewer = grid_viewer
     bad = viewer.layers["blocks"].data.copy()

@@ -209,6 +209,31 @@ def reversed_pair(*, seed=0) -> Case:
                 dict(ALL, reverse=True))
 
 
+def reversed_point(*, seed=0) -> Case:
+    """Reversed with a decimated reference: the reference grid's sampling ("point") is used."""
+    case = decimated("camera", 2, (1.7, 1.3), (0.25, -0.2), seed=seed)
+    return Case("camera-point-2x-reversed", case.target, case.target_grid, case.reference,
+                case.reference_grid, case.covariance, case.shift, case.gain, case.offset,
+                dict(ALL, reverse=True))
+
+
+def everything(*, seed=0) -> Case:
+    """Reverse, Huber, full covariance, shift, gain/offset and a mask (on the reference's grid,
+    where a reversed fit measures its loss), with outliers and a masked bright patch."""
+    case = rotated(seed=seed)
+    rng = np.random.default_rng(seed + 2)
+    coarse = case.target.copy()
+    hit = rng.random(coarse.shape) < 0.01
+    coarse[hit] += 60.0 * rng.standard_normal(int(hit.sum()))
+    mask = np.ones(coarse.shape, bool)
+    mask[35:50, 5:25] = False
+    coarse[~mask] += 200.0
+    return Case("everything-reversed", coarse, case.target_grid, case.reference,
+                case.reference_grid, case.covariance, case.shift, case.gain, case.offset,
+                {"reverse": True, "loss": "huber", "huber_delta": 1.0, "full_covariance": True,
+                 "shift": True, "gain_offset": True, "mask": mask})
+
+
 def stack(*, seed=0) -> Case:
     """Three frames (camera, brick, moon) sharing one kernel, each binned 2x."""
     ref = gb.grid(0.5, (1.0, 1.0))
@@ -218,6 +243,40 @@ def stack(*, seed=0) -> Case:
     target = observe(reference, ref, (48, 48), tgt, cov, None, 1.1, -4.0, seed=seed)
     return Case("stack-area-2x", reference, ref, target, tgt, cov, np.zeros(2), 1.1, -4.0,
                 {"per_axis": True, "gain_offset": True, "spatial_axes": (-2, -1)})
+
+
+def cropped(*, seed=0) -> Case:
+    """Same pixel size, the target cropped 3 px on each side (90 beside 96), as a deconvolved
+    image beside its raw one."""
+    ref = gb.grid(0.1, (0.0, 0.0))
+    tgt = gb.grid(0.1, (0.3, 0.3), "area")
+    reference = photo("moon", 96)
+    cov, shift = per_axis((1.4, 1.9)), np.array([0.2, -0.3])
+    target = observe(reference, ref, (90, 90), tgt, cov, shift, 1.0, 2.0, seed=seed)
+    return Case("cropped-3px", reference, ref, target, tgt, cov, shift, 1.0, 2.0, dict(ALL))
+
+
+def anisotropic_ratio(*, seed=0) -> Case:
+    """Pixels 2.5x larger along y and 1.7x along x, grids offset (non-integer on both axes)."""
+    ref = gb.grid(0.1, (0.0, 0.0))
+    tgt = gb.grid((0.25, 0.17), (0.13, 0.07), "area")
+    reference = photo("gravel", 120)
+    cov, shift = per_axis((2.2, 1.6)), np.array([-0.3, 0.2])
+    target = observe(reference, ref, (46, 68), tgt, cov, shift, 1.1, -3.0, seed=seed)
+    return Case("anisotropic-2.5x-1.7x", reference, ref, target, tgt, cov, shift, 1.1, -3.0,
+                dict(ALL), sigma_tol=0.02)
+
+
+def volume_rotated(*, seed=0) -> Case:
+    """3D: a rotated kernel (full covariance) across a 2x2x2 binning of anisotropic voxels."""
+    case = volume_binned(seed=seed)
+    cov = np.array([[1.5**2, 0.6, 0.3], [0.6, 2.4**2, 1.2], [0.3, 1.2, 2.0**2]])
+    case.covariance = cov
+    case.target = observe(case.reference, case.reference_grid, (12, 24, 24), case.target_grid,
+                          cov, case.shift, 1.1, 20.0, seed=seed)
+    case.name = "volume-rotated-2x"
+    case.options = {"full_covariance": True, "shift": True, "gain_offset": True}
+    return case
 
 
 # Issue 24 item 1 ("Exact"), by name; builders are called lazily by the tests.
@@ -232,6 +291,8 @@ EXACT = {
     "overhanging-region": lambda: sub_region(overhang=True),
     "finer-truth-1.5x": finer_truth,
     "volume-area-2x": volume_binned,
+    "cropped-3px": cropped,
+    "anisotropic-2.5x-1.7x": anisotropic_ratio,
 }
 
 # Every option of `fit_blur` combined with grids (issue 24: "every option combines").
@@ -241,7 +302,10 @@ OPTIONS = {
     "camera-area-2x-huber": lambda: with_outliers("huber"),
     "brick-area-2x-masked": masked,
     "grass-area-3x-reversed": reversed_pair,
+    "camera-point-2x-reversed": reversed_point,
     "stack-area-2x": stack,
+    "everything-reversed": everything,
+    "volume-rotated-2x": volume_rotated,
 }
 
 

@@ -170,6 +170,14 @@ def test_option_with_grids(name):
     _assert_brute(name)
 
 
+@pytest.mark.parametrize("name", ["camera-area-2x", "volume-area-2x", "rotated-area-2x"])
+def test_float32_inputs_match_the_brute_force(name):
+    c, best = case(name), brute(name)
+    fit = fit_blur(c.reference.astype(np.float32), c.target.astype(np.float32), **c.grids(),
+                   **c.options, warn=False)
+    assert relative(fit.sigma, best.sigma).max() <= BRUTE_SIGMA, (fit.sigma, best.sigma)
+
+
 def test_rotated_kernel_principal_sigmas_and_angle():
     fit = package("rotated-area-2x")
     assert_allclose(fit.principal_sigmas, (3.0, 1.5), rtol=0.01)
@@ -237,6 +245,9 @@ def test_grids_recorded_and_world_units():
     assert_allclose(world["sigma"], np.array(fit.sigma) * 0.065, rtol=1e-12)
     assert_allclose(world["sigma"], np.sqrt(np.diag(c.covariance)) * 0.065, rtol=0.02)
     assert_allclose(world["shift"], np.array(fit.shift) * 0.065, rtol=1e-12)
+    # the same kernel measured in the target's (0.108 units) pixels
+    assert_allclose(fit.sigma_on(napari_blurfit.Grid(0.108)), np.array(fit.sigma) * 0.065 / 0.108,
+                    rtol=1e-12)
 
 
 def test_reverse_world_units_use_the_target_grid():

@@ -196,9 +196,9 @@ def _used(options: FitOptions, input_shape, axes, spatial_shape, roles: Roles) -
         elif mask.shape == tuple(spatial_shape):
             used = mask[None]
         else:
+            shapes = " or ".join(str(s) for s in dict.fromkeys((tuple(input_shape), tuple(spatial_shape))))
             raise ValueError(f"mask has shape {mask.shape}; it must be on the {roles.destination}'s "
-                             f"grid: shape {tuple(input_shape)} or {tuple(spatial_shape)} (the "
-                             f"{roles.destination}'s, where the loss is measured)")
+                             f"grid, where the loss is measured: shape {shapes}")
     border = border_tuple(options.exclude_border, spatial_shape)
     if any(border):
         interior = np.zeros((1,) + tuple(spatial_shape), dtype=bool)

@@ -22,13 +22,15 @@ ROLES = ("reference", "target")
 class GridPair:
     """The grids of one pair (None: that image's pixel size is not known), in ``unit``.
 
-    ``said`` holds, per image, where its pixel size came from (for messages), or None.
+    Per image, ``sources`` says where its pixel size came from (``"ImageJ metadata"``) and
+    ``said`` what it is and where from, for messages; None when it has none.
     """
 
     reference: Grid | None = None
     target: Grid | None = None
     unit: str | None = None
     said: tuple[str | None, str | None] = field(default=(None, None))
+    sources: tuple[str | None, str | None] = field(default=(None, None))
 
     @property
     def grids(self) -> tuple[Grid | None, Grid | None]:
@@ -68,7 +70,9 @@ def grids_of_sizes(reference, target, *, spatial_axes=None, sampling: str = "are
         grid, text = _grid(spec, role, spatial_axes, unit, sampling if measured else "area", origin)
         grids.append(grid)
         said.append(text)
-    return GridPair(grids[0], grids[1], unit, tuple(said))
+    sources = tuple(None if s is None else "as given" if isinstance(s, Grid) else s.source
+                    for s in (reference, target))
+    return GridPair(grids[0], grids[1], unit, tuple(said), sources)
 
 
 def _grid(spec, role, spatial_axes, unit, sampling, origin) -> tuple[Grid | None, str | None]:
@@ -141,12 +145,13 @@ def pair_grids(reference_shape, target_shape, spatial_axes, pair: GridPair | Non
         The shapes differ and a pixel size is missing; a grid's number of sizes is wrong.
     """
     shapes = [_spatial_shape(s, spatial_axes) for s in (reference_shape, target_shape)]
-    grids = pair.grids if pair is not None else (None, None)
+    ndim = len(shapes[0])
+    grids = (None, None) if pair is None else tuple(
+        None if g is None else _on_axes(g, ndim, role) for g, role in zip(pair.grids, ROLES))
     if None in grids:
         _refuse_missing(shapes, grids, pair)
         return {}
-    ndim = len(shapes[0])
-    reference, target = (_on_axes(g, ndim, role) for g, role in zip(grids, ROLES))
+    reference, target = grids
     if shapes[0] == shapes[1] and _same(reference, target):
         return {}
     return {"reference_grid": reference, "target_grid": target}
@@ -158,8 +163,9 @@ def _refuse_missing(shapes, grids, pair: GridPair | None) -> None:
         return
     shown = f"the reference has shape {shapes[0]} and the target {shapes[1]}"
     if grids == (None, None):
-        raise ValueError(f"{shown} and neither has a pixel size; give reference_grid and "
-                         "target_grid (each image's pixel size) to fit across the two grids")
+        raise ValueError(f"images without pixel sizes must have the same shape; {shown}: give "
+                         "reference_grid and target_grid (each image's pixel size) to fit across "
+                         "the two grids")
     missing = ROLES[grids.index(None)]
     known = ROLES[1 - grids.index(None)]
     raise ValueError(f"{shown} but only the {known} has a pixel size ({pair.said[ROLES.index(known)]}); "

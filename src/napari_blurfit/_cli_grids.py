@@ -77,8 +77,9 @@ def add_grid_flags(parser: argparse.ArgumentParser) -> None:
     for role in ROLES:
         group.add_argument(f"--{role}-origin", type=origin_arg, metavar="POS",
                            help=f"world position of the centre of the {role}'s pixel 0 per "
-                           "spatial axis, in its pixel size's unit (default 0): places a target "
-                           "that covers part of the reference")
+                           "spatial axis, in its pixel size's unit (default: half a pixel, so "
+                           "that the images' corners meet at 0): places a target that covers "
+                           "part of the reference")
 
 
 def sizes(args) -> list[PixelSize | None]:

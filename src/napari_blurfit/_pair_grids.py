@@ -56,7 +56,8 @@ def grids_of_sizes(reference, target, *, spatial_axes=None, sampling: str = "are
         reference's with ``reverse`` (a `Grid` keeps its own).
     origins : pair of (sequence of float or None)
         World position of pixel 0's centre per image, in that image's pixel-size unit (for a
-        `PixelSize`; a `Grid` keeps its own ``translate``).
+        `PixelSize`; a `Grid` keeps its own ``translate``). Default: half a pixel, so that
+        the image's corner is at 0 and two images of one field of view share that corner.
 
     Returns
     -------
@@ -88,7 +89,10 @@ def _grid(spec, role, spatial_axes, unit, sampling, origin) -> tuple[Grid | None
         return spec, f"{' x '.join(f'{s:.6g}' for s in spec.scale)} (as given)"
     sizes = spec.along(spatial_axes, role)
     scale = convert(sizes, spec.unit, unit)
-    translate = None if origin is None else convert(np.atleast_1d(origin), spec.unit, unit)
+    # a file's pixel 0 has its corner at the origin (as ImageJ calibrates), so two images of
+    # one field of view at two pixel sizes share its corner, not their first pixels' centres
+    translate = (tuple(s / 2 for s in scale) if origin is None
+                 else convert(np.atleast_1d(origin), spec.unit, unit))
     return Grid(scale, translate, sampling), _said(spec, scale, unit)
 
 

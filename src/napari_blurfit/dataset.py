@@ -286,7 +286,8 @@ def fit_pairs(pairs, *, client=None, progress: bool = False, joint: bool = True,
         made from pixel sizes (a `Grid` keeps its own).
     reference_origin, target_origin : float or sequence of float, optional
         World position of pixel 0's centre per spatial axis, in that image's pixel-size unit,
-        for grids made from pixel sizes (a `Grid` keeps its own ``translate``).
+        for grids made from pixel sizes (a `Grid` keeps its own ``translate``). Default: half
+        a pixel, so that both images' corners are at 0 (one field of view at two pixel sizes).
     **options
         Passed to `napari_blurfit.fit_blur` for each pair and for the joint fit.
 

@@ -8,7 +8,9 @@ from ._finding import Finding
 from ._result import BlurFit, BlurFitWarning
 from .blurmap import BlurMap, blur_map
 from .fit import fit_blur
+from .grids import Grid
 from .stack import fit_blur_stack
 
 __version__ = "0.1.0"
-__all__ = ["BlurFit", "BlurFitWarning", "BlurMap", "Finding", "blur_map", "fit_blur", "fit_blur_stack"]
+__all__ = ["BlurFit", "BlurFitWarning", "BlurMap", "Finding", "Grid", "blur_map", "fit_blur",
+           "fit_blur_stack"]

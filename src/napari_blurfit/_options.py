@@ -38,6 +38,8 @@ class FitOptions:
     warn: bool = True
     callback: Callable[[str], None] | None = None
     reference_noise: float | str = "auto"
+    reference_grid: Any = None
+    target_grid: Any = None
 
     def __post_init__(self):
         objective = get_loss(self.loss) if isinstance(self.loss, str) else None

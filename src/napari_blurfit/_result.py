@@ -11,6 +11,7 @@ from scipy import ndimage
 from ._adequacy import Transfer
 from ._finding import Finding, plain
 from ._gaussian import GaussianKernel
+from ._resample import axis_sampling, resample
 from ._summary import angle_of, principal, summary_lines
 from ._validate import is_dask, working_dtype
 
@@ -89,6 +90,14 @@ class BlurFit:
         for the noise-free model.
     reference_noise_corrected : bool
         The fit was corrected for that noise (a plain fit would overstate sigma).
+    grids : dict or None
+        For a fit across pixel grids (``reference_grid``/``target_grid``), the grids used:
+        ``{"reference": Grid, "target": Grid}``; else None. ``covariance``, ``sigma``, ``shift``
+        and their errors are then in the pixels of the image the kernel is applied to (the
+        reference's; the target's when ``reverse``).
+    grid_shapes : dict or None
+        The spatial shapes of the two images of a fit across grids, ``{"reference": ...,
+        "target": ...}``: `fitted` and `residual` make images of the target's.
     findings : tuple of Finding
         The findings as data, in the order of ``notes``: each a ``code`` (``"misaligned"``,
         ``"brightness"``, ...), a ``suggestion`` (the `napari_blurfit.fit_blur` options to refit
@@ -129,6 +138,8 @@ class BlurFit:
     reference_noise: float = 0.0
     reference_noise_corrected: bool = False
     findings: tuple[Finding, ...] = field(default=(), repr=False)
+    grids: dict | None = field(default=None, repr=False, compare=False)
+    grid_shapes: dict | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self, notes):
         d = len(self.sigma)
@@ -172,12 +183,19 @@ class BlurFit:
         major, minor = self.principal_sigmas
         return (major, minor, float(np.radians(self.angle)))
 
-    def in_world_units(self, scale) -> dict:
+    def in_world_units(self, scale=None) -> dict:
         """Sigma, covariance, principal sigmas and shift in world units (a layer's ``scale``).
 
         ``scale`` has one pixel size per spatial axis (or per image axis: the spatial ones are
-        taken). The model stays the pixel model; this is only its presentation.
+        taken). A fit across grids needs none: the scale of the grid the kernel was sampled on
+        (the reference's; the target's when ``reverse``). The model stays the pixel model; this
+        is only its presentation.
         """
+        if scale is None:
+            if self.grids is None:
+                raise TypeError("in_world_units needs a scale (world units per pixel) unless the "
+                                "fit was made across grids (reference_grid/target_grid)")
+            scale = self._source_grid.scale
         scale = np.asarray(scale, dtype=np.float64)
         if len(scale) != len(self.sigma):
             scale = scale[list(self.spatial_axes)]
@@ -186,6 +204,20 @@ class BlurFit:
                 "covariance": world_cov,
                 "principal_sigmas": tuple(float(v) for v in principal(world_cov)[0]),
                 "shift": tuple(float(s) for s in np.array(self.shift) * scale)}
+
+    def sigma_on(self, grid) -> tuple[float, ...]:
+        """The fitted sigma per axis in the pixels of another grid (a `Grid` or its ``scale``).
+
+        World sigma (``in_world_units()["sigma"]``) over that grid's pixel size, per axis.
+        """
+        scale = grid["scale"] if hasattr(grid, "keys") else grid
+        scale = np.resize(np.asarray(scale, dtype=np.float64), len(self.sigma))
+        return tuple(float(s) for s in np.array(self.in_world_units()["sigma"]) / scale)
+
+    @property
+    def _source_grid(self):
+        """The grid the kernel is sampled on (the reference's; the target's when reversed)."""
+        return self.grids["target" if self.reverse else "reference"]
 
     def apply(self, image) -> np.ndarray:
         """The fitted model applied to ``image``: ``gain * gaussian_filter(image, sigma) + offset``.
@@ -219,14 +251,37 @@ class BlurFit:
         return np.moveaxis(self.kernel.apply(moved, self.truncate), last, self.spatial_axes)
 
     def fitted(self, reference, target=None) -> np.ndarray:
-        """The fitted blurred image: the model applied to ``reference`` (to ``target`` if reversed)."""
-        return self.apply(target if self.reverse else reference)
+        """The fitted blurred image: the model applied to ``reference`` (to ``target`` if reversed).
+
+        Across grids it is on the target's grid (the reference's if reversed): NaN where a
+        pixel's footprint lies outside the other image's extent.
+        """
+        blurred = self.apply(target if self.reverse else reference)
+        return blurred if self.grids is None else self._resampled(blurred)
 
     def residual(self, reference, target) -> np.ndarray:
         """What the model leaves: ``target - fitted`` (``reference - fitted`` if reversed)."""
         source, goal = (target, reference) if self.reverse else (reference, target)
         goal = goal.astype(np.float64) if is_dask(goal) else np.asarray(goal, dtype=np.float64)
-        return goal - self.apply(source)
+        return goal - self.fitted(reference, target)
+
+    def _resampled(self, image) -> np.ndarray:
+        """``image`` (on the kernel's grid) sampled on the other grid, NaN outside its extent."""
+        source, destination = ("target", "reference") if self.reverse else ("reference", "target")
+        image = np.asarray(image, dtype=np.float64)
+        d = len(self.spatial_axes)
+        last = tuple(range(image.ndim - d, image.ndim))
+        moved = np.moveaxis(image, self.spatial_axes, last)
+        shape_in, shape_out = self.grid_shapes[source], self.grid_shapes[destination]
+        if tuple(moved.shape[-d:]) != tuple(shape_in):
+            raise ValueError(f"the {source} has spatial shape {tuple(moved.shape[-d:])}; this fit "
+                             f"was made with one of {tuple(shape_in)}")
+        samplings = [axis_sampling(self.grids[source], shape_in[k], self.grids[destination],
+                                   shape_out[k], k) for k in range(d)]
+        out = np.full(moved.shape[:-d] + tuple(shape_out), np.nan)
+        inside = (Ellipsis,) + tuple(s.inside for s in samplings)
+        out[inside] = resample(moved, [s.weights for s in samplings], moved.ndim - d)
+        return np.moveaxis(out, last, self.spatial_axes)
 
     def to_dict(self) -> dict:
         """Plain-Python (JSON-ready) fields, without the profile (the transfer curve as lists).
@@ -248,6 +303,9 @@ class BlurFit:
         d["sigma_bounds"] = [list(b) for b in self.sigma_bounds]
         d["notes"] = list(self.notes)
         d["findings"] = [f.to_dict() for f in self.findings]
+        d["grids"] = None if self.grids is None else {k: g.to_dict() for k, g in self.grids.items()}
+        d["grid_shapes"] = None if self.grid_shapes is None else {
+            k: list(v) for k, v in self.grid_shapes.items()}
         return plain(d)
 
     def to_json(self, **kwargs) -> str:

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
 from scipy import interpolate, ndimage
 
 from ._finding import Finding
+from ._grid_pair import Roles, grid_pair, grids_given, same_grids
 from ._options import FitOptions
 from ._result import BlurFitWarning
-from ._validate import as_image_pair, border_tuple, is_dask, mask_frames, normalize_spatial_axes
+from ._validate import as_image, as_image_pair, border_tuple, is_dask, mask_frames, normalize_spatial_axes
 from .fit import fit_blur
+from .grids import Grid
 
 FLAT_CONTRAST = 1e-3  # a tile whose reference std is below this fraction of the image's is flat
 TILES_PER_TASK = 4  # per axis: on dask, one task fits a block of up to 4 x 4 (x 4) tiles,
@@ -56,6 +58,10 @@ class BlurMap:
     findings : tuple of Finding
         What applies to the whole map (`map_findings`): a brightness difference or misalignment
         most tiles share, a reference without detail, the tiles left out; ``notes`` as text.
+    grids : dict or None
+        A map across grids: ``{"reference": Grid, "target": Grid}``. Tiles, ``centers`` and
+        ``shape`` are then on the target's grid (the reference's when reversed: the grid the
+        loss is measured on), sigma in the other image's pixels (as `BlurFit` has it).
     """
 
     sigma: np.ndarray
@@ -71,6 +77,7 @@ class BlurMap:
     shift: np.ndarray | None = None
     covariance: np.ndarray | None = None
     findings: tuple[Finding, ...] = ()
+    grids: dict | None = None
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -119,7 +126,8 @@ class BlurMap:
                 "reason": self.reason.tolist(), "centers": self.centers.tolist(),
                 "shift": clean(self.shift), "covariance": clean(self.covariance),
                 "tile": list(self.tile), "step": list(self.step), "shape": list(self.shape),
-                "findings": [f.to_dict() for f in self.findings], "notes": list(self.notes)}
+                "findings": [f.to_dict() for f in self.findings], "notes": list(self.notes),
+                "grids": None if self.grids is None else {k: g.to_dict() for k, g in self.grids.items()}}
 
 
 def _starts(n: int, tile: int, step: int) -> list[int]:
@@ -173,6 +181,11 @@ def _fit_tile(a, b, used, pad, halo, options: FitOptions, flat_level) -> _TileFi
                                                warn=False).as_kwargs())
     except (ValueError, TypeError) as err:
         return _TileFit.failed(d, f"failed: {err}")
+    return _verdict(fit, d)
+
+
+def _verdict(fit, d: int) -> _TileFit:
+    """A tile fit's answer, or NaN with the reason it does not measure the blur."""
     codes = {f.code for f in fit.findings}
     if not fit.identifiable:
         reason = "target sharper" if fit.target_sharper else "not identifiable"
@@ -248,6 +261,11 @@ def blur_map(reference, target, *, tile=128, overlap: float = 0.5, halo=None, ca
         image's edges) restrict every tile's loss, and a tile with no pixel left is NaN with
         reason ``"masked out"``; ``warn`` summarises the tiles that could not be measured in a
         `BlurFitWarning`. ``spatial_axes`` is refused: a map is of one 2D or 3D image.
+        ``reference_grid``/``target_grid``: images on different grids (see
+        `napari_blurfit.fit_blur`); the tiles are then on the target's grid (the reference's
+        when reversed), ``tile`` and ``halo`` in its pixels, and each tile is fitted across
+        grids against the part of the other image that covers it. A tile outside the other
+        image is NaN with reason ``"outside"``.
 
     Returns
     -------
@@ -268,19 +286,19 @@ def blur_map(reference, target, *, tile=128, overlap: float = 0.5, halo=None, ca
     opts = FitOptions.from_kwargs("blur_map", options)
     opts.refuse("blur_map", "spatial_axes", why="a blur map is of one 2D or 3D image")
     opts.refuse("blur_map", "callback", why="pass callback= to blur_map itself")
+    if grids_given(opts) and not same_grids(reference, target, opts):
+        return _map_across_grids(reference, target, tile, overlap, halo, callback, opts)
+    if grids_given(opts):  # equal grids: the map without them, which records them
+        kwargs = opts.replace(reference_grid=None, target_grid=None).as_kwargs()
+        del kwargs["callback"]  # refused above: the map's own is ``callback``
+        plain = blur_map(reference, target, tile=tile, overlap=overlap, halo=halo, callback=callback,
+                         **kwargs)
+        d = len(plain.shape)
+        return replace(plain, grids=dict(zip(("reference", "target"), grid_pair(opts, d))))
     ref, tgt = as_image_pair(reference, target)
     normalize_spatial_axes(None, ref.ndim, ref.shape, "reference")
-    d = ref.ndim
-    tiles = tuple(int(t) for t in np.broadcast_to(tile, (d,)))
-    if min(tiles) < 8:
-        raise ValueError(f"tile must be at least 8 pixels, got {tile!r}")
-    if not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
-    tiles = tuple(min(t, n) for t, n in zip(tiles, ref.shape))
-    steps = tuple(max(1, int(round(t * (1 - overlap)))) for t in tiles)
-    halo = max(0, int(min(tiles) // 4 if halo is None else halo))
-    starts = [_starts(n, t, s) for n, t, s in zip(ref.shape, tiles, steps)]
-    grid = tuple(len(s) for s in starts)
+    tiling = _tiling(ref.shape, tile, overlap, halo)
+    tiles, halo, starts, grid = tiling.tiles, tiling.halo, tiling.starts, tiling.grid
     used = _used_pixels(opts, tuple(ref.shape))
     tile_options = opts.replace(mask=None, exclude_border=0, warn=False)
     flat_level = FLAT_CONTRAST * float(np.nanstd(np.asarray(ref[tuple(slice(None, None, max(1, n // 256))
@@ -296,24 +314,126 @@ def blur_map(reference, target, *, tile=128, overlap: float = 0.5, halo=None, ca
                 callback(f"tile {n + 1}/{len(jobs)}")
             results.append(_fit_tile(ref[outer], tgt[outer], None if used is None else used[outer],
                                      pad, halo, tile_options, flat_level))
+    return _map_result(results, tiling, tuple(ref.shape), opts.warn)
+
+
+class _Tiling(NamedTuple):
+    """Tiles over an image: sizes, spacing, halo, corners per axis and the tile grid's shape."""
+
+    tiles: tuple[int, ...]
+    steps: tuple[int, ...]
+    halo: int
+    starts: list[list[int]]
+    grid: tuple[int, ...]
+
+
+def _tiling(shape, tile, overlap, halo) -> _Tiling:
+    d = len(shape)
+    tiles = tuple(int(t) for t in np.broadcast_to(tile, (d,)))
+    if min(tiles) < 8:
+        raise ValueError(f"tile must be at least 8 pixels, got {tile!r}")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap!r}")
+    tiles = tuple(min(t, n) for t, n in zip(tiles, shape))
+    steps = tuple(max(1, int(round(t * (1 - overlap)))) for t in tiles)
+    halo = max(0, int(min(tiles) // 4 if halo is None else halo))
+    starts = [_starts(n, t, s) for n, t, s in zip(shape, tiles, steps)]
+    return _Tiling(tiles, steps, halo, starts, tuple(len(s) for s in starts))
+
+
+def _map_across_grids(reference, target, tile, overlap, halo, callback, opts: FitOptions) -> BlurMap:
+    """`blur_map` with tiles on the grid the loss is measured on, each fitted across grids."""
+    roles = Roles.of(opts.reverse)
+    images = {"reference": np.asarray(as_image(reference, "reference")),
+              "target": np.asarray(as_image(target, "target"))}
+    for name, image in images.items():
+        normalize_spatial_axes(None, image.ndim, image.shape, name)
+    if images["reference"].ndim != images["target"].ndim:
+        raise ValueError("reference and target must both be 2D or both 3D for a blur map")
+    d = images["reference"].ndim
+    grids = dict(zip(("reference", "target"), grid_pair(opts, d)))
+    measured, source = images[roles.destination], images[roles.source]
+    m_grid, s_grid = grids[roles.destination], grids[roles.source]
+    tiling = _tiling(measured.shape, tile, overlap, halo)
+    used = _used_pixels(opts, tuple(measured.shape))
+    tile_options = opts.replace(mask=None, exclude_border=0, warn=False)
+    results = []
+    for n, corner in enumerate(itertools.product(*tiling.starts)):
+        if callback is not None:
+            callback(f"tile {n + 1}/{int(np.prod(tiling.grid))}")
+        outer = tuple(slice(max(0, c - tiling.halo), min(k, c + t + tiling.halo))
+                      for c, t, k in zip(corner, tiling.tiles, measured.shape))
+        own = np.zeros([o.stop - o.start for o in outer], dtype=bool)
+        own[tuple(slice(c - o.start, c - o.start + t) for c, o, t in zip(corner, outer, tiling.tiles))] = True
+        if used is not None:
+            own &= used[outer]
+        sub_grid = Grid(m_grid.scale, np.array(m_grid.translate) + [o.start * s for o, s in
+                                                                   zip(outer, m_grid.scale)],
+                        m_grid.sampling)
+        cut = _covering(s_grid, source.shape, sub_grid, own.shape, tiling.halo)
+        if cut is None:
+            results.append(_TileFit.failed(d, "outside"))
+            continue
+        source_grid = Grid(s_grid.scale, np.array(s_grid.translate) + [c.start * s for c, s in
+                                                                      zip(cut, s_grid.scale)])
+        results.append(_tile_across_grids(source[cut], measured[outer], own, source_grid, sub_grid,
+                                          roles, tile_options))
+    return _map_result(results, tiling, tuple(measured.shape), opts.warn, grids)
+
+
+def _covering(source: Grid, shape, destination: Grid, d_shape, halo: int) -> tuple[slice, ...] | None:
+    """The source pixels that cover a destination region, with ``halo`` destination pixels more."""
+    lo, hi = destination.extent(d_shape)
+    out = []
+    for k in range(source.ndim):
+        pad = halo * destination.scale[k]
+        first = int(np.floor((lo[k] - pad - source.translate[k]) / source.scale[k] + 0.5))
+        last = int(np.ceil((hi[k] + pad - source.translate[k]) / source.scale[k] - 0.5)) + 1
+        first, last = max(0, first), min(shape[k], last)
+        if last - first < 3:
+            return None
+        out.append(slice(first, last))
+    return tuple(out)
+
+
+def _tile_across_grids(source, measured, own, source_grid, measured_grid, roles, options) -> _TileFit:
+    d = source.ndim
+    if not own.any():
+        return _TileFit.failed(d, "masked out")
+    images = {roles.source: source, roles.destination: measured}
+    grids = {roles.source: source_grid, roles.destination: measured_grid}
+    try:
+        fit = fit_blur(images["reference"], images["target"], **options.replace(
+            mask=own, reference_grid=grids["reference"], target_grid=grids["target"]).as_kwargs())
+    except (ValueError, TypeError) as err:
+        if "do not overlap" in str(err) or "overlap by only" in str(err):
+            return _TileFit.failed(d, "outside")
+        if "is constant" in str(err):
+            return _TileFit.failed(d, "flat")
+        return _TileFit.failed(d, f"failed: {err}")
+    return _verdict(fit, d)
+
+
+def _map_result(results, tiling: _Tiling, shape, warn: bool, grids=None) -> BlurMap:
+    """The map from its tiles' answers (in tile-grid order), its findings warned with ``warn``."""
+    d, grid = len(shape), tiling.grid
     findings = map_findings(results)
-    if opts.warn:
+    if warn:
         for finding in findings:
-            warnings.warn(finding.text, BlurFitWarning, stacklevel=2)
-    sigma = np.array([r.sigma for r in results]).reshape(*grid, d)
-    centers = np.array([[c + t / 2 - 0.5 for c, t in zip(corner, tiles)]
-                        for corner in itertools.product(*starts)]).reshape(*grid, d)
+            warnings.warn(finding.text, BlurFitWarning, stacklevel=3)
+    centers = np.array([[c + t / 2 - 0.5 for c, t in zip(corner, tiling.tiles)]
+                        for corner in itertools.product(*tiling.starts)]).reshape(*grid, d)
     return BlurMap(
-        sigma=sigma,
+        sigma=np.array([r.sigma for r in results]).reshape(*grid, d),
         sigma_stderr=np.array([r.stderr for r in results]).reshape(*grid, d),
         gain=np.array([r.gain for r in results], dtype=float).reshape(grid),
         offset=np.array([r.offset for r in results], dtype=float).reshape(grid),
         loss=np.array([r.loss for r in results], dtype=float).reshape(grid),
         reason=np.array([r.reason for r in results], dtype=object).reshape(grid).astype(str),
-        centers=centers, tile=tiles, step=steps, shape=tuple(int(n) for n in ref.shape),
+        centers=centers, tile=tiling.tiles, step=tiling.steps, shape=tuple(int(n) for n in shape),
         shift=np.array([r.shift for r in results]).reshape(*grid, d),
         covariance=np.array([r.covariance for r in results]).reshape(*grid, d, d),
-        findings=findings,
+        findings=findings, grids=grids,
     )
 
 

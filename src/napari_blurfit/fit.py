@@ -16,6 +16,8 @@ from ._engine import (
     target_spread,
 )
 from ._findings import Findings, brightness_rss, findings_for
+from ._grid_fit import fit_across_grids
+from ._grid_pair import grid_pair, grids_given, prepare_grid_pair, same_grids
 from ._losses import HUBER_K
 from ._options import FitOptions
 from ._result import BlurFit, BlurFitWarning
@@ -30,7 +32,7 @@ from ._stages import (
     each_axis,
 )
 from ._stages import IDENTITY_BELOW as IDENTITY_BELOW  # a threshold of the results, importable here
-from ._validate import prepare_pair
+from ._validate import as_image, normalize_spatial_axes, prepare_pair
 from ._whole import fit_whole_gaussian, holds
 
 START_TOL = 0.05  # log-sigma: the spectral start of a whole-Gaussian fit (the fit moves on from it)
@@ -60,6 +62,8 @@ def fit_blur(
     warn: bool = True,
     callback=None,
     reference_noise: float | str = "auto",
+    reference_grid=None,
+    target_grid=None,
 ) -> BlurFit:
     """Fit the Gaussian blur that turns ``reference`` into ``target``.
 
@@ -129,6 +133,17 @@ def fit_blur(
         The value estimated or given is ``fit.reference_noise``. ``"auto"`` makes no estimate
         with a ``mask`` or NaN pixels (the excluded pixels would count in it). L1/Huber fits, and
         masked L2 fits with ``gain_offset``, are not corrected: a note gives the bias there.
+        Across grids ``"auto"`` makes no estimate, and a noise level above 0 is refused.
+    reference_grid, target_grid : Grid or mapping, optional
+        The images' pixel grids (`napari_blurfit.Grid`: ``scale``, ``translate`` and, for the
+        image the loss is measured on, ``sampling``), when they differ: a different pixel size,
+        field of view or position. The kernel is fitted on the reference's grid (in its pixels)
+        and the model is sampled on the target's, each target pixel the mean of the blurred
+        reference over its footprint (``sampling="area"``) or its value at the centre
+        (``"point"``); target pixels outside the reference's extent do not count. Shapes may
+        then differ; ``mask`` and ``exclude_border`` are on the target's grid. With ``reverse``
+        the roles of the grids swap too. A grid not given is unit pixels at the origin; equal
+        grids and shapes are exactly the fit without grids. See docs/design.md section 18.
 
     Returns
     -------
@@ -168,8 +183,15 @@ def fit_blur(
         shift=shift, mask=mask,
         spatial_axes=spatial_axes, sigma_bounds=sigma_bounds, exclude_border=exclude_border,
         reverse=reverse, huber_delta=huber_delta, truncate=truncate, workers=workers, warn=warn,
-        callback=callback, reference_noise=reference_noise,
+        callback=callback, reference_noise=reference_noise, reference_grid=reference_grid,
+        target_grid=target_grid,
     )
+    if grids_given(options):
+        if not same_grids(reference, target, options):
+            return _fit_across_grids(reference, target, options)
+        plain = options.replace(reference_grid=None, target_grid=None)
+        fit = fit_blur(reference, target, **plain.as_kwargs())
+        return _with_grids(fit, reference, options)
     problem = _problem(reference, target, options)
     data = _statistics(problem)
     raw = data  # the statistics as read: a second start is corrected afresh from them
@@ -195,6 +217,32 @@ def fit_blur(
         for note in findings.notes:
             warnings.warn(note, BlurFitWarning, stacklevel=2)
     return _result(problem, data, solution, findings)
+
+
+def _fit_across_grids(reference, target, options: FitOptions) -> BlurFit:
+    """`fit_blur` for images on different grids (docs/design.md section 18)."""
+    if options.reference_noise != "auto" and options.reference_noise > 0:
+        raise ValueError(f"reference_noise={options.reference_noise!r} cannot be honoured across grids: "
+                         "the noise model is not resampled yet; pass reference_noise=0 or 'auto'")
+    if options.callback is not None:
+        options.callback("checking inputs")
+    pair = prepare_grid_pair(reference, target, options)
+    lower, upper = _bounds(options.sigma_bounds, pair.source.shape[1:], options.sigma_per_axis)
+    fit = fit_across_grids(pair, options, lower, upper, fit_blur)
+    if options.warn:
+        for note in fit.notes:
+            warnings.warn(note, BlurFitWarning, stacklevel=3)
+    return fit
+
+
+def _with_grids(fit: BlurFit, reference, options: FitOptions) -> BlurFit:
+    """A fit on equal grids, recording them (its world units need no scale then)."""
+    image = as_image(reference, "reference")
+    axes = normalize_spatial_axes(options.spatial_axes, image.ndim, image.shape, "reference")
+    reference_grid, target_grid = grid_pair(options, len(axes))
+    shape = tuple(int(image.shape[a]) for a in axes)
+    return replace(fit, grids={"reference": reference_grid, "target": target_grid},
+                   grid_shapes={"reference": shape, "target": shape})
 
 
 def _problem(reference, target, options: FitOptions) -> Problem:

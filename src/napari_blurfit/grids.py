@@ -52,7 +52,8 @@ class Grid:
         if len(translate) == 1 and len(scale) > 1:
             translate = translate * len(scale)
         if len(scale) != len(translate):
-            raise ValueError(f"a grid's scale {scale} and translate {translate} name different numbers of axes")
+            raise ValueError(f"a grid's scale {scale} and translate {translate} name different numbers "
+                             "of axes")
         if not all(np.isfinite(scale)) or min(scale) <= 0:
             raise ValueError(f"a grid's scale must be positive and finite, got {scale}")
         if not all(np.isfinite(translate)):
@@ -105,6 +106,7 @@ class Grid:
         return self.to_dict()[key]
 
     def keys(self):
+        """The field names, as a mapping has them."""
         return ("scale", "translate", "sampling")
 
 

@@ -13,9 +13,10 @@ import warnings
 import numpy as np
 
 from ._finding import Finding
+from ._grid_pair import grids_given
 from ._options import FitOptions
 from ._result import BlurFit, BlurFitWarning
-from ._validate import as_image_pair, is_dask, normalize_spatial_axes
+from ._validate import as_image, as_image_pair, is_dask, normalize_spatial_axes
 from .fit import fit_blur
 
 
@@ -41,6 +42,15 @@ def _fit_frame(a, b, mask, spatial, options: FitOptions, callback=None):
                           gain_offset=options.gain_offset)
 
 
+def _check_frames_match(ref, tgt, spatial) -> None:
+    """Reference and target must have the same frames (their spatial axes may differ across grids)."""
+    frames = [[arr.shape[ax] for ax in range(arr.ndim) if ax not in spatial] for arr in (ref, tgt)]
+    if ref.ndim != tgt.ndim or frames[0] != frames[1]:
+        raise ValueError(f"reference and target must have the same frames; got reference "
+                         f"{tuple(ref.shape)} and target {tuple(tgt.shape)} with spatial_axes "
+                         f"{tuple(spatial)}")
+
+
 def fit_blur_stack(reference, target, *, spatial_axes=(-2, -1), mask=None, callback=None,
                    **options) -> list[BlurFit]:
     """Fit every frame of a stack separately.
@@ -48,7 +58,9 @@ def fit_blur_stack(reference, target, *, spatial_axes=(-2, -1), mask=None, callb
     Parameters
     ----------
     reference, target : array_like
-        Stacks of equal shape (numpy or dask). Axes not in ``spatial_axes`` index frames.
+        Stacks of equal shape (numpy or dask). Axes not in ``spatial_axes`` index frames. With
+        ``reference_grid``/``target_grid`` (images on different grids, see
+        `napari_blurfit.fit_blur`) only the frames must match.
     spatial_axes : sequence of int
         The 2 or 3 spatial axes of each frame.
     mask : array_like of bool, optional
@@ -80,8 +92,12 @@ def fit_blur_stack(reference, target, *, spatial_axes=(-2, -1), mask=None, callb
     """
     opts = FitOptions.from_kwargs("fit_blur_stack", options)
     warn, opts = opts.warn, opts.replace(warn=False)
-    ref, tgt = as_image_pair(reference, target)
+    if grids_given(opts):  # frames must match; the spatial axes differ across grids
+        ref, tgt = as_image(reference, "reference"), as_image(target, "target")
+    else:
+        ref, tgt = as_image_pair(reference, target)
     spatial = normalize_spatial_axes(spatial_axes, ref.ndim, ref.shape, "reference")
+    _check_frames_match(ref, tgt, spatial)
     frame_axes = [ax for ax in range(ref.ndim) if ax not in spatial]
     if not frame_axes:
         raise ValueError(f"spatial_axes {tuple(spatial_axes)} leave no frame axis; use fit_blur "
@@ -97,8 +113,10 @@ def fit_blur_stack(reference, target, *, spatial_axes=(-2, -1), mask=None, callb
             idx[ax] = i
         return tuple(idx)
 
+    measured = ref if opts.reverse else tgt  # the mask is on the grid the loss is measured on
+
     def frame_mask(fid):
-        if mask is None or mask.shape == tuple(ref.shape[ax] for ax in spatial):
+        if mask is None or mask.shape == tuple(measured.shape[ax] for ax in spatial):
             return mask
         return mask[index(fid)]
 

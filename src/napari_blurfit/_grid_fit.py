@@ -1,0 +1,351 @@
+"""The fit across pixel grids (docs/design.md section 18).
+
+The model: the kernel K sampled on the source's grid, ``M = gain * (K * source) + offset`` with
+reflect borders, each destination pixel the mean of M over its footprint (``"area"``) or M at
+its centre (``"point"``), `_resample`'s weights. Three steps:
+
+1. a start: the source resampled onto the destination's grid and fitted there by `fit_blur`
+   (resampling nearly commutes with the blur), its kernel scaled back to source pixels; that
+   fit also looks at the pair (brightness, misalignment) in the destination's pixels;
+2. the exact model by Levenberg-Marquardt on a central crop, cheap;
+3. the same on every pixel from the crop's optimum: one or two Jacobians, which also give the
+   standard errors. L1 and Huber go on from the L2 optimum by Nelder-Mead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+from scipy import ndimage, optimize
+
+from ._finding import Finding
+from ._gain_offset import best_gain_offset, l2_gain_offset
+from ._gaussian import GaussianKernel, GaussianModel
+from ._grid_pair import GridPair
+from ._options import FitOptions
+from ._resample import resample
+from ._result import BlurFit
+from ._stages import IDENTIFIABLE_FROM, IDENTITY_BELOW
+
+CROP_PIXELS = 2**16  # destination pixels per frame of the crop the exact model is first fitted on
+CROP_FRAMES = 4  # frames of a stack the crop keeps
+STEP = 1e-3  # finite-difference step: log sigma (or log-Cholesky entry), and px for a shift
+CROP_XTOL, FULL_XTOL = 1e-5, 2e-4  # largest parameter step that ends the crop's / the full fit
+CROP_JACOBIANS, FULL_JACOBIANS = 30, 4
+# findings of the start fit that hold for the pair as such (others quote destination pixels or
+# judge the start's approximate model)
+CARRIED = ("brightness", "misaligned", "channels", "target_sharper")
+
+
+class Region(NamedTuple):
+    """A block of destination pixels and the source crop they read, with a margin for the kernel.
+
+    ``room``: source pixels beyond the read columns per axis (inf where the crop reaches the
+    image edge, where the model reflects).
+    """
+
+    source: np.ndarray
+    destination: np.ndarray  # the used pixels' values, flat
+    used: np.ndarray | None
+    weights: tuple
+    room: tuple[float, ...]
+
+
+def region(pair: GridPair, frames: slice, block: tuple[slice, ...], margin: tuple[int, ...]) -> Region:
+    """The destination pixels of ``block`` (relative to the inside block) and their source crop."""
+    weights, crop, room = [], [], []
+    for sampling, rows, pad in zip(pair.sampling, block, margin):
+        w = sampling.weights[rows]
+        read = np.flatnonzero(np.diff(w.tocsc().indptr))
+        first, last = int(read[0]), int(read[-1]) + 1
+        n = w.shape[1]
+        lo, hi = max(0, first - pad), min(n, last + pad)
+        weights.append(w[:, lo:hi].tocsr())
+        crop.append(slice(lo, hi))
+        room.append(min(np.inf if lo == 0 else first - lo, np.inf if hi == n else hi - last))
+    used = None if pair.used is None else pair.used[(slice(None) if pair.used.shape[0] == 1 else frames,)
+                                                       + block]
+    values = pair.destination[(frames,) + block]
+    return Region(pair.source[(frames,) + tuple(crop)], _used_values(values, used), used,
+                  tuple(weights), tuple(room))
+
+
+def _used_values(image: np.ndarray, used: np.ndarray | None) -> np.ndarray:
+    return image.reshape(-1) if used is None else image[np.broadcast_to(used, image.shape)]
+
+
+def blur(frames: np.ndarray, kernel: GaussianKernel, truncate: float) -> np.ndarray:
+    """``K * frames`` over the spatial (last) axes, reflect borders: separable where K is."""
+    factors = kernel.factors(truncate)
+    if factors is None:
+        return kernel.apply(frames, truncate)
+    out = frames
+    first = frames.ndim - kernel.ndim
+    for k, weights in enumerate(factors):
+        out = ndimage.convolve1d(out, weights.astype(frames.dtype), axis=first + k, mode="reflect")
+    return out
+
+
+class Evaluator:
+    """The model's used pixels on a region of the pair, for a kernel (the region regrown as needed)."""
+
+    def __init__(self, pair: GridPair, frames: slice, block: tuple[slice, ...], model: GaussianModel,
+                 tick: Callable[[str], None]):
+        self.pair, self.frames, self.block, self.model, self.tick = pair, frames, block, model, tick
+        self.region: Region | None = None
+        self.n_evaluations = 0
+
+    def values(self, kernel: GaussianKernel) -> np.ndarray:
+        radius = self.model.radius(kernel)
+        if self.region is None or any(r > room for r, room in zip(radius, self.region.room)):
+            margin = tuple(int(1.5 * r) + 2 for r in radius)
+            self.region = region(self.pair, self.frames, self.block, margin)
+        self.tick("filtering (fit across grids)")
+        self.n_evaluations += 1
+        image = resample(blur(self.region.source, kernel, self.model.truncate), self.region.weights, 1)
+        return _used_values(image, self.region.used)
+
+    @property
+    def target(self) -> np.ndarray:
+        return self.region.destination
+
+
+class Fitted(NamedTuple):
+    """The model at a parameter vector: residual, gain, offset and the model's used pixels."""
+
+    residual: np.ndarray
+    gain: float
+    offset: float
+
+
+def l2_fitted(evaluator: Evaluator, params: np.ndarray, gain_offset: bool) -> Fitted:
+    f = evaluator.values(evaluator.model.kernel(params))
+    b = evaluator.target
+    if not gain_offset:
+        return Fitted(f - b, 1.0, 0.0)
+    g, o, _ = l2_gain_offset(f, b)
+    return Fitted(g * f + o - b, float(g), float(o))
+
+
+class Solved(NamedTuple):
+    params: np.ndarray
+    residual: np.ndarray
+    jacobian: np.ndarray
+
+
+def levenberg_marquardt(fun, params: np.ndarray, lower: np.ndarray, upper: np.ndarray, *,
+                        max_jacobians: int, xtol: float) -> Solved:
+    """Least squares of ``fun(params)`` (a residual vector), finite-difference Jacobians, bounds clip."""
+    r = fun(params)
+    cost, damping = float(r @ r), 1e-4
+    jac = None
+    for _ in range(max_jacobians):
+        jac = np.stack([(fun(params + STEP * e) - r) / STEP for e in np.eye(len(params))], axis=1)
+        hess, grad = jac.T @ jac, jac.T @ r
+        while True:
+            step = np.linalg.solve(hess + damping * np.diag(np.diag(hess) + 1e-300), -grad)
+            trial = np.clip(params + step, lower, upper)
+            r_trial = fun(trial)
+            c_trial = float(r_trial @ r_trial)
+            if c_trial < cost:
+                moved = np.max(np.abs(trial - params))
+                params, r, cost = trial, r_trial, c_trial
+                damping = max(damping / 10, 1e-8)
+                break
+            damping *= 10
+            if damping > 1e8:  # no step lowers the cost: a minimum to the step's precision
+                return Solved(params, r, jac)
+        if moved < xtol:
+            break
+    return Solved(params, r, jac)
+
+
+def robust_fit(evaluator: Evaluator, params: np.ndarray, options: FitOptions, loss, start: Fitted,
+               scale: np.ndarray, max_evaluations: int) -> tuple[np.ndarray, Fitted]:
+    """Nelder-Mead on the L1/Huber loss from ``params``, gain and offset solved for each kernel."""
+    b = evaluator.target
+    state = {"gain": start.gain, "offset": start.offset}
+
+    def value(p):
+        f = evaluator.values(evaluator.model.kernel(p))
+        if options.gain_offset:
+            g, o, _ = best_gain_offset(loss, f, b, state["gain"], state["offset"], n_eff=b.size)
+            state.update(gain=g, offset=o)
+        return loss.value(state["gain"] * f + state["offset"] - b) / b.size
+
+    simplex = np.vstack([params] + [params + scale * e for e in np.eye(len(params))])
+    result = optimize.minimize(value, params, method="Nelder-Mead",
+                               options={"initial_simplex": simplex, "xatol": 1e-5, "fatol": 0.0,
+                                        "maxfev": max_evaluations})
+    value(result.x)
+    f = evaluator.values(evaluator.model.kernel(result.x))
+    return result.x, Fitted(state["gain"] * f + state["offset"] - b, state["gain"], state["offset"])
+
+
+def central_block(shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """The centred block of at most `CROP_PIXELS` pixels, a cube where the axes allow."""
+    side = int(np.ceil(CROP_PIXELS ** (1 / len(shape))))
+    out = []
+    for n in shape:
+        m = min(n, side)
+        out.append(slice((n - m) // 2, (n - m) // 2 + m))
+    return tuple(out)
+
+
+def start_kernel(pair: GridPair, options: FitOptions, fit_blur) -> tuple[GaussianKernel, BlurFit]:
+    """The start: the source resampled onto the destination's grid, fitted there, scaled back."""
+    d = pair.ndim
+    resampled = resample(pair.source, [s.weights for s in pair.sampling], 1)
+    ratio = np.array(pair.grids[1].scale) / np.array(pair.grids[0].scale)
+    isotropic_ratio = np.allclose(ratio, ratio[0], rtol=1e-6)
+    used = pair.used
+    if used is not None and used.shape[0] == 1:
+        used = used[0]
+    start = fit_blur(resampled, pair.destination, loss=options.loss,
+                     per_axis=options.per_axis or not isotropic_ratio, gain_offset=options.gain_offset,
+                     full_covariance=options.full_covariance, shift=options.shift, mask=used,
+                     spatial_axes=tuple(range(1, d + 1)), huber_delta=options.huber_delta,
+                     truncate=options.truncate, workers=options.workers, warn=False,
+                     callback=options.callback, reference_noise=0)
+    cov = np.asarray(start.covariance) * np.outer(ratio, ratio)
+    cov = cov + np.eye(d) * IDENTIFIABLE_FROM**2 * (np.diag(cov) < IDENTIFIABLE_FROM**2)
+    return GaussianKernel(cov, np.asarray(start.shift) * ratio), start
+
+
+def fit_across_grids(pair: GridPair, options: FitOptions, lower: np.ndarray, upper: np.ndarray,
+                     fit_blur) -> BlurFit:
+    """Fit the kernel of ``pair`` under ``options`` within the sigma bounds (`fit_blur` across grids).
+
+    ``fit_blur`` is passed in (it fits the start on the destination's grid).
+    """
+    tick = options.callback or (lambda stage: None)
+    tick("fitting the start on the target's grid")
+    start, start_fit = start_kernel(pair, options, fit_blur)
+    model = GaussianModel(pair.ndim, options.truncate, options.full_covariance, options.shift,
+                          isotropic=not options.per_axis and not options.full_covariance)
+    low, high = _param_bounds(model, lower, upper)
+    params = np.clip(model.params(start), low, high)
+    everything = Evaluator(pair, slice(None), tuple(slice(None) for _ in pair.inside), model, tick)
+    crop = _crop(pair, model, tick)
+    go = options.gain_offset
+    if crop is not None:
+        params = levenberg_marquardt(lambda p: l2_fitted(crop, p, go).residual, params, low, high,
+                                     max_jacobians=CROP_JACOBIANS, xtol=CROP_XTOL).params
+    solved = levenberg_marquardt(lambda p: l2_fitted(everything, p, go).residual, params, low, high,
+                                 max_jacobians=FULL_JACOBIANS if crop is not None else CROP_JACOBIANS,
+                                 xtol=FULL_XTOL if crop is not None else CROP_XTOL)
+    params, jac = solved.params, solved.jacobian
+    loss = options.objective
+    if loss.has_threshold:
+        loss = loss.with_delta(options.huber_delta or start_fit.huber_delta)
+    fitted = l2_fitted(everything, params, go)
+    if not loss.least_squares:
+        params, fitted, jac = _robust(everything, crop, params, fitted, options, loss)
+    return _result(pair, options, model, params, fitted, jac, loss, everything.target, start_fit,
+                   (lower, upper))
+
+
+def _crop(pair: GridPair, model: GaussianModel, tick) -> Evaluator | None:
+    """The central crop's evaluator, or None when the crop would be (nearly) the whole pair."""
+    shape, n_frames = pair.destination.shape[1:], pair.destination.shape[0]
+    block = central_block(shape)
+    kept = int(np.prod([b.stop - b.start for b in block]))
+    if kept * min(n_frames, CROP_FRAMES) * 2 > int(np.prod(shape)) * n_frames:
+        return None
+    frames = slice(None, None, int(np.ceil(n_frames / CROP_FRAMES)))
+    return Evaluator(pair, frames, block, model, tick)
+
+
+def _param_bounds(model: GaussianModel, lower: np.ndarray, upper: np.ndarray):
+    """Bounds of the free vector: log sigma within the sigma bounds, the rest free.
+
+    A rotated kernel's log-Cholesky entries are not sigmas: its bounds are checked afterwards.
+    """
+    low, high = np.full(model.n_params, -np.inf), np.full(model.n_params, np.inf)
+    if not model.full_covariance:  # one bound per free sigma (`fit._bounds` gives them so)
+        low[:len(lower)], high[:len(upper)] = np.log(np.maximum(lower, 1e-3)), np.log(upper)
+    return low, high
+
+
+def _robust(everything: Evaluator, crop: Evaluator | None, params, fitted: Fitted,
+            options: FitOptions, loss):
+    """L1/Huber from the L2 optimum: on the crop, then a short polish on every pixel."""
+    n = len(params)
+    if crop is not None:
+        params, _ = robust_fit(crop, params, options, loss, fitted, 20 * STEP, 60 * (n + 1))
+        fitted = l2_fitted(everything, params, options.gain_offset)
+        budget, scale = 4 * (n + 1), 2 * STEP
+    else:
+        budget, scale = 60 * (n + 1), 20 * STEP
+    params, fitted = robust_fit(everything, params, options, loss, fitted, scale, budget)
+
+    def residual(p):
+        f = everything.values(everything.model.kernel(p))
+        return fitted.gain * f + fitted.offset - everything.target
+    jac = np.stack([(residual(params + STEP * e) - fitted.residual) / STEP for e in np.eye(n)], axis=1)
+    return params, fitted, jac
+
+
+def _param_covariance(jac: np.ndarray, residual: np.ndarray, loss, n_extra: int) -> np.ndarray:
+    """Gauss-Newton (L2) or sandwich (L1/Huber) covariance of the free vector."""
+    inverse = np.linalg.pinv(jac.T @ jac)
+    n = residual.size
+    if loss.least_squares:
+        return inverse * float(residual @ residual) / max(n - jac.shape[1] - n_extra, 1)
+    psi = loss.derivative(residual)
+    return inverse * float(np.mean(psi * psi)) / loss.mean_curvature(residual) ** 2
+
+
+def _result(pair: GridPair, options: FitOptions, model: GaussianModel, params, fitted: Fitted,
+            jac, loss, target: np.ndarray, start_fit: BlurFit, bounds) -> BlurFit:
+    kernel = model.kernel(params)
+    d, n = pair.ndim, target.size
+    errors = model.standard_errors(kernel, _param_covariance(jac, fitted.residual, loss,
+                                                             2 if options.gain_offset else 0))
+    sigma = np.sqrt(np.diag(kernel.covariance))
+    principal = kernel.principal[0]
+    lower, upper = (np.resize(b, d) for b in bounds)
+    at_low = (principal.min() <= lower.max() * (1 + 1e-6)) and lower.max() > 0
+    at_high = principal.max() >= upper.min() * (1 - 1e-6)
+    identifiable = principal.min() >= IDENTIFIABLE_FROM
+    findings = [f for f in start_fit.findings if f.code in CARRIED]
+    if not identifiable:
+        findings.append(Finding("not_identifiable", {}, {"sigma": float(principal.min())},
+                                f"sigma below {IDENTIFIABLE_FROM} px is not identifiable: the sampled "
+                                "kernel is nearly the identity there, so any value this small fits "
+                                "about as well"))
+    if at_low or at_high:
+        values = {"sigma": tuple(float(s) for s in principal),
+                  "sigma_bounds": tuple((float(lo), float(hi)) for lo, hi in zip(lower, upper))}
+        findings.append(Finding("at_bound", {}, values,
+                                "the optimum lies on a sigma bound; the best blur may lie beyond it"))
+    if pair.n_nonfinite:
+        findings.append(Finding("nonfinite_excluded", {}, {"n_nonfinite": pair.n_nonfinite},
+                                f"{pair.n_nonfinite} pixel(s) with NaN/inf were excluded from the loss"))
+    rss = float(fitted.residual @ fitted.residual)
+    sst = float(np.sum((target - target.mean()) ** 2))
+    source_grid, destination_grid = pair.grids
+    names = pair.roles
+    grids = {names.source: source_grid, names.destination: destination_grid}
+    shapes = {names.source: tuple(pair.source.shape[1:]), names.destination: pair.destination_shape}
+    return BlurFit(
+        sigma=tuple(float(s) if s >= IDENTITY_BELOW else 0.0 for s in sigma),
+        sigma_stderr=tuple(float(v) for v in np.diag(errors["covariance"]) / (2 * sigma)),
+        gain=fitted.gain, offset=fitted.offset, loss=float(loss.value(fitted.residual) / n),
+        loss_name=options.loss, per_axis=options.per_axis, gain_offset=options.gain_offset,
+        reverse=options.reverse, spatial_axes=pair.spatial_axes,
+        sigma_bounds=tuple((float(lo), float(hi)) for lo, hi in zip(lower, upper)),
+        n_pixels=n, n_excluded=pair.n_destination - n, n_nonfinite=pair.n_nonfinite,
+        at_bound=bool(at_low or at_high), identifiable=bool(identifiable),
+        target_sharper=start_fit.target_sharper,
+        huber_delta=float(loss.delta) if loss.has_threshold else None, truncate=float(options.truncate),
+        findings=tuple(findings), r2=1.0 - rss / sst if sst else float("nan"),
+        covariance=np.array(kernel.covariance), shift=tuple(float(s) for s in kernel.shift),
+        covariance_stderr=np.array(errors["covariance"]),
+        shift_stderr=tuple(float(s) for s in errors["shift"]),
+        full_covariance=options.full_covariance, shift_fitted=options.shift,
+        grids={"reference": grids["reference"], "target": grids["target"]},
+        grid_shapes={"reference": shapes["reference"], "target": shapes["target"]},
+    )

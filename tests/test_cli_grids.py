@@ -310,3 +310,121 @@ def test_dataset_command_reports_sizes_and_records_them(tmp_path, scene, capsys)
     rows = list(csv.DictReader(table.open()))
     assert [r["unit"] for r in rows] == ["um", "um", ""]  # the joint fit's row last
     assert float(rows[1]["world_sigma_x"]) == pytest.approx(SIGMA * 0.05, rel=0.02)
+
+
+# ------------------------------------------------------------------ across grids
+
+
+def block_mean(image, factor):
+    """The mean over ``factor`` x ``factor`` blocks: a camera with pixels ``factor`` times wider."""
+    h, w = (n // factor * factor for n in image.shape)
+    return image[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+
+
+@pytest.fixture
+def across(tmp_path, scene):
+    """The photograph at 0.05 um/px (ImageJ) and, blurred by SIGMA px, 2 x 2 block-averaged with
+    0.2% noise at 100 nm/px (OME): one field of view on two grids."""
+    noise = np.random.default_rng(24).normal(0, 0.002 * np.ptp(scene), (128, 128))
+    target = block_mean(ndimage.gaussian_filter(scene, SIGMA), 2) + noise
+    return (imagej(tmp_path / "fine.tif", scene, 0.05),
+            ome(tmp_path / "coarse.ome.tif", target, 100.0, "nm"))
+
+
+GRIDS = {"reference": {"scale": [0.05, 0.05], "translate": [0.025, 0.025], "sampling": "area"},
+         "target": {"scale": [0.1, 0.1], "translate": [0.05, 0.05], "sampling": "area"}}
+
+
+def test_block_averaged_target_fitted_across_grids(across, tmp_path, capsys):
+    fitted, residual = tmp_path / "fitted.tif", tmp_path / "residual.npy"
+    status, out, err = run_main(capsys, *across, "--fitted", fitted, "--residual", residual)
+    assert status == 0, err
+    assert err.splitlines() == ["blurfit: reference pixel size 0.05 x 0.05 um (from ImageJ metadata)",
+                                "blurfit: target pixel size 100 x 100 nm (from OME metadata) = "
+                                "0.1 x 0.1 um"]
+    sigma = float(re.search(r"^sigma        = (\S+) px", out, re.M)[1])
+    assert sigma == pytest.approx(SIGMA, rel=0.02)
+    world, ref_px, tgt_px = (float(v) for v in re.search(
+        r"^in world     = sigma (\S+) um; in reference px (\S+); in target px (\S+)$", out, re.M).groups())
+    assert (world, ref_px, tgt_px) == pytest.approx((0.1, SIGMA, 1.0), rel=0.02)
+    assert tifffile.imread(fitted).shape == (128, 128)  # on the target's grid
+    target = tifffile.imread(across[1])
+    assert np.std(np.load(residual)) < 0.01 * np.std(target)
+    status, out, err = run_main(capsys, *across, "--json", "--per-axis")
+    d = json.loads(out)
+    assert d["grids"] == GRIDS and d["options"]["target_grid"] == GRIDS["target"]
+    assert d["sigma"] == pytest.approx([SIGMA] * 2, rel=0.02)
+    assert d["world"]["sigma"] == pytest.approx([0.1, 0.1], rel=0.02)
+    assert d["world"]["sigma_target_px"] == pytest.approx([1.0, 1.0], rel=0.02)
+
+
+def test_across_grids_as_a_user_runs_it(across):
+    run = subprocess.run([sys.executable, "-m", "napari_blurfit.cli", *map(str, across), "--json"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    d = json.loads(run.stdout)
+    assert d["grids"] == GRIDS
+    assert d["sigma"] == pytest.approx([SIGMA] * 2, rel=0.02)
+    assert "blurfit: target pixel size 100 x 100 nm (from OME metadata) = 0.1 x 0.1 um" in run.stderr
+
+
+def test_partial_field_of_view_placed_by_its_origin(tmp_path, scene, capsys):
+    """The target sees rows 40..199 and columns 60..219 of the reference, at twice the pixel size."""
+    target = block_mean(ndimage.gaussian_filter(scene, SIGMA)[40:200, 60:220], 2)
+    coarse = imagej(tmp_path / "part.tif", target, 0.1)
+    fine = imagej(tmp_path / "fine.tif", scene, 0.05)
+    # pixel 0 of the target covers reference rows 40, 41: its centre is at 41 * 0.05 = 2.05 um
+    status, out, err = run_main(capsys, fine, coarse, "--target-origin", "2.05,3.05", "--json")
+    assert status == 0, err
+    d = json.loads(out)
+    assert d["grids"]["target"]["translate"] == pytest.approx([2.05, 3.05])
+    assert d["sigma"] == pytest.approx([SIGMA] * 2, rel=0.02)
+    # at the default origin (the corners together) the same target is misplaced: a worse fit
+    status, out, err = run_main(capsys, fine, coarse, "--json")
+    assert json.loads(out)["r2"] < d["r2"] - 0.1
+
+
+def test_finer_target_refused_then_fitted_with_reverse(across, capsys):
+    fine, coarse = across
+    status, out, err = run_main(capsys, coarse, fine)
+    assert (status, out) == (2, "")
+    assert err.splitlines()[-1].startswith("blurfit: error: the target's pixels are finer than the "
+                                           "reference's"), err
+    assert "--reverse" in err.splitlines()[-1]
+    status, out, err = run_main(capsys, coarse, fine, "--reverse", "--json")
+    assert status == 0, err
+    d = json.loads(out)
+    assert d["sigma"] == pytest.approx([SIGMA] * 2, rel=0.02)  # in the fine image's pixels
+    assert d["world"]["unit"] == "nm"  # the reference's (the coarse OME file's) unit
+    assert d["world"]["sigma"] == pytest.approx([100.0, 100.0], rel=0.02)
+    assert d["world"]["sigma_reference_px"] == pytest.approx([1.0, 1.0], rel=0.02)
+
+
+def test_blur_map_across_grids(across, tmp_path, capsys):
+    status, out, err = run_main(capsys, *across, "--map-tile", "64", "--json")
+    assert status == 0, err
+    d = json.loads(out)
+    assert d["pixel_size"]["target"]["scale"] == [0.1, 0.1]
+    sigma = np.array(d["blur_map"]["sigma"], dtype=float)
+    assert np.nanmedian(sigma) == pytest.approx(SIGMA, rel=0.03)
+
+
+def test_dataset_across_grids_joint_fit_over_one_grid(tmp_path, scene, capsys):
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "lr").mkdir()
+    for i, factor in enumerate((2, 2, 2, 3)):
+        a = scene[16 * i : 16 * i + 192, 32:224]
+        imagej(tmp_path / "gt" / f"p{i}.tif", a, 0.05)
+        imagej(tmp_path / "lr" / f"p{i}.tif", block_mean(ndimage.gaussian_filter(a, SIGMA), factor),
+               0.05 * factor)
+    table = tmp_path / "fit.csv"
+    status, out, err = run_main(capsys, tmp_path / "gt", tmp_path / "lr", "--csv", table)
+    assert status == 0, err
+    rows = list(csv.DictReader(table.open()))
+    assert [float(r["target_scale_x"] or "nan") for r in rows[:4]] == pytest.approx([0.1, 0.1, 0.1, 0.15])
+    for row in rows:
+        assert float(row["sigma_x"]) == pytest.approx(SIGMA, rel=0.02), row["reference"]
+    assert ("note: pairs are on 2 different grids or shapes, and one sigma in one grid's pixels "
+            "needs one: the joint fit uses the 3 pairs of shapes (192, 192) and (96, 96) with "
+            "reference pixel size 0.05 x 0.05 and target pixel size 0.1 x 0.1") in out
+    assert "joint fit over 3 pair(s) of 4:" in out

@@ -91,15 +91,19 @@ def world_sigma(fit, pair) -> dict | None:
             "sigma_target_px": list(pixels[1])}
 
 
-def size_json(fit, pair) -> dict:
+def size_json(fit, pair, ndim: int | None = None) -> dict:
     """``pixel_size`` (each image's, in ``unit``, and where from) and ``world`` (`world_sigma`).
 
-    Empty when neither image has a pixel size; ``world`` only with a fit.
+    Empty when neither image has a pixel size; ``world`` only with a fit. Sizes are per spatial
+    axis (``ndim``: the fit's by default; one size given for all is repeated).
     """
     if pair is None or pair.grids == (None, None):
         return {}
+    ndim = ndim or (len(fit.sigma) if fit is not None else None)
     sizes = {"unit": pair.unit}
     for role, grid, source in zip(ROLES, pair.grids, pair.sources):
+        if grid is not None and ndim:
+            grid = Grid.of(grid, ndim, f"{role}_grid")
         sizes[role] = None if grid is None else {**grid.to_dict(), "from": source}
     out = {"pixel_size": sizes}
     if fit is not None:

@@ -365,7 +365,8 @@ def _blur_map(args, opts, reference, target, names, out: _Stdout, pair) -> int:
         out.show(json_text({"reference": names[0], "target": names[1],
                              "options": {**options_json(opts, args), "tile": args.map_tile,
                                          "overlap": args.map_overlap},
-                             "blur_map": clean(m.to_dict()), **size_json(None, pair)}))
+                             "blur_map": clean(m.to_dict()),
+                             **size_json(None, pair, m.sigma.shape[-1])}))
     else:
         sigma = m.sigma[np.isfinite(m.sigma)]
         grid = " x ".join(str(n) for n in m.sigma.shape[:-1])

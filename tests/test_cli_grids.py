@@ -146,8 +146,9 @@ def test_missing_sizes_and_counts_refused_in_words():
     assert str(err.value) == ("the reference has shape (64, 64) and the target (32, 32) but only "
                               "the reference has a pixel size (0.05 um (from ImageJ metadata)); "
                               "give target_grid (the target's pixel size) to fit across the two grids")
-    with pytest.raises(ValueError, match=r"^images without pixel sizes must have the same shape; "
-                       r"the reference has shape \(64, 64\) and the target \(32, 32\): give "):
+    with pytest.raises(ValueError, match=r"^reference and target must have the same shape; got "
+                       r"reference \(64, 64\) and target \(32, 32\); or give reference_grid and "
+                       r"target_grid \(each image's pixel size\) to fit across the two grids$"):
         pair_grids((64, 64), (32, 32), None, GridPair())
     three = grids_of_sizes(PixelSize((0.3, 0.1, 0.1), "um", "flag"), PixelSize((0.2,), "um", "flag"))
     with pytest.raises(ValueError, match=r"^reference_grid has 3 pixel sizes \(0.3, 0.1, 0.1\) but "
@@ -274,6 +275,22 @@ def test_dataset_pairs_use_their_metadata_and_bad_pairs_are_skipped(tmp_path, sc
     for r, size_um in zip(result.pairs[:3], (0.05, 0.05, 0.08)):
         assert r.grids.unit == "um" and r.grids.target.scale == pytest.approx((size_um,) * 2)
         assert r.fit.sigma[0] == pytest.approx(SIGMA, rel=0.02)
+    assert result.joint.sigma[0] == pytest.approx(SIGMA, rel=0.02)
+
+
+def test_dataset_in_memory_with_one_grid_for_all_pairs(scene):
+    """Arrays with `Grid` objects: every pair fitted across its grids, and jointly."""
+    pairs = []
+    for i in range(3):
+        a = scene[24 * i : 24 * i + 96, 50:146]
+        pairs.append((a, block_mean(ndimage.gaussian_filter(a, SIGMA), 2)))
+    fine, coarse = Grid(0.05, 0.025), Grid(0.1, 0.05)
+    result = fit_pairs(pairs, reference_grid=fine, target_grid=coarse)
+    for r in result.pairs:
+        assert r.fit.grids == {"reference": Grid((0.05, 0.05), (0.025, 0.025)),
+                               "target": Grid((0.1, 0.1), (0.05, 0.05))}
+        assert r.fit.sigma[0] == pytest.approx(SIGMA, rel=0.02)
+    assert result.joint.grids == result.pairs[0].fit.grids and result.n_joint == 3
     assert result.joint.sigma[0] == pytest.approx(SIGMA, rel=0.02)
 
 
@@ -424,7 +441,30 @@ def test_dataset_across_grids_joint_fit_over_one_grid(tmp_path, scene, capsys):
     assert [float(r["target_scale_x"] or "nan") for r in rows[:4]] == pytest.approx([0.1, 0.1, 0.1, 0.15])
     for row in rows:
         assert float(row["sigma_x"]) == pytest.approx(SIGMA, rel=0.02), row["reference"]
-    assert ("note: pairs are on 2 different grids or shapes, and one sigma in one grid's pixels "
-            "needs one: the joint fit uses the 3 pairs of shapes (192, 192) and (96, 96) with "
-            "reference pixel size 0.05 x 0.05 and target pixel size 0.1 x 0.1") in out
+    assert ("note: pairs are on 2 different grids (pixel sizes or shapes) and one sigma needs one: "
+            "the joint fit uses the 3 pairs of shapes (192, 192) and (96, 96) with reference pixel "
+            "size 0.05 x 0.05 and target pixel size 0.1 x 0.1") in out
     assert "joint fit over 3 pair(s) of 4:" in out
+
+
+def test_anisotropic_volume_sizes_per_axis_from_imagej(tmp_path, capsys):
+    """z from the ImageJ description's spacing, y and x from the resolution tags; 2x in each."""
+    moon = data.moon().astype(np.float64)
+    volume = np.stack([moon[4 * i : 4 * i + 96, 100 + 2 * i : 196 + 2 * i] for i in range(24)])
+    blurred = ndimage.gaussian_filter(volume, (1.0, SIGMA, SIGMA))
+    coarse = blurred.reshape(12, 2, 48, 2, 48, 2).mean(axis=(1, 3, 5))
+    paths = []
+    for name, image, xy, z in (("fine.tif", volume, 0.1, 0.2), ("coarse.tif", coarse, 0.2, 0.4)):
+        tifffile.imwrite(tmp_path / name, image.astype(np.float32), imagej=True,
+                         resolution=(1 / xy, 1 / xy), metadata={"axes": "ZYX", "spacing": z, "unit": "um"})
+        paths.append(tmp_path / name)
+    status, out, err = run_main(capsys, *paths, "--per-axis", "--json")
+    assert status == 0, err
+    d = json.loads(out)
+    assert d["grids"]["reference"]["scale"] == [0.2, 0.1, 0.1]
+    assert d["sigma"] == pytest.approx([1.0, SIGMA, SIGMA], rel=0.01)
+    assert d["world"]["sigma"] == pytest.approx([0.2, 0.2, 0.2], rel=0.01)
+    assert d["world"]["sigma_target_px"] == pytest.approx([0.5, 1.0, 1.0], rel=0.01)
+    status, out, err = run_main(capsys, *paths)  # one sigma in reference px: not round in um
+    line = next(line for line in out.splitlines() if line.startswith("in world"))
+    assert line.startswith("in world     = sigma_z, sigma_y, sigma_x ")

@@ -7,6 +7,8 @@ import io
 import json
 import math
 
+import numpy as np
+
 from ._finding import Vocabulary, plain
 from ._pair_grids import ROLES
 from ._summary import axis_names, stderr_values
@@ -118,7 +120,8 @@ def world_lines(fit, pair) -> list[str]:
         return []
     unit = world["unit"] or "(world units)"
     names = axis_names(len(world["sigma"]))
-    one = not fit.per_axis and len(set(fit.sigma)) == 1
+    keys = ("sigma", "sigma_reference_px", "sigma_target_px")
+    one = all(np.allclose(world[k], world[k][0], rtol=1e-12) for k in keys)  # round in all three
 
     def values(key):
         return f"{world[key][0]:.4g}" if one else ", ".join(f"{v:.4g}" for v in world[key])

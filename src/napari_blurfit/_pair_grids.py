@@ -165,11 +165,11 @@ def _refuse_missing(shapes, grids, pair: GridPair | None) -> None:
     """Images whose shapes differ need both pixel sizes: say which is missing."""
     if shapes[0] == shapes[1]:
         return
-    shown = f"the reference has shape {shapes[0]} and the target {shapes[1]}"
     if grids == (None, None):
-        raise ValueError(f"images without pixel sizes must have the same shape; {shown}: give "
-                         "reference_grid and target_grid (each image's pixel size) to fit across "
-                         "the two grids")
+        raise ValueError(f"reference and target must have the same shape; got reference {shapes[0]} "
+                         f"and target {shapes[1]}; or give reference_grid and target_grid (each "
+                         "image's pixel size) to fit across the two grids")
+    shown = f"the reference has shape {shapes[0]} and the target {shapes[1]}"
     missing = ROLES[grids.index(None)]
     known = ROLES[1 - grids.index(None)]
     raise ValueError(f"{shown} but only the {known} has a pixel size ({pair.said[ROLES.index(known)]}); "

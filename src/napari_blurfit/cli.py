@@ -127,13 +127,13 @@ NEGATIVE_VALUES = ("--spatial-axes", "--reference-origin", "--target-origin",
                    "--reference-pixel-size", "--target-pixel-size")
 
 
-def _join_negative_values(argv: list[str], flags=NEGATIVE_VALUES) -> list[str]:
+def _join_negative_values(argv: list[str], flags=NEGATIVE_VALUES, parser=None) -> list[str]:
     """``--spatial-axes -2,-1`` -> ``--spatial-axes=-2,-1``.
 
     argparse reads a value that starts with ``-`` and is not a plain number as an option, so the
     value is attached to its flag (also for unambiguous abbreviations such as ``--spatial``).
     """
-    options = [o for a in build_parser()._actions for o in a.option_strings]
+    options = [o for a in (parser or build_parser())._actions for o in a.option_strings]
     out, i = [], 0
     while i < len(argv):
         token = argv[i]
@@ -548,7 +548,7 @@ def main(argv=None) -> int:
     """
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(_join_negative_values([str(a) for a in argv]))
+    args = parser.parse_args(_join_negative_values([str(a) for a in argv], parser=parser))
     if args.json_curves and not args.json:
         parser.error("--json-curves adds the curves to --json; pass --json too")
     out = _Stdout()

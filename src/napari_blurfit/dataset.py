@@ -621,9 +621,8 @@ def _group_note(keys: Counter, key: tuple, count: int) -> str | None:
         return (f"pairs have {len(shapes)} different shapes; the joint fit uses the {count} "
                 f"pairs of shape {shape}")
     shown = f"shape {shape}" if shape == target_shape else f"shapes {shape} and {target_shape}"
-    return (f"pairs are on {len(keys)} different grids or shapes, and one sigma in one grid's "
-            f"pixels needs one: the joint fit uses the {count} pairs of {shown} with "
-            f"{_grids_text(grid)}")
+    return (f"pairs are on {len(keys)} different grids (pixel sizes or shapes) and one sigma "
+            f"needs one: the joint fit uses the {count} pairs of {shown} with {_grids_text(grid)}")
 
 
 def _joint_fit(usable, pairs, held, client, options):

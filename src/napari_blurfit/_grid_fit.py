@@ -237,6 +237,7 @@ def fit_across_grids(pair: GridPair, options: FitOptions, lower: np.ndarray, upp
                                  max_jacobians=FULL_JACOBIANS if crop is not None else CROP_JACOBIANS,
                                  xtol=FULL_XTOL if crop is not None else CROP_XTOL)
     params, jac = solved.params, solved.jacobian
+    _check_overlap_holds(pair, model, model.kernel(params))
     loss = options.objective
     if loss.has_threshold:
         loss = loss.with_delta(options.huber_delta or start_fit.huber_delta)
@@ -245,6 +246,20 @@ def fit_across_grids(pair: GridPair, options: FitOptions, lower: np.ndarray, upp
         params, fitted, jac = _robust(everything, crop, params, fitted, options, loss)
     return _result(pair, options, model, params, fitted, jac, loss, everything.target, start_fit,
                    (lower, upper))
+
+
+def _check_overlap_holds(pair: GridPair, model: GaussianModel, kernel: GaussianKernel) -> None:
+    """The kernel must fit inside the region the overlap covers in source pixels, along every axis."""
+    for k, (sampling, radius) in enumerate(zip(pair.sampling, model.radius(kernel))):
+        first, last = sampling.columns
+        if 2 * radius + 1 > last - first:
+            n = sampling.inside.stop - sampling.inside.start
+            sigma = float(np.sqrt(kernel.covariance[k, k]))
+            raise ValueError(
+                f"the grids overlap by only {n} {pair.roles.destination} pixels along axis {k} "
+                f"({last - first} {pair.roles.source} pixels): too small for the fitted kernel "
+                f"(sigma {sigma:.3g} {pair.roles.source} px, {2 * radius + 1} px wide at truncate="
+                f"{model.truncate:g}); fit images that overlap more")
 
 
 def _crop(pair: GridPair, model: GaussianModel, tick) -> Evaluator | None:

@@ -470,3 +470,16 @@ def test_anisotropic_volume_sizes_per_axis_from_imagej(tmp_path, capsys):
     status, out, err = run_main(capsys, *paths)  # one sigma in reference px: not round in um
     line = next(line for line in out.splitlines() if line.startswith("in world"))
     assert line.startswith("in world     = sigma_z, sigma_y, sigma_x ")
+
+
+def test_decimated_target_point_sampling(tmp_path, scene, capsys):
+    """Every second pixel of the blurred image: point samples at the reference's own centres."""
+    fine = imagej(tmp_path / "fine.tif", scene, 0.05)
+    coarse = imagej(tmp_path / "decimated.tif", ndimage.gaussian_filter(scene, SIGMA)[::2, ::2], 0.1)
+    # pixel 0 of the decimated image is the reference's pixel 0, centred at 0.025 um
+    status, out, err = run_main(capsys, fine, coarse, "--target-sampling", "point",
+                                "--target-origin", "0.025", "--json")
+    assert status == 0, err
+    d = json.loads(out)
+    assert d["grids"]["target"] == {"scale": [0.1, 0.1], "translate": [0.025, 0.025], "sampling": "point"}
+    assert d["sigma"] == pytest.approx([SIGMA] * 2, rel=0.01)

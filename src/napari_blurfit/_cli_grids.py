@@ -92,6 +92,7 @@ def sizes(args) -> list[PixelSize | None]:
 
 
 def origins(args) -> tuple:
+    """The origin flags, (reference, target)."""
     return args.reference_origin, args.target_origin
 
 

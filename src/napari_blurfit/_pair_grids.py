@@ -8,12 +8,13 @@ grids at all (equal grids and shapes: the same-grid fit) or cannot be told where
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .grids import Grid
-from .io import PixelSize, convert
+from .grids import SAMPLINGS, Grid
+from .io import PixelSize, convert, read_pixel_size
 
 ROLES = ("reference", "target")
 
@@ -34,10 +35,12 @@ class GridPair:
 
     @property
     def grids(self) -> tuple[Grid | None, Grid | None]:
+        """(reference, target)."""
         return self.reference, self.target
 
 
 def _unit_of(spec) -> str | None:
+    """A pixel size's unit; a `Grid` has none."""
     return spec.unit if isinstance(spec, PixelSize) else None
 
 
@@ -174,3 +177,66 @@ def _refuse_missing(shapes, grids, pair: GridPair | None) -> None:
     known = ROLES[1 - grids.index(None)]
     raise ValueError(f"{shown} but only the {known} has a pixel size ({pair.said[ROLES.index(known)]}); "
                      f"give {missing}_grid (the {missing}'s pixel size) to fit across the two grids")
+
+
+# ---------------------------------------------------------------- one spec per pair (fit_pairs)
+
+
+def _per_pair(value, n: int, name: str) -> list:
+    """``value`` for each of ``n`` pairs: one value repeated, or a list of one per pair."""
+    if value is None or isinstance(value, (str, Grid, Mapping, PixelSize)):
+        return [value] * n
+    try:
+        values = list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a Grid, a mapping, a PixelSize, 'metadata', None or a "
+                        f"list of one per pair; got {type(value).__name__}") from None
+    if len(values) != n:
+        raise ValueError(f"{name} lists {len(values)} grids for {n} pairs; give one for every "
+                         "pair, or one for all")
+    return values
+
+
+def _spec(value, item, name: str):
+    """One image's grid or pixel size (None: unknown) from one ``reference_grid`` entry."""
+    if value is None or isinstance(value, (Grid, PixelSize)):
+        return value
+    if isinstance(value, str):
+        if value != "metadata":
+            raise ValueError(f"{name} may be 'metadata' (each file's pixel size), got {value!r}")
+        return None if isinstance(item, np.ndarray) else read_pixel_size(item)
+    if isinstance(value, Mapping):
+        n = max(np.size(value.get("scale", 0)), np.size(value.get("translate", 0)))
+        return Grid.of(value, n, name)
+    raise TypeError(f"{name} must be a Grid, a mapping, a PixelSize, 'metadata' or None; got "
+                    f"{type(value).__name__}")
+
+
+def pair_grid_specs(pairs, grids, sampling: str, origins, options: dict) -> list | None:
+    """Each pair's `GridPair`, or the reason its grids cannot be made (a str); None if no grid.
+
+    ``grids``: (reference_grid, target_grid) as `fit_pairs` takes them; ``origins``: its
+    (reference_origin, target_origin).
+    """
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"target_sampling must be 'area' or 'point', got {sampling!r}")
+    if grids == (None, None):
+        given = [n for n, v in (("target_sampling", sampling != "area"),
+                                ("reference_origin", origins[0] is not None),
+                                ("target_origin", origins[1] is not None)) if v]
+        if given:
+            raise ValueError(f"{', '.join(given)} applies to grids made from pixel sizes; give "
+                             "reference_grid and target_grid (e.g. 'metadata')")
+        return None
+    columns = [_per_pair(g, len(pairs), f"{role}_grid") for g, role in zip(grids, ("reference", "target"))]
+    specs = []
+    for i, pair in enumerate(pairs):
+        try:
+            sides = [_spec(columns[k][i], pair[k], f"{role}_grid")
+                     for k, role in enumerate(("reference", "target"))]
+            specs.append(grids_of_sizes(*sides, spatial_axes=options.get("spatial_axes"),
+                                        sampling=sampling, reverse=bool(options.get("reverse")),
+                                        origins=origins))
+        except (ValueError, TypeError) as err:
+            specs.append(f"{type(err).__name__}: {err}")
+    return specs

@@ -398,8 +398,6 @@ def describe(result) -> str:
     if fit.reference_noise:
         lines.append(f"Reference noise {fit.reference_noise:.3g} (sd), "
                      f"{'corrected for' if fit.reference_noise_corrected else 'too small to matter'}.")
-    elif result.grids:
-        lines.append("Reference noise not estimated across grids (taken as noise-free).")
     explained = _explained(fit)
     if explained:
         lines.append(explained)

@@ -145,8 +145,7 @@ class BlurFitWidget(Container):
         self.reference_noise = CheckBox(
             text=NOISE_TEXT, value=True,
             tooltip="estimate the noise of the reference (the image the blur is applied to) from "
-                    "the pair and correct sigma for it; off: the reference is taken as noise-free. "
-                    "Not available for layers on different grids")
+                    "the pair and correct sigma for it; off: the reference is taken as noise-free")
         self.sampling = ComboBox(
             label="target pixels", choices=["area", "point"], value="area", enabled=False,
             tooltip="for layers on different grids: how the blurred image's pixels sample the "
@@ -287,7 +286,6 @@ class BlurFitWidget(Container):
             except (TypeError, ValueError) as err:
                 problem = failure_text(err)
         self.sampling.enabled = grids is not None  # honoured across grids only
-        self.reference_noise.enabled = grids is None  # the core estimates it on one grid only
         if self._worker is None:
             self.fit_button.enabled = not problem
             if problem:  # an error on show: no earlier result stays beside it

@@ -242,3 +242,25 @@ def test_shifts_across_grids_are_drawn_in_the_maps_pixels(make_napari_viewer, qt
     arrows = viewer.layers["moved shift map"]
     assert tuple(arrows.scale) == BLOCKS["scale"] and tuple(arrows.translate) == BLOCKS["translate"]
     np.testing.assert_allclose(np.median(arrows.data[:, 1], axis=0), (0.0, 0.5), atol=0.03)  # target px
+
+
+def test_a_noisy_reference_is_corrected_across_grids(make_napari_viewer, qtbot):
+    """The full cameraman with noise sd 12 against its blurred block means (sd 2)."""
+    from skimage import data
+
+    rng = np.random.default_rng(0)
+    camera = data.camera().astype(np.float64)
+    viewer = make_napari_viewer()
+    viewer.add_image(camera + rng.normal(0, 12, camera.shape), name="noisy", **REF)
+    blocks = block_mean(ndimage.gaussian_filter(camera, SIGMA), 2) + rng.normal(0, 2, (256, 256))
+    viewer.add_image(blocks, name="blocks", **BLOCKS)
+    widget = widget_for(viewer, "noisy", "blocks")
+    assert widget.reference_noise.enabled and widget.reference_noise.value
+    run(widget, qtbot)
+    fit = widget.last_result.fit
+    assert fit.sigma[0] == pytest.approx(SIGMA, rel=0.02) and fit.reference_noise_corrected
+    assert fit.reference_noise == pytest.approx(12, rel=0.15)
+    assert "corrected for" in shown(widget)
+    widget.reference_noise.value = False  # the noise taken as blur
+    run(widget, qtbot)
+    assert widget.last_result.fit.sigma[0] > 1.02 * SIGMA

@@ -26,7 +26,7 @@ WORDS = Vocabulary(
     names={"gain_offset": '"fit gain and offset"', "shift": '"fit shift"',
            "per_axis": 'kernel "per axis"', "full_covariance": 'kernel "rotated"',
            "reverse": '"reverse"', "sigma_bounds": '"sigma min/max"',
-           "exclude_border": '"skip border"'},
+           "exclude_border": '"skip border"', "truncate": '"kernel reach"'},
     advice={("gain_offset", True): 'tick "fit gain and offset"',
             ("shift", True): 'tick "fit shift"',
             ("per_axis", True): 'choose kernel "per axis"',

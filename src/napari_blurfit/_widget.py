@@ -158,12 +158,17 @@ class BlurFitWidget(Container):
         self.sigma_max = _auto_at_zero(FloatSpinBox(
             label="sigma max (px)", min=0.0, max=1e4, step=1.0, value=0.0,
             tooltip="auto (0): up to half the image size"))
+        self.truncate = FloatSpinBox(
+            label="kernel reach (sigmas)", min=1.0, max=10.0, step=0.5, value=4.0,
+            tooltip="where the kernel is cut, in sigmas (scipy's truncate): a shorter reach lets a "
+                    "wide kernel fit a short axis")
         self.fit_button = PushButton(text="Fit")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="", min=0, max=1, value=0, visible=False)
         self.options_box = Container(labels=True, widgets=[
             self.loss, self.kernel, self.fit_shift, self.gain_offset, self.reverse,
-            self.reference_noise, self.sampling, self.exclude_border, self.sigma_min, self.sigma_max])
+            self.reference_noise, self.sampling, self.exclude_border, self.sigma_min, self.sigma_max,
+            self.truncate])
         self.options_box.native.layout().setContentsMargins(0, 0, 0, 0)
         buttons = Container(layout="horizontal", labels=False, widgets=[self.fit_button, self.cancel_button])
         buttons.native.layout().setContentsMargins(0, 0, 0, 0)
@@ -303,7 +308,8 @@ class BlurFitWidget(Container):
                     gain_offset=self.gain_offset.value, reverse=self.reverse.value,
                     reference_noise="auto" if self.reference_noise.value else 0,
                     exclude_border=int(self.exclude_border.value),
-                    sigma_bounds=(float(self.sigma_min.value), high))
+                    sigma_bounds=(float(self.sigma_min.value), high),
+                    truncate=float(self.truncate.value))
 
     def start_fit(self, *args):
         """Start a fit in a worker thread; returns the worker (also kept as ``self._worker``)."""

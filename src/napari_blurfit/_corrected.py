@@ -71,8 +71,12 @@ def noise_aware_fit(data: Data, problem: Problem, *, start_only: bool,
     setting = problem.options.reference_noise
     plain = spectral_fit(data.stats, problem, start_only=start_only)
     refit = CorrectedSearch(spectral_fit)
+    if isinstance(setting, str) and not problem.options.gain_offset:
+        # the pair's brightness check, made once: the findings (and a whole fit) read it too
+        plain = replace(plain, brightness=brightness_rss(data.stats, plain.sigma, problem.options.truncate,
+                                                         plain_rss=plain.rss))
     if isinstance(setting, str) and (problem.options.mask is not None or data.n_nonfinite
-                                     or _gain_missing(data.stats, plain, problem)):
+                                     or _gain_missing(plain, problem)):
         # the statistics hold the excluded pixels too (garbage, maybe, or NaNs filled): they
         # cannot tell the reference's noise; a border band alone excludes real pixels. A gain
         # the model lacks leaves residual power in |K_hat|^2 as noise does: none is read then
@@ -92,18 +96,20 @@ def noise_aware_fit(data: Data, problem: Problem, *, start_only: bool,
     noise = NoiseCorrection(sd, corrected, plain.sigma, sol.sigma, isinstance(setting, str), error,
                             *loop)
     return replace(sol, profile=corrected_profile(stats, problem, plain) if corrected else plain.profile,
-                   noise=noise), data._replace(stats=stats)
+                   noise=noise, brightness=plain.brightness), data._replace(stats=stats)
 
 
-def _gain_missing(stats: SpectralStats, plain: Solution, problem: Problem) -> bool:
-    """Whether a fit without a gain/offset misses one: it would halve the L2 loss (`brightness_rss`).
+def _gain_missing(plain: Solution, problem: Problem) -> bool:
+    """Whether a fit without a gain/offset misses one: it would halve the L2 loss.
+
+    ``plain.brightness`` holds the two losses (`brightness_rss`).
 
     Read as noise, such a misfit moved a 3D per-axis fit's sigma from (1.42, 2.17, ...) to
     (1.43, 1.08, ...) on a target that was 0.8 G * A + 0.05.
     """
     if problem.options.gain_offset:
         return False
-    plain_rss, with_gain_offset = brightness_rss(stats, plain.sigma, problem.options.truncate)
+    plain_rss, with_gain_offset = plain.brightness
     return with_gain_offset < 0.5 * plain_rss
 
 

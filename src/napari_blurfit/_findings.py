@@ -316,17 +316,19 @@ def ordered(found) -> tuple[Finding, ...]:
     return tuple(sorted(unique.values(), key=lambda f: rank.get(f.code, len(ORDER))))
 
 
-def brightness_rss(stats: SpectralStats, sigma, truncate: float) -> tuple[float, float]:
+def brightness_rss(stats: SpectralStats, sigma, truncate: float,
+                   plain_rss: float | None = None) -> tuple[float, float]:
     """L2 loss at ``sigma`` without a gain/offset, and the least with one at ``sigma`` or below.
 
     A fit without a gain/offset stretches sigma to make up for a brightness difference (or runs
     away to a flat model), so comparing both at the fitted sigma alone can miss it: the gain/offset
     side is the best over `BRIGHTNESS_FACTORS` of it, in one contraction of the statistics.
+    ``plain_rss``: the first, where known already (a fit's own RSS at ``sigma``).
     """
     sigma = np.asarray(sigma, dtype=np.float64)
     columns = [np.maximum(s * BRIGHTNESS_FACTORS, SEARCH_FLOOR) for s in sigma]
     with_go = l2_grid(stats, columns, joint=True, gain_offset=True, truncate=truncate)[0]
-    plain = l2_at(stats, sigma, truncate=truncate)[False][0]
+    plain = l2_at(stats, sigma, truncate=truncate)[False][0] if plain_rss is None else plain_rss
     return float(plain), float(np.min(with_go))
 
 

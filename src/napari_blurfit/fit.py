@@ -205,7 +205,8 @@ def fit_blur(
     if options.whole_gaussian:  # rotated or shifted: exact image-space fit from the L2 start
         # after the start only the checks read the statistics: compacted to float32 during the
         # fit. Only a round kernel's check (`_axis_ellipse`) reads the spectra: others let them go
-        bright = None if options.gain_offset else brightness_rss(data.stats, solution.sigma, options.truncate)
+        bright = None if options.gain_offset else (
+            solution.brightness or brightness_rss(data.stats, solution.sigma, options.truncate))
         stats = data.stats.without_spectra() if options.sigma_per_axis else data.stats.compact()
         data = data._replace(stats=stats)
         solution = replace(_whole_gaussian(problem, data, replace(solution, brightness=bright)),

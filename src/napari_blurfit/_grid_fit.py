@@ -23,6 +23,7 @@ from ._finding import Finding
 from ._findings import noise_findings
 from ._gain_offset import best_gain_offset
 from ._gaussian import GaussianKernel, GaussianModel
+from ._grid_checks import misalignment, uncorrected_noise
 from ._grid_model import STEP, Evaluator, Fitted, l2_fitted, levenberg_marquardt
 from ._grid_noise import NoiseLevel, ResampledNoise, corrected_fit, joint_fitted, noise_level
 from ._grid_pair import GridPair
@@ -35,12 +36,12 @@ CROP_PIXELS = 2**16  # destination pixels per frame of the crop the exact model 
 CROP_FRAMES = 4  # frames of a stack the crop keeps
 CROP_XTOL, FULL_XTOL = 1e-5, 2e-4  # largest parameter step that ends the crop's / the full fit
 CROP_JACOBIANS, FULL_JACOBIANS = 30, 4
-# findings of the start fit that hold for the pair as such; those of the second kind quote the
-# destination's pixels (and say so). An ellipse or rotation there is one in source pixels only
-# where the grids' pixel ratio is the same along every axis. Others (how Gaussian, lacks detail,
-# loosely pinned) judge the start's approximate model and are not carried.
+# findings of the start fit that hold for the pair as such; an ellipse or rotation on the
+# destination's grid is one in source pixels only where the grids' pixel ratio is the same along
+# every axis (said in the destination's pixels). A misalignment is judged again in source pixels
+# (`_grid_checks`); others (how Gaussian, lacks detail, loosely pinned) judge the start's
+# approximate model and are not carried.
 CARRIED = ("brightness", "channels", "target_sharper")
-CARRIED_IN_PIXELS = ("misaligned",)
 CARRIED_IF_ROUND_RATIO = ("elliptical", "rotated")
 
 
@@ -148,14 +149,18 @@ def fit_across_grids(pair: GridPair, options: FitOptions, lower: np.ndarray, upp
     if not loss.least_squares:
         params, fitted, jac = _robust(everything, crop, params, fitted, options, loss)
     level = level._replace(corrected_sigma=np.sqrt(np.diag(model.kernel(params).covariance)))
+    tick("checking the fit")
+    probed = crop or everything
+    checks = [misalignment(probed, params, options, low, high),
+              uncorrected_noise(probed, params, options, level, noise, low, high)]
     return _result(pair, options, model, params, fitted, jac, loss, everything.target, start_fit,
-                   (lower, upper), level)
+                   (lower, upper), level, [c for c in checks if c is not None])
 
 
 def _carried(findings, pair: GridPair) -> list[Finding]:
     """The start fit's findings that hold for the pair (`CARRIED`), pixel numbers labelled."""
     ratio = np.array(pair.grids[1].scale) / np.array(pair.grids[0].scale)
-    in_pixels = CARRIED_IN_PIXELS + (CARRIED_IF_ROUND_RATIO if np.allclose(ratio, ratio[0]) else ())
+    in_pixels = CARRIED_IF_ROUND_RATIO if np.allclose(ratio, ratio[0]) else ()
     out = [f for f in findings if f.code in CARRIED]
     where = f"on the {pair.roles.destination}'s pixel grid (the {pair.roles.source} resampled onto it), "
     out += [replace(f, text=where + f.text) for f in findings if f.code in in_pixels]
@@ -233,7 +238,8 @@ def _param_covariance(jac: np.ndarray, residual: np.ndarray, loss, n_kernel: int
 
 
 def _result(pair: GridPair, options: FitOptions, model: GaussianModel, params, fitted: Fitted,
-            jac, loss, target: np.ndarray, start_fit: BlurFit, bounds, level: NoiseLevel) -> BlurFit:
+            jac, loss, target: np.ndarray, start_fit: BlurFit, bounds, level: NoiseLevel,
+            checks: list[Finding]) -> BlurFit:
     kernel = model.kernel(params)
     d, n = pair.ndim, target.size
     projected = 2 if options.gain_offset and jac.shape[1] == model.n_params else 0
@@ -245,7 +251,7 @@ def _result(pair: GridPair, options: FitOptions, model: GaussianModel, params, f
     at_low = (principal.min() <= lower.max() * (1 + 1e-6)) and lower.max() > 0
     at_high = principal.max() >= upper.min() * (1 - 1e-6)
     identifiable = principal.min() >= IDENTIFIABLE_FROM
-    findings = _carried(start_fit.findings, pair)
+    findings = _carried(start_fit.findings, pair) + checks
     if not identifiable:
         findings.append(Finding("not_identifiable", {}, {"sigma": float(principal.min())},
                                 f"sigma below {IDENTIFIABLE_FROM} px is not identifiable: the sampled "

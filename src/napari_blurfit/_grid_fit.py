@@ -6,10 +6,12 @@ its centre (``"point"``), `_resample`'s weights. Three steps:
 
 1. a start: the source resampled onto the destination's grid and fitted there by `fit_blur`
    (resampling nearly commutes with the blur), its kernel scaled back to source pixels; that
-   fit also looks at the pair (brightness, misalignment) in the destination's pixels;
+   fit also looks at the pair (a brightness difference, channels) and reads its noise;
 2. the exact model by Levenberg-Marquardt on a central crop, cheap;
 3. the same on every pixel from the crop's optimum: one or two Jacobians, which also give the
-   standard errors. L1 and Huber go on from the L2 optimum by Nelder-Mead.
+   standard errors. L1 and Huber go on from the L2 optimum by Nelder-Mead. With the reference's
+   noise known or read, the L2 fits are corrected for it (`_grid_noise`); a shift and an
+   uncorrected noise level are then judged in source pixels (`_grid_checks`).
 """
 
 from __future__ import annotations

@@ -190,23 +190,36 @@ class BinnedStats:
 
 def binned_stats(ref_hat: np.ndarray, tgt_hat: np.ndarray, ndim: int) -> BinnedStats:
     """`BinnedStats` of two transformed frame stacks (`frame_dct`, frames on leading axes)."""
-    shape = ref_hat.shape[ref_hat.ndim - ndim :]
-    a, b = ref_hat.reshape(-1, *shape), tgt_hat.reshape(-1, *shape)
+    return binned_pairs([ref_hat, tgt_hat], [(0, 1)], ndim)[0]
+
+
+def binned_pairs(hats: list[np.ndarray], pairs: list[tuple[int, int]], ndim: int) -> list[BinnedStats]:
+    """`binned_stats` of several pairs of transformed frame stacks, in one pass over them.
+
+    ``pairs`` index ``hats``; each transform's block of rows is made float64 once and each
+    product (``A^2``, ``A B``) summed once however many pairs share it: exactly the sums
+    `binned_stats` makes pair by pair.
+    """
+    shape = hats[0].shape[hats[0].ndim - ndim :]
+    flat = [h.reshape(-1, *shape) for h in hats]
     starts = _all_block_starts(shape)
-    paa, pab = np.empty([len(s) for s in starts]), np.empty([len(s) for s in starts])
+    products = {(i, i) for i, _ in pairs} | set(pairs)
+    sums = {key: np.empty([len(s) for s in starts]) for key in products}
+    squares = dict.fromkeys({j for _, j in pairs}, 0.0)
     edges = np.append(starts[0], shape[0])
-    cbb = 0.0
-    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-        fa, fb = a[:, lo:hi].astype(np.float64), b[:, lo:hi].astype(np.float64)  # exact products
-        cbb += float(np.vdot(fb, fb))
-        for out, prod in ((paa, fa * fa), (pab, fa * fb)):
-            block = prod.sum(axis=(0, 1))
+    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        rows = {i: f[:, lo:hi].astype(np.float64) for i, f in enumerate(flat)}  # exact products
+        for j in squares:
+            squares[j] += float(np.vdot(rows[j], rows[j]))
+        for (i, j), out in sums.items():
+            block = (rows[i] * rows[j]).sum(axis=(0, 1))
             for axis, first in enumerate(starts[1:]):
                 block = np.add.reduceat(block, first, axis=axis)
-            out[i] = block
+            out[k] = block
     origin = (slice(None),) + (0,) * ndim
-    dc_a, dc_b = a[origin].astype(np.float64), b[origin].astype(np.float64)
-    return BinnedStats(tuple(shape), paa, pab, float(dc_a @ dc_a), float(dc_a @ dc_b), cbb, dc_b)
+    dc = [f[origin].astype(np.float64) for f in flat]
+    return [BinnedStats(tuple(shape), sums[(i, i)], sums[(i, j)], float(dc[i] @ dc[i]),
+                        float(dc[i] @ dc[j]), squares[j], dc[j]) for i, j in pairs]
 
 
 def _shells(values: np.ndarray, width: float) -> np.ndarray:

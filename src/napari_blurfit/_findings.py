@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._adequacy import Adequacy, Transfer, assess, assess_model, binned_stats
+from ._adequacy import Adequacy, Transfer, assess, assess_model, binned_pairs
 from ._engine import blurred, compute_stats
 from ._finding import Finding, advise
 from ._kernels import transfer
@@ -500,8 +500,8 @@ def _model_stats(problem: Problem, data: Data, fitted: np.ndarray, target: np.nd
 
     A single frame transforms each image once (the reference's transform is kept from the first
     pass; the fitted image is transformed in place) and sums the products straight into the
-    check's frequency blocks (`binned_stats`); stacks go through `compute_stats`, which chunks
-    the frames.
+    check's frequency blocks (`binned_pairs`, the three in one pass); stacks go through
+    `compute_stats`, which chunks the frames.
     """
     pair, workers = data.pair, problem.workers
     if data.ref_hat is None:
@@ -514,17 +514,10 @@ def _model_stats(problem: Problem, data: Data, fitted: np.ndarray, target: np.nd
     target_hat = frame_dct(target, nd, workers=workers,
                            out=None if target is pair.target else target)
     fitted_hat = frame_dct(fitted, nd, workers=workers, out=fitted)
-
-    def fit_stats():
-        return binned_stats(fitted_hat, target_hat, nd)
-
-    def pair_stats():
-        nonlocal target_hat  # not needed after this: let it go
-        stats = binned_stats(data.ref_hat, target_hat, nd)
-        target_hat = None
-        return stats
-
-    return fit_stats, pair_stats, lambda: binned_stats(data.ref_hat, fitted_hat, nd)
+    # the three pairs in one pass: each transform read once, each product summed once
+    fit, pair_, model = binned_pairs([data.ref_hat, target_hat, fitted_hat],
+                                     [(2, 1), (0, 1), (0, 2)], nd)
+    return (lambda: fit), (lambda: pair_), (lambda: model)
 
 
 def _used_stats(problem: Problem, data: Data, sol: Solution) -> SpectralStats:

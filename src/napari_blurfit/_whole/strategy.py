@@ -286,17 +286,20 @@ def best_start(problem: Problem, starts, callback, *, max_iter: int, rtol: float
         order = [i for i in np.argsort(losses, kind="stable")[:SCOUT_MOST]
                  if losses[i] - losses.min() <= (SCOUT_WITHIN - 1) * abs(losses.min())]
         starts = [starts[i] for i in order]
-    best = None
+    best, matrix = None, None
     for kernel in starts:
         point = problem.evaluate(problem.model.params(kernel), 1.0, 0.0)
         steps = max_iter if len(starts) == 1 else scout
-        solved = levenberg_marquardt(problem, point, refresh=True, max_iter=steps, rtol=rtol,
-                                     callback=callback)
+        # one exact matrix, at the lowest start, serves every start (the solver's secant updates
+        # and its fallback to the problem's own matrix keep the steps honest)
+        solved = levenberg_marquardt(problem, point, refresh=False, matrix=matrix, max_iter=steps,
+                                     rtol=rtol, callback=callback)
+        matrix = solved.matrix if matrix is None else matrix
         if best is None or solved.point.loss < best.point.loss:
             best = solved
     if len(starts) > 1:
-        best = levenberg_marquardt(problem, best.point, refresh=True, max_iter=max_iter, rtol=rtol,
-                                   callback=callback)
+        best = levenberg_marquardt(problem, best.point, refresh=False, matrix=best.matrix,
+                                   max_iter=max_iter, rtol=rtol, callback=callback)
     return best
 
 

@@ -195,22 +195,25 @@ def estimate_reference_noise(stats: SpectralStats, plain: Solution, problem: Pro
     variance by at most a factor `MAX_STEP`.
     """
     truncate, start_only = problem.options.truncate, problem.options.whole_gaussian
-    sol, variance = plain, 0.0
+    sol, variance, at_sol = plain, 0.0, None
     for _ in range(ROUNDS):
         found = estimate_noise(stats, sol.sigma, sol.gain, truncate)
+        at_sol = found  # read at the current kernel (until a refit moves it)
         new = found.reference if found.significant else 0.0
         if variance:  # damped
             new = float(np.clip(new, variance / MAX_STEP, variance * MAX_STEP))
         if abs(new - variance) <= max(SETTLED * max(new, variance), found.stderr):
             break  # settled, or moving by less than the estimate can tell
         variance = new
-        sol = refit(stats.with_noise(variance), problem, start_only=start_only, near=sol.sigma)
+        sol, at_sol = refit(stats.with_noise(variance), problem, start_only=start_only,
+                            near=sol.sigma), None
     if not variance:
         return Reading(found.reading, found.stderr, plain)
     # read again at the corrected kernel: noise explains the residual once corrected, and reads
     # the same there. An estimate that does neither was not noise: a bead slide moved by 1.4 px
-    # read s_A 14.6 (of 1,000) and swung sigma between 4.9 and 3.3 over the rounds, for a true 6
-    final = estimate_noise(stats, sol.sigma, sol.gain, truncate)
+    # read s_A 14.6 (of 1,000) and swung sigma between 4.9 and 3.3 over the rounds, for a true 6.
+    # Rounds that settled read it there last already
+    final = at_sol if at_sol is not None else estimate_noise(stats, sol.sigma, sol.gain, truncate)
     if (found.misfit > CORRECTED_MISFIT or not final.significant or final.misfit > CORRECTED_MISFIT
             or not variance / MAX_STEP <= final.reference <= variance * MAX_STEP):
         return Reading(0.0, float("inf"), plain)

@@ -232,7 +232,16 @@ def _reference_noise(problem: Problem, sol: Solution) -> list[Finding]:
     The bias is the spectral L2 fit's: without the correction against with it. When the fit
     itself was not corrected (L1, Huber, a mask, NaNs), the note gives the bias it keeps.
     """
-    noise = sol.noise
+    what = ("an L2 fit over a mask, a border band or NaNs with a gain/offset"
+            if problem.options.objective.least_squares else f"an {problem.options.loss.upper()} fit")
+    return noise_findings(sol.noise, what)
+
+
+def noise_findings(noise, uncorrected: str) -> list[Finding]:
+    """The ``reference_noise`` finding of a `NoiseCorrection` (or None), if its bias matters.
+
+    ``uncorrected`` names the fit that was not corrected, for its text.
+    """
     if noise is None or not noise.sd:
         return []
     plain, corrected = np.asarray(noise.plain_sigma), np.asarray(noise.corrected_sigma)
@@ -247,9 +256,7 @@ def _reference_noise(problem: Problem, sol: Solution) -> list[Finding]:
         text = (f"{head}a fit that ignores it would overstate sigma by {100 * bias:.2g}% "
                 f"(sigma {_sigmas(plain)} px); this fit is corrected for it")
     else:
-        what = ("an L2 fit over a mask, a border band or NaNs with a gain/offset"
-                if problem.options.objective.least_squares else f"an {problem.options.loss.upper()} fit")
-        text = (f"{head}{what} is not corrected for it and overstates sigma by about "
+        text = (f"{head}{uncorrected} is not corrected for it and overstates sigma by about "
                 f"{100 * bias:.2g}% here (an L2 fit on all pixels is corrected)")
     return [Finding("reference_noise", {}, values, text)]
 

@@ -14,15 +14,15 @@ its centre (``"point"``), `_resample`'s weights. Three steps:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
-
 import numpy as np
-from scipy import ndimage, optimize
+from scipy import optimize
 
 from ._finding import Finding
-from ._gain_offset import best_gain_offset, l2_gain_offset
+from ._findings import noise_findings
+from ._gain_offset import best_gain_offset
 from ._gaussian import GaussianKernel, GaussianModel
+from ._grid_model import STEP, Evaluator, Fitted, l2_fitted, levenberg_marquardt
+from ._grid_noise import NoiseLevel, ResampledNoise, corrected_fit, joint_fitted, noise_level
 from ._grid_pair import GridPair
 from ._options import FitOptions
 from ._resample import resample
@@ -31,135 +31,11 @@ from ._stages import IDENTIFIABLE_FROM, IDENTITY_BELOW
 
 CROP_PIXELS = 2**16  # destination pixels per frame of the crop the exact model is first fitted on
 CROP_FRAMES = 4  # frames of a stack the crop keeps
-STEP = 1e-3  # finite-difference step: log sigma (or log-Cholesky entry), and px for a shift
 CROP_XTOL, FULL_XTOL = 1e-5, 2e-4  # largest parameter step that ends the crop's / the full fit
 CROP_JACOBIANS, FULL_JACOBIANS = 30, 4
 # findings of the start fit that hold for the pair as such (others quote destination pixels or
 # judge the start's approximate model)
 CARRIED = ("brightness", "misaligned", "channels", "target_sharper")
-
-
-class Region(NamedTuple):
-    """A block of destination pixels and the source crop they read, with a margin for the kernel.
-
-    ``room``: source pixels beyond the read columns per axis (inf where the crop reaches the
-    image edge, where the model reflects).
-    """
-
-    source: np.ndarray
-    destination: np.ndarray  # the used pixels' values, flat
-    used: np.ndarray | None
-    weights: tuple
-    room: tuple[float, ...]
-
-
-def region(pair: GridPair, frames: slice, block: tuple[slice, ...], margin: tuple[int, ...]) -> Region:
-    """The destination pixels of ``block`` (relative to the inside block) and their source crop."""
-    weights, crop, room = [], [], []
-    for sampling, rows, pad in zip(pair.sampling, block, margin):
-        w = sampling.weights[rows]
-        read = np.flatnonzero(np.diff(w.tocsc().indptr))
-        first, last = int(read[0]), int(read[-1]) + 1
-        n = w.shape[1]
-        lo, hi = max(0, first - pad), min(n, last + pad)
-        weights.append(w[:, lo:hi].tocsr())
-        crop.append(slice(lo, hi))
-        room.append(min(np.inf if lo == 0 else first - lo, np.inf if hi == n else hi - last))
-    used = None if pair.used is None else pair.used[(slice(None) if pair.used.shape[0] == 1 else frames,)
-                                                       + block]
-    values = pair.destination[(frames,) + block]
-    return Region(pair.source[(frames,) + tuple(crop)], _used_values(values, used), used,
-                  tuple(weights), tuple(room))
-
-
-def _used_values(image: np.ndarray, used: np.ndarray | None) -> np.ndarray:
-    return image.reshape(-1) if used is None else image[np.broadcast_to(used, image.shape)]
-
-
-def blur(frames: np.ndarray, kernel: GaussianKernel, truncate: float) -> np.ndarray:
-    """``K * frames`` over the spatial (last) axes, reflect borders: separable where K is."""
-    factors = kernel.factors(truncate)
-    if factors is None:
-        return kernel.apply(frames, truncate)
-    out = frames
-    first = frames.ndim - kernel.ndim
-    for k, weights in enumerate(factors):
-        out = ndimage.convolve1d(out, weights.astype(frames.dtype), axis=first + k, mode="reflect")
-    return out
-
-
-class Evaluator:
-    """The model's used pixels on a region of the pair, for a kernel (the region regrown as needed)."""
-
-    def __init__(self, pair: GridPair, frames: slice, block: tuple[slice, ...], model: GaussianModel,
-                 tick: Callable[[str], None]):
-        self.pair, self.frames, self.block, self.model, self.tick = pair, frames, block, model, tick
-        self.region: Region | None = None
-        self.n_evaluations = 0
-
-    def values(self, kernel: GaussianKernel) -> np.ndarray:
-        radius = self.model.radius(kernel)
-        if self.region is None or any(r > room for r, room in zip(radius, self.region.room)):
-            margin = tuple(int(1.5 * r) + 2 for r in radius)
-            self.region = region(self.pair, self.frames, self.block, margin)
-        self.tick("filtering (fit across grids)")
-        self.n_evaluations += 1
-        image = resample(blur(self.region.source, kernel, self.model.truncate), self.region.weights, 1)
-        return _used_values(image, self.region.used)
-
-    @property
-    def target(self) -> np.ndarray:
-        return self.region.destination
-
-
-class Fitted(NamedTuple):
-    """The model at a parameter vector: residual, gain, offset and the model's used pixels."""
-
-    residual: np.ndarray
-    gain: float
-    offset: float
-
-
-def l2_fitted(evaluator: Evaluator, params: np.ndarray, gain_offset: bool) -> Fitted:
-    f = evaluator.values(evaluator.model.kernel(params))
-    b = evaluator.target
-    if not gain_offset:
-        return Fitted(f - b, 1.0, 0.0)
-    g, o, _ = l2_gain_offset(f, b)
-    return Fitted(g * f + o - b, float(g), float(o))
-
-
-class Solved(NamedTuple):
-    params: np.ndarray
-    residual: np.ndarray
-    jacobian: np.ndarray
-
-
-def levenberg_marquardt(fun, params: np.ndarray, lower: np.ndarray, upper: np.ndarray, *,
-                        max_jacobians: int, xtol: float) -> Solved:
-    """Least squares of ``fun(params)`` (a residual vector), finite-difference Jacobians, bounds clip."""
-    r = fun(params)
-    cost, damping = float(r @ r), 1e-4
-    jac = None
-    for _ in range(max_jacobians):
-        jac = np.stack([(fun(params + STEP * e) - r) / STEP for e in np.eye(len(params))], axis=1)
-        hess, grad = jac.T @ jac, jac.T @ r
-        while True:
-            step = np.linalg.solve(hess + damping * np.diag(np.diag(hess) + 1e-300), -grad)
-            trial = np.clip(params + step, lower, upper)
-            r_trial = fun(trial)
-            c_trial = float(r_trial @ r_trial)
-            if c_trial < cost:
-                moved = np.max(np.abs(trial - params))
-                params, r, cost = trial, r_trial, c_trial
-                damping = max(damping / 10, 1e-8)
-                break
-            damping *= 10
-            if damping > 1e8:  # no step lowers the cost: a minimum to the step's precision
-                return Solved(params, r, jac)
-        if moved < xtol:
-            break
-    return Solved(params, r, jac)
 
 
 def robust_fit(evaluator: Evaluator, params: np.ndarray, options: FitOptions, loss, start: Fitted,
@@ -194,8 +70,13 @@ def central_block(shape: tuple[int, ...]) -> tuple[slice, ...]:
     return tuple(out)
 
 
-def start_kernel(pair: GridPair, options: FitOptions, fit_blur) -> tuple[GaussianKernel, BlurFit]:
-    """The start: the source resampled onto the destination's grid, fitted there, scaled back."""
+def start_kernel(pair: GridPair, options: FitOptions, fit_blur,
+                 variance_factor: float) -> tuple[GaussianKernel, BlurFit]:
+    """The start: the source resampled onto the destination's grid, fitted there, scaled back.
+
+    ``variance_factor``: of white source noise through the resampling (a given noise level is
+    passed on scaled by its square root).
+    """
     d = pair.ndim
     resampled = resample(pair.source, [s.weights for s in pair.sampling], 1)
     ratio = np.array(pair.grids[1].scale) / np.array(pair.grids[0].scale)
@@ -208,7 +89,9 @@ def start_kernel(pair: GridPair, options: FitOptions, fit_blur) -> tuple[Gaussia
                      full_covariance=options.full_covariance, shift=options.shift, mask=used,
                      spatial_axes=tuple(range(1, d + 1)), huber_delta=options.huber_delta,
                      truncate=options.truncate, workers=options.workers, warn=False,
-                     callback=options.callback, reference_noise=0)
+                     callback=options.callback,
+                     reference_noise=options.reference_noise if options.reference_noise == "auto"
+                     else float(options.reference_noise) * np.sqrt(variance_factor))
     cov = np.asarray(start.covariance) * np.outer(ratio, ratio)
     cov = cov + np.eye(d) * IDENTIFIABLE_FROM**2 * (np.diag(cov) < IDENTIFIABLE_FROM**2)
     return GaussianKernel(cov, np.asarray(start.shift) * ratio), start
@@ -222,7 +105,9 @@ def fit_across_grids(pair: GridPair, options: FitOptions, lower: np.ndarray, upp
     """
     tick = options.callback or (lambda stage: None)
     tick("fitting the start on the target's grid")
-    start, start_fit = start_kernel(pair, options, fit_blur)
+    noise = ResampledNoise(pair.sampling)
+    start, start_fit = start_kernel(pair, options, fit_blur, noise.variance_factor)
+    level = noise_level(options, start_fit, noise)
     model = GaussianModel(pair.ndim, options.truncate, options.full_covariance, options.shift,
                           isotropic=not options.per_axis and not options.full_covariance)
     low, high = _param_bounds(model, lower, upper)
@@ -230,21 +115,49 @@ def fit_across_grids(pair: GridPair, options: FitOptions, lower: np.ndarray, upp
     everything = Evaluator(pair, slice(None), tuple(slice(None) for _ in pair.inside), model, tick)
     crop = _crop(pair, model, tick)
     go = options.gain_offset
+    last = dict(max_jacobians=FULL_JACOBIANS, xtol=FULL_XTOL) if crop is not None else \
+        dict(max_jacobians=CROP_JACOBIANS, xtol=CROP_XTOL)
     if crop is not None:
         params = levenberg_marquardt(lambda p: l2_fitted(crop, p, go).residual, params, low, high,
                                      max_jacobians=CROP_JACOBIANS, xtol=CROP_XTOL).params
-    solved = levenberg_marquardt(lambda p: l2_fitted(everything, p, go).residual, params, low, high,
-                                 max_jacobians=FULL_JACOBIANS if crop is not None else CROP_JACOBIANS,
-                                 xtol=FULL_XTOL if crop is not None else CROP_XTOL)
-    params, jac = solved.params, solved.jacobian
+    if level.corrected:
+        plain = params if crop is not None else levenberg_marquardt(
+            lambda p: l2_fitted(everything, p, go).residual, params, low, high, **last).params
+        if crop is not None:
+            params = corrected_fit(crop, params, low, high, noise, level, go,
+                                   max_jacobians=CROP_JACOBIANS, xtol=CROP_XTOL).params[:len(params)]
+        solved = corrected_fit(everything, params if crop is not None else plain, low, high, noise,
+                               level, go, **last)
+        level = level._replace(plain_sigma=np.sqrt(np.diag(model.kernel(plain).covariance)))
+    else:
+        solved = levenberg_marquardt(lambda p: l2_fitted(everything, p, go).residual, params, low,
+                                     high, **last)
+    params, jac = solved.params[:model.n_params], solved.jacobian
+    _check_overlap_holds(pair, model, model.kernel(params))
     loss = options.objective
     if loss.has_threshold:
         loss = loss.with_delta(options.huber_delta or start_fit.huber_delta)
-    fitted = l2_fitted(everything, params, go)
+    fitted = (joint_fitted(everything, solved.params, go) if level.corrected
+              else l2_fitted(everything, params, go))
     if not loss.least_squares:
         params, fitted, jac = _robust(everything, crop, params, fitted, options, loss)
+    level = level._replace(corrected_sigma=np.sqrt(np.diag(model.kernel(params).covariance)))
     return _result(pair, options, model, params, fitted, jac, loss, everything.target, start_fit,
-                   (lower, upper))
+                   (lower, upper), level)
+
+
+def _check_overlap_holds(pair: GridPair, model: GaussianModel, kernel: GaussianKernel) -> None:
+    """The kernel must fit inside the region the overlap covers in source pixels, along every axis."""
+    for k, (sampling, radius) in enumerate(zip(pair.sampling, model.radius(kernel))):
+        first, last = sampling.columns
+        if 2 * radius + 1 > last - first:
+            n = sampling.inside.stop - sampling.inside.start
+            sigma = float(np.sqrt(kernel.covariance[k, k]))
+            raise ValueError(
+                f"the grids overlap by only {n} {pair.roles.destination} pixels along axis {k} "
+                f"({last - first} {pair.roles.source} pixels): too small for the fitted kernel "
+                f"(sigma {sigma:.3g} {pair.roles.source} px, {2 * radius + 1} px wide at truncate="
+                f"{model.truncate:g}); fit images that overlap more")
 
 
 def _crop(pair: GridPair, model: GaussianModel, tick) -> Evaluator | None:
@@ -288,9 +201,14 @@ def _robust(everything: Evaluator, crop: Evaluator | None, params, fitted: Fitte
     return params, fitted, jac
 
 
-def _param_covariance(jac: np.ndarray, residual: np.ndarray, loss, n_extra: int) -> np.ndarray:
-    """Gauss-Newton (L2) or sandwich (L1/Huber) covariance of the free vector."""
-    inverse = np.linalg.pinv(jac.T @ jac)
+def _param_covariance(jac: np.ndarray, residual: np.ndarray, loss, n_kernel: int,
+                      n_extra: int) -> np.ndarray:
+    """Gauss-Newton (L2) or sandwich (L1/Huber) covariance of the kernel's ``n_kernel`` parameters.
+
+    ``jac`` may have more columns (gain and offset fitted jointly): their block is marginalised.
+    ``n_extra``: parameters projected out of ``jac`` (a gain and offset solved in closed form).
+    """
+    inverse = np.linalg.pinv(jac.T @ jac)[:n_kernel, :n_kernel]
     n = residual.size
     if loss.least_squares:
         return inverse * float(residual @ residual) / max(n - jac.shape[1] - n_extra, 1)
@@ -299,11 +217,12 @@ def _param_covariance(jac: np.ndarray, residual: np.ndarray, loss, n_extra: int)
 
 
 def _result(pair: GridPair, options: FitOptions, model: GaussianModel, params, fitted: Fitted,
-            jac, loss, target: np.ndarray, start_fit: BlurFit, bounds) -> BlurFit:
+            jac, loss, target: np.ndarray, start_fit: BlurFit, bounds, level: NoiseLevel) -> BlurFit:
     kernel = model.kernel(params)
     d, n = pair.ndim, target.size
+    projected = 2 if options.gain_offset and jac.shape[1] == model.n_params else 0
     errors = model.standard_errors(kernel, _param_covariance(jac, fitted.residual, loss,
-                                                             2 if options.gain_offset else 0))
+                                                             model.n_params, projected))
     sigma = np.sqrt(np.diag(kernel.covariance))
     principal = kernel.principal[0]
     lower, upper = (np.resize(b, d) for b in bounds)
@@ -321,6 +240,7 @@ def _result(pair: GridPair, options: FitOptions, model: GaussianModel, params, f
                   "sigma_bounds": tuple((float(lo), float(hi)) for lo, hi in zip(lower, upper))}
         findings.append(Finding("at_bound", {}, values,
                                 "the optimum lies on a sigma bound; the best blur may lie beyond it"))
+    findings += noise_findings(level.correction, f"an {options.loss.upper()} fit")
     if pair.n_nonfinite:
         findings.append(Finding("nonfinite_excluded", {}, {"n_nonfinite": pair.n_nonfinite},
                                 f"{pair.n_nonfinite} pixel(s) with NaN/inf were excluded from the loss"))
@@ -346,6 +266,7 @@ def _result(pair: GridPair, options: FitOptions, model: GaussianModel, params, f
         covariance_stderr=np.array(errors["covariance"]),
         shift_stderr=tuple(float(s) for s in errors["shift"]),
         full_covariance=options.full_covariance, shift_fitted=options.shift,
+        reference_noise=level.sd, reference_noise_corrected=level.corrected,
         grids={"reference": grids["reference"], "target": grids["target"]},
         grid_shapes={"reference": shapes["reference"], "target": shapes["target"]},
     )

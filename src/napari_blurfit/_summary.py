@@ -140,6 +140,8 @@ def _kernel_lines(fit) -> list[str]:
 def _noise_text(fit) -> str:
     """The reference's noise and what the fit did about it, for the summary."""
     noise = getattr(fit, "reference_noise", 0.0)
+    if getattr(fit, "grids", None) is not None and not noise:
+        return "not estimated across grids (fitted as noise-free)"
     if not noise:
         return "0 (a noise-free reference)"
     return f"{noise:.4g} ({'corrected for' if fit.reference_noise_corrected else 'too small to matter'})"
@@ -158,4 +160,26 @@ def summary_lines(fit, words: Vocabulary = API_WORDS) -> list[str]:
     lines.append(f"ref. noise   = {_noise_text(fit)}")
     lines.append("direction    = " + (f"reference ~ G * target ({words.option('reverse')})"
                                       if fit.reverse else "target ~ G * reference"))
+    if fit.grids is not None:
+        lines += _grid_lines(fit)
     return lines + [f"note: {words.finding(f)}" for f in fit.findings]
+
+
+def _grid_lines(fit) -> list[str]:
+    """The grids of a fit across grids, and sigma in world units and in each image's pixels."""
+    def sizes(values):
+        return " x ".join(f"{v:.6g}" for v in values)
+
+    lines = []
+    for name in ("reference", "target"):
+        grid = fit.grids[name]
+        sampled = f", {grid.sampling} sampling" if name == ("reference" if fit.reverse else "target") else ""
+        label = "ref. grid" if name == "reference" else "target grid"
+        lines.append(f"{label:<12} = pixel {sizes(grid.scale)}, origin {sizes(grid.translate)}"
+                     f"{sampled}")
+    world = fit.in_world_units()["sigma"]
+    on = {name: sizes(fit.sigma_on(fit.grids[name])) for name in ("reference", "target")}
+    lines.append(f"sigma world  = {sizes(world)} (world units) = {on['reference']} reference px = "
+                 f"{on['target']} target px")
+    return lines
+

@@ -406,7 +406,8 @@ def _tile_across_grids(source, measured, own, source_grid, measured_grid, roles,
         fit = fit_blur(images["reference"], images["target"], **options.replace(
             mask=own, reference_grid=grids["reference"], target_grid=grids["target"]).as_kwargs())
     except (ValueError, TypeError) as err:
-        if "do not overlap" in str(err) or "overlap by only" in str(err):
+        outside = ("do not overlap", "overlap by only", "extent is left for the loss")
+        if any(words in str(err) for words in outside):  # the tile's own pixels lie outside
             return _TileFit.failed(d, "outside")
         if "is constant" in str(err):
             return _TileFit.failed(d, "flat")

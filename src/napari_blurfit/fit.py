@@ -133,7 +133,7 @@ def fit_blur(
         The value estimated or given is ``fit.reference_noise``. ``"auto"`` makes no estimate
         with a ``mask`` or NaN pixels (the excluded pixels would count in it). L1/Huber fits, and
         masked L2 fits with ``gain_offset``, are not corrected: a note gives the bias there.
-        Across grids ``"auto"`` makes no estimate, and a noise level above 0 is refused.
+        Across grids the noise goes through the resampling (docs/design.md section 18).
     reference_grid, target_grid : Grid or mapping, optional
         The images' pixel grids (`napari_blurfit.Grid`: ``scale``, ``translate`` and, for the
         image the loss is measured on, ``sampling``), when they differ: a different pixel size,
@@ -221,9 +221,6 @@ def fit_blur(
 
 def _fit_across_grids(reference, target, options: FitOptions) -> BlurFit:
     """`fit_blur` for images on different grids (docs/design.md section 18)."""
-    if options.reference_noise != "auto" and options.reference_noise > 0:
-        raise ValueError(f"reference_noise={options.reference_noise!r} cannot be honoured across grids: "
-                         "the noise model is not resampled yet; pass reference_noise=0 or 'auto'")
     if options.callback is not None:
         options.callback("checking inputs")
     pair = prepare_grid_pair(reference, target, options)

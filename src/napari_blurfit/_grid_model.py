@@ -1,0 +1,156 @@
+"""The model across grids on a region of the pair, and its least-squares solver.
+
+`Evaluator` gives the model's used destination pixels for a kernel: the source crop filtered
+(separable where the kernel is) and resampled (`_resample`), the crop regrown when the kernel
+outgrows its margin. `levenberg_marquardt` fits residual vectors with finite-difference
+Jacobians (docs/design.md section 18).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+from scipy import ndimage
+
+from ._gain_offset import l2_gain_offset
+from ._gaussian import GaussianKernel, GaussianModel
+from ._grid_pair import GridPair
+from ._resample import resample
+
+STEP = 1e-3  # finite-difference step: log sigma (or log-Cholesky entry), and px for a shift
+
+
+class Region(NamedTuple):
+    """A block of destination pixels and the source crop they read, with a margin for the kernel.
+
+    ``room``: source pixels beyond the read columns per axis (inf where the crop reaches the
+    image edge, where the model reflects).
+    """
+
+    source: np.ndarray
+    destination: np.ndarray  # the used pixels' values, flat
+    used: np.ndarray | None
+    weights: tuple
+    room: tuple[float, ...]
+
+
+def region(pair: GridPair, frames: slice, block: tuple[slice, ...], margin: tuple[int, ...]) -> Region:
+    """The destination pixels of ``block`` (relative to the inside block) and their source crop."""
+    weights, crop, room = [], [], []
+    for sampling, rows, pad in zip(pair.sampling, block, margin):
+        w = sampling.weights[rows]
+        read = np.flatnonzero(np.diff(w.tocsc().indptr))
+        first, last = int(read[0]), int(read[-1]) + 1
+        n = w.shape[1]
+        lo, hi = max(0, first - pad), min(n, last + pad)
+        weights.append(w[:, lo:hi].tocsr())
+        crop.append(slice(lo, hi))
+        room.append(min(np.inf if lo == 0 else first - lo, np.inf if hi == n else hi - last))
+    used = None if pair.used is None else pair.used[(slice(None) if pair.used.shape[0] == 1 else frames,)
+                                                       + block]
+    values = pair.destination[(frames,) + block]
+    return Region(pair.source[(frames,) + tuple(crop)], _used_values(values, used), used,
+                  tuple(weights), tuple(room))
+
+
+def _used_values(image: np.ndarray, used: np.ndarray | None) -> np.ndarray:
+    return image.reshape(-1) if used is None else image[np.broadcast_to(used, image.shape)]
+
+
+def blur(frames: np.ndarray, kernel: GaussianKernel, truncate: float) -> np.ndarray:
+    """``K * frames`` over the spatial (last) axes, reflect borders: separable where K is."""
+    factors = kernel.factors(truncate)
+    if factors is None:
+        return kernel.apply(frames, truncate)
+    out = frames
+    first = frames.ndim - kernel.ndim
+    for k, weights in enumerate(factors):
+        out = ndimage.convolve1d(out, weights.astype(frames.dtype), axis=first + k, mode="reflect")
+    return out
+
+
+class Evaluator:
+    """The model's used pixels on a region of the pair, for a kernel (the region regrown as needed)."""
+
+    def __init__(self, pair: GridPair, frames: slice, block: tuple[slice, ...], model: GaussianModel,
+                 tick: Callable[[str], None]):
+        self.pair, self.frames, self.block, self.model, self.tick = pair, frames, block, model, tick
+        self.region: Region | None = None
+        self.n_evaluations = 0
+
+    def values(self, kernel: GaussianKernel) -> np.ndarray:
+        radius = self.model.radius(kernel)
+        if self.region is None or any(r > room for r, room in zip(radius, self.region.room)):
+            margin = tuple(int(1.5 * r) + 2 for r in radius)
+            self.region = region(self.pair, self.frames, self.block, margin)
+        self.tick("filtering (fit across grids)")
+        self.n_evaluations += 1
+        image = resample(blur(self.region.source, kernel, self.model.truncate), self.region.weights, 1)
+        return _used_values(image, self.region.used)
+
+    @property
+    def target(self) -> np.ndarray:
+        return self.region.destination
+
+
+class Fitted(NamedTuple):
+    """The model at a parameter vector: residual, gain, offset and the model's used pixels."""
+
+    residual: np.ndarray
+    gain: float
+    offset: float
+
+
+def l2_fitted(evaluator: Evaluator, params: np.ndarray, gain_offset: bool) -> Fitted:
+    f = evaluator.values(evaluator.model.kernel(params))
+    b = evaluator.target
+    if not gain_offset:
+        return Fitted(f - b, 1.0, 0.0)
+    g, o, _ = l2_gain_offset(f, b)
+    return Fitted(g * f + o - b, float(g), float(o))
+
+
+class Solved(NamedTuple):
+    params: np.ndarray
+    residual: np.ndarray
+    jacobian: np.ndarray
+
+
+def levenberg_marquardt(fun, params: np.ndarray, lower: np.ndarray, upper: np.ndarray, *,
+                        max_jacobians: int, xtol: float, jacobian=None, penalty=None) -> Solved:
+    """Least squares of ``fun(params)`` (a residual vector) plus an optional ``penalty``.
+
+    ``jacobian(params, residual)`` gives the residual's Jacobian (default: finite differences);
+    ``penalty(params) -> (value, gradient)`` is a cheap smooth term added to the cost (its
+    curvature is left to the damping). Steps are clipped to the bounds.
+    """
+    def cost_of(p, r):
+        return float(r @ r) + (penalty(p)[0] if penalty is not None else 0.0)
+
+    r = fun(params)
+    cost, damping = cost_of(params, r), 1e-4
+    jac = None
+    for _ in range(max_jacobians):
+        jac = (jacobian(params, r) if jacobian is not None else
+               np.stack([(fun(params + STEP * e) - r) / STEP for e in np.eye(len(params))], axis=1))
+        hess, grad = jac.T @ jac, jac.T @ r
+        if penalty is not None:
+            grad = grad + 0.5 * penalty(params)[1]
+        while True:
+            step = np.linalg.solve(hess + damping * np.diag(np.diag(hess) + 1e-300), -grad)
+            trial = np.clip(params + step, lower, upper)
+            r_trial = fun(trial)
+            c_trial = cost_of(trial, r_trial)
+            if c_trial < cost:
+                moved = np.max(np.abs(trial - params))
+                params, r, cost = trial, r_trial, c_trial
+                damping = max(damping / 10, 1e-8)
+                break
+            damping *= 10
+            if damping > 1e8:  # no step lowers the cost: a minimum to the step's precision
+                return Solved(params, r, jac)
+        if moved < xtol:
+            break
+    return Solved(params, r, jac)

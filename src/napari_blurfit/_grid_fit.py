@@ -130,15 +130,20 @@ def fit_across_grids(pair: GridPair, options: FitOptions, lower: np.ndarray, upp
                                level, go, **last)
         level = level._replace(plain_sigma=np.sqrt(np.diag(model.kernel(plain).covariance)))
     else:
-        solved = levenberg_marquardt(lambda p: l2_fitted(everything, p, go).residual, params, low,
-                                     high, **last)
+        gain_offset = {}  # of every vector evaluated: the optimum's without evaluating it again
+
+        def residual(p):
+            fitted = l2_fitted(everything, p, go)
+            gain_offset[p.tobytes()] = fitted.gain, fitted.offset
+            return fitted.residual
+        solved = levenberg_marquardt(residual, params, low, high, **last)
     params, jac = solved.params[:model.n_params], solved.jacobian
     _check_overlap_holds(pair, model, model.kernel(params))
     loss = options.objective
     if loss.has_threshold:
         loss = loss.with_delta(options.huber_delta or start_fit.huber_delta)
     fitted = (joint_fitted(everything, solved.params, go) if level.corrected
-              else l2_fitted(everything, params, go))
+              else Fitted(solved.residual, *gain_offset[params.tobytes()]))
     if not loss.least_squares:
         params, fitted, jac = _robust(everything, crop, params, fitted, options, loss)
     level = level._replace(corrected_sigma=np.sqrt(np.diag(model.kernel(params).covariance)))

@@ -149,7 +149,9 @@ def levenberg_marquardt(fun, params: np.ndarray, lower: np.ndarray, upper: np.nd
                 damping = max(damping / 10, 1e-8)
                 break
             damping *= 10
-            if damping > 1e8:  # no step lowers the cost: a minimum to the step's precision
+            # no step lowers the cost: a minimum to the step's precision (more damping would
+            # only shorten a step already below xtol, each try a whole evaluation)
+            if damping > 1e8 or np.max(np.abs(trial - params)) < xtol:
                 return Solved(params, r, jac)
         if moved < xtol:
             break

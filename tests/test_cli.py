@@ -76,7 +76,9 @@ def test_bad_input_one_line_message(tmp_path, camera):
     out = blurfit(a, b)
     assert out.returncode == 2
     assert out.stderr.strip() == ("blurfit: error: reference and target must have the same shape; "
-                                  "got reference (256, 256) and target (256, 100)")
+                                  "got reference (256, 256) and target (256, 100); or give "
+                                  "--reference-pixel-size and --target-pixel-size (each image's "
+                                  "pixel size) to fit across the two grids")
     missing = blurfit(a, tmp_path / "nope.tif")
     assert missing.returncode == 2 and "no such file" in missing.stderr
     assert "Traceback" not in missing.stderr

@@ -528,7 +528,7 @@ def test_a_kernel_too_large_for_the_image_fails_before_anything_is_built(cam, mo
     monkeypatch.setattr(strategy, "prefetch", lambda build, workers: started.append(build))
     spatial = cam.shape
     with pytest.raises(ValueError, match=rf"sigma \(40, 40\) px does not fit the image \(spatial shape "
-                                         rf"\({spatial[0]}, {spatial[1]}\)\).*smaller truncate"):
+                                         rf"\({spatial[0]}, {spatial[1]}\)\).*cut shorter than truncate=4"):
         fit_whole_gaussian(cam, cam, loss="l1", shift=True, start_sigma=(40.0, 40.0), workers=2)
     assert started == []
 

@@ -51,6 +51,7 @@ def test_masks_from_labels_and_shapes(layers, cell):
     bad = Image(data, name="bad")
     lab = np.zeros(cell.shape, int)
     lab[:, 120:] = 1
+    ref = Image(ref.data, name="ref")  # on the pixels of `bad` (other grids: test_widget_grids.py)
     fit = run_layer_fit(ref, bad, mask_layer=Labels(lab), per_axis=True, gain_offset=True).fit
     np.testing.assert_allclose(fit.sigma, (1.5, 3.0), rtol=1e-3)
     shapes = Shapes([np.array([[0, 120], [0, 255], [255, 255], [255, 120]])], shape_type="polygon")
@@ -64,9 +65,9 @@ def test_bad_layers(layers, cell):
         run_layer_fit(ref, Labels(np.zeros((4, 4), int)))
     with pytest.raises(ValueError, match="same layer 'ref'"):
         run_layer_fit(ref, ref)
-    msg = r"reference 'ref' \(256, 256\) and target 'small' \(10, 10\) differ"
+    msg = r"reference 'ref' \(256, 256\) and target 'small' \(2, 10, 10\) differ in shape"
     with pytest.raises(ValueError, match=msg):
-        run_layer_fit(ref, Image(np.ones((10, 10)), name="small"))
+        run_layer_fit(ref, Image(np.ones((2, 10, 10)), name="small"))
     rgb = Image(np.zeros((32, 32, 3), np.uint8), rgb=True, name="rgb")
     with pytest.raises(ValueError, match="'rgb' is RGB"):
         run_layer_fit(rgb, rgb)

@@ -62,7 +62,7 @@ def test_pickers_offer_only_images_and_stay_distinct(viewer_pair, qtbot):
     assert widget.target.value is not widget.reference.value
     viewer.layers["ref"].name = "renamed"
     assert "renamed" in [c.name for c in widget.reference.choices if c is not None]
-    viewer.add_image(np.ones((5, 5)), name="small")
+    viewer.add_image(np.ones((2, 5, 5)), name="small")  # (other grids are fitted: test_widget_grids.py)
     widget.reference.value = viewer.layers["small"]
     assert not widget.fit_button.enabled
     assert "differ in shape" in widget.status.text()
@@ -644,7 +644,7 @@ def test_a_shape_mismatch_after_a_blur_map_clears_every_result(make_napari_viewe
     run(widget, qtbot)
     assert widget.result_text.isVisible() and "Blur map: " in shown(widget)
     assert widget.plots.tabs.isVisible() and widget.plots.colorbar is not None
-    viewer.add_image(cell[:100], name="smaller")
+    viewer.add_image(np.stack([cell, cell]), name="smaller")  # 3D beside 2D
     widget.target.value = viewer.layers["smaller"]  # an error before Fit: the old map's numbers go
     assert "differ in shape" in widget.status.text() and widget.status.isVisible()
     assert not widget.fit_button.enabled
@@ -888,3 +888,31 @@ def test_reference_noise_control_shows_the_estimate(make_napari_viewer, camera, 
     assert widget.last_result.fit.sigma[0] == pytest.approx(1.0, rel=0.03)
     widget.reference_noise.value = False
     assert widget.options()["reference_noise"] == 0
+
+
+def test_kernel_reach_lets_a_wide_axial_kernel_fit_a_thin_volume(make_napari_viewer, qtbot):
+    """A shifted fit needs the whole kernel inside the volume: the error names "kernel reach",
+    and a shorter reach (the core's ``truncate``) fits it."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from volumes import textured
+
+    volume = textured((12, 64, 64), seed=2)
+    moved = GaussianKernel.from_sigma((2.0, 1.0, 1.0), shift=(0, 0.5, 0)).apply(volume, truncate=2.5)
+    viewer = make_napari_viewer()
+    viewer.add_image(volume, name="v")
+    viewer.add_image(moved, name="m")
+    widget = widget_for(viewer, "v", "m", kernel=KernelShape.PER_AXIS, fit_shift=True)
+    assert widget.truncate.value == 4.0 and widget.options()["truncate"] == 4.0
+    widget.truncate.value = 5.0
+    run(widget, qtbot)
+    assert widget.last_result is None
+    assert '"kernel reach" 5' in widget.status.text() and "does not fit the image" in widget.status.text()
+    widget.truncate.value = 2.5
+    run(widget, qtbot)
+    fit = widget.last_result.fit
+    assert fit.truncate == 2.5
+    np.testing.assert_allclose(fit.sigma, (2.0, 1.0, 1.0), rtol=0.01)
+    np.testing.assert_allclose(fit.shift, (0, 0.5, 0), atol=0.02)

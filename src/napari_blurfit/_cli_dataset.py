@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from ._cli_output import CsvRows, clean, fit_json, fit_row, read_csv_rows
+from ._cli_output import CsvRows, clean, fit_json, fit_row, read_csv_rows, size_json
 from ._finding import Vocabulary
 from ._summary import axis_names, sigma_parts, summary_lines
 from .dataset import DatasetFit, EarlierFit, PairResult
@@ -184,10 +184,14 @@ class ManyOutput:
         The CSV to append rows to.
     resumed : Resumed
         The rows already in it (``--resume``).
+    sizes : bool
+        Whether pairs may have pixel sizes: every CSV row gets their columns (blank if none).
     """
 
-    def __init__(self, out, words: Vocabulary, *, as_json: bool, csv_path, resumed: Resumed):
+    def __init__(self, out, words: Vocabulary, *, as_json: bool, csv_path, resumed: Resumed,
+                 sizes: bool = False):
         self.out, self.words, self.as_json, self.csv_path = out, words, as_json, csv_path
+        self.sizes = sizes
         self.write_failed = False
         self.rows = None
         if csv_path:
@@ -217,7 +221,7 @@ class ManyOutput:
         if self.as_json:
             self.out.show(json.dumps({"reference": result.reference, "target": result.target,
                                       "fit": fit_json(result.fit, self.words) if result.fit else None,
-                                      "error": error}))
+                                      "error": error, **size_json(result.fit, result.grids)}))
         elif result.fit is None:
             self.out.show(f"{result.target}: SKIPPED ({error})")
         else:
@@ -225,8 +229,8 @@ class ManyOutput:
                                      f"loss = {result.fit.loss:.6g}"]
                                     + [f"    note: {self.words.finding(f)}"
                                        for f in result.fit.findings]))
-        self._row({"reference": result.reference, "target": result.target,
-                   **(fit_row(result.fit, self.words) if result.fit else {}), "error": error or ""})
+        row = fit_row(result.fit, self.words, result.grids, self.sizes) if result.fit else {}
+        self._row({"reference": result.reference, "target": result.target, **row, "error": error or ""})
 
     def finish(self, result: DatasetFit, options: dict) -> None:
         """The joint fit (printed, and the CSV's last row), then the CSV closed."""
@@ -243,7 +247,8 @@ class ManyOutput:
         elif not self.as_json:
             self._print_joint(result, notes)
         if tried:
-            self._row({**head, **(fit_row(joint, self.words) if joint else {}), "error": error or ""})
+            row = fit_row(joint, self.words, None, self.sizes) if joint else {}
+            self._row({**head, **row, "error": error or ""})
         if self.rows is not None:
             self._guarded(self.rows.close)
 

@@ -7,8 +7,12 @@ import io
 import json
 import math
 
+import numpy as np
+
 from ._finding import Vocabulary, plain
+from ._pair_grids import ROLES
 from ._summary import axis_names, stderr_values
+from .grids import Grid
 
 
 def clean(value):
@@ -61,13 +65,90 @@ def json_text(value, width: int = 100, level: int = 0) -> str:
 
 
 def options_json(opts: dict, args) -> dict:
-    """The `fit_blur` options the run used, JSON-ready (the mask by its file)."""
-    return clean({**{k: v for k, v in opts.items() if k not in ("mask", "callback")},
-                   "mask": args.mask})
+    """The `fit_blur` options the run used, JSON-ready (the mask by its file, grids as dicts)."""
+    return clean({**{k: v.to_dict() if isinstance(v, Grid) else v for k, v in opts.items()
+                     if k not in ("mask", "callback")}, "mask": args.mask})
 
 
-def fit_row(fit, words: Vocabulary) -> dict:
-    """One CSV row's fit columns, named by axis as the text output names them (sigma_y, ...)."""
+# ---------------------------------------------------------------- pixel sizes and world units
+
+
+def world_sigma(fit, pair) -> dict | None:
+    """The fit's sigma in world units and in each image's pixels; None without a pixel size.
+
+    ``pair``: the pair's `napari_blurfit._pair_grids.GridPair`. A fit without grids was made on
+    one grid, which both images share: the one pixel size known.
+    """
+    if pair is None or pair.grids == (None, None):
+        return None
+    ndim = len(fit.sigma)
+    grids = [None if g is None else Grid.of(g, ndim, f"{role}_grid") for g, role in zip(pair.grids, ROLES)]
+    if getattr(fit, "grids", None):
+        world = fit.in_world_units()["sigma"]
+        pixels = [None if g is None else tuple(w / s for w, s in zip(world, g.scale)) for g in grids]
+    else:
+        world = fit.in_world_units(next(g for g in grids if g is not None).scale)["sigma"]
+        pixels = [tuple(fit.sigma)] * 2
+    return {"unit": pair.unit, "sigma": list(world), "sigma_reference_px": list(pixels[0]),
+            "sigma_target_px": list(pixels[1])}
+
+
+def size_json(fit, pair, ndim: int | None = None) -> dict:
+    """``pixel_size`` (each image's, in ``unit``, and where from) and ``world`` (`world_sigma`).
+
+    Empty when neither image has a pixel size; ``world`` only with a fit. Sizes are per spatial
+    axis (``ndim``: the fit's by default; one size given for all is repeated).
+    """
+    if pair is None or pair.grids == (None, None):
+        return {}
+    ndim = ndim or (len(fit.sigma) if fit is not None else None)
+    sizes = {"unit": pair.unit}
+    for role, grid, source in zip(ROLES, pair.grids, pair.sources):
+        if grid is not None and ndim:
+            grid = Grid.of(grid, ndim, f"{role}_grid")
+        sizes[role] = None if grid is None else {**grid.to_dict(), "from": source}
+    out = {"pixel_size": sizes}
+    if fit is not None:
+        out["world"] = world_sigma(fit, pair)
+    return clean(out)
+
+
+def world_lines(fit, pair) -> list[str]:
+    """The summary's line of sigma in world units and in each image's pixels (none without sizes)."""
+    world = world_sigma(fit, pair)
+    if world is None:
+        return []
+    unit = world["unit"] or "(world units)"
+    names = axis_names(len(world["sigma"]))
+    keys = ("sigma", "sigma_reference_px", "sigma_target_px")
+    one = all(np.allclose(world[k], world[k][0], rtol=1e-12) for k in keys)  # round in all three
+
+    def values(key):
+        return f"{world[key][0]:.4g}" if one else ", ".join(f"{v:.4g}" for v in world[key])
+
+    label = "sigma" if one else f"sigma_{', sigma_'.join(names)}"
+    return [f"in world     = {label} {values('sigma')} {unit}; in reference px "
+            f"{values('sigma_reference_px')}; in target px {values('sigma_target_px')}"]
+
+
+def size_columns(fit, pair, d: int) -> dict:
+    """A CSV row's pixel-size columns: the unit, each image's scale, the world sigma (blank if none)."""
+    names = axis_names(d)
+    sizes = size_json(fit, pair) if fit is not None else {}
+    row = {"unit": (sizes.get("pixel_size") or {}).get("unit") or ""}
+    for role in ROLES:
+        grid = (sizes.get("pixel_size") or {}).get(role) or {}
+        row.update({f"{role}_scale_{n}": v for n, v in zip(names, grid.get("scale") or [""] * d)})
+    world = sizes.get("world") or {}
+    row.update({f"world_sigma_{n}": v for n, v in zip(names, world.get("sigma") or [""] * d)})
+    return row
+
+
+def fit_row(fit, words: Vocabulary, pair=None, sizes: bool | None = None) -> dict:
+    """One CSV row's fit columns, named by axis as the text output names them (sigma_y, ...).
+
+    With pixel sizes (``pair``, or ``sizes`` True: their columns, blank) the `size_columns`.
+    """
     d = fit_json(fit, words)
     names = axis_names(len(d["sigma"]))
     row = {f"sigma_{n}": s for n, s in zip(names, d["sigma"])}
@@ -78,6 +159,8 @@ def fit_row(fit, words: Vocabulary) -> dict:
     row.update({f"cov_{names[i]}{names[j]}": cov[i][j]
                 for i in range(len(cov)) for j in range(i, len(cov))})
     row.update({f"shift_{n}": s for n, s in zip(names, d.get("shift") or [])})
+    if sizes or (sizes is None and size_json(None, pair)):
+        row.update(size_columns(fit, pair, len(d["sigma"])))
     row["notes"] = " | ".join(d["notes"])
     return row
 

@@ -14,6 +14,8 @@ its centre (``"point"``), `_resample`'s weights. Three steps:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from scipy import optimize
 
@@ -33,9 +35,13 @@ CROP_PIXELS = 2**16  # destination pixels per frame of the crop the exact model 
 CROP_FRAMES = 4  # frames of a stack the crop keeps
 CROP_XTOL, FULL_XTOL = 1e-5, 2e-4  # largest parameter step that ends the crop's / the full fit
 CROP_JACOBIANS, FULL_JACOBIANS = 30, 4
-# findings of the start fit that hold for the pair as such (others quote destination pixels or
-# judge the start's approximate model)
-CARRIED = ("brightness", "misaligned", "channels", "target_sharper")
+# findings of the start fit that hold for the pair as such; those of the second kind quote the
+# destination's pixels (and say so). An ellipse or rotation there is one in source pixels only
+# where the grids' pixel ratio is the same along every axis. Others (how Gaussian, lacks detail,
+# loosely pinned) judge the start's approximate model and are not carried.
+CARRIED = ("brightness", "channels", "target_sharper")
+CARRIED_IN_PIXELS = ("misaligned",)
+CARRIED_IF_ROUND_RATIO = ("elliptical", "rotated")
 
 
 def robust_fit(evaluator: Evaluator, params: np.ndarray, options: FitOptions, loss, start: Fitted,
@@ -151,6 +157,16 @@ def fit_across_grids(pair: GridPair, options: FitOptions, lower: np.ndarray, upp
                    (lower, upper), level)
 
 
+def _carried(findings, pair: GridPair) -> list[Finding]:
+    """The start fit's findings that hold for the pair (`CARRIED`), pixel numbers labelled."""
+    ratio = np.array(pair.grids[1].scale) / np.array(pair.grids[0].scale)
+    in_pixels = CARRIED_IN_PIXELS + (CARRIED_IF_ROUND_RATIO if np.allclose(ratio, ratio[0]) else ())
+    out = [f for f in findings if f.code in CARRIED]
+    where = f"on the {pair.roles.destination}'s pixel grid (the {pair.roles.source} resampled onto it), "
+    out += [replace(f, text=where + f.text) for f in findings if f.code in in_pixels]
+    return out
+
+
 def _check_overlap_holds(pair: GridPair, model: GaussianModel, kernel: GaussianKernel) -> None:
     """The kernel must fit inside the region the overlap covers in source pixels, along every axis."""
     for k, (sampling, radius) in enumerate(zip(pair.sampling, model.radius(kernel))):
@@ -234,7 +250,7 @@ def _result(pair: GridPair, options: FitOptions, model: GaussianModel, params, f
     at_low = (principal.min() <= lower.max() * (1 + 1e-6)) and lower.max() > 0
     at_high = principal.max() >= upper.min() * (1 - 1e-6)
     identifiable = principal.min() >= IDENTIFIABLE_FROM
-    findings = [f for f in start_fit.findings if f.code in CARRIED]
+    findings = _carried(start_fit.findings, pair)
     if not identifiable:
         findings.append(Finding("not_identifiable", {}, {"sigma": float(principal.min())},
                                 f"sigma below {IDENTIFIABLE_FROM} px is not identifiable: the sampled "

@@ -153,12 +153,14 @@ class ResultPlots:
         """Draw a `napari_blurfit.layers.LayerFit` and show the tabs.
 
         A rotated or shifted fit has no loss-against-sigma curve of its own (the search's
-        profile is of the centred, axis-aligned start), so its "loss" tab is hidden. A blur
+        profile is of the centred, axis-aligned start), nor has a fit across grids (no profile),
+        so their "loss" tab is hidden. A blur
         map's colourbar takes the colormap and contrast limits of ``map_layer`` (the map's image
         layer, as the user may have changed them), else those the layer was made with.
         """
         fit = result.fit
-        whole = fit is not None and (fit.full_covariance or fit.shift_fitted)
+        whole = fit is not None and (fit.full_covariance or fit.shift_fitted
+                                     or not len(fit.profile.get("sigma", ())))
         self.colorbar = None
         if result.frames is not None:
             _draw_frames(self.main, result.frames, colors)

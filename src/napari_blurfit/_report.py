@@ -26,7 +26,7 @@ WORDS = Vocabulary(
     names={"gain_offset": '"fit gain and offset"', "shift": '"fit shift"',
            "per_axis": 'kernel "per axis"', "full_covariance": 'kernel "rotated"',
            "reverse": '"reverse"', "sigma_bounds": '"sigma min/max"',
-           "exclude_border": '"skip border"'},
+           "exclude_border": '"skip border"', "truncate": '"kernel reach"'},
     advice={("gain_offset", True): 'tick "fit gain and offset"',
             ("shift", True): 'tick "fit shift"',
             ("per_axis", True): 'choose kernel "per axis"',
@@ -68,12 +68,13 @@ def _errors(values) -> str:
     return f"{NBSP}(±{NBSP}" + f",{NBSP}".join(f"{v:.2g}" if np.isfinite(v) else "?" for v in values) + ")"
 
 
-def _amount(px, world, unit: str) -> str:
+def _amount(px, world, unit: str, pixels: str = "px") -> str:
     """``0.4, -0.6 px = 0.08, -0.12 µm`` (the world part only with a unit).
 
-    A line may break before "=" and after the world part's comma, nowhere else.
+    A line may break before "=" and after the world part's comma, nowhere else. ``pixels`` names
+    the pixels (``"px (reference)"`` across grids).
     """
-    text = f"{_numbers(px, comma=f',{NBSP}')}{NBSP}px"
+    text = f"{_numbers(px, comma=f',{NBSP}')}{NBSP}{pixels.replace(' ', NBSP)}"
     return text + (f" ={NBSP}{_numbers(world)}{NBSP}{unit}" if unit else "")
 
 
@@ -99,10 +100,21 @@ def _sigma_line(fit, result) -> str:
     return ("Blur sigma per axis: " if fit.per_axis else "Blur sigma: ") + "; ".join(parts)
 
 
+def _kernel_px(result) -> str:
+    """The kernel's pixels: ``"px"``, or across grids whose they are (``"px (reference)"``)."""
+    return f"px ({result.kernel_pixels})" if result.grids else "px"
+
+
+def _world_name(result) -> str:
+    """The world unit's symbol; across grids ``"(world)"`` when the layers have none."""
+    return _world_unit(result) or ("(world)" if result.grids else "")
+
+
 def _principal_lines(fit, result, world: dict) -> list[str]:
     """The rotated kernel: principal sigmas and (2D) the major axis' angle."""
-    unit = _world_unit(result)
-    lines = ["Principal sigmas: " + _amount(fit.principal_sigmas, world["principal_sigmas"], unit)
+    line = _grid_principal_line(fit, result, world) if result.grids else ""
+    lines = [line or "Principal sigmas: " + _amount(fit.principal_sigmas, world["principal_sigmas"],
+                                                    _world_name(result), _kernel_px(result))
              + _errors(principal_stderr(fit))]
     if fit.angle is not None:
         error = angle_stderr(fit)
@@ -122,15 +134,108 @@ def _world_angle(fit, result, world: dict) -> str:
 
 def _shift_line(fit, result, world: dict) -> str:
     """The shift per array axis: the target is the reference moved by it."""
-    return ("Shift of the target: " + _amount(fit.shift, world["shift"], _world_unit(result))
+    return ("Shift of the target: "
+            + _amount(fit.shift, world["shift"], _world_name(result), _kernel_px(result))
             + _errors(fit.shift_stderr) + ".")
+
+
+def _across(world, pixels: dict, errors, result, each: bool) -> str:
+    """``0.15 µm = 2.31 px (reference) = 1.39 px (target) (± 0.0012 µm)``.
+
+    ``pixels`` maps a role to the values in its pixels; ``each``: one value per axis, else the
+    first (they agree). Breaks only before "=".
+    """
+    unit = _world_unit(result)
+
+    def listed(values, digits=".3g"):
+        return f",{NBSP}".join(f"{float(v):{digits}}" for v in (values if each else values[:1]))
+
+    parts = [f"{listed(world)}{NBSP}{unit or '(world)'}"]
+    parts += [f"{listed(values)}{NBSP}px{NBSP}({role})" for role, values in pixels.items()]
+    error = ""
+    if np.isfinite(errors).all():
+        error = f"{NBSP}(±{NBSP}{listed(errors, '.2g')}{NBSP + unit if unit else ''})"
+    return f" ={NBSP}".join(parts) + error
+
+
+def _differ(*vectors) -> bool:
+    """Whether any of ``vectors`` reads differently along its axes (3 significant digits)."""
+    return any(len({f"{float(v):.3g}" for v in vector}) > 1 for vector in vectors)
+
+
+def _grid_sigma_line(fit, result) -> str:
+    """Across grids: ``Blur sigma: 0.15 µm = 2.31 px (reference) = 1.39 px (target) (± 0.0012 µm)``.
+
+    The world value, then the same sigma in each layer's pixels; one number each when the axes
+    agree, else one per axis, named after "Blur sigma".
+    """
+    world = fit.in_world_units()["sigma"]
+    pixels = {role: fit.sigma_on(result.grids[role]) for role in ("reference", "target")}
+    errors = np.asarray(fit.sigma_stderr, float) * np.asarray(result.pixel_size, float)
+    each = fit.per_axis or _differ(world, *pixels.values())
+    names = f" ({', '.join(axis_names(len(fit.sigma)))})" if each else ""
+    return f"Blur sigma{names}: " + _across(world, pixels, errors, result, each)
+
+
+def _grid_principal_line(fit, result, world: dict) -> str:
+    """Across grids of square pixels: principal sigmas in world units and each layer's pixels.
+
+    ``""`` when a grid's pixels are not square (a principal sigma is not a length in its pixels).
+    """
+    grids = result.grids
+    if any(len(set(grids[role].scale)) > 1 for role in grids):
+        return ""
+    sigmas = np.asarray(world["principal_sigmas"], float)
+    pixels = {role: sigmas / grids[role].scale[0] for role in ("reference", "target")}
+    errors = np.asarray(principal_stderr(fit), float) * result.pixel_size[0]
+    return "Principal sigmas: " + _across(sigmas, pixels, errors, result, each=True)
+
+
+def grid_sizes(grids, units) -> str:
+    """``reference 0.5 µm/px, target 1 µm/px`` (``0.3 × 0.1 µm/px`` on anisotropic pixels).
+
+    ``both 0.5 µm/px`` when the pixel sizes agree (the grids differ in place or extent);
+    without a unit: ``reference 0.5, target 1 world units per px``.
+    """
+    unit = {unit_symbol(u) for u in units}
+    unit = unit.pop() if len(unit) == 1 and "" not in unit else ""
+    named = [(role, grids[role]) for role in ("reference", "target")]
+    if grids["reference"].scale == grids["target"].scale:
+        named = [("both", grids["target"])]
+    sizes = [f"{name} " + f"{NBSP}×{NBSP}".join(f"{s:.4g}" for s in _uniform(grid.scale))
+             + (f"{NBSP}{unit}/px" if unit else "") for name, grid in named]
+    return ", ".join(sizes) + ("" if unit else " world units per px")
+
+
+def _uniform(scale) -> tuple:
+    """One pixel size when every axis has it, else one per axis."""
+    return tuple(scale[:1]) if len(set(scale)) == 1 else tuple(scale)
+
+
+def _grids_line(result) -> str:
+    """How the two layers' grids were matched; ``""`` when they share one."""
+    if not result.grids:
+        return ""
+    goal = "reference" if result.kernel_pixels == "target" else "target"
+    how = "areas" if result.grids[goal].sampling == "area" else "points at their centres"
+    # a single fit names the pixels of each number; frames and tiles give theirs in px only
+    whose = f"; px values are the {result.kernel_pixels}'s" if result.fit is None else ""
+    return (f"Across grids: {grid_sizes(result.grids, result.units)}; the {goal}'s pixels taken as "
+            f"{how}{whose}.")
 
 
 def _kernel_lines(fit, result) -> list[str]:
     """Sigma (or the rotated kernel's principal sigmas and angle) and the shift, px and world."""
-    world = fit.in_world_units(result.pixel_size) if len(result.pixel_size) == len(fit.sigma) \
-        else fit.in_world_units(np.ones(len(fit.sigma)))
-    lines = _principal_lines(fit, result, world) if fit.full_covariance else [_sigma_line(fit, result)]
+    if result.grids:
+        world = fit.in_world_units()  # in the scale of the grid the kernel is sampled on
+    elif len(result.pixel_size) == len(fit.sigma):
+        world = fit.in_world_units(result.pixel_size)
+    else:
+        world = fit.in_world_units(np.ones(len(fit.sigma)))
+    if fit.full_covariance:
+        lines = _principal_lines(fit, result, world)
+    else:
+        lines = [_grid_sigma_line(fit, result) if result.grids else _sigma_line(fit, result)]
     if fit.shift_fitted:
         lines.append(_shift_line(fit, result, world))
     return lines
@@ -147,8 +252,8 @@ def _explained(fit) -> str:
 
 
 def _context(result, findings=()) -> list[str]:
-    """The slice, the mask, and the mode's hint (unless a "channels" finding says it already)."""
-    lines = []
+    """The grids, the slice, the mask, and the mode's hint (unless a "channels" finding gives it)."""
+    lines = [_grids_line(result)] if result.grids else []
     if result.plane:  # indices along the leading, non-spatial axes
         where = ", ".join(f"axis {i} = {p}" for i, p in enumerate(result.plane))
         lines.append(f"Fitted the slice at {where} (the one shown).")

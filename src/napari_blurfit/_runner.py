@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._pair_grids import GridPair, pair_grids
 from ._result import BlurFit
 from .fit import fit_blur
 from .io import read_image
@@ -24,12 +25,18 @@ RETRIES = 2  # reruns of a task that raised unexpectedly (a lost worker's tasks 
 
 
 class Outcome(NamedTuple):
-    """One pair's outcome: its fit (or why there is none), and its shape and dtypes when read."""
+    """One pair's outcome: its fit (or why there is none), and its shapes, dtypes and grids when read.
+
+    ``grids``: the (reference, target) grids the pair is fitted across, None when it is fitted
+    on one grid.
+    """
 
     fit: BlurFit | None = None
     error: str | None = None
-    shape: tuple[int, ...] | None = None
+    shape: tuple[int, ...] | None = None  # the reference's
     dtypes: tuple | None = None  # (reference, target)
+    target_shape: tuple[int, ...] | None = None
+    grids: tuple | None = None
 
 
 def active_client():
@@ -57,13 +64,23 @@ def _reason(err: Exception) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def fit_loaded(a, b, options: dict | None) -> Outcome:
-    """Fit one read pair (``options`` None: only describe it, for a joint fit)."""
-    described = Outcome(shape=a.shape, dtypes=(a.dtype, b.dtype))
+def fit_loaded(a, b, options: dict | None, grids: GridPair | None = None,
+               spatial_axes=None) -> Outcome:
+    """Fit one read pair (``options`` None: only describe it, for a joint fit).
+
+    ``grids``: the pair's grids from pixel sizes (`napari_blurfit._pair_grids`); None when no
+    grid was asked for, so the pair is fitted as `fit_blur` takes it.
+    """
+    try:
+        chosen = {} if grids is None else pair_grids(a.shape, b.shape, spatial_axes, grids)
+    except ValueError as err:
+        return Outcome(error=_reason(err))
+    described = Outcome(shape=a.shape, dtypes=(a.dtype, b.dtype), target_shape=b.shape,
+                        grids=(chosen["reference_grid"], chosen["target_grid"]) if chosen else None)
     if options is None:
         return described
     try:
-        return described._replace(fit=fit_blur(a, b, **options))
+        return described._replace(fit=fit_blur(a, b, **options, **chosen))
     except (ValueError, TypeError) as err:
         return Outcome(error=_reason(err))
 
@@ -76,10 +93,11 @@ def read_pair(reference, target) -> tuple[np.ndarray, np.ndarray] | Outcome:
         return Outcome(error=_reason(err))
 
 
-def pair_task(reference, target, options: dict | None) -> Outcome:
+def pair_task(reference, target, options: dict | None, grids: GridPair | None = None,
+              spatial_axes=None) -> Outcome:
     """A cluster task: read one pair on the worker and fit (or describe) it."""
     pixels = read_pair(reference, target)
-    return pixels if isinstance(pixels, Outcome) else fit_loaded(*pixels, options)
+    return pixels if isinstance(pixels, Outcome) else fit_loaded(*pixels, options, grids, spatial_axes)
 
 
 def _ship(client, item):
@@ -116,12 +134,12 @@ def _collected(future) -> Outcome:
     return Outcome(error=f"the task failed: {_reason(err)}")
 
 
-def on_cluster(client, pairs, indexes, options: dict | None, *,
-               retries: int = RETRIES) -> Iterator[tuple[int, Outcome]]:
+def on_cluster(client, pairs, indexes, options: dict | None, *, retries: int = RETRIES,
+               grids=None, spatial_axes=None) -> Iterator[tuple[int, Outcome]]:
     """``(index, outcome)`` of ``pairs[index]`` for each index, in the order the tasks finish.
 
     New tasks are submitted as earlier ones finish, so at most a few per worker thread are in
-    flight.
+    flight. ``grids``: a `GridPair` per pair (see `fit_loaded`), or None.
     """
     from distributed import as_completed
 
@@ -131,6 +149,7 @@ def on_cluster(client, pairs, indexes, options: dict | None, *,
 
     def submit(i):
         future = client.submit(pair_task, *(_ship(client, p) for p in pairs[i]), options,
+                               None if grids is None else grids[i], spatial_axes,
                                retries=retries, pure=False)
         index_of[future.key] = i
         return future
@@ -146,18 +165,20 @@ def on_cluster(client, pairs, indexes, options: dict | None, *,
         yield i, outcome
 
 
-def in_process(pairs, indexes, options: dict | None, keep=None) -> Iterator[tuple[int, Outcome]]:
+def in_process(pairs, indexes, options: dict | None, keep=None, *, grids=None,
+               spatial_axes=None) -> Iterator[tuple[int, Outcome]]:
     """``(index, outcome)`` of ``pairs[index]`` for each index, one after another, here.
 
     ``keep(index, reference, target)``, if given, is offered the pixels of each pair that was
-    read and fitted, so a joint fit need not read them again.
+    read and fitted, so a joint fit need not read them again. ``grids``: a `GridPair` per pair
+    (see `fit_loaded`), or None.
     """
     for i in indexes:
         pixels = read_pair(*pairs[i])
         if isinstance(pixels, Outcome):
             yield i, pixels
             continue
-        outcome = fit_loaded(*pixels, options)
+        outcome = fit_loaded(*pixels, options, None if grids is None else grids[i], spatial_axes)
         if keep is not None and outcome.error is None:
             keep(i, *pixels)
         yield i, outcome

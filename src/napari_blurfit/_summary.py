@@ -140,8 +140,6 @@ def _kernel_lines(fit) -> list[str]:
 def _noise_text(fit) -> str:
     """The reference's noise and what the fit did about it, for the summary."""
     noise = getattr(fit, "reference_noise", 0.0)
-    if getattr(fit, "grids", None) is not None and not noise:
-        return "not estimated across grids (fitted as noise-free)"
     if not noise:
         return "0 (a noise-free reference)"
     return f"{noise:.4g} ({'corrected for' if fit.reference_noise_corrected else 'too small to matter'})"

@@ -26,8 +26,18 @@ from magicgui.widgets import (
 )
 
 from ._plots import KernelPicture, ResultPlots, palette
-from ._report import describe, failure_text
-from .layers import MODES, KernelShape, axis_hint, check_pair, run_layer_fit, show_layers
+from ._report import describe, failure_text, grid_sizes
+from .layers import (
+    MODES,
+    KernelShape,
+    axis_hint,
+    check_pair,
+    pair_grids,
+    run_layer_fit,
+    show_layers,
+    spatial_axes,
+    world_units,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -136,6 +146,11 @@ class BlurFitWidget(Container):
             text=NOISE_TEXT, value=True,
             tooltip="estimate the noise of the reference (the image the blur is applied to) from "
                     "the pair and correct sigma for it; off: the reference is taken as noise-free")
+        self.sampling = ComboBox(
+            label="target pixels", choices=["area", "point"], value="area", enabled=False,
+            tooltip="for layers on different grids: how the blurred image's pixels sample the "
+                    "world. area: each is the mean over its footprint (a camera); point: the "
+                    "value at its centre (a decimated or rendered image)")
         self.exclude_border = SpinBox(label="skip border (px)", min=0, max=10000, value=0)
         self.sigma_min = _auto_at_zero(FloatSpinBox(
             label="sigma min (px)", min=0.0, max=1e4, step=0.1, value=0.0,
@@ -143,12 +158,17 @@ class BlurFitWidget(Container):
         self.sigma_max = _auto_at_zero(FloatSpinBox(
             label="sigma max (px)", min=0.0, max=1e4, step=1.0, value=0.0,
             tooltip="auto (0): up to half the image size"))
+        self.truncate = FloatSpinBox(
+            label="kernel reach (sigmas)", min=1.0, max=10.0, step=0.5, value=4.0,
+            tooltip="where the kernel is cut, in sigmas (scipy's truncate): a shorter reach lets a "
+                    "wide kernel fit a short axis")
         self.fit_button = PushButton(text="Fit")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="", min=0, max=1, value=0, visible=False)
         self.options_box = Container(labels=True, widgets=[
             self.loss, self.kernel, self.fit_shift, self.gain_offset, self.reverse,
-            self.reference_noise, self.exclude_border, self.sigma_min, self.sigma_max])
+            self.reference_noise, self.sampling, self.exclude_border, self.sigma_min, self.sigma_max,
+            self.truncate])
         self.options_box.native.layout().setContentsMargins(0, 0, 0, 0)
         buttons = Container(layout="horizontal", labels=False, widgets=[self.fit_button, self.cancel_button])
         buttons.native.layout().setContentsMargins(0, 0, 0, 0)
@@ -260,21 +280,24 @@ class BlurFitWidget(Container):
 
     def _check_inputs(self, *args, update_status: bool = True) -> bool:
         """Explain a problem with the chosen layers (or a doubt about the mode) before Fit."""
-        problem = ""
+        problem, grids = "", None
         ref, tgt = self.reference.value, self.target.value
         if ref is None or tgt is None:
-            problem = "Add or choose two image layers of the same shape."
+            problem = "Add or choose two image layers."
         else:
             try:
-                check_pair(ref, tgt)
+                check_pair(ref, tgt, self.mode.value)
+                grids = pair_grids(ref, tgt, self.mode.value)
             except (TypeError, ValueError) as err:
                 problem = failure_text(err)
+        self.sampling.enabled = grids is not None  # honoured across grids only
         if self._worker is None:
             self.fit_button.enabled = not problem
             if problem:  # an error on show: no earlier result stays beside it
                 self._clear_result()
             if update_status:
-                self._say(problem or axis_hint(tgt, self.mode.value))
+                hints = [axis_hint(tgt, self.mode.value), _grid_hint(ref, tgt, grids, self.mode.value)]
+                self._say(problem or "\n".join(h for h in hints if h))
         return not problem
 
     # --- running --------------------------------------------------------------------------
@@ -285,7 +308,8 @@ class BlurFitWidget(Container):
                     gain_offset=self.gain_offset.value, reverse=self.reverse.value,
                     reference_noise="auto" if self.reference_noise.value else 0,
                     exclude_border=int(self.exclude_border.value),
-                    sigma_bounds=(float(self.sigma_min.value), high))
+                    sigma_bounds=(float(self.sigma_min.value), high),
+                    truncate=float(self.truncate.value))
 
     def start_fit(self, *args):
         """Start a fit in a worker thread; returns the worker (also kept as ``self._worker``)."""
@@ -298,7 +322,8 @@ class BlurFitWidget(Container):
         inputs = (self.reference.value, self.target.value, self.mask.value)
         kwargs = dict(mask_layer=inputs[2], mode=self.mode.value,
                       world_point=tuple(self._viewer.dims.point),
-                      tile=int(self.tile.value), warn=False, **self.options())  # findings: in the panel
+                      tile=int(self.tile.value), target_sampling=self.sampling.value,
+                      warn=False, **self.options())  # findings: in the panel
         cancel = self._cancel
         reason = lambda: self._cancel_reason  # noqa: E731 - read when cancelled
         stage = [""]
@@ -479,6 +504,15 @@ class BlurFitWidget(Container):
 
         QApplication.clipboard().setText(self.result_json())
         self._say("Result copied to the clipboard.")
+
+
+def _grid_hint(reference, target, grids, mode: str) -> str:
+    """Before a fit: say that the layers will be matched through their grids (``""`` on one grid)."""
+    if grids is None:
+        return ""
+    units = world_units(reference, target, spatial_axes(reference.ndim, mode))
+    return (f"The layers lie on different grids ({grid_sizes(grids, units)}): the fit maps one onto "
+            "the other through their scale and translate, over their overlap.")
 
 
 def _noise_label(fit) -> str:

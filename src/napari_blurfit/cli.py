@@ -6,6 +6,8 @@ blurfit --sample                                  # the bundled micrograph pair
 blurfit sharp.tif blurred.tif --per-axis --json
 blurfit sharp.tif blurred.tif --fitted fit.tif --residual residual.tif
 blurfit stack_a.tif stack_b.tif --spatial-axes -2,-1   # one sigma over all frames
+blurfit widefield.tif confocal.tif --reverse     # pixel sizes from the TIFFs' metadata
+blurfit sr_output.png lowres.png --reference-pixel-size 0.025um --target-pixel-size 0.1um
 blurfit truth/ predictions/ --csv results.csv     # many pairs, matched by file name
 blurfit 'gt/*.png' 'out/*.png' --json             # many pairs, by glob
 blurfit --pairs pairs.csv                         # many pairs listed in a CSV
@@ -28,9 +30,9 @@ import warnings
 
 import numpy as np
 
-from . import __version__
+from . import __version__, _cli_grids
 from ._cli_dataset import ManyOutput, Resumed, cluster, read_resume, write_options
-from ._cli_output import clean, fit_json, fit_row, json_text, options_json, write_csv
+from ._cli_output import clean, fit_json, fit_row, json_text, options_json, size_json, world_lines, write_csv
 from ._finding import Vocabulary
 from ._summary import summary_lines
 from .blurmap import blur_map
@@ -68,7 +70,7 @@ WORDS = Vocabulary(
            "full_covariance": "--full-covariance", "shift": "--shift", "mask": "--mask",
            "spatial_axes": "--spatial-axes", "sigma_bounds": "--sigma-min/--sigma-max",
            "exclude_border": "--exclude-border", "reverse": "--reverse", "huber_delta": "--huber-delta",
-           "truncate": "--truncate", "reference_noise": "--reference-noise"},
+           "truncate": "--truncate", "reference_noise": "--reference-noise", **_cli_grids.FLAGS},
     advice={("gain_offset", True): "consider --gain-offset",
             ("shift", True): "fit with --shift",
             ("per_axis", True): "use --per-axis",
@@ -120,18 +122,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _join_negative_values(argv: list[str], flags=("--spatial-axes",)) -> list[str]:
+#: flags whose value may start with ``-`` (axes, positions; a negative size, to refuse it in words)
+NEGATIVE_VALUES = ("--spatial-axes", "--reference-origin", "--target-origin",
+                   "--reference-pixel-size", "--target-pixel-size")
+
+
+def _join_negative_values(argv: list[str], flags=NEGATIVE_VALUES, parser=None) -> list[str]:
     """``--spatial-axes -2,-1`` -> ``--spatial-axes=-2,-1``.
 
     argparse reads a value that starts with ``-`` and is not a plain number as an option, so the
     value is attached to its flag (also for unambiguous abbreviations such as ``--spatial``).
     """
+    options = [o for a in (parser or build_parser())._actions for o in a.option_strings]
     out, i = [], 0
     while i < len(argv):
         token = argv[i]
         if token == "--":
             return out + argv[i:]
-        is_flag = any(token.startswith("--sp") and flag.startswith(token) for flag in flags)
+        named = [o for o in options if o.startswith(token)] if token.startswith("--") else []
+        is_flag = token in flags or (len(named) == 1 and named[0] in flags)
         if is_flag and i + 1 < len(argv) and argv[i + 1].startswith("-"):
             out.append(f"{token}={argv[i + 1]}")
             i += 2
@@ -204,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --map-tile: the share of a tile its neighbour overlaps, in [0, 1)")
     p.add_argument("--map", metavar="FILE",
                    help="with --map-tile: write sigma at every pixel (.tif or .npy; one plane per axis)")
+    _cli_grids.add_grid_flags(p)
     p.add_argument("--fitted", metavar="FILE", help="write the fitted image (.tif or .npy)")
     p.add_argument("--residual", metavar="FILE", help="write target - fitted (.tif or .npy)")
     p.add_argument("--csv", metavar="FILE",
@@ -346,7 +356,7 @@ class _Stdout:
                 pass
 
 
-def _blur_map(args, opts, reference, target, names, out: _Stdout) -> int:
+def _blur_map(args, opts, reference, target, names, out: _Stdout, pair) -> int:
     """Fit a blur map of one pair, print it (its findings in flag words), then write ``--map``."""
     with steps_bar("blur map", disable=not args.progress) as step:
         m = blur_map(reference, target, tile=args.map_tile, overlap=args.map_overlap, warn=False,
@@ -355,7 +365,8 @@ def _blur_map(args, opts, reference, target, names, out: _Stdout) -> int:
         out.show(json_text({"reference": names[0], "target": names[1],
                              "options": {**options_json(opts, args), "tile": args.map_tile,
                                          "overlap": args.map_overlap},
-                             "blur_map": clean(m.to_dict())}))
+                             "blur_map": clean(m.to_dict()),
+                             **size_json(None, pair, m.sigma.shape[-1])}))
     else:
         sigma = m.sigma[np.isfinite(m.sigma)]
         grid = " x ".join(str(n) for n in m.sigma.shape[:-1])
@@ -371,20 +382,22 @@ def _blur_map(args, opts, reference, target, names, out: _Stdout) -> int:
     return _write_outputs(writers)
 
 
-def _single(args, opts, reference, target, names, out: _Stdout) -> int:
-    """Fit one pair, print it, then write the outputs; returns the exit status."""
+def _single(args, opts, paths, reference, target, names, out: _Stdout) -> int:
+    """Fit one pair across its grids, print it, then write the outputs; returns the exit status."""
+    pair, grids = _cli_grids.single_grids(args, paths, reference, target)
+    opts = {**opts, **grids}
     if args.map_tile is not None:
-        return _blur_map(args, opts, reference, target, names, out)
+        return _blur_map(args, opts, reference, target, names, out, pair)
     with steps_bar("fit", disable=not args.progress) as step:
         fit = fit_blur(reference, target, warn=False,
                        **({**opts, "callback": step} if args.progress else opts))
     if args.json:
         out.show(json_text({"reference": names[0], "target": names[1],
                              "options": options_json(opts, args),
-                             **fit_json(fit, WORDS, args.json_curves)}))
+                             **fit_json(fit, WORDS, args.json_curves), **size_json(fit, pair)}))
     else:
         out.show(f"reference    = {names[0]}\ntarget       = {names[1]}\n"
-                 + "\n".join(summary_lines(fit, WORDS)))
+                 + "\n".join(summary_lines(fit, WORDS) + world_lines(fit, pair)))
     writers = []
     if args.fitted:
         writers.append(("--fitted", args.fitted,
@@ -393,7 +406,7 @@ def _single(args, opts, reference, target, names, out: _Stdout) -> int:
         writers.append(("--residual", args.residual,
                         lambda: write_image(args.residual, fit.residual(reference, target))))
     if args.csv:
-        row = {"reference": names[0], "target": names[1], **fit_row(fit, WORDS), "error": ""}
+        row = {"reference": names[0], "target": names[1], **fit_row(fit, WORDS, pair), "error": ""}
         writers.append(("--csv", args.csv, lambda: write_csv(args.csv, [row])))
     status = _write_outputs(writers)
     if fit.target_sharper:
@@ -405,7 +418,7 @@ def _single(args, opts, reference, target, names, out: _Stdout) -> int:
 def _many(args, opts, pairs, out: _Stdout) -> int:
     """Fit many pairs, each printed and written as it finishes, then the joint fit; the exit status."""
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    record = options_json(opts, args)
+    record = {**options_json(opts, args), **_cli_grids.record(args)}
     labels = [(str(a), str(b)) for a, b in pairs]
     resumed = read_resume(args.csv, labels, record, WORDS) if args.resume else Resumed()
     if resumed.earlier:
@@ -414,9 +427,12 @@ def _many(args, opts, pairs, out: _Stdout) -> int:
     with cluster(args.scheduler, args.workers) as client:  # connected before any file is written
         if args.csv and resumed.columns is None:
             write_options(args.csv, record)
-        output = ManyOutput(out, WORDS, as_json=args.json, csv_path=args.csv, resumed=resumed)
+        output = ManyOutput(out, WORDS, as_json=args.json, csv_path=args.csv, resumed=resumed,
+                            sizes=_cli_grids.any_sizes(args, pairs))
         result = fit_pairs(pairs, client=client, progress=progress, joint=not args.no_joint,
-                           earlier=resumed.earlier, on_pair=output.pair, **opts)
+                           earlier=resumed.earlier, on_pair=output.pair,
+                           **_cli_grids.dataset_options(args), **opts)
+    _cli_grids.report_dataset(result.pairs)
     output.finish(result, record)
     status = EXIT_WRITE_FAILED if output.write_failed else EXIT_OK
     fits = [r.fit for r in result.pairs if r.fit]
@@ -489,7 +505,8 @@ def _run(args, parser, out: _Stdout) -> int:
         _check_outputs(args, {REFERENCE.resolve(), TARGET.resolve()})
         opts = _options(args)
         ref, tgt = load_sample_pair()
-        return _single(args, opts, ref, tgt, (str(REFERENCE.name), str(TARGET.name)), out)
+        return _single(args, opts, (REFERENCE, TARGET), ref, tgt,
+                       (str(REFERENCE.name), str(TARGET.name)), out)
     if args.pairs:
         if args.reference:
             parser.error("give either REFERENCE TARGET or --pairs, not both")
@@ -508,7 +525,7 @@ def _run(args, parser, out: _Stdout) -> int:
     _report_unmatched(unmatched)
     if not many:
         ref_path, tgt_path = pairs[0]
-        return _single(args, opts, read_image(ref_path), read_image(tgt_path),
+        return _single(args, opts, (ref_path, tgt_path), read_image(ref_path), read_image(tgt_path),
                        (str(ref_path), str(tgt_path)), out)
     return _many(args, opts, pairs, out)
 
@@ -531,7 +548,7 @@ def main(argv=None) -> int:
     """
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(_join_negative_values([str(a) for a in argv]))
+    args = parser.parse_args(_join_negative_values([str(a) for a in argv], parser=parser))
     if args.json_curves and not args.json:
         parser.error("--json-curves adds the curves to --json; pass --json too")
     out = _Stdout()

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._losses import LOSSES
+from ._pair_grids import GridPair, pair_grid_specs
 from ._result import BlurFit
 from ._runner import RETRIES, Outcome, active_client, in_process, load, on_cluster
 from ._spread import joint_spread
@@ -47,6 +48,7 @@ class PairResult:
     fit: BlurFit | None = None
     error: str | None = None
     earlier: EarlierFit | None = None  # fitted by an earlier run, not again (``fit`` is None)
+    grids: GridPair | None = None  # the pixel sizes found for it, their unit and source
 
 
 @dataclass
@@ -238,7 +240,8 @@ HELD_BYTES = 2**30  # pixels of all pairs kept in memory for the joint fit, at m
 
 def fit_pairs(pairs, *, client=None, progress: bool = False, joint: bool = True,
               held_bytes: int = HELD_BYTES, earlier=None, on_pair=None, retries: int = RETRIES,
-              **options) -> DatasetFit:
+              reference_grid=None, target_grid=None, target_sampling: str = "area",
+              reference_origin=None, target_origin=None, **options) -> DatasetFit:
     """Fit every pair, skipping bad ones, then one sigma jointly over the usable pairs.
 
     Parameters
@@ -268,6 +271,21 @@ def fit_pairs(pairs, *, client=None, progress: bool = False, joint: bool = True,
     retries : int
         On a cluster, how often a pair's task that raised unexpectedly is rerun. Tasks lost
         with a worker are rerun by the scheduler in any case.
+    reference_grid, target_grid : Grid, mapping, PixelSize, "metadata" or list, optional
+        Where each image's pixels lie (see `napari_blurfit.fit_blur`), for every pair: a `Grid`
+        (or mapping), a `napari_blurfit.io.PixelSize` (a size with its unit), ``"metadata"``
+        (each file's TIFF pixel size, `napari_blurfit.io.read_pixel_size`; None for a file
+        without one), None, or a list of these with one per pair. Sizes in different units are
+        converted to the reference's. A pair whose grids and shapes are equal, or whose shapes
+        are equal and only one image has a size, is fitted on one grid; a pair whose shapes
+        differ while a size is missing is skipped with that error.
+    target_sampling : {"area", "point"}
+        How the target's pixels sample the world (the reference's with ``reverse``), for grids
+        made from pixel sizes (a `Grid` keeps its own).
+    reference_origin, target_origin : float or sequence of float, optional
+        World position of pixel 0's centre per spatial axis, in that image's pixel-size unit,
+        for grids made from pixel sizes (a `Grid` keeps its own ``translate``). Default: half
+        a pixel, so that both images' corners are at 0 (one field of view at two pixel sizes).
     **options
         Passed to `napari_blurfit.fit_blur` for each pair and for the joint fit.
 
@@ -298,16 +316,19 @@ def fit_pairs(pairs, *, client=None, progress: bool = False, joint: bool = True,
     _check_options(options)
     pairs = [tuple(pair) for pair in pairs]
     earlier = _check_earlier(earlier, len(pairs))
+    grids = pair_grid_specs(pairs, (reference_grid, target_grid), target_sampling,
+                            (reference_origin, target_origin), options)
     client = active_client() if client is None else (client or None)
     options = {"warn": False, **options}
-    results = {i: _earlier_result(pairs[i], i, e) for i, e in earlier.items()}
+    run = _Run(client, pairs, options, retries, grids)
+    results = {i: _earlier_result(pairs[i], i, e, run.grids_of(i)) for i, e in earlier.items()}
     described: dict[int, Outcome] = {}
     held = _Held(held_bytes if joint else 0)
     todo = [i for i in range(len(pairs)) if i not in earlier]
     with tqdm(total=len(pairs), initial=len(earlier), disable=not progress, desc="pairs",
               unit="pair") as bar:
-        for i, outcome in _outcomes(client, pairs, todo, options, held.keep, retries):
-            results[i] = _pair_result(pairs[i], i, outcome)
+        for i, outcome in run.outcomes(todo, options, held.keep):
+            results[i] = _pair_result(pairs[i], i, outcome, run.grids_of(i))
             described[i] = outcome
             bar.update()
             if on_pair is not None:
@@ -315,9 +336,38 @@ def fit_pairs(pairs, *, client=None, progress: bool = False, joint: bool = True,
     results = [results[i] for i in range(len(pairs))]
     if not joint:
         return DatasetFit(results, None)
-    usable = _usable(client, pairs, results, described, held, retries)
+    usable = _usable(run, results, described, held)
     return _dataset_fit(results, usable.items, pairs, held, client, options, progress,
                         usable.notes)
+
+
+# ---------------------------------------------------------------- where each pair runs
+
+
+class _Run:
+    """Where and how each pair is fitted or described: the cluster or here, and its grids."""
+
+    def __init__(self, client, pairs, options, retries, grids):
+        self.client, self.pairs, self.retries, self.grids = client, pairs, retries, grids
+        self.spatial_axes = options.get("spatial_axes")
+
+    def grids_of(self, i: int) -> GridPair | None:
+        """Pair ``i``'s grids (None when none were asked for, or they could not be made)."""
+        spec = None if self.grids is None else self.grids[i]
+        return spec if isinstance(spec, GridPair) else None
+
+    def outcomes(self, indexes, options, keep):
+        """The pairs' outcomes as they finish: on the cluster, or in process."""
+        refused = [i for i in indexes if self.grids is not None and isinstance(self.grids[i], str)]
+        for i in refused:
+            yield i, Outcome(error=self.grids[i])
+        indexes = [i for i in indexes if i not in set(refused)]
+        where = dict(grids=self.grids, spatial_axes=self.spatial_axes)
+        if self.client is None:
+            yield from in_process(self.pairs, indexes, options, keep, **where)
+        else:
+            yield from on_cluster(self.client, self.pairs, indexes, options, retries=self.retries,
+                                  **where)
 
 
 def _check_earlier(earlier, n: int) -> dict:
@@ -333,24 +383,17 @@ def _check_earlier(earlier, n: int) -> dict:
     return earlier
 
 
-def _outcomes(client, pairs, indexes, options, keep, retries):
-    """The pairs' outcomes as they finish: on the cluster, or in process."""
-    if client is None:
-        return in_process(pairs, indexes, options, keep)
-    return on_cluster(client, pairs, indexes, options, retries=retries)
-
-
 def _label(item, i: int, side: str) -> str:
     return f"{side}[{i}]" if isinstance(item, np.ndarray) else str(item)
 
 
-def _pair_result(pair, i: int, outcome: Outcome) -> PairResult:
+def _pair_result(pair, i: int, outcome: Outcome, grids: GridPair | None) -> PairResult:
     return PairResult(_label(pair[0], i, "reference"), _label(pair[1], i, "target"),
-                      fit=outcome.fit, error=outcome.error)
+                      fit=outcome.fit, error=outcome.error, grids=grids)
 
 
-def _earlier_result(pair, i: int, earlier: EarlierFit) -> PairResult:
-    return replace(_pair_result(pair, i, Outcome(error=earlier.error)), earlier=earlier)
+def _earlier_result(pair, i: int, earlier: EarlierFit, grids: GridPair | None) -> PairResult:
+    return replace(_pair_result(pair, i, Outcome(error=earlier.error), grids), earlier=earlier)
 
 
 class _Held:
@@ -451,7 +494,7 @@ def _check_options(options: dict) -> None:
 
 @dataclass
 class _Usable:
-    """A pair the joint fit may use: its place, shape and dtypes, and its own sigma."""
+    """A pair the joint fit may use: its place, shapes, dtypes and grids, and its own sigma."""
 
     index: int
     target: str
@@ -459,10 +502,21 @@ class _Usable:
     dtypes: tuple
     sigma: tuple
     sigma_stderr: tuple
+    target_shape: tuple | None = None  # None: the reference's
+    grids: tuple | None = None  # (reference, target) grids; None: fitted on one grid
+
+    @property
+    def shapes(self) -> tuple:
+        return self.shape, self.target_shape or self.shape
+
+    @property
+    def key(self) -> tuple:
+        """What pairs fitted jointly share: shapes and grids."""
+        return self.shapes, self.grids
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * sum(np.dtype(d).itemsize for d in self.dtypes)
+        return sum(int(np.prod(shape)) * np.dtype(d).itemsize for shape, d in zip(self.shapes, self.dtypes))
 
 
 class _UsablePairs(NamedTuple):
@@ -470,38 +524,57 @@ class _UsablePairs(NamedTuple):
     notes: list[str]
 
 
-def _usable(client, pairs, results, described, held, retries) -> _UsablePairs:
+def _usable(run: _Run, results, described, held) -> _UsablePairs:
     """The fitted pairs with their shapes; pairs fitted earlier are read (described) for it."""
     earlier = [i for i, r in enumerate(results) if r.earlier is not None and r.error is None]
     if earlier:
-        described = {**described, **dict(_outcomes(client, pairs, earlier, None, held.keep, retries))}
+        described = {**described, **dict(run.outcomes(earlier, None, held.keep))}
     lost = [results[i].target for i in earlier if described[i].error is not None]
     notes = [f"{len(lost)} pair(s) fitted earlier could not be read for the joint fit and are "
              f"left out of it: {', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''}"] if lost else []
     items = []
     for i, r in enumerate(results):
-        own = r.fit or r.earlier
-        if r.error is None and described[i].error is None:
-            items.append(_Usable(i, r.target, described[i].shape, described[i].dtypes, own.sigma,
-                                 own.sigma_stderr))
+        own, seen = r.fit or r.earlier, described[i]
+        if r.error is None and seen.error is None:
+            items.append(_Usable(i, r.target, seen.shape, seen.dtypes, own.sigma, own.sigma_stderr,
+                                 seen.target_shape, seen.grids))
     return _UsablePairs(items, notes)
 
 
+def _grids_text(grids: tuple | None) -> str:
+    if grids is None:
+        return "one grid"
+    return " and ".join(f"{role} pixel size {' x '.join(f'{v:.6g}' for v in g.scale)}"
+                        for role, g in zip(("reference", "target"), grids))
+
+
+def _group_note(keys: Counter, key: tuple, count: int) -> str | None:
+    """Why some pairs are left out of the joint fit: other shapes, or other grids."""
+    if len(keys) == 1:
+        return None
+    shapes = {k[0] for k in keys}
+    grids = {k[1] for k in keys}
+    (shape, target_shape), grid = key
+    if len(grids) == 1 and shape == target_shape:
+        return (f"pairs have {len(shapes)} different shapes; the joint fit uses the {count} "
+                f"pairs of shape {shape}")
+    shown = f"shape {shape}" if shape == target_shape else f"shapes {shape} and {target_shape}"
+    return (f"pairs are on {len(keys)} different grids (pixel sizes or shapes) and one sigma "
+            f"needs one: the joint fit uses the {count} pairs of {shown} with {_grids_text(grid)}")
+
+
 def _joint_fit(usable, pairs, held, client, options):
-    """One sigma over the usable pairs of the commonest shape: (fit, those pairs, note or None).
+    """One sigma over the usable pairs of the commonest shapes and grids: (fit, those pairs, note).
 
     In memory from ``held`` (or read again) while the pairs fit its budget; else read lazily
     via dask, on the cluster when there is one.
     """
     import dask
 
-    shapes = Counter(u.shape for u in usable)
-    shape, count = shapes.most_common(1)[0]
-    note = None
-    if len(shapes) > 1:
-        note = (f"pairs have {len(shapes)} different shapes; the joint fit uses the {count} "
-                f"pairs of shape {shape}")
-    group = [u for u in usable if u.shape == shape]
+    keys = Counter(u.key for u in usable)
+    key, count = keys.most_common(1)[0]
+    note = _group_note(keys, key, count)
+    group = [u for u in usable if u.key == key]
     in_memory = [p for u in group for p in pairs[u.index] if isinstance(p, np.ndarray)]
     # a rotated or shifted kernel is fitted on images in memory only: read them here
     whole_gaussian = options.get("full_covariance") or options.get("shift")
@@ -511,9 +584,11 @@ def _joint_fit(usable, pairs, held, client, options):
     else:
         refs, tgts = _lazy_stack(group, pairs)
     options = dict(options)
+    ndim = len(group[0].shape)
     spatial = options.pop("spatial_axes", None)  # axes of one image; the stack adds axis 0
-    axes = (tuple(range(1, 1 + len(shape))) if spatial is None
-            else tuple(a % len(shape) + 1 for a in spatial))
+    axes = (tuple(range(1, 1 + ndim)) if spatial is None else tuple(a % ndim + 1 for a in spatial))
+    if group[0].grids is not None:
+        options.update(reference_grid=group[0].grids[0], target_grid=group[0].grids[1])
     with dask.config.set(scheduler="threads" if local else client):
         return fit_blur(refs, tgts, spatial_axes=axes, **options), group, note
 
@@ -530,5 +605,5 @@ def _lazy_stack(group, pairs):
     import dask.array as da
 
     read = dask.delayed(load, pure=True)
-    return tuple(da.stack([da.from_delayed(read(pairs[u.index][side]), u.shape, dtype=u.dtypes[side])
-                           for u in group]) for side in (0, 1))
+    return tuple(da.stack([da.from_delayed(read(pairs[u.index][side]), u.shapes[side],
+                                           dtype=u.dtypes[side]) for u in group]) for side in (0, 1))

@@ -7,6 +7,10 @@ Used by the dock widget (inside its worker thread) and from the napari console::
 
 Outputs are ``"<target> fit"`` and ``"<target> residual"`` image layers with the target's scale and
 translate; re-running updates them in place. Input layers are never modified.
+
+Two layers on different grids (another scale, translate or shape) are fitted through their world
+transforms: each layer's scale and translate become a `napari_blurfit.Grid` for the core, and the
+outputs lie on the target's grid. Rotated or sheared layers are refused then.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import numpy as np
 from ._result import BlurFit
 from ._validate import is_dask
 from .fit import fit_blur
+from .grids import SAMPLINGS, Grid
 
 MODES = ("whole image/volume", "current slice", "frames jointly", "per frame", "blur map")
+FRAME_MODES = ("current slice", "frames jointly", "per frame")  # the last two axes are the spatial ones
 RESIDUAL_COLORMAP = "bwr"
 SHIFT_ARROW_COLOR = "magenta"  # reads on every viridis shade of the blur map beneath
 
@@ -54,11 +60,12 @@ class LayerFit:
     blur_map : BlurMap, optional
         The map (``"blur map"``).
     sigma_world : tuple of float, optional
-        ``fit.sigma`` times the target's pixel size per spatial axis.
+        ``fit.sigma`` times ``pixel_size`` per spatial axis.
     units : tuple of str
         Unit names of the spatial axes; ``""`` where the layer has none.
     pixel_size : tuple of float
-        The target's scale along the spatial axes.
+        The scale of the pixels the kernel is sampled on (the reference's; the target's when
+        reversed) along the spatial axes. On one grid, the target's scale.
     mode : str
     plane : tuple of int, optional
         Index of the fitted plane along the leading axes (``"current slice"``).
@@ -68,6 +75,12 @@ class LayerFit:
         A warning about the mode for this layer, or ``""``.
     arrow_scale : float, optional
         How many times the ``"<target> shift map"`` arrows enlarge each tile's shift.
+    grids : dict, optional
+        ``{"reference": Grid, "target": Grid}`` when the layers lie on different grids (the
+        core was given them); ``None`` on one grid.
+    kernel_pixels : str
+        Whose pixels the kernel (sigma, shift, bounds) is sampled on: ``"reference"``, or
+        ``"target"`` when reversed.
     """
 
     fit: BlurFit | None
@@ -82,6 +95,8 @@ class LayerFit:
     mask_pixels: int | None = None
     hint: str = ""
     arrow_scale: float | None = None
+    grids: dict | None = None
+    kernel_pixels: str = "reference"
 
 
 def image_data(layer, role: str) -> object:
@@ -97,15 +112,80 @@ def image_data(layer, role: str) -> object:
     return layer.data[0] if layer.multiscale else layer.data
 
 
-def check_pair(reference, target) -> None:
-    """Raise a clear error when the two layers cannot be fitted against each other."""
+def check_pair(reference, target, mode: str = "whole image/volume") -> None:
+    """Raise a clear error when the two layers cannot be fitted against each other in ``mode``.
+
+    Layers of one shape and one world transform are compared pixel by pixel. Otherwise they are
+    fitted across grids, which needs each to be only scaled and translated (`pair_grids`).
+    """
     a, b = image_data(reference, "reference"), image_data(target, "target")
     if reference is target:
         raise ValueError(f"reference and target are the same layer {reference.name!r}; "
                          "choose two different layers")
-    if tuple(a.shape) != tuple(b.shape):
+    if a.ndim != b.ndim:
         raise ValueError(f"reference {reference.name!r} {tuple(a.shape)} and target "
-                         f"{target.name!r} {tuple(b.shape)} differ in shape")
+                         f"{target.name!r} {tuple(b.shape)} differ in shape: they have different "
+                         "numbers of axes")
+    if on_one_grid(reference, target):
+        return
+    for layer, role in ((reference, "reference"), (target, "target")):
+        _check_axis_aligned(layer, role)
+    lead = range(a.ndim - 2) if mode in ("frames jointly", "per frame") else ()
+    for axis in lead:  # frames are matched one to one: they must be the same frames
+        if a.shape[axis] != b.shape[axis] or not np.allclose(
+                data_to_world_matrix(reference)[axis], data_to_world_matrix(target)[axis]):
+            raise ValueError(f"reference {reference.name!r} {tuple(a.shape)} and target "
+                             f"{target.name!r} {tuple(b.shape)} differ in shape or place along "
+                             f"axis {axis}; in {mode!r} mode their frames must be the same")
+
+
+def on_one_grid(reference, target) -> bool:
+    """Whether pixel ``i`` of one layer lies on pixel ``i`` of the other: same shape and transform."""
+    a, b = image_data(reference, "reference"), image_data(target, "target")
+    return tuple(a.shape) == tuple(b.shape) and np.allclose(
+        data_to_world_matrix(reference), data_to_world_matrix(target))
+
+
+def _check_axis_aligned(layer, role: str) -> None:
+    """Refuse a layer whose pixels are rotated, sheared or flipped in the world (no `Grid` for it)."""
+    linear = data_to_world_matrix(layer)[:-1, :-1]
+    if np.any(np.abs(linear - np.diag(np.diag(linear))) > 1e-9 * np.abs(linear).max()):
+        raise ValueError(f"{role} {layer.name!r} is rotated or sheared; layers on different grids "
+                         "are fitted through their scale and translate only. Remove its rotation, "
+                         "shear or affine, or give both layers the same transform and shape")
+    if np.any(np.diag(linear) <= 0):
+        raise ValueError(f"{role} {layer.name!r} is flipped (a negative scale); layers on different "
+                         "grids need positive scales")
+
+
+def layer_grid(layer, axes, sampling: str = "area") -> Grid:
+    """The `napari_blurfit.Grid` of an axis-aligned layer over its data ``axes``.
+
+    Its scale and translate are those of the layer's whole world transform (an affine that only
+    scales and translates counts too).
+    """
+    matrix = data_to_world_matrix(layer)
+    axes = list(axes)
+    return Grid(scale=np.diag(matrix)[axes], translate=matrix[axes, -1], sampling=sampling)
+
+
+def pair_grids(reference, target, mode: str = "whole image/volume", sampling: str = "area") -> dict | None:
+    """The layers' grids over the spatial axes of ``mode``: ``{"reference": Grid, "target": Grid}``.
+
+    ``None`` when the fitted arrays lie on one grid: then the fit compares them pixel by pixel, as
+    without grids. ``sampling`` goes on both grids: the core reads it on the image the blur is
+    measured on (the target; the reference when reversed). Call `check_pair` first.
+    """
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"target sampling must be one of {SAMPLINGS}; got {sampling!r}")
+    if on_one_grid(reference, target):
+        return None
+    axes = spatial_axes(reference.ndim, mode)
+    grids = {"reference": layer_grid(reference, axes, sampling), "target": layer_grid(target, axes, sampling)}
+    a, b = image_data(reference, "reference").shape, image_data(target, "target").shape
+    if grids["reference"] == grids["target"] and [a[i] for i in axes] == [b[i] for i in axes]:
+        return None  # they differ along other axes only (the planes of "current slice")
+    return grids
 
 
 def data_to_world_matrix(layer) -> np.ndarray:
@@ -298,7 +378,7 @@ def _plane_index(layer, world_point, ndim):
 
 
 def run_layer_fit(reference, target, *, mask_layer=None, mode: str = "whole image/volume", world_point=None,
-                  tile: int = 128, callback=None, **options) -> LayerFit:
+                  tile: int = 128, target_sampling: str = "area", callback=None, **options) -> LayerFit:
     """Fit ``target`` against ``reference`` (napari image layers) and build the output layers.
 
     Heavy work only; touches no viewer, so it can run in a worker thread.
@@ -306,8 +386,13 @@ def run_layer_fit(reference, target, *, mask_layer=None, mode: str = "whole imag
     Parameters
     ----------
     reference, target : napari.layers.Image
+        On one grid (same shape and transform) they are compared pixel by pixel. Otherwise each
+        layer's scale and translate over the spatial axes become the core's ``reference_grid`` and
+        ``target_grid`` (see `check_pair` for what is refused); the outputs lie on the target's
+        grid (the reference's when reversed).
     mask_layer : napari.layers.Labels or napari.layers.Shapes, optional
-        Mapped onto the target's pixels through both layers' transforms (see `mask_data`).
+        Mapped onto the pixels of the image the blur is measured on (the target; the reference
+        when reversed) through both layers' transforms (see `mask_data`).
     mode : str
         ``"whole image/volume"`` (every axis spatial, 2D/3D), ``"current slice"`` (the 2D plane
         shown by the viewer),
@@ -316,7 +401,10 @@ def run_layer_fit(reference, target, *, mask_layer=None, mode: str = "whole imag
     world_point : sequence of float, optional
         The viewer's ``dims.point`` (world coordinates) for ``"current slice"``; default: the first plane.
     tile : int
-        Tile size for ``"blur map"``.
+        Tile size for ``"blur map"`` (in the target's pixels).
+    target_sampling : {"area", "point"}
+        How the blurred image's pixels sample the world when the layers lie on different grids:
+        ``"area"`` (a camera: the mean over each pixel) or ``"point"`` (values at pixel centres).
     callback : callable, optional
         Passed to the core, and called between building the output images; raising in it cancels.
     **options
@@ -326,47 +414,80 @@ def run_layer_fit(reference, target, *, mask_layer=None, mode: str = "whole imag
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
-    check_pair(reference, target)
-    a, b = image_data(reference, "reference"), image_data(target, "target")
-    mask = mask_data(mask_layer, target)
-    scale, translate = np.asarray(target.scale), np.asarray(target.translate)
-    ndim, plane = a.ndim, None
-    if mode == "current slice":
-        if ndim < 2:
-            raise ValueError("'current slice' mode needs at least 2D layers")
-        plane = _plane_index(target, world_point, ndim)
-        a, b = np.asarray(a[plane]), np.asarray(b[plane])
-        mask = None if mask is None else mask[plane]
-        scale, translate = scale[-2:], translate[-2:]
-    elif mode in ("frames jointly", "per frame") and ndim < 2:
-        raise ValueError(f"{mode!r} mode needs layers with at least two axes")
-    spatial = tuple(range(a.ndim)) if mode in ("whole image/volume", "current slice", "blur map") \
-        else (a.ndim - 2, a.ndim - 1)
-    info = dict(mode=mode, plane=plane, hint=axis_hint(target, mode),
+    check_pair(reference, target, mode)
+    goal = reference if options.get("reverse") else target  # the image the model reproduces
+    a, b, mask, plane = _arrays(reference, target, goal, mask_layer, mode, world_point)
+    axes = spatial_axes(reference.ndim, mode)
+    grids = pair_grids(reference, target, mode, target_sampling)
+    grid_kw = {} if grids is None else {"reference_grid": grids["reference"], "target_grid": grids["target"]}
+    source = "target" if goal is reference else "reference"  # the kernel is sampled on its pixels
+    info = dict(mode=mode, plane=plane, hint=axis_hint(target, mode), grids=grids, kernel_pixels=source,
                 mask_pixels=None if mask is None else int(np.count_nonzero(mask)),
-                units=_units(target, [ax + ndim - a.ndim for ax in spatial]),
-                pixel_size=tuple(float(scale[ax]) for ax in spatial))
+                units=world_units(reference, target, axes),
+                pixel_size=grids[source].scale if grids else tuple(float(target.scale[ax]) for ax in axes))
     meta_base = {"reference": reference.name, "target": target.name, "mode": mode}
+    placement = _placement(goal, reference.ndim - a.ndim)
     if mode == "per frame":
         from .stack import fit_blur_stack
 
-        frames = fit_blur_stack(a, b, spatial_axes=(-2, -1), mask=mask, callback=callback, **options)
+        frames = fit_blur_stack(a, b, spatial_axes=(-2, -1), mask=mask, callback=callback, **grid_kw,
+                                **options)
         return LayerFit(None, [], frames=frames, **info)
     if mode == "blur map":
-        return _blur_map_fit(a, b, mask, target, tile, callback, options, meta_base, info)
+        return _blur_map_fit(a, b, mask, target.name, placement, tile, callback, {**options, **grid_kw},
+                             meta_base, info)
     if mode == "frames jointly":
         options = {**options, "spatial_axes": (-2, -1)}
-    fit = fit_blur(a, b, mask=mask, callback=callback, **options)
-    name = (reference if fit.reverse else target).name  # the image the model reproduces
-    placement = {"scale": tuple(scale), "translate": tuple(translate),
-                 "units": tuple(target.units)[-len(scale):]}
-    layers = _output_layers(fit, a, b, name, placement, meta_base, callback, lazy=mode == "frames jointly")
+    fit = fit_blur(a, b, mask=mask, callback=callback, **grid_kw, **options)
+    layers = _output_layers(fit, a, b, goal.name, placement, meta_base, callback,
+                            lazy=mode == "frames jointly")
     world = tuple(s * p for s, p in zip(fit.sigma, info["pixel_size"]))
     return LayerFit(fit, layers, sigma_world=world, **info)
 
 
-def _blur_map_fit(a, b, mask, target, tile, callback, options, meta_base, info) -> LayerFit:
-    """Blur-map mode: the core's map as an image layer aligned with the target (plus its shifts)."""
+def _arrays(reference, target, goal, mask_layer, mode, world_point):
+    """``(a, b, mask, plane)``: the arrays to fit and the mask on ``goal``'s pixels.
+
+    In ``"current slice"`` mode, the plane of each layer shown at ``world_point`` (each layer
+    sliced through its own transform) and that plane's index in the target.
+    """
+    a, b = image_data(reference, "reference"), image_data(target, "target")
+    mask = mask_data(mask_layer, goal)
+    if a.ndim < 2 and mode in FRAME_MODES:
+        raise ValueError(f"{mode!r} mode needs layers with at least two axes")
+    if mode != "current slice":
+        return a, b, mask, None
+    ref_plane, plane = (_plane_index(layer, world_point, a.ndim) for layer in (reference, target))
+    mask = None if mask is None else mask[ref_plane if goal is reference else plane]
+    return np.asarray(a[ref_plane]), np.asarray(b[plane]), mask, plane
+
+
+def _placement(layer, first: int) -> dict:
+    """Where output layers of ``layer``'s axes ``first:`` go: on ``layer``'s pixels, in its units.
+
+    A whole layer's rotation, shear and affine are kept too; a plane of it gets scale and translate.
+    """
+    place = {"scale": tuple(float(v) for v in layer.scale[first:]),
+             "translate": tuple(float(v) for v in layer.translate[first:]),
+             "units": tuple(layer.units)[first:]}
+    if first == 0:
+        place.update(rotate=np.asarray(layer.rotate), shear=np.asarray(layer.shear),
+                     affine=np.asarray(layer.affine.affine_matrix))
+    return place
+
+
+def spatial_axes(ndim: int, mode: str) -> list[int]:
+    """The layers' spatial axes in ``mode``: the last two in the frame modes, else all of them."""
+    return list(range(ndim - 2, ndim)) if mode in FRAME_MODES else list(range(ndim))
+
+
+def world_units(reference, target, axes) -> tuple[str, ...]:
+    """The spatial axes' units: the target's, or the reference's where the target has none."""
+    return tuple(t or r for t, r in zip(_units(target, axes), _units(reference, axes)))
+
+
+def _blur_map_fit(a, b, mask, name, placement, tile, callback, options, meta_base, info) -> LayerFit:
+    """Blur-map mode: the core's map as an image layer on the target's pixels (plus its shifts)."""
     from .blurmap import blur_map
 
     bm = blur_map(a, b, tile=tile, mask=mask, callback=callback, **options)
@@ -374,31 +495,35 @@ def _blur_map_fit(a, b, mask, target, tile, callback, options, meta_base, info) 
     finite = sigma_img[np.isfinite(sigma_img)]
     hi = float(finite.max()) if finite.size else 1.0
     lo = float(finite.min()) if finite.size else 0.0
-    placement = {"scale": tuple(target.scale), "translate": tuple(target.translate),
-                 "units": tuple(target.units), "metadata": {"blurfit": {**meta_base, "tile": tile}}}
-    layers = [(sigma_img, {"name": f"{target.name} blur map", "colormap": "viridis",
+    placement = {**placement, "metadata": {"blurfit": {**meta_base, "tile": tile}}}
+    layers = [(sigma_img, {"name": f"{name} blur map", "colormap": "viridis",
                            "contrast_limits": (lo, hi if hi > lo else lo + 1.0), **placement}, "image")]
-    arrows = shift_arrows(bm) if options.get("shift") else None
+    grids, kernel = info["grids"], info["kernel_pixels"]
+    ratio = 1.0 if grids is None else np.divide(grids[kernel].scale, grids[_other(kernel)].scale)
+    arrows = shift_arrows(bm, ratio) if options.get("shift") else None
     if arrows is not None:
         data, factor = arrows
         width = max(1.0, min(bm.step) / 24)
-        layers.append((data, {"name": f"{target.name} shift map", "length": factor,
+        layers.append((data, {"name": f"{name} shift map", "length": factor,
                               "edge_width": width, "edge_color": SHIFT_ARROW_COLOR, **placement},
                        "vectors"))
     return LayerFit(None, layers, blur_map=bm, arrow_scale=None if arrows is None else arrows[1],
                     **info)
 
 
-def shift_arrows(bm) -> tuple[np.ndarray, float] | None:
+def shift_arrows(bm, pixel_ratio=1.0) -> tuple[np.ndarray, float] | None:
     """Per-tile shifts as napari vectors ``(n, 2, d)`` (tile centre, shift) and an enlargement.
 
     The enlargement is a 1-2-5 number that draws the largest shift at about half a tile step;
-    ``None`` when no tile has a finite shift.
+    ``None`` when no tile has a finite shift. ``pixel_ratio`` (per axis) is how many of the map's
+    pixels one pixel of the shift spans: across grids the shifts are in the kernel's pixels, the
+    tile centres in the pixels of the grid the map lies on.
     """
     if bm.shift is None:
         return None
     d = bm.centers.shape[-1]
-    centres, shifts = bm.centers.reshape(-1, d), np.asarray(bm.shift, float).reshape(-1, d)
+    centres = bm.centers.reshape(-1, d)
+    shifts = np.asarray(bm.shift, float).reshape(-1, d) * np.asarray(pixel_ratio, float)
     keep = np.all(np.isfinite(shifts), axis=1)
     if not keep.any():
         return None
@@ -406,6 +531,10 @@ def shift_arrows(bm) -> tuple[np.ndarray, float] | None:
     wanted = 0.5 * min(bm.step) / max(longest, 1e-3)
     factor = max(1.0, _nice_below(wanted))
     return np.stack([centres[keep], shifts[keep]], axis=1), factor
+
+
+def _other(role: str) -> str:
+    return "target" if role == "reference" else "reference"
 
 
 def _nice_below(x: float) -> float:
@@ -421,12 +550,15 @@ def _output_layers(fit, a, b, name, placement, meta_base, callback, *, lazy) -> 
             callback(stage)
 
     step("making the fitted image")
-    source, goal = (b, a) if fit.reverse else (a, b)
-    # a lazy stack gets lazy output layers, which napari computes frame by frame as shown
-    lazy = lazy and is_dask(source)
+    ref, tgt = a, b
+    # a lazy stack gets lazy output layers, which napari computes frame by frame as shown (on one
+    # grid: across grids the core resamples the whole stack at once)
+    lazy = lazy and is_dask(b if fit.reverse else a) and fit.grids is None
     if not lazy:
-        source, goal = np.asarray(source), np.asarray(goal)
-    fitted = fit.apply(source).astype(np.float32)  # one filter pass serves both output layers
+        ref, tgt = np.asarray(a), np.asarray(b)
+    goal = ref if fit.reverse else tgt
+    # one filter pass serves both output layers; across grids both lie on the goal's pixels
+    fitted = fit.fitted(ref, tgt).astype(np.float32)
     step("making the residual image")
     residual = (goal - fitted).astype(np.float32)
     first = (0,) * (residual.ndim - 2) if lazy else ...  # contrast limits from the first frame
@@ -446,8 +578,8 @@ def _output_layers(fit, a, b, name, placement, meta_base, callback, *, lazy) -> 
     ]
 
 
-UPDATED = ("scale", "translate", "units", "metadata", "contrast_limits", "colormap", "length",
-           "edge_width", "edge_color")
+UPDATED = ("scale", "translate", "rotate", "shear", "affine", "units", "metadata", "contrast_limits",
+           "colormap", "length", "edge_width", "edge_color")
 
 
 def show_layers(viewer, result: LayerFit) -> list:
@@ -487,7 +619,7 @@ def _remove_stale_shift_map(viewer, result: LayerFit) -> None:
 
 
 def fit_layers(viewer, reference, target, *, mask=None, mode: str = "whole image/volume", show: bool = True,
-               **options):
+               target_sampling: str = "area", **options):
     """Fit two layers of ``viewer`` (given by name or as layers) and show fit and residual.
 
     The console counterpart of the dock widget: same computation, same output layers.
@@ -501,6 +633,8 @@ def fit_layers(viewer, reference, target, *, mask=None, mode: str = "whole image
         See `run_layer_fit`.
     show : bool
         Add/update the output layers.
+    target_sampling : {"area", "point"}
+        How the blurred image's pixels sample the world, for layers on different grids.
     **options
         Passed to `napari_blurfit.fit_blur` (``loss``, ``per_axis``, ``gain_offset``, ...).
 
@@ -513,7 +647,7 @@ def fit_layers(viewer, reference, target, *, mask=None, mode: str = "whole image
         return viewer.layers[x] if isinstance(x, str) else x
 
     result = run_layer_fit(get(reference), get(target), mask_layer=get(mask), mode=mode,
-                           world_point=viewer.dims.point, **options)
+                           world_point=viewer.dims.point, target_sampling=target_sampling, **options)
     if show:
         show_layers(viewer, result)
     if mode == "per frame":

@@ -197,10 +197,11 @@ def check_holds(model: GaussianModel, kernel: GaussianKernel, spatial) -> None:
     # the longest truncation that holds it, to a tenth below
     shorter = np.floor(10 * min(((n - 1) // 2 - abs(m) - 0.5) / s
                                 for n, s, m in zip(spatial, kernel.sigma, kernel.shift))) / 10
-    smaller = f"truncate={shorter:g} (a kernel cut shorter)" if shorter >= 2 else "a smaller truncate"
+    smaller = (f"truncate={shorter:g} (a kernel cut shorter)" if shorter >= 2
+               else f"a kernel cut shorter than truncate={model.truncate:g}")
     raise ValueError(
         f"a Gaussian of sigma ({sigma}) px does not fit the image (spatial shape {tuple(spatial)}): "
-        f"truncated at truncate={model.truncate:g} sigmas it reaches {tuple(radius)} px from its "
+        f"cut at truncate={model.truncate:g} (sigmas) it reaches {tuple(radius)} px from its "
         "centre, and a shift or a rotation needs the whole kernel inside the image (2 radius + 1 px "
         f"per axis). Use a larger image, {smaller}, or the axis-aligned, centred fit "
         "(shift=False, full_covariance=False), which has no such limit")

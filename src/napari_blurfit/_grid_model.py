@@ -59,15 +59,22 @@ def _used_values(image: np.ndarray, used: np.ndarray | None) -> np.ndarray:
     return image.reshape(-1) if used is None else image[np.broadcast_to(used, image.shape)]
 
 
-def blur(frames: np.ndarray, kernel: GaussianKernel, truncate: float) -> np.ndarray:
-    """``K * frames`` over the spatial (last) axes, reflect borders: separable where K is."""
+def blurred_resampled(frames: np.ndarray, kernel: GaussianKernel, truncate: float,
+                      weights) -> np.ndarray:
+    """``K * frames`` over the spatial (last) axes, reflect borders, resampled by ``weights``.
+
+    Where K is separable, axis by axis: each axis is filtered then resampled before the next, so
+    later axes are filtered on an image already shrunk to the destination's pixels (operators on
+    different axes commute, borders included).
+    """
     factors = kernel.factors(truncate)
     if factors is None:
-        return kernel.apply(frames, truncate)
+        return resample(kernel.apply(frames, truncate), weights, 1)
     out = frames
     first = frames.ndim - kernel.ndim
-    for k, weights in enumerate(factors):
-        out = ndimage.convolve1d(out, weights.astype(frames.dtype), axis=first + k, mode="reflect")
+    for k, (factor, matrix) in enumerate(zip(factors, weights)):
+        out = ndimage.convolve1d(out, factor.astype(out.dtype), axis=first + k, mode="reflect")
+        out = resample(out, [matrix], first + k)
     return out
 
 
@@ -87,7 +94,7 @@ class Evaluator:
             self.region = region(self.pair, self.frames, self.block, margin)
         self.tick("filtering (fit across grids)")
         self.n_evaluations += 1
-        image = resample(blur(self.region.source, kernel, self.model.truncate), self.region.weights, 1)
+        image = blurred_resampled(self.region.source, kernel, self.model.truncate, self.region.weights)
         return _used_values(image, self.region.used)
 
     @property

@@ -10,7 +10,7 @@ sigmas timed in the same loop (interleaved, median), their ratio against the iss
 (5 passes; 8 with shift or full covariance), the accuracy (largest relative sigma error over
 every direction, ``max |sqrt(eig(S^-1/2 C S^-1/2)) - 1|``, and the largest shift error in
 reference px) and the peak traced memory over the two inputs' bytes (target 6x). One 3D row
-(64x512x512 reference, 2x binned along every axis). ``--quick``: 1024^2 and 16x128x128, one run.
+(64x512x512 reference, 2x binned along every axis). ``--quick``: 1024^2 and 32x128x128, one run.
 
 Run: .venv/bin/python benchmarks/bench_grids.py [--repeats 3] [--size 4096] [--quick]
 """
@@ -191,13 +191,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--size", type=int, default=4096, help="side of the 2D reference")
     parser.add_argument("--volume", type=int, nargs=3, default=(64, 512, 512), help="3D reference shape")
-    parser.add_argument("--quick", action="store_true", help="1024^2 and 16x128x128, one run")
+    parser.add_argument("--quick", action="store_true", help="1024^2 and 32x128x128, one run")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--rows", default="", help="only rows whose name contains this")
     args = parser.parse_args()
     size, volume_shape, repeats = args.size, tuple(args.volume), args.repeats
     if args.quick:
-        size, volume_shape, repeats = 1024, (16, 128, 128), 1
+        size, volume_shape, repeats = 1024, (32, 128, 128), 1
     reference = texture_2d(size)
     print(f"reference {size}x{size} float32 (mosaic of photograph windows); 0.2% noise; medians of "
           f"{repeats} run(s); passes = fit / one gaussian_filter pass over the reference", flush=True)

@@ -50,20 +50,19 @@ def robust_fit(evaluator: Evaluator, params: np.ndarray, options: FitOptions, lo
     b = evaluator.target
     state = {"gain": start.gain, "offset": start.offset}
 
-    def value(p):
+    def fitted(p) -> Fitted:
         f = evaluator.values(evaluator.model.kernel(p))
         if options.gain_offset:
             g, o, _ = best_gain_offset(loss, f, b, state["gain"], state["offset"], n_eff=b.size)
             state.update(gain=g, offset=o)
-        return loss.value(state["gain"] * f + state["offset"] - b) / b.size
+        return Fitted(state["gain"] * f + state["offset"] - b, state["gain"], state["offset"])
 
     simplex = np.vstack([params] + [params + scale * e for e in np.eye(len(params))])
-    result = optimize.minimize(value, params, method="Nelder-Mead",
+    result = optimize.minimize(lambda p: loss.value(fitted(p).residual) / b.size, params,
+                               method="Nelder-Mead",
                                options={"initial_simplex": simplex, "xatol": 1e-5, "fatol": 0.0,
                                         "maxfev": max_evaluations})
-    value(result.x)
-    f = evaluator.values(evaluator.model.kernel(result.x))
-    return result.x, Fitted(state["gain"] * f + state["offset"] - b, state["gain"], state["offset"])
+    return result.x, fitted(result.x)
 
 
 def central_block(shape: tuple[int, ...]) -> tuple[slice, ...]:
@@ -207,9 +206,8 @@ def _robust(everything: Evaluator, crop: Evaluator | None, params, fitted: Fitte
             options: FitOptions, loss):
     """L1/Huber from the L2 optimum: on the crop, then a short polish on every pixel."""
     n = len(params)
-    if crop is not None:
-        params, _ = robust_fit(crop, params, options, loss, fitted, 20 * STEP, 60 * (n + 1))
-        fitted = l2_fitted(everything, params, options.gain_offset)
+    if crop is not None:  # the crop's gain and offset start the polish
+        params, fitted = robust_fit(crop, params, options, loss, fitted, 20 * STEP, 60 * (n + 1))
         budget, scale = 4 * (n + 1), 2 * STEP
     else:
         budget, scale = 60 * (n + 1), 20 * STEP

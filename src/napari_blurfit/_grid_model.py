@@ -17,7 +17,7 @@ from scipy import ndimage
 from ._gain_offset import l2_gain_offset
 from ._gaussian import GaussianKernel, GaussianModel
 from ._grid_pair import GridPair
-from ._resample import resample
+from ._resample import product_along, reflect_convolution, resample
 
 STEP = 1e-3  # finite-difference step: log sigma (or log-Cholesky entry), and px for a shift
 
@@ -63,18 +63,22 @@ def blurred_resampled(frames: np.ndarray, kernel: GaussianKernel, truncate: floa
                       weights) -> np.ndarray:
     """``K * frames`` over the spatial (last) axes, reflect borders, resampled by ``weights``.
 
-    Where K is separable, axis by axis: each axis is filtered then resampled before the next, so
-    later axes are filtered on an image already shrunk to the destination's pixels (operators on
-    different axes commute, borders included).
+    Where K is separable, axis by axis (operators on different axes commute, borders included):
+    the last axis, whose lines are contiguous, by `scipy.ndimage` then resampled; every other
+    axis as one sparse product of its resampling and reflect-convolution matrices, which reads
+    rows whole where `scipy.ndimage` would gather strided lines, and computes only the
+    destination's rows.
     """
     factors = kernel.factors(truncate)
     if factors is None:
         return resample(kernel.apply(frames, truncate), weights, 1)
-    out = frames
-    first = frames.ndim - kernel.ndim
-    for k, (factor, matrix) in enumerate(zip(factors, weights)):
-        out = ndimage.convolve1d(out, factor.astype(out.dtype), axis=first + k, mode="reflect")
-        out = resample(out, [matrix], first + k)
+    first, last = frames.ndim - kernel.ndim, frames.ndim - 1
+    out = ndimage.convolve1d(frames, factors[-1].astype(frames.dtype), axis=last, mode="reflect")
+    out = resample(out, [weights[-1]], last)
+    for k in range(kernel.ndim - 1):
+        axis = first + k
+        operator = weights[k] @ reflect_convolution(factors[k], frames.shape[axis])
+        out = product_along(out, operator, axis)
     return out
 
 

@@ -142,3 +142,32 @@ def _band(matrix: sparse.csr_matrix) -> list[tuple[np.ndarray, np.ndarray]] | No
         at = np.minimum(starts + k, m.nnz - 1)
         band.append((np.where(has, first + k, first), np.where(has, m.data[at], 0.0)))
     return band
+
+
+def reflect_convolution(factor: np.ndarray, n: int) -> sparse.csr_matrix:
+    """``scipy.ndimage.convolve1d(x, factor, mode="reflect")`` on lines of length ``n``, as a matrix.
+
+    ``factor`` has odd length, centred; taps beyond an end fold back (``-1`` is pixel 0, with
+    period ``2 n``) and are summed.
+    """
+    radius = len(factor) // 2
+    rows = np.repeat(np.arange(n), len(factor))
+    cols = np.mod(rows - np.tile(np.arange(-radius, radius + 1), n), 2 * n)
+    cols = np.where(cols >= n, 2 * n - 1 - cols, cols)
+    return sparse.csr_matrix((np.tile(np.asarray(factor, dtype=np.float64), n), (rows, cols)),
+                             shape=(n, n))
+
+
+def product_along(image: np.ndarray, matrix: sparse.csr_matrix, axis: int) -> np.ndarray:
+    """``matrix`` applied along ``axis`` of a C-ordered ``image``, in float64, without transposes.
+
+    One sparse product per index of the axes before ``axis``: each is a C-ordered block whose
+    rows along ``axis`` are read whole.
+    """
+    image = np.ascontiguousarray(image)
+    lead = int(np.prod(image.shape[:axis]))
+    blocks = image.reshape(lead, image.shape[axis], -1)
+    out = np.empty((lead, matrix.shape[0], blocks.shape[2]))
+    for i in range(lead):
+        out[i] = matrix @ blocks[i]
+    return out.reshape(image.shape[:axis] + (matrix.shape[0],) + image.shape[axis + 1:])

@@ -33,7 +33,7 @@ from ._stages import IDENTIFIABLE_FROM, IDENTITY_BELOW
 
 CROP_PIXELS = 2**16  # destination pixels per frame of the crop the exact model is first fitted on
 CROP_FRAMES = 4  # frames of a stack the crop keeps
-CROP_XTOL, FULL_XTOL = 1e-5, 2e-4  # largest parameter step that ends the crop's / the full fit
+CROP_XTOL, FULL_XTOL = 1e-5, 2e-3  # largest parameter step that ends the crop's / the full fit
 CROP_JACOBIANS, FULL_JACOBIANS = 30, 4
 # findings of the start fit that hold for the pair as such; those of the second kind quote the
 # destination's pixels (and say so). An ellipse or rotation there is one in source pixels only

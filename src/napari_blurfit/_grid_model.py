@@ -20,6 +20,7 @@ from ._grid_pair import GridPair
 from ._resample import product_along, reflect_convolution, resample
 
 STEP = 1e-3  # finite-difference step: log sigma (or log-Cholesky entry), and px for a shift
+LINES = 256  # lines of the last axis filtered and resampled at a time
 
 
 class Region(NamedTuple):
@@ -72,9 +73,13 @@ def blurred_resampled(frames: np.ndarray, kernel: GaussianKernel, truncate: floa
     factors = kernel.factors(truncate)
     if factors is None:
         return resample(kernel.apply(frames, truncate), weights, 1)
-    first, last = frames.ndim - kernel.ndim, frames.ndim - 1
-    out = ndimage.convolve1d(frames, factors[-1].astype(frames.dtype), axis=last, mode="reflect")
-    out = resample(out, [weights[-1]], last)
+    first = frames.ndim - kernel.ndim
+    out = np.empty(frames.shape[:-1] + (weights[-1].shape[0],))
+    lines, into = frames.reshape(-1, frames.shape[-1]), out.reshape(-1, out.shape[-1])
+    factor = factors[-1].astype(frames.dtype)
+    for start in range(0, len(lines), LINES):  # a block at a time: its temporaries stay small
+        block = slice(start, start + LINES)
+        into[block] = resample(ndimage.convolve1d(lines[block], factor, mode="reflect"), [weights[-1]], 1)
     for k in range(kernel.ndim - 1):
         axis = first + k
         operator = weights[k] @ reflect_convolution(factors[k], frames.shape[axis])

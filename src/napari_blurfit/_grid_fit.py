@@ -36,7 +36,7 @@ from ._stages import IDENTIFIABLE_FROM, IDENTITY_BELOW
 
 CROP_PIXELS = 2**16  # destination pixels per frame of the crop the exact model is first fitted on
 CROP_FRAMES = 4  # frames of a stack the crop keeps
-CROP_XTOL, FULL_XTOL = 1e-5, 2e-4  # largest parameter step that ends the crop's / the full fit
+CROP_XTOL, FULL_XTOL = 1e-5, 2e-3  # largest parameter step that ends the crop's / the full fit
 CROP_JACOBIANS, FULL_JACOBIANS = 30, 4
 # findings of the start fit that hold for the pair as such; an ellipse or rotation on the
 # destination's grid is one in source pixels only where the grids' pixel ratio is the same along
@@ -53,20 +53,19 @@ def robust_fit(evaluator: Evaluator, params: np.ndarray, options: FitOptions, lo
     b = evaluator.target
     state = {"gain": start.gain, "offset": start.offset}
 
-    def value(p):
+    def fitted(p) -> Fitted:
         f = evaluator.values(evaluator.model.kernel(p))
         if options.gain_offset:
             g, o, _ = best_gain_offset(loss, f, b, state["gain"], state["offset"], n_eff=b.size)
             state.update(gain=g, offset=o)
-        return loss.value(state["gain"] * f + state["offset"] - b) / b.size
+        return Fitted(state["gain"] * f + state["offset"] - b, state["gain"], state["offset"])
 
     simplex = np.vstack([params] + [params + scale * e for e in np.eye(len(params))])
-    result = optimize.minimize(value, params, method="Nelder-Mead",
+    result = optimize.minimize(lambda p: loss.value(fitted(p).residual) / b.size, params,
+                               method="Nelder-Mead",
                                options={"initial_simplex": simplex, "xatol": 1e-5, "fatol": 0.0,
                                         "maxfev": max_evaluations})
-    value(result.x)
-    f = evaluator.values(evaluator.model.kernel(result.x))
-    return result.x, Fitted(state["gain"] * f + state["offset"] - b, state["gain"], state["offset"])
+    return result.x, fitted(result.x)
 
 
 def central_block(shape: tuple[int, ...]) -> tuple[slice, ...]:
@@ -139,15 +138,20 @@ def fit_across_grids(pair: GridPair, options: FitOptions, lower: np.ndarray, upp
                                level, go, **last)
         level = level._replace(plain_sigma=np.sqrt(np.diag(model.kernel(plain).covariance)))
     else:
-        solved = levenberg_marquardt(lambda p: l2_fitted(everything, p, go).residual, params, low,
-                                     high, **last)
+        gain_offset = {}  # of every vector evaluated: the optimum's without evaluating it again
+
+        def residual(p):
+            fitted = l2_fitted(everything, p, go)
+            gain_offset[p.tobytes()] = fitted.gain, fitted.offset
+            return fitted.residual
+        solved = levenberg_marquardt(residual, params, low, high, **last)
     params, jac = solved.params[:model.n_params], solved.jacobian
     _check_overlap_holds(pair, model, model.kernel(params))
     loss = options.objective
     if loss.has_threshold:
         loss = loss.with_delta(options.huber_delta or start_fit.huber_delta)
     fitted = (joint_fitted(everything, solved.params, go) if level.corrected
-              else l2_fitted(everything, params, go))
+              else Fitted(solved.residual, *gain_offset[params.tobytes()]))
     if not loss.least_squares:
         params, fitted, jac = _robust(everything, crop, params, fitted, options, loss)
     level = level._replace(corrected_sigma=np.sqrt(np.diag(model.kernel(params).covariance)))
@@ -209,9 +213,8 @@ def _robust(everything: Evaluator, crop: Evaluator | None, params, fitted: Fitte
             options: FitOptions, loss):
     """L1/Huber from the L2 optimum: on the crop, then a short polish on every pixel."""
     n = len(params)
-    if crop is not None:
-        params, _ = robust_fit(crop, params, options, loss, fitted, 20 * STEP, 60 * (n + 1))
-        fitted = l2_fitted(everything, params, options.gain_offset)
+    if crop is not None:  # the crop's gain and offset start the polish
+        params, fitted = robust_fit(crop, params, options, loss, fitted, 20 * STEP, 60 * (n + 1))
         budget, scale = 4 * (n + 1), 2 * STEP
     else:
         budget, scale = 60 * (n + 1), 20 * STEP

@@ -17,9 +17,10 @@ from scipy import ndimage
 from ._gain_offset import l2_gain_offset
 from ._gaussian import GaussianKernel, GaussianModel
 from ._grid_pair import GridPair
-from ._resample import resample
+from ._resample import product_along, reflect_convolution, resample
 
 STEP = 1e-3  # finite-difference step: log sigma (or log-Cholesky entry), and px for a shift
+LINES = 256  # lines of the last axis filtered and resampled at a time
 
 
 class Region(NamedTuple):
@@ -59,15 +60,30 @@ def _used_values(image: np.ndarray, used: np.ndarray | None) -> np.ndarray:
     return image.reshape(-1) if used is None else image[np.broadcast_to(used, image.shape)]
 
 
-def blur(frames: np.ndarray, kernel: GaussianKernel, truncate: float) -> np.ndarray:
-    """``K * frames`` over the spatial (last) axes, reflect borders: separable where K is."""
+def blurred_resampled(frames: np.ndarray, kernel: GaussianKernel, truncate: float,
+                      weights) -> np.ndarray:
+    """``K * frames`` over the spatial (last) axes, reflect borders, resampled by ``weights``.
+
+    Where K is separable, axis by axis (operators on different axes commute, borders included):
+    the last axis, whose lines are contiguous, by `scipy.ndimage` then resampled; every other
+    axis as one sparse product of its resampling and reflect-convolution matrices, which reads
+    rows whole where `scipy.ndimage` would gather strided lines, and computes only the
+    destination's rows.
+    """
     factors = kernel.factors(truncate)
     if factors is None:
-        return kernel.apply(frames, truncate)
-    out = frames
+        return resample(kernel.apply(frames, truncate), weights, 1)
     first = frames.ndim - kernel.ndim
-    for k, weights in enumerate(factors):
-        out = ndimage.convolve1d(out, weights.astype(frames.dtype), axis=first + k, mode="reflect")
+    out = np.empty(frames.shape[:-1] + (weights[-1].shape[0],))
+    lines, into = frames.reshape(-1, frames.shape[-1]), out.reshape(-1, out.shape[-1])
+    factor = factors[-1].astype(frames.dtype)
+    for start in range(0, len(lines), LINES):  # a block at a time: its temporaries stay small
+        block = slice(start, start + LINES)
+        into[block] = resample(ndimage.convolve1d(lines[block], factor, mode="reflect"), [weights[-1]], 1)
+    for k in range(kernel.ndim - 1):
+        axis = first + k
+        operator = weights[k] @ reflect_convolution(factors[k], frames.shape[axis])
+        out = product_along(out, operator, axis)
     return out
 
 
@@ -87,7 +103,7 @@ class Evaluator:
             self.region = region(self.pair, self.frames, self.block, margin)
         self.tick("filtering (fit across grids)")
         self.n_evaluations += 1
-        image = resample(blur(self.region.source, kernel, self.model.truncate), self.region.weights, 1)
+        image = blurred_resampled(self.region.source, kernel, self.model.truncate, self.region.weights)
         return _used_values(image, self.region.used)
 
     @property
@@ -149,7 +165,9 @@ def levenberg_marquardt(fun, params: np.ndarray, lower: np.ndarray, upper: np.nd
                 damping = max(damping / 10, 1e-8)
                 break
             damping *= 10
-            if damping > 1e8:  # no step lowers the cost: a minimum to the step's precision
+            # no step lowers the cost: a minimum to the step's precision (more damping would
+            # only shorten a step already below xtol, each try a whole evaluation)
+            if damping > 1e8 or np.max(np.abs(trial - params)) < xtol:
                 return Solved(params, r, jac)
         if moved < xtol:
             break

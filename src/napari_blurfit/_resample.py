@@ -93,10 +93,81 @@ def _matrix(rows, cols, vals, shape) -> sparse.csr_matrix:
 
 def resample(image: np.ndarray, weights, first_axis: int) -> np.ndarray:
     """``image`` with each ``weights[k]`` applied along axis ``first_axis + k`` (float64)."""
-    out = np.asarray(image, dtype=np.float64)
+    out = np.asarray(image)
     for k, matrix in enumerate(weights):
-        axis = first_axis + k
-        moved = np.moveaxis(out, axis, 0)
+        out = _along(out, matrix, first_axis + k)
+    return np.asarray(out, dtype=np.float64)
+
+
+def _along(image: np.ndarray, matrix: sparse.csr_matrix, axis: int) -> np.ndarray:
+    """``matrix`` applied along ``axis``, in float64.
+
+    Where every row reads a run of adjacent columns (area and point weights do), as a few
+    gathers along the axis weighted in place: no transposed copies, a C-ordered result, the
+    sums taken in the order a sparse product takes them.
+    """
+    band = _band(matrix)
+    if band is None:
+        moved = np.moveaxis(np.asarray(image, dtype=np.float64), axis, 0)
         flat = np.ascontiguousarray(moved).reshape(moved.shape[0], -1)
-        out = np.moveaxis((matrix @ flat).reshape((matrix.shape[0],) + moved.shape[1:]), 0, axis)
+        return np.moveaxis((matrix @ flat).reshape((matrix.shape[0],) + moved.shape[1:]), 0, axis)
+    shape = [1] * image.ndim
+    shape[axis] = -1
+    out = None
+    for columns, values in band:
+        term = np.take(image, columns, axis=axis) * values.reshape(shape)
+        out = term if out is None else np.add(out, term, out=out)
     return out
+
+
+def _band(matrix: sparse.csr_matrix) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """``matrix``'s rows as ``(column, weight)`` per place in a run of adjacent columns.
+
+    None when a row is empty or its columns are not adjacent. Rows shorter than the longest
+    repeat their first column with weight 0.
+    """
+    m = sparse.csr_matrix(matrix)
+    if not m.has_sorted_indices:
+        m = m.sorted_indices()
+    starts, counts = m.indptr[:-1], np.diff(m.indptr)
+    if m.nnz == 0 or counts.min() == 0:
+        return None
+    first = m.indices[starts]
+    place = np.arange(m.nnz) - np.repeat(starts, counts)
+    if np.any(m.indices != np.repeat(first, counts) + place):
+        return None
+    band = []
+    for k in range(int(counts.max())):
+        has = counts > k
+        at = np.minimum(starts + k, m.nnz - 1)
+        band.append((np.where(has, first + k, first), np.where(has, m.data[at], 0.0)))
+    return band
+
+
+def reflect_convolution(factor: np.ndarray, n: int) -> sparse.csr_matrix:
+    """``scipy.ndimage.convolve1d(x, factor, mode="reflect")`` on lines of length ``n``, as a matrix.
+
+    ``factor`` has odd length, centred; taps beyond an end fold back (``-1`` is pixel 0, with
+    period ``2 n``) and are summed.
+    """
+    radius = len(factor) // 2
+    rows = np.repeat(np.arange(n), len(factor))
+    cols = np.mod(rows - np.tile(np.arange(-radius, radius + 1), n), 2 * n)
+    cols = np.where(cols >= n, 2 * n - 1 - cols, cols)
+    return sparse.csr_matrix((np.tile(np.asarray(factor, dtype=np.float64), n), (rows, cols)),
+                             shape=(n, n))
+
+
+def product_along(image: np.ndarray, matrix: sparse.csr_matrix, axis: int) -> np.ndarray:
+    """``matrix`` applied along ``axis`` of a C-ordered ``image``, in float64, without transposes.
+
+    One sparse product per index of the axes before ``axis``: each is a C-ordered block whose
+    rows along ``axis`` are read whole.
+    """
+    image = np.ascontiguousarray(image)
+    lead = int(np.prod(image.shape[:axis]))
+    blocks = image.reshape(lead, image.shape[axis], -1)
+    out = np.empty((lead, matrix.shape[0], blocks.shape[2]))
+    for i in range(lead):
+        out[i] = matrix @ blocks[i]
+    return out.reshape(image.shape[:axis] + (matrix.shape[0],) + image.shape[axis + 1:])

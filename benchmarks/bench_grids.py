@@ -182,7 +182,7 @@ def run_row(reference: np.ndarray, row: Row, repeats: int, memory: bool, seed: i
     fast = "ok" if passes <= limit else "MISS"
     small = "" if not memory else "ok" if peak <= MEMORY else "MISS"
     shape = "x".join(map(str, target.shape))
-    return (f"{row.name:31s} {shape:>11s} {seconds:7.2f} {one_pass:7.3f} {passes:7.1f} {limit:3.0f} "
+    return (f"{row.name:34s} {shape:>11s} {seconds:7.2f} {one_pass:7.3f} {passes:7.1f} {limit:3.0f} "
             f"{fast:4s} {sigma_error(result.covariance, row.covariance):9.1e} {shift_error:9.1e} "
             f"{peak:6.1f}x {small}")
 
@@ -202,7 +202,7 @@ def main() -> None:
     reference = texture_2d(size)
     print(f"reference {size}x{size} float32 (mosaic of photograph windows); 0.2% noise; medians of "
           f"{repeats} run(s); passes = fit / one gaussian_filter pass over the reference", flush=True)
-    print(f"{'row':31s} {'target':>11s} {'fit s':>7s} {'pass s':>7s} {'passes':>7s} {'max':>3s} {'':4s} "
+    print(f"{'row':34s} {'target':>11s} {'fit s':>7s} {'pass s':>7s} {'passes':>7s} {'max':>3s} {'':4s} "
           f"{'sigma err':>9s} {'shift err':>9s} {'memory':>7s} (max {MEMORY:.0f}x)", flush=True)
     for k, row in enumerate(ROWS):
         if args.rows in row.name:
@@ -220,7 +220,7 @@ def print_row(reference: np.ndarray, row: Row, repeats: int, memory: bool, seed:
     try:
         print(run_row(reference, row, repeats, memory, seed), flush=True)
     except Exception as error:  # a benchmark reports a failing row and goes on
-        print(f"{row.name:31s} ERROR {type(error).__name__}: {error}", flush=True)
+        print(f"{row.name:34s} ERROR {type(error).__name__}: {error}", flush=True)
         if "reference_noise" not in row.options:
             bare = row._replace(name=row.name + ", noise 0", options={**row.options, "reference_noise": 0})
             print_row(reference, bare, repeats, memory, seed)

@@ -90,3 +90,24 @@ def test_auto_does_no_harm_on_a_clean_reference_across_grids():
     fit = fit_blur(reference, target, target_grid=grid, warn=False)
     assert fit.sigma[0] == pytest.approx(plain.sigma[0], rel=0.005)
     assert not [f for f in fit.findings if f.code == "reference_noise"]
+
+
+def test_known_noise_is_corrected_on_a_pair_large_enough_for_a_crop():
+    """A 1024^2 reference (real texture without a period): the corrected fit runs on the crop,
+    then on every pixel."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from volumes import textured
+
+    image = textured((2, 1024, 1024), seed=3)[0]
+    rng = np.random.default_rng(5)
+    reference = image + 0.05 * rng.standard_normal(image.shape)
+    target = _block(ndimage.gaussian_filter(image, 1.5), 2)
+    target = target + TARGET_NOISE * rng.standard_normal(target.shape)
+    grid = Grid(2.0, translate=0.5)
+    fit = fit_blur(reference, target, target_grid=grid, reference_noise=0.05, warn=False)
+    assert fit.sigma[0] == pytest.approx(1.5, rel=0.005) and fit.reference_noise_corrected
+    auto = fit_blur(reference, target, target_grid=grid, warn=False)
+    assert auto.sigma[0] == pytest.approx(1.5, rel=0.02)

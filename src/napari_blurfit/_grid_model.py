@@ -108,6 +108,9 @@ class Evaluator:
 
     @property
     def target(self) -> np.ndarray:
+        """The destination's used pixels of the region (the same whatever the source's margin)."""
+        if self.region is None:  # not evaluated yet: the destination needs no margin
+            self.region = region(self.pair, self.frames, self.block, (0,) * self.model.ndim)
         return self.region.destination
 
 

@@ -18,6 +18,7 @@ from ._gain_offset import l2_gain_offset
 from ._gaussian import GaussianKernel, GaussianModel
 from ._grid_pair import GridPair
 from ._resample import product_along, reflect_convolution, resample
+from ._whole.spectrum import ReferenceSpectrum
 
 STEP = 1e-3  # finite-difference step: log sigma (or log-Cholesky entry), and px for a shift
 LINES = 256  # lines of the last axis filtered and resampled at a time
@@ -95,15 +96,22 @@ class Evaluator:
         self.pair, self.frames, self.block, self.model, self.tick = pair, frames, block, model, tick
         self.region: Region | None = None
         self.n_evaluations = 0
+        self._spectrum: ReferenceSpectrum | None = None  # the region's, for kernels that do not factorise
 
     def values(self, kernel: GaussianKernel) -> np.ndarray:
         radius = self.model.radius(kernel)
+        margin = tuple(int(1.5 * r) + 2 for r in radius)
         if self.region is None or any(r > room for r, room in zip(radius, self.region.room)):
-            margin = tuple(int(1.5 * r) + 2 for r in radius)
-            self.region = region(self.pair, self.frames, self.block, margin)
+            self.region, self._spectrum = region(self.pair, self.frames, self.block, margin), None
         self.tick("filtering (fit across grids)")
         self.n_evaluations += 1
-        image = blurred_resampled(self.region.source, kernel, self.model.truncate, self.region.weights)
+        if kernel.factors(self.model.truncate) is not None:
+            image = blurred_resampled(self.region.source, kernel, self.model.truncate, self.region.weights)
+        else:  # a rotated kernel: the source crop's spectrum, made once, times the kernel's
+            if self._spectrum is None or any(r > m for r, m in zip(radius, self._spectrum.radius)):
+                self._spectrum = ReferenceSpectrum(self.region.source, margin, None,
+                                                   dtype=self.region.source.dtype)
+            image = resample(self._spectrum.model(self.model.sampled(kernel)), self.region.weights, 1)
         return _used_values(image, self.region.used)
 
     @property

@@ -12,6 +12,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from drive import run_main
 from finding_cases import CASES, TRUE_SHIFT, core_findings
 from scipy import ndimage
 
@@ -164,17 +165,6 @@ def test_many_pairs_glob_and_pairs_csv_json(dataset, tmp_path):
 
 # ------------------------------------------------ issue 12: the command line as a new user meets it
 
-
-def run_main(capsys, *args):
-    """``main(argv)`` in process: (exit status, stdout, stderr)."""
-    from napari_blurfit.cli import main
-
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse's usage errors
-        status = exc.code
-    out = capsys.readouterr()
-    return status, out.out, out.err
 
 
 @pytest.fixture

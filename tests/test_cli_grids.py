@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 import tifffile
+from drive import run_main
 from scipy import ndimage
 from skimage import data
 
@@ -23,17 +24,6 @@ from napari_blurfit.io import PixelSize, read_pixel_size
 
 SIGMA = 2.0  # reference pixels
 
-
-def run_main(capsys, *args):
-    """``main(argv)`` in process: (exit status, stdout, stderr)."""
-    from napari_blurfit.cli import main
-
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse's usage errors
-        status = exc.code
-    out = capsys.readouterr()
-    return status, out.out, out.err
 
 
 def imagej(path, image, size_um, unit="um", spacing=None):

@@ -95,10 +95,6 @@ def test_auto_does_no_harm_on_a_clean_reference_across_grids():
 def test_known_noise_is_corrected_on_a_pair_large_enough_for_a_crop():
     """A 1024^2 reference (real texture without a period): the corrected fit runs on the crop,
     then on every pixel."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
     from volumes import textured
 
     image = textured((2, 1024, 1024), seed=3)[0]

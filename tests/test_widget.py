@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from drive import run, widget_for
 from finding_cases import CASES, core_findings, core_fits
 from magicgui.widgets import CheckBox
 from scipy import ndimage
@@ -26,27 +27,12 @@ def viewer_pair(make_napari_viewer, cell):
     return viewer
 
 
-def widget_for(viewer, reference, target, **options):
-    """A widget on ``viewer`` with the two named layers picked and options set."""
-    widget = BlurFitWidget(viewer)
-    widget.reference.value = viewer.layers[reference]
-    widget.target.value = viewer.layers[target]
-    for name, value in options.items():
-        getattr(widget, name).value = value
-    return widget
-
 
 def shown(widget) -> str:
     """The result panel's text as it reads: its no-break spaces (which keep a number and its
     error on one line) as plain spaces."""
     return widget.result_text.text().replace("\u00a0", " ")
 
-
-def run(widget, qtbot, timeout=60_000):
-    worker = widget.start_fit()
-    assert worker is not None
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=timeout)
-    return worker
 
 
 def test_pickers_offer_only_images_and_stay_distinct(viewer_pair, qtbot):
@@ -893,10 +879,6 @@ def test_reference_noise_control_shows_the_estimate(make_napari_viewer, camera, 
 def test_kernel_reach_lets_a_wide_axial_kernel_fit_a_thin_volume(make_napari_viewer, qtbot):
     """A shifted fit needs the whole kernel inside the volume: the error names "kernel reach",
     and a shorter reach (the core's ``truncate``) fits it."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
     from volumes import textured
 
     volume = textured((12, 64, 64), seed=2)

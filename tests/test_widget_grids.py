@@ -11,9 +11,9 @@ import re
 
 import numpy as np
 import pytest
+from drive import run, widget_for
 from scipy import ndimage
 
-from napari_blurfit._widget import BlurFitWidget
 from napari_blurfit.layers import run_layer_fit
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
@@ -41,18 +41,6 @@ def grid_viewer(make_napari_viewer, camera):
     return viewer
 
 
-def widget_for(viewer, reference, target, **options):
-    widget = BlurFitWidget(viewer)
-    widget.reference.value = viewer.layers[reference]
-    widget.target.value = viewer.layers[target]
-    for name, value in options.items():
-        getattr(widget, name).value = value
-    return widget
-
-
-def run(widget, qtbot, timeout=120_000):
-    assert widget.start_fit() is not None
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=timeout)
 
 
 def shown(widget) -> str:

@@ -65,15 +65,13 @@ def blurred_resampled(frames: np.ndarray, kernel: GaussianKernel, truncate: floa
                       weights) -> np.ndarray:
     """``K * frames`` over the spatial (last) axes, reflect borders, resampled by ``weights``.
 
-    Where K is separable, axis by axis (operators on different axes commute, borders included):
-    the last axis, whose lines are contiguous, by `scipy.ndimage` then resampled; every other
-    axis as one sparse product of its resampling and reflect-convolution matrices, which reads
-    rows whole where `scipy.ndimage` would gather strided lines, and computes only the
-    destination's rows.
+    For a separable ``kernel`` (a rotated one goes through `Evaluator`'s cached spectrum), axis
+    by axis (operators on different axes commute, borders included): the last axis, whose lines
+    are contiguous, by `scipy.ndimage` then resampled; every other axis as one sparse product of
+    its resampling and reflect-convolution matrices, which reads rows whole where
+    `scipy.ndimage` would gather strided lines, and computes only the destination's rows.
     """
     factors = kernel.factors(truncate)
-    if factors is None:
-        return resample(kernel.apply(frames, truncate), weights, 1)
     first = frames.ndim - kernel.ndim
     out = np.empty(frames.shape[:-1] + (weights[-1].shape[0],))
     lines, into = frames.reshape(-1, frames.shape[-1]), out.reshape(-1, out.shape[-1])

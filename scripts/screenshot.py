@@ -43,6 +43,14 @@ def save(viewer, path):
     print("saved", path)
 
 
+def save_grid(viewer, path):
+    """Reference, target, fit and residual side by side, saved."""
+    viewer.grid.enabled = True
+    viewer.grid.shape = (2, 2)
+    viewer.reset_view()
+    save(viewer, path)
+
+
 def sample_menu_path(viewer):
     """The menu path napari shows for this plugin's sample (for the README)."""
     for menu in viewer.window._qt_window.findChildren(QMenu):
@@ -65,10 +73,7 @@ save(viewer, SHOTS / "1-default-dock.png")
 widget.gain_offset.value = True
 widget._options_section.expand(animate=False)
 fit(widget)
-viewer.grid.enabled = True  # reference, target, fit and residual side by side
-viewer.grid.shape = (2, 2)
-viewer.reset_view()
-save(viewer, DOCS / "screenshot.png")
+save_grid(viewer, DOCS / "screenshot.png")
 widget.plots.tabs.setCurrentIndex(1)
 save(viewer, SHOTS / "2-after-fit-transfer.png")
 widget.plots.tabs.setCurrentIndex(0)
@@ -119,10 +124,7 @@ widget.kernel.value = KernelShape.ROTATED
 widget.fit_shift.value = True
 widget._options_section.collapse(animate=False)  # room for the longer result on a 900 px screen
 fit(widget)
-viewer.grid.enabled = True
-viewer.grid.shape = (2, 2)
-viewer.reset_view()
-save(viewer, SHOTS / "6-rotated-shift.png")
+save_grid(viewer, SHOTS / "6-rotated-shift.png")
 print(widget.result_text.text())
 
 viewer.grid.enabled = False
@@ -139,10 +141,7 @@ widget.kernel.value = KernelShape.ROUND
 widget.fit_shift.value = False
 widget._options_section.expand(animate=False)  # the "target pixels" choice
 fit(widget)
-viewer.grid.enabled = True
-viewer.grid.shape = (2, 2)
-viewer.reset_view()
-save(viewer, SHOTS / "7-grids.png")
+save_grid(viewer, SHOTS / "7-grids.png")
 print(widget.result_text.text())
 
 viewer.close()

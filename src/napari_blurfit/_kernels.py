@@ -84,3 +84,16 @@ def transfer(sigmas, size: int, truncate: float = 4.0, *, derivative: bool = Fal
         g, dg = half_kernels(sigmas, truncate, derivative=True)
         return _fold_transfer(g, size), _fold_transfer(dg, size)
     return _fold_transfer(half_kernels(sigmas, truncate), size)
+
+
+def axis_transfers(axis_sigmas, shape, truncate: float = 4.0, *, derivative: bool = False) -> list:
+    """`transfer` along each axis of ``shape`` for the sigmas ``axis_sigmas[i]`` of axis i.
+
+    Axes of one length with the same sigmas (a round kernel on a square image) share one result,
+    computed once: the arrays are shared, not copied, so they are for reading only.
+    """
+    out: list = []
+    for i, (s, n) in enumerate(zip(axis_sigmas, shape)):
+        same = next((j for j in range(i) if shape[j] == n and np.array_equal(axis_sigmas[j], s)), None)
+        out.append(out[same] if same is not None else transfer(s, n, truncate, derivative=derivative))
+    return out

@@ -15,7 +15,7 @@ from functools import reduce
 
 import numpy as np
 
-from ._kernels import transfer
+from ._kernels import axis_transfers, transfer
 from ._transforms import frame_dct, threads
 
 STEP_BYTES = 2**21  # frames transformed together: small enough to be still in cache when summed
@@ -334,8 +334,9 @@ class Tabulated:
 
 def tabulate(stats: SpectralStats, axis_sigmas, *, joint: bool, truncate: float = 4.0) -> Tabulated:
     """`Tabulated` contractions on a grid of sigmas (the grid as `l2_grid` takes it)."""
-    hs = [transfer(s, n, truncate) for s, n in zip(axis_sigmas, stats.shape)]
-    squares = [h * h for h in hs]
+    hs = axis_transfers(axis_sigmas, stats.shape, truncate)
+    square = {id(h): h * h for h in hs}  # once for axes that share a transfer
+    squares = [square[id(h)] for h in hs]
     return Tabulated(contract(stats.paa, squares, joint=joint), contract(stats.pab, hs, joint=joint),
                      noise_share(squares, joint=joint))
 

@@ -28,6 +28,7 @@ WHOLE_NOISE_ROUNDS, WHOLE_SETTLED = 2, 0.05
 # the local grid, in log-sigma about the plain fit's sigma (a correction moves sigma down)
 NEAR_BELOW, NEAR_ABOVE, COARSE = -0.7, 0.2, 17
 FINE = 13  # points of the zoom about the coarse grid's best, two coarse spacings each way
+ZOOM = (FINE - 1) // 4  # fine spacings per coarse one
 
 
 def solution_at(stats: SpectralStats, problem: Problem, sigma: np.ndarray, profile=None) -> Solution:
@@ -241,11 +242,37 @@ class CorrectedSearch:
                 break
             self._coarse, t = None, float(grid[i])
         if i not in self._fine:
-            step = grid[1] - grid[0] if len(grid) > 1 else 0.0
-            self._fine[i] = self._grid(stats, problem, max(box[0], grid[i] - 2 * step),
-                                       min(box[1], grid[i] + 2 * step), FINE)
+            self._fine[i] = self._zoom(stats, problem, i, box)
         fine, table = self._fine[i]
         return self._at_best(table, fine, stats, problem)
+
+    def _zoom(self, stats, problem, i: int, box) -> tuple[np.ndarray, Tabulated]:
+        """The `FINE` grid about the coarse grid's point ``i``, two coarse spacings each way.
+
+        Unclipped, every `ZOOM`-th of its points is a coarse one: those columns are re-read from
+        the coarse table, and only the others contracted.
+        """
+        grid, coarse = self._coarse
+        step = grid[1] - grid[0] if len(grid) > 1 else 0.0
+        want = (grid[i] - 2 * step, grid[i] + 2 * step)
+        lo, hi = max(box[0], want[0]), min(box[1], want[1])
+        if not (step > 0 and (lo, hi) == want and 2 <= i <= len(grid) - 3):
+            return self._grid(stats, problem, lo, hi, FINE)
+        fine = np.linspace(lo, hi, FINE)
+        on_coarse = np.arange(FINE) % ZOOM == 0
+        new = tabulate(stats, [np.exp(fine[~on_coarse])] * problem.d, joint=True,
+                       truncate=problem.options.truncate)
+        return fine, _interleaved(coarse, slice(i - 2, i + 3), new, on_coarse)
+
+
+def _interleaved(coarse: Tabulated, columns: slice, new: Tabulated, on_coarse: np.ndarray) -> Tabulated:
+    """A joint grid's table: ``coarse``'s ``columns`` where ``on_coarse``, ``new``'s elsewhere."""
+    parts = {}
+    for name in ("qaa", "qab", "share"):
+        out = np.empty(len(on_coarse))
+        out[on_coarse], out[~on_coarse] = getattr(coarse, name)[columns], getattr(new, name)
+        parts[name] = out
+    return Tabulated(**parts)
 
 
 def _vertex(grid: np.ndarray, values: np.ndarray) -> float:

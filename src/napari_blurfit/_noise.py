@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._kernels import transfer
+from ._kernels import axis_transfers
 from ._spectral import SAMPLE, SpectralStats, strided
 from ._stages import NoiseCorrection, Problem, Solution
 from ._transforms import fftn
@@ -75,7 +75,12 @@ class NoiseEstimate(NamedTuple):
 
 def transfer_grid(sigma, shape, truncate: float, picked: tuple[slice, ...], *, derivative: bool = False):
     """The kernel's transfer ``H`` on a subgrid; with ``derivative`` also ``[dH/dsigma_i]`` per axis."""
-    parts = [transfer([s], n, truncate, derivative=derivative) for s, n in zip(sigma, shape)]
+    parts = axis_transfers([[s] for s in sigma], shape, truncate, derivative=derivative)
+    return on_subgrid(parts, picked, derivative=derivative)
+
+
+def on_subgrid(parts: list, picked: tuple[slice, ...], *, derivative: bool = False):
+    """`transfer_grid` from the axes' transfers ``parts`` (`axis_transfers` of one sigma)."""
     if not derivative:
         return reduce(np.multiply.outer, [p[:, 0][sl] for p, sl in zip(parts, picked)])
     hs = [p[0][:, 0][sl] for p, sl in zip(parts, picked)]
@@ -268,19 +273,21 @@ def sandwich_stderr(stats: SpectralStats, sigma, gain: float, *, per_axis: bool,
     and reference noise, a blur that is not quite this Gaussian) at its own frequency. Read on
     `informative` coefficients; the DC coefficient (the offset's) is left out.
     """
-    picked, weight = informative(sigma, stats.shape, truncate)
-    h, partial = transfer_grid(sigma, stats.shape, truncate, picked, derivative=True)
+    parts = axis_transfers([[s] for s in sigma], stats.shape, truncate, derivative=True)
+    picked, weight = informative(parts)
+    h, partial = on_subgrid(parts, picked, derivative=True)
     f = stats.n_frames
-    paa, pab = (p[picked].reshape(-1)[1:].astype(np.float64) for p in (stats.paa, stats.pab))
+    paa, pab = (np.asarray(p[picked].reshape(-1)[1:], dtype=np.float64) for p in (stats.paa, stats.pab))
     info = paa - f * stats.noise
     score = pab - gain * h.reshape(-1)[1:] * info
-    columns = [gain * p.reshape(-1)[1:] for p in partial]
-    columns = columns if per_axis else [np.sum(columns, axis=0)]
+    partial = [p.reshape(-1)[1:] for p in partial]
+    columns = [gain * p for p in partial] if per_axis else [gain * sum(partial)]
     if gain_offset:
         columns.append(h.reshape(-1)[1:])
     design = np.stack(columns)
-    bread = (design * info) @ design.T
-    meat = (design * score**2) @ design.T
+    # einsum, not a BLAS product: a few long rows, where BLAS threads only wait for each other
+    bread = np.einsum("ik,jk->ij", design * info, design)
+    meat = np.einsum("ik,jk->ij", design * (score * score), design)
     with np.errstate(all="ignore"):
         try:
             inverse = np.linalg.inv(bread)
@@ -291,17 +298,17 @@ def sandwich_stderr(stats: SpectralStats, sigma, gain: float, *, per_axis: bool,
     return se if per_axis else np.full(len(sigma), se[0])
 
 
-def informative(sigma, shape, truncate: float, limit: int = SANDWICH_COEFFICIENTS):
+def informative(parts: list, limit: int = SANDWICH_COEFFICIENTS):
     """``(slices, weight)``: the coefficients a sigma's standard error is read from.
 
-    Along each axis, those up to where the kernel's transfer and its derivative fall below
-    `NEGLIGIBLE` of their peak (beyond, a coefficient adds nothing to either side of the
-    sandwich); every one of them where they are few (a wide kernel's information sits in a few
-    low frequencies, too few to thin out), else every m-th (``weight = m**d`` coefficients each).
+    Along each axis, those up to where the kernel's transfer and its derivative (``parts``, each
+    axis's `axis_transfers` at the sigma) fall below `NEGLIGIBLE` of their peak (beyond, a
+    coefficient adds nothing to either side of the sandwich); every one of them where they are
+    few (a wide kernel's information sits in a few low frequencies, too few to thin out), else
+    every m-th (``weight = m**d`` coefficients each).
     """
     ends = []
-    for s, n in zip(sigma, shape):
-        h, dh = (v[:, 0] for v in transfer([s], n, truncate, derivative=True))
+    for h, dh in ((v[:, 0] for v in part) for part in parts):
         level = np.maximum(np.abs(h) / max(np.abs(h).max(), 1e-300),
                            np.abs(dh) / max(np.abs(dh).max(), 1e-300))
         ends.append(int(np.flatnonzero(level > NEGLIGIBLE).max(initial=0)) + 1)

@@ -14,10 +14,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from ._findings import brightness_rss
+from ._findings import brightness_rss, brightness_sigmas
 from ._gaussian import GaussianModel
 from ._kernels import half_kernels
-from ._noise import CORRECTED_MISFIT, estimate_reference_noise, estimate_whole_noise
+from ._noise import CORRECTED_MISFIT, estimate_noise, estimate_reference_noise, estimate_whole_noise
 from ._spectral import SpectralStats, Tabulated, tabulate
 from ._stages import SEARCH_FLOOR, Data, NoiseCorrection, Problem, Solution, spread
 from ._whole.sandwich import sandwich_errors
@@ -69,21 +69,22 @@ def noise_aware_fit(data: Data, problem: Problem, *, start_only: bool,
     whole-Gaussian fit) take the statistics with the correction in force. ``spectral_fit``:
     the global spectral L2 fit of statistics (`napari_blurfit.fit`'s).
     """
-    setting = problem.options.reference_noise
+    setting, opt = problem.options.reference_noise, problem.options
     plain = spectral_fit(data.stats, problem, start_only=start_only)
     refit = CorrectedSearch(spectral_fit)
-    if isinstance(setting, str) and not problem.options.gain_offset:
+    # the statistics hold the excluded pixels too (garbage, maybe, or NaNs filled): they cannot
+    # tell the reference's noise; a border band alone excludes real pixels
+    readable = isinstance(setting, str) and opt.mask is None and not data.n_nonfinite
+    first = estimate_noise(data.stats, plain.sigma, plain.gain, opt.truncate) if readable else None
+    if isinstance(setting, str) and not opt.gain_offset:
         # the pair's brightness check, made once: the findings (and a whole fit) read it too
-        plain = replace(plain, brightness=brightness_rss(data.stats, plain.sigma, problem.options.truncate,
-                                                         plain_rss=plain.rss))
-    if isinstance(setting, str) and (problem.options.mask is not None or data.n_nonfinite
-                                     or _gain_missing(plain, problem)):
-        # the statistics hold the excluded pixels too (garbage, maybe, or NaNs filled): they
-        # cannot tell the reference's noise; a border band alone excludes real pixels. A gain
-        # the model lacks leaves residual power in |K_hat|^2 as noise does: none is read then
+        coming = first is not None and first.significant  # a correction: its search's grid too
+        plain = replace(plain, brightness=_brightness(data.stats, problem, plain, refit if coming else None))
+    if isinstance(setting, str) and (not readable or _gain_missing(plain, problem)):
+        # a gain the model lacks leaves residual power in |K_hat|^2 as noise does: none is read
         return replace(plain, noise=NoiseCorrection(0.0, False, plain.sigma, plain.sigma, True)), data
     if isinstance(setting, str):
-        reading = estimate_reference_noise(data.stats, plain, problem, refit=refit)
+        reading = estimate_reference_noise(data.stats, plain, problem, refit=refit, first=first)
         sol, sd = reading.solution, float(np.sqrt(reading.variance))
         corrected, error = sol is not plain, reading.stderr
         loop = (reading.amplification, reading.sensitivity)
@@ -98,6 +99,18 @@ def noise_aware_fit(data: Data, problem: Problem, *, start_only: bool,
                             *loop)
     return replace(sol, profile=corrected_profile(stats, problem, plain) if corrected else plain.profile,
                    noise=noise, brightness=plain.brightness), data._replace(stats=stats)
+
+
+def _brightness(stats: SpectralStats, problem: Problem, plain: Solution,
+                search: CorrectedSearch | None) -> tuple[float, float]:
+    """The pair's brightness check at the plain fit (`brightness_rss`).
+
+    With ``search`` (a correction is coming), contracted together with that search's first grid:
+    one pass over the statistics for both.
+    """
+    sigmas = brightness_sigmas(plain.sigma)
+    table = None if search is None else search.prefetch(stats, problem, plain.sigma, sigmas)
+    return brightness_rss(stats, plain.sigma, problem.options.truncate, plain_rss=plain.rss, table=table)
 
 
 def _gain_missing(plain: Solution, problem: Problem) -> bool:
@@ -211,8 +224,21 @@ class CorrectedSearch:
         # enough for the next estimate; `noise_aware_fit` makes the answer's exact solution
         return Solution(np.full(problem.d, np.exp(t)), gain, offset, np.nan, np.nan, {})
 
-    def _grid(self, stats, problem, lo: float, hi: float, points: int) -> tuple[np.ndarray, Tabulated]:
-        grid = np.linspace(lo, hi, points)
+    def prefetch(self, stats: SpectralStats, problem: Problem, near, extra: list[np.ndarray]):
+        """The first (coarse) grid about ``near``, contracted with the joint columns ``extra``.
+
+        One pass over the statistics for both: returns ``extra``'s `Tabulated`, and keeps the
+        grid's for the first call. None where the search is the fallback's (sigmas per axis).
+        """
+        if problem.options.sigma_per_axis:
+            return None
+        grid = _coarse_grid(problem, float(np.log(max(near[0], SEARCH_FLOOR))))
+        both = tabulate(stats, [np.concatenate([np.exp(grid), e]) for e in extra], joint=True,
+                        truncate=problem.options.truncate)
+        self._coarse, self._fine = (grid, both.columns(slice(None, len(grid)))), {}
+        return both.columns(slice(len(grid), None))
+
+    def _grid(self, stats, problem, grid: np.ndarray) -> tuple[np.ndarray, Tabulated]:
         sigmas = [np.exp(grid)] * problem.d
         return grid, tabulate(stats, sigmas, joint=True, truncate=problem.options.truncate)
 
@@ -230,11 +256,10 @@ class CorrectedSearch:
 
         The tables are made when first needed and kept while the best point stays inside.
         """
-        box = (float(np.log(max(problem.lower.max(), SEARCH_FLOOR))), float(np.log(problem.upper.min())))
+        box = _log_box(problem)
         for _ in range(4):  # a best point on an inner edge of the coarse grid moves it there
             if self._coarse is None:
-                lo, hi = max(box[0], min(t + NEAR_BELOW, box[1])), min(box[1], max(t + NEAR_ABOVE, box[0]))
-                self._coarse, self._fine = self._grid(stats, problem, lo, hi, COARSE), {}
+                self._coarse, self._fine = self._grid(stats, problem, _coarse_grid(problem, t)), {}
             grid, table = self._coarse
             i = int(np.argmin(self._values(table, stats, problem)))
             inner_edge = (i == 0 and grid[0] > box[0]) or (i == len(grid) - 1 and grid[-1] < box[1])
@@ -257,7 +282,7 @@ class CorrectedSearch:
         want = (grid[i] - 2 * step, grid[i] + 2 * step)
         lo, hi = max(box[0], want[0]), min(box[1], want[1])
         if not (step > 0 and (lo, hi) == want and 2 <= i <= len(grid) - 3):
-            return self._grid(stats, problem, lo, hi, FINE)
+            return self._grid(stats, problem, np.linspace(lo, hi, FINE))
         fine = np.linspace(lo, hi, FINE)
         on_coarse = np.arange(FINE) % ZOOM == 0
         new = tabulate(stats, [np.exp(fine[~on_coarse])] * problem.d, joint=True,
@@ -265,12 +290,24 @@ class CorrectedSearch:
         return fine, _interleaved(coarse, slice(i - 2, i + 3), new, on_coarse)
 
 
+def _log_box(problem: Problem) -> tuple[float, float]:
+    """The bounds of one shared sigma, in log-sigma."""
+    return float(np.log(max(problem.lower.max(), SEARCH_FLOOR))), float(np.log(problem.upper.min()))
+
+
+def _coarse_grid(problem: Problem, t: float) -> np.ndarray:
+    """`CorrectedSearch`'s coarse grid about log-sigma ``t``, within the bounds."""
+    box = _log_box(problem)
+    lo, hi = max(box[0], min(t + NEAR_BELOW, box[1])), min(box[1], max(t + NEAR_ABOVE, box[0]))
+    return np.linspace(lo, hi, COARSE)
+
+
 def _interleaved(coarse: Tabulated, columns: slice, new: Tabulated, on_coarse: np.ndarray) -> Tabulated:
     """A joint grid's table: ``coarse``'s ``columns`` where ``on_coarse``, ``new``'s elsewhere."""
-    parts = {}
+    shared, parts = coarse.columns(columns), {}
     for name in ("qaa", "qab", "share"):
         out = np.empty(len(on_coarse))
-        out[on_coarse], out[~on_coarse] = getattr(coarse, name)[columns], getattr(new, name)
+        out[on_coarse], out[~on_coarse] = getattr(shared, name), getattr(new, name)
         parts[name] = out
     return Tabulated(**parts)
 

@@ -21,7 +21,7 @@ from ._kernels import transfer
 from ._noise import sandwich_stderr, with_estimate_error
 from ._probe import ProbeResult, probe_model
 from ._shift import MIN_SIZE as PROBE_MIN_SIZE
-from ._spectral import SpectralStats, contract, l2_at, l2_grid, normal_matrix
+from ._spectral import SpectralStats, Tabulated, contract, l2_at, l2_grid, normal_matrix, tabulate
 from ._spread import JointSpread, joint_spread
 from ._stages import (
     IDENTIFIABLE_FROM,
@@ -317,19 +317,26 @@ def ordered(found) -> tuple[Finding, ...]:
 
 
 def brightness_rss(stats: SpectralStats, sigma, truncate: float,
-                   plain_rss: float | None = None) -> tuple[float, float]:
+                   plain_rss: float | None = None, table: Tabulated | None = None) -> tuple[float, float]:
     """L2 loss at ``sigma`` without a gain/offset, and the least with one at ``sigma`` or below.
 
     A fit without a gain/offset stretches sigma to make up for a brightness difference (or runs
     away to a flat model), so comparing both at the fitted sigma alone can miss it: the gain/offset
     side is the best over `BRIGHTNESS_FACTORS` of it, in one contraction of the statistics.
-    ``plain_rss``: the first, where known already (a fit's own RSS at ``sigma``).
+    ``plain_rss``: the first, where known already (a fit's own RSS at ``sigma``); ``table``: that
+    contraction, where made already (at `brightness_sigmas`).
     """
     sigma = np.asarray(sigma, dtype=np.float64)
-    columns = [np.maximum(s * BRIGHTNESS_FACTORS, SEARCH_FLOOR) for s in sigma]
-    with_go = l2_grid(stats, columns, joint=True, gain_offset=True, truncate=truncate)[0]
+    if table is None:
+        table = tabulate(stats, brightness_sigmas(sigma), joint=True, truncate=truncate)
+    with_go = table.project(stats, gain_offset=True)[0]
     plain = l2_at(stats, sigma, truncate=truncate)[False][0] if plain_rss is None else plain_rss
     return float(plain), float(np.min(with_go))
+
+
+def brightness_sigmas(sigma) -> list[np.ndarray]:
+    """The joint grid `brightness_rss` reads: per axis, ``sigma`` times `BRIGHTNESS_FACTORS`."""
+    return [np.maximum(s * BRIGHTNESS_FACTORS, SEARCH_FLOOR) for s in np.asarray(sigma, dtype=np.float64)]
 
 
 def _brightness(sol: Solution, stats: SpectralStats, truncate: float) -> list[Finding]:

@@ -211,7 +211,7 @@ class Reading(NamedTuple):
 
 
 def estimate_reference_noise(stats: SpectralStats, plain: Solution, problem: Problem, *,
-                             refit) -> Reading:
+                             refit, first: NoiseEstimate | None = None) -> Reading:
     """The reference's noise read from the pair, and the fit corrected for it (`Reading`).
 
     From the plain fit (``plain``), the noise is estimated at the current kernel and the fit
@@ -220,12 +220,17 @@ def estimate_reference_noise(stats: SpectralStats, plain: Solution, problem: Pro
     no correction is made: ``plain`` comes back unchanged, with the variance the pair shows
     (`NoiseEstimate.reading`). Safeguards against overshoot: the estimate is clamped to what the
     reference's own power allows (`estimate_noise`), and each round after the first moves the
-    variance by at most a factor `MAX_STEP`.
+    variance by at most a factor `MAX_STEP`. ``first``: the estimate at ``plain``, where made already.
     """
     truncate, start_only = problem.options.truncate, problem.options.whole_gaussian
+
+    def read(at: Solution) -> NoiseEstimate:
+        given = at is plain and first is not None
+        return first if given else estimate_noise(stats, at.sigma, at.gain, truncate)
+
     sol, variance, at_sol = plain, 0.0, None
     for _ in range(ROUNDS):
-        found = estimate_noise(stats, sol.sigma, sol.gain, truncate)
+        found = read(sol)
         at_sol = found  # read at the current kernel (until a refit moves it)
         new = found.reference if found.significant else 0.0
         if variance:  # damped
@@ -241,7 +246,7 @@ def estimate_reference_noise(stats: SpectralStats, plain: Solution, problem: Pro
     # the same there. An estimate that does neither was not noise: a bead slide moved by 1.4 px
     # read s_A 14.6 (of 1,000) and swung sigma between 4.9 and 3.3 over the rounds, for a true 6.
     # Rounds that settled read it there last already
-    final = at_sol if at_sol is not None else estimate_noise(stats, sol.sigma, sol.gain, truncate)
+    final = at_sol if at_sol is not None else read(sol)
     if (found.misfit > CORRECTED_MISFIT or not final.significant or final.misfit > CORRECTED_MISFIT
             or not variance / MAX_STEP <= final.reference <= variance * MAX_STEP):
         return Reading(0.0, float("inf"), plain)

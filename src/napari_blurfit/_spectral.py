@@ -318,6 +318,10 @@ class Tabulated:
         qaa = self.qaa - stats.noise * stats.n_frames * self.share if stats.noise else self.qaa
         return project(qaa, self.qab, stats, gain_offset=gain_offset)
 
+    def columns(self, picked) -> Tabulated:
+        """The table of a joint grid's columns ``picked`` (a slice or an index)."""
+        return Tabulated(self.qaa[picked], self.qab[picked], self.share[picked])
+
     def residual_ss(self, stats: SpectralStats, gain, offset) -> np.ndarray:
         """``sum (gain * G_sigma * A + offset - B)**2`` over all pixels and frames on the grid.
 

@@ -78,8 +78,8 @@ def noise_aware_fit(data: Data, problem: Problem, *, start_only: bool,
     first = estimate_noise(data.stats, plain.sigma, plain.gain, opt.truncate) if readable else None
     if isinstance(setting, str) and not opt.gain_offset:
         # the pair's brightness check, made once: the findings (and a whole fit) read it too
-        coming = first is not None and first.significant  # a correction: its search's grid too
-        plain = replace(plain, brightness=_brightness(data.stats, problem, plain, refit if coming else None))
+        coming = first.reference if first is not None and first.significant else None
+        plain = replace(plain, brightness=_brightness(data.stats, problem, plain, refit, coming))
     if isinstance(setting, str) and (not readable or _gain_missing(plain, problem)):
         # a gain the model lacks leaves residual power in |K_hat|^2 as noise does: none is read
         return replace(plain, noise=NoiseCorrection(0.0, False, plain.sigma, plain.sigma, True)), data
@@ -101,16 +101,29 @@ def noise_aware_fit(data: Data, problem: Problem, *, start_only: bool,
                    noise=noise, brightness=plain.brightness), data._replace(stats=stats)
 
 
-def _brightness(stats: SpectralStats, problem: Problem, plain: Solution,
-                search: CorrectedSearch | None) -> tuple[float, float]:
+def _brightness(stats: SpectralStats, problem: Problem, plain: Solution, search: CorrectedSearch,
+                variance: float | None) -> tuple[float, float]:
     """The pair's brightness check at the plain fit (`brightness_rss`).
 
-    With ``search`` (a correction is coming), contracted together with that search's first grid:
-    one pass over the statistics for both.
+    Where a correction for ``variance`` is coming, contracted together with the first columns
+    of its ``search`` (`CorrectedSearch.prefetch`): one pass over the statistics for both.
     """
-    sigmas = brightness_sigmas(plain.sigma)
-    table = None if search is None else search.prefetch(stats, problem, plain.sigma, sigmas)
+    sigmas, table = brightness_sigmas(plain.sigma), None
+    if variance is not None:
+        table = search.prefetch(stats, problem, plain.sigma, sigmas,
+                                expect=_expected(stats, problem, plain, variance))
     return brightness_rss(stats, plain.sigma, problem.options.truncate, plain_rss=plain.rss, table=table)
+
+
+def _expected(stats: SpectralStats, problem: Problem, plain: Solution, variance: float) -> float | None:
+    """The log-sigma of the fit corrected for ``variance``, roughly: no contraction, a guess.
+
+    The vertex of the plain fit's first (global) grid, its values corrected.
+    """
+    if plain.grid is None or problem.options.sigma_per_axis:
+        return None
+    values = plain.grid.project(stats.with_noise(variance), gain_offset=problem.options.gain_offset)[0]
+    return _vertex(np.log(plain.profile["sigma"]), values)
 
 
 def _gain_missing(plain: Solution, problem: Problem) -> bool:
@@ -214,6 +227,9 @@ class CorrectedSearch:
         self.fallback = fallback
         self._coarse: tuple[np.ndarray, Tabulated] | None = None
         self._fine: dict[int, tuple[np.ndarray, Tabulated]] = {}
+        # zoom columns contracted ahead (`prefetch`): their indices on the coarse grid refined
+        # `ZOOM` times, and their table
+        self._spare: tuple[np.ndarray, Tabulated] | None = None
 
     def __call__(self, stats: SpectralStats, problem: Problem, *, start_only: bool = False,
                  near=None) -> Solution:
@@ -224,19 +240,26 @@ class CorrectedSearch:
         # enough for the next estimate; `noise_aware_fit` makes the answer's exact solution
         return Solution(np.full(problem.d, np.exp(t)), gain, offset, np.nan, np.nan, {})
 
-    def prefetch(self, stats: SpectralStats, problem: Problem, near, extra: list[np.ndarray]):
+    def prefetch(self, stats: SpectralStats, problem: Problem, near, extra: list[np.ndarray], *,
+                 expect: float | None = None):
         """The first (coarse) grid about ``near``, contracted with the joint columns ``extra``.
 
-        One pass over the statistics for both: returns ``extra``'s `Tabulated`, and keeps the
-        grid's for the first call. None where the search is the fallback's (sigmas per axis).
+        One pass over the statistics for all: returns ``extra``'s `Tabulated`, and keeps the
+        grid's for the first call; with ``expect`` (the log-sigma the answer is expected at,
+        roughly) also the columns of the zooms about the three coarse points nearest it
+        (`_zoom_points`), which the zoom then reads instead of contracting. None where the
+        search is the fallback's (sigmas per axis).
         """
         if problem.options.sigma_per_axis:
             return None
         grid = _coarse_grid(problem, float(np.log(max(near[0], SEARCH_FLOOR))))
-        both = tabulate(stats, [np.concatenate([np.exp(grid), e]) for e in extra], joint=True,
-                        truncate=problem.options.truncate)
-        self._coarse, self._fine = (grid, both.columns(slice(None, len(grid)))), {}
-        return both.columns(slice(len(grid), None))
+        spare, spare_t = _zoom_points(grid, expect)
+        table = tabulate(stats, [np.concatenate([np.exp(grid), np.exp(spare_t), e]) for e in extra],
+                         joint=True, truncate=problem.options.truncate)
+        m, k = len(grid), len(spare)
+        self._coarse, self._fine = (grid, table.columns(slice(None, m))), {}
+        self._spare = spare, table.columns(slice(m, m + k))
+        return table.columns(slice(m + k, None))
 
     def _grid(self, stats, problem, grid: np.ndarray) -> tuple[np.ndarray, Tabulated]:
         sigmas = [np.exp(grid)] * problem.d
@@ -265,7 +288,7 @@ class CorrectedSearch:
             inner_edge = (i == 0 and grid[0] > box[0]) or (i == len(grid) - 1 and grid[-1] < box[1])
             if not inner_edge:
                 break
-            self._coarse, t = None, float(grid[i])
+            self._coarse, self._spare, t = None, None, float(grid[i])
         if i not in self._fine:
             self._fine[i] = self._zoom(stats, problem, i, box)
         fine, table = self._fine[i]
@@ -285,9 +308,17 @@ class CorrectedSearch:
             return self._grid(stats, problem, np.linspace(lo, hi, FINE))
         fine = np.linspace(lo, hi, FINE)
         on_coarse = np.arange(FINE) % ZOOM == 0
-        new = tabulate(stats, [np.exp(fine[~on_coarse])] * problem.d, joint=True,
-                       truncate=problem.options.truncate)
+        new = self._spared(ZOOM * (i - 2) + np.flatnonzero(~on_coarse))
+        if new is None:
+            new = tabulate(stats, [np.exp(fine[~on_coarse])] * problem.d, joint=True,
+                           truncate=problem.options.truncate)
         return fine, _interleaved(coarse, slice(i - 2, i + 3), new, on_coarse)
+
+    def _spared(self, wanted: np.ndarray) -> Tabulated | None:
+        """The columns at refined indices ``wanted``, where `prefetch` contracted them all."""
+        if self._spare is None or not np.isin(wanted, self._spare[0]).all():
+            return None
+        return self._spare[1].columns(np.searchsorted(self._spare[0], wanted))
 
 
 def _log_box(problem: Problem) -> tuple[float, float]:
@@ -300,6 +331,20 @@ def _coarse_grid(problem: Problem, t: float) -> np.ndarray:
     box = _log_box(problem)
     lo, hi = max(box[0], min(t + NEAR_BELOW, box[1])), min(box[1], max(t + NEAR_ABOVE, box[0]))
     return np.linspace(lo, hi, COARSE)
+
+
+def _zoom_points(grid: np.ndarray, expect: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """The points of the zooms about the three coarse points nearest ``expect``, off ``grid``.
+
+    Their indices on ``grid`` refined `ZOOM` times, and their log-sigmas (none without
+    ``expect``).
+    """
+    if expect is None or len(grid) < 7:
+        return np.zeros(0, dtype=int), np.zeros(0)
+    i = int(np.clip(np.rint((expect - grid[0]) / (grid[1] - grid[0])), 3, len(grid) - 4))
+    k = np.arange(ZOOM * (i - 3), ZOOM * (i + 3) + 1)
+    k = k[k % ZOOM != 0]
+    return k, np.linspace(grid[0], grid[-1], ZOOM * (len(grid) - 1) + 1)[k]
 
 
 def _interleaved(coarse: Tabulated, columns: slice, new: Tabulated, on_coarse: np.ndarray) -> Tabulated:

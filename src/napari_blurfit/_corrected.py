@@ -339,7 +339,7 @@ def _zoom_points(grid: np.ndarray, expect: float | None) -> tuple[np.ndarray, np
     Their indices on ``grid`` refined `ZOOM` times, and their log-sigmas (none without
     ``expect``).
     """
-    if expect is None or len(grid) < 7:
+    if expect is None or not np.isfinite(expect) or len(grid) < 7 or not grid[-1] > grid[0]:
         return np.zeros(0, dtype=int), np.zeros(0)
     i = int(np.clip(np.rint((expect - grid[0]) / (grid[1] - grid[0])), 3, len(grid) - 4))
     k = np.arange(ZOOM * (i - 3), ZOOM * (i + 3) + 1)

@@ -98,7 +98,7 @@ def sample(stats: SpectralStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     if stats.sample is None:
         picked, f = stats.sample_slices, stats.n_frames
-        stats.sample = tuple(p.reshape(-1)[1:].astype(np.float64) / f
+        stats.sample = tuple(np.divide(p.reshape(-1)[1:], f, dtype=np.float64)
                              for p in (stats.paa[picked], stats.pab[picked], stats.pbb))
     return stats.sample
 
@@ -148,7 +148,8 @@ def line(transfer_: np.ndarray, residual: np.ndarray, reference: np.ndarray, gai
     reweighted from the last line `REWEIGHT` times. The slope is clamped to [0, ``cap``], the
     reference's own mean power in the highest-frequency bin (noise cannot exceed it).
     """
-    x = (gain * transfer_) ** 2
+    x = gain * transfer_
+    x *= x
     index = _in_lanes(np.minimum((transfer_ * BINS).astype(np.intp), BINS - 1))
     n = _bin_sums(index).astype(np.float64)
     ok = n >= 8
@@ -179,12 +180,13 @@ def line(transfer_: np.ndarray, residual: np.ndarray, reference: np.ndarray, gai
 
 
 def _in_lanes(index: np.ndarray) -> np.ndarray:
-    """Bin indices spread over `LANES` copies of the bins, in turn (`_bin_sums` adds them up).
+    """Bin indices spread over `LANES` copies of the bins, in turn (`_bin_sums` adds them up); in place.
 
     Neighbouring coefficients mostly share a bin: summed into one total, each addition waits for
     the last; into `LANES` totals in turn, they do not (``np.bincount`` twice as fast).
     """
-    return index + _lane_offsets(len(index))
+    index += _lane_offsets(len(index))
+    return index
 
 
 @lru_cache(maxsize=4)

@@ -26,7 +26,15 @@ from ._findings import noise_findings
 from ._gain_offset import best_gain_offset
 from ._gaussian import GaussianKernel, GaussianModel
 from ._grid_checks import misalignment, uncorrected_noise
-from ._grid_model import STEP, Evaluator, Fitted, l2_fitted, levenberg_marquardt
+from ._grid_model import (
+    STEP,
+    Evaluator,
+    Fitted,
+    finite_differences,
+    l2_fitted,
+    levenberg_marquardt,
+    normal_equations,
+)
 from ._grid_noise import NoiseLevel, ResampledNoise, corrected_fit, joint_fitted, noise_level
 from ._grid_pair import GridPair
 from ._options import FitOptions
@@ -223,8 +231,7 @@ def _robust(everything: Evaluator, crop: Evaluator | None, params, fitted: Fitte
     def residual(p):
         f = everything.values(everything.model.kernel(p))
         return fitted.gain * f + fitted.offset - everything.target
-    jac = np.stack([(residual(params + STEP * e) - fitted.residual) / STEP for e in np.eye(n)], axis=1)
-    return params, fitted, jac
+    return params, fitted, finite_differences(residual, params, fitted.residual)
 
 
 def _param_covariance(jac: np.ndarray, residual: np.ndarray, loss, n_kernel: int,
@@ -234,7 +241,7 @@ def _param_covariance(jac: np.ndarray, residual: np.ndarray, loss, n_kernel: int
     ``jac`` may have more columns (gain and offset fitted jointly): their block is marginalised.
     ``n_extra``: parameters projected out of ``jac`` (a gain and offset solved in closed form).
     """
-    inverse = np.linalg.pinv(jac.T @ jac)[:n_kernel, :n_kernel]
+    inverse = np.linalg.pinv(normal_equations(jac, residual)[0])[:n_kernel, :n_kernel]
     n = residual.size
     if loss.least_squares:
         return inverse * float(residual @ residual) / max(n - jac.shape[1] - n_extra, 1)

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._gaussian import GaussianKernel
-from ._grid_model import STEP, Evaluator, Fitted, Solved, l2_fitted, levenberg_marquardt
+from ._grid_model import STEP, Evaluator, Fitted, Solved, empty_jacobian, l2_fitted, levenberg_marquardt
 from ._stages import NoiseCorrection
 from ._transforms import convolve_valid
 
@@ -132,10 +132,12 @@ def corrected_fit(evaluator: Evaluator, params: np.ndarray, lower, upper, noise:
     def jacobian(q, r):
         theta, gain, _ = split(q)
         f = values(theta)
-        columns = [gain * (values(theta + STEP * e) - f) / STEP for e in np.eye(n)]
+        jac = empty_jacobian(f.size, len(q))
+        for i, e in enumerate(np.eye(n)):
+            jac[:, i] = gain * (values(theta + STEP * e) - f) / STEP
         if gain_offset:
-            columns += [f, np.ones_like(f)]
-        return np.stack(columns, axis=1)
+            jac[:, n], jac[:, n + 1] = f, 1.0
+        return jac
 
     def penalty(q):
         theta, gain, _ = split(q)

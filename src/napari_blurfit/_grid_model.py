@@ -71,11 +71,11 @@ def blurred_resampled(frames: np.ndarray, kernel: GaussianKernel, truncate: floa
     are contiguous, by `scipy.ndimage` then resampled; every other axis as one sparse product of
     its resampling and reflect-convolution matrices, which reads rows whole where
     `scipy.ndimage` would gather strided lines, and computes only the destination's rows.
-    ``dtype``: of the last axis's resampling (`resample`).
+    ``dtype``: of the arithmetic (float32 on large regions, as `resample`); the result is float64.
     """
     factors = kernel.factors(truncate)
     first = frames.ndim - kernel.ndim
-    out = np.empty(frames.shape[:-1] + (weights[-1].shape[0],))
+    out = np.empty(frames.shape[:-1] + (weights[-1].shape[0],), dtype=dtype)
     lines, into = frames.reshape(-1, frames.shape[-1]), out.reshape(-1, out.shape[-1])
     factor = factors[-1].astype(frames.dtype)
     for start in range(0, len(lines), LINES):  # a block at a time: its temporaries stay small
@@ -85,8 +85,8 @@ def blurred_resampled(frames: np.ndarray, kernel: GaussianKernel, truncate: floa
     for k in range(kernel.ndim - 1):
         axis = first + k
         operator = weights[k] @ reflect_convolution(factors[k], frames.shape[axis])
-        out = product_along(out, operator, axis)
-    return out
+        out = product_along(out, operator.astype(dtype), axis)
+    return np.asarray(out, dtype=np.float64)
 
 
 class Evaluator:

@@ -114,11 +114,11 @@ def corrected_fit(evaluator: Evaluator, params: np.ndarray, lower, upper, noise:
     scale = evaluator.target.size * level.sd**2
     cache: dict = {}
 
-    def values(theta):
+    def values(theta):  # the last two kernels' (a step in gain/offset alone re-reads them)
         key = theta.tobytes()
         if key not in cache:
-            if len(cache) > n + 2:
-                cache.clear()
+            if len(cache) >= 2:
+                del cache[next(iter(cache))]
             cache[key] = evaluator.values(model.kernel(theta))
         return cache[key]
 
@@ -134,7 +134,10 @@ def corrected_fit(evaluator: Evaluator, params: np.ndarray, lower, upper, noise:
         f = values(theta)
         jac = empty_jacobian(f.size, len(q))
         for i, e in enumerate(np.eye(n)):
-            jac[:, i] = gain * (values(theta + STEP * e) - f) / STEP
+            column = evaluator.values(model.kernel(theta + STEP * e))
+            column -= f
+            column *= gain / STEP
+            jac[:, i] = column
         if gain_offset:
             jac[:, n], jac[:, n + 1] = f, 1.0
         return jac

@@ -9,7 +9,8 @@ its centre (``"point"``), `_resample`'s weights. Three steps:
    fit also looks at the pair (a brightness difference, channels) and reads its noise;
 2. the exact model by Levenberg-Marquardt on a central crop, cheap;
 3. the same on every pixel from the crop's optimum: one or two Jacobians, which also give the
-   standard errors. L1 and Huber go on from the L2 optimum by Nelder-Mead. With the reference's
+   standard errors. L1 and Huber go on from the crop's L2 optimum by Nelder-Mead on the crop,
+   then Newton steps on every pixel. With the reference's
    noise known or read, the L2 fits are corrected for it (`_grid_noise`); a shift and an
    uncorrected noise level are then judged in source pixels (`_grid_checks`).
 """

@@ -98,8 +98,8 @@ def test_wide_axial_kernels_on_a_tall_volume(tall, sigma, shift):
 @pytest.mark.slow
 def test_a_start_that_reads_a_shift_as_noise_does_not_correct_a_clean_pair():
     """The centred start reads this clean pair's shift as reference noise (sd 0.06 of a range of
-    1.3, "a fit that ignores it would overstate sigma by 7.4%"); the whole kernel's residual
-    disagrees, and the plain whole fit decides: no correction, no note, sigma exact."""
+    1.3, "a fit that ignores it would overstate sigma by 7.4%"); the whole fit starts plain and
+    reads the noise from its own residual: no correction, no note, sigma exact."""
     volume = textured((128, 256, 256))
     cov, shift = np.diag([9.0, 3.0, 3.0]) ** 2, (-2.5, 1.2, 0.6)
     fit = fit_blur(volume, blurred(volume, cov, shift, noise=NOISE), per_axis=True, shift=True, warn=False)

@@ -96,6 +96,19 @@ def test_wide_axial_kernels_on_a_tall_volume(tall, sigma, shift):
 
 
 @pytest.mark.slow
+def test_a_start_that_reads_a_shift_as_noise_does_not_correct_a_clean_pair():
+    """The centred start reads this clean pair's shift as reference noise (sd 0.06 of a range of
+    1.3, "a fit that ignores it would overstate sigma by 7.4%"); the whole fit starts plain and
+    reads the noise from its own residual: no correction, no note, sigma exact."""
+    volume = textured((128, 256, 256))
+    cov, shift = np.diag([9.0, 3.0, 3.0]) ** 2, (-2.5, 1.2, 0.6)
+    fit = fit_blur(volume, blurred(volume, cov, shift, noise=NOISE), per_axis=True, shift=True, warn=False)
+    assert not fit.reference_noise_corrected
+    assert "reference_noise" not in [f.code for f in fit.findings]
+    _assert_exact(fit, cov, shift, cov_tol=0.002, shift_tol=0.01)
+
+
+@pytest.mark.slow
 def test_a_wide_rotated_ellipsoid_on_a_tall_volume(tall):
     cov, shift = rotated((8.0, 2.0, 3.0), (15, 40)), (1.5, -1.0, 2.5)
     fit = fit_blur(tall, blurred(tall, cov, shift, noise=NOISE), full_covariance=True, shift=True,

@@ -165,19 +165,25 @@ def noise_penalty(problem: Problem, data: Data, start: Solution):
 def whole_noise_rounds(problem: Problem, data: Data, start: Solution, fit_whole):
     """The whole-Gaussian fit, corrected for noise read from its own residual; and the noise.
 
-    ``fit_whole(problem, data, start, variance)`` fits the kernel corrected for ``variance``. The
-    spectral start's correction comes first; with ``"auto"`` the noise is read again from the
-    kernel's own residual (`estimate_whole_noise`: the DCT's line sees a shift as misfit) and the
-    kernel refitted, at most `WHOLE_NOISE_ROUNDS` times. L2 fits get coloured-residual errors.
+    ``fit_whole(problem, data, start, variance)`` fits the kernel corrected for ``variance``. A
+    given noise is corrected from the first fit; with ``"auto"`` the first fit is plain and the
+    noise is read from the kernel's own residual (`estimate_whole_noise`: the DCT's line sees a
+    shift as misfit) and the kernel refitted, at most `WHOLE_NOISE_ROUNDS` times. L2 fits get
+    coloured-residual errors.
     """
     opt, pair = problem.options, data.pair
     noise = start.noise
-    variance = noise.sd**2 if noise is not None and noise.corrected else 0.0
-    whole = fit_whole(problem, data, start, variance)
     # as for the spectral estimate: not from a residual that holds excluded pixels
-    if noise is not None and noise.estimated and opt.objective.least_squares and pair.used is None:
-        # a fit that ignores the noise: the first one, unless the spectral start corrected it
-        plain = whole.kernel.sigma if not variance else noise.plain_sigma
+    rounds = (noise is not None and noise.estimated and opt.objective.least_squares
+              and pair.used is None)
+    # an estimated noise is read again from the whole kernel's own residual, from a plain fit:
+    # the centred, axis-aligned start reads a shift or a rotation it lacks as noise (a clean
+    # volume shifted by (-2.5, 1.2, 0.6) px, sigma (9, 3, 3): sd 0.06 read, and corrections of it
+    # swung between 0.06 and 0.18)
+    variance = noise.sd**2 if noise is not None and noise.corrected and not rounds else 0.0
+    whole = fit_whole(problem, data, start, variance)
+    if rounds:
+        plain = whole.kernel.sigma
         for _ in range(WHOLE_NOISE_ROUNDS):  # the residual of the kernel itself tells best
             found = estimate_whole_noise(pair.reference.reshape(whole.residual.shape),
                                          whole.residual, whole.kernel.sampled(opt.truncate), whole.gain)

@@ -9,7 +9,8 @@ its centre (``"point"``), `_resample`'s weights. Three steps:
    fit also looks at the pair (a brightness difference, channels) and reads its noise;
 2. the exact model by Levenberg-Marquardt on a central crop, cheap;
 3. the same on every pixel from the crop's optimum: one or two Jacobians, which also give the
-   standard errors. L1 and Huber go on from the L2 optimum by Nelder-Mead. With the reference's
+   standard errors. L1 and Huber go on from the crop's L2 optimum by Nelder-Mead on the crop,
+   then Newton steps on every pixel. With the reference's
    noise known or read, the L2 fits are corrected for it (`_grid_noise`); a shift and an
    uncorrected noise level are then judged in source pixels (`_grid_checks`).
 """
@@ -26,9 +27,18 @@ from ._findings import noise_findings
 from ._gain_offset import best_gain_offset
 from ._gaussian import GaussianKernel, GaussianModel
 from ._grid_checks import misalignment, uncorrected_noise
-from ._grid_model import STEP, Evaluator, Fitted, l2_fitted, levenberg_marquardt
+from ._grid_model import (
+    STEP,
+    Evaluator,
+    Fitted,
+    finite_differences,
+    l2_fitted,
+    levenberg_marquardt,
+    normal_equations,
+)
 from ._grid_noise import NoiseLevel, ResampledNoise, corrected_fit, joint_fitted, noise_level
 from ._grid_pair import GridPair
+from ._losses import HUBER_K
 from ._options import FitOptions
 from ._resample import resample
 from ._result import BlurFit
@@ -38,6 +48,7 @@ CROP_PIXELS = 2**16  # destination pixels per frame of the crop the exact model 
 CROP_FRAMES = 4  # frames of a stack the crop keeps
 CROP_XTOL, FULL_XTOL = 1e-5, 2e-3  # largest parameter step that ends the crop's / the full fit
 CROP_JACOBIANS, FULL_JACOBIANS = 30, 4
+POLISH_STEPS = 2  # Newton steps of L1/Huber on every pixel from the crop's optimum
 # findings of the start fit that hold for the pair as such; an ellipse or rotation on the
 # destination's grid is one in source pixels only where the grids' pixel ratio is the same along
 # every axis (said in the destination's pixels). A misalignment is judged again in source pixels
@@ -47,25 +58,34 @@ CARRIED = ("brightness", "channels", "target_sharper")
 CARRIED_IF_ROUND_RATIO = ("elliptical", "rotated")
 
 
+def robust_fitted(evaluator: Evaluator, params: np.ndarray, options: FitOptions, loss,
+                  start: Fitted) -> Fitted:
+    """The model at ``params`` with the gain and offset best for ``loss`` (warm-started at ``start``'s)."""
+    f = evaluator.values(evaluator.model.kernel(params))
+    b = evaluator.target
+    gain, offset = start.gain, start.offset
+    if options.gain_offset:
+        gain, offset, _ = best_gain_offset(loss, f, b, gain, offset, n_eff=b.size)
+    f *= gain
+    f += offset
+    f -= b
+    return Fitted(f, float(gain), float(offset))
+
+
 def robust_fit(evaluator: Evaluator, params: np.ndarray, options: FitOptions, loss, start: Fitted,
                scale: np.ndarray, max_evaluations: int) -> tuple[np.ndarray, Fitted]:
     """Nelder-Mead on the L1/Huber loss from ``params``, gain and offset solved for each kernel."""
-    b = evaluator.target
-    state = {"gain": start.gain, "offset": start.offset}
+    last = {"fitted": start}
 
-    def fitted(p) -> Fitted:
-        f = evaluator.values(evaluator.model.kernel(p))
-        if options.gain_offset:
-            g, o, _ = best_gain_offset(loss, f, b, state["gain"], state["offset"], n_eff=b.size)
-            state.update(gain=g, offset=o)
-        return Fitted(state["gain"] * f + state["offset"] - b, state["gain"], state["offset"])
+    def value(p) -> float:
+        last["fitted"] = robust_fitted(evaluator, p, options, loss, last["fitted"])
+        return loss.value(last["fitted"].residual) / evaluator.target.size
 
     simplex = np.vstack([params] + [params + scale * e for e in np.eye(len(params))])
-    result = optimize.minimize(lambda p: loss.value(fitted(p).residual) / b.size, params,
-                               method="Nelder-Mead",
+    result = optimize.minimize(value, params, method="Nelder-Mead",
                                options={"initial_simplex": simplex, "xatol": 1e-5, "fatol": 0.0,
                                         "maxfev": max_evaluations})
-    return result.x, fitted(result.x)
+    return result.x, robust_fitted(evaluator, result.x, options, loss, last["fitted"])
 
 
 def central_block(shape: tuple[int, ...]) -> tuple[slice, ...]:
@@ -82,22 +102,24 @@ def start_kernel(pair: GridPair, options: FitOptions, fit_blur,
                  variance_factor: float) -> tuple[GaussianKernel, BlurFit]:
     """The start: the source resampled onto the destination's grid, fitted there, scaled back.
 
+    An L2 fit whatever the loss: the exact model's L2 fit follows it, and L1/Huber go on from that.
+
     ``variance_factor``: of white source noise through the resampling (a given noise level is
     passed on scaled by its square root).
     """
     d = pair.ndim
-    resampled = resample(pair.source, [s.weights for s in pair.sampling], 1)
+    resampled = resample(pair.source, [s.weights for s in pair.sampling], 1,
+                         dtype=np.result_type(pair.source.dtype, np.float32))
     ratio = np.array(pair.grids[1].scale) / np.array(pair.grids[0].scale)
     isotropic_ratio = np.allclose(ratio, ratio[0], rtol=1e-6)
     used = pair.used
     if used is not None and used.shape[0] == 1:
         used = used[0]
-    start = fit_blur(resampled, pair.destination, loss=options.loss,
+    start = fit_blur(resampled, pair.destination, loss="l2",
                      per_axis=options.per_axis or not isotropic_ratio, gain_offset=options.gain_offset,
                      full_covariance=options.full_covariance, shift=options.shift, mask=used,
-                     spatial_axes=tuple(range(1, d + 1)), huber_delta=options.huber_delta,
-                     truncate=options.truncate, workers=options.workers, warn=False,
-                     callback=options.callback,
+                     spatial_axes=tuple(range(1, d + 1)), truncate=options.truncate,
+                     workers=options.workers, warn=False, callback=options.callback,
                      reference_noise=options.reference_noise if options.reference_noise == "auto"
                      else float(options.reference_noise) * np.sqrt(variance_factor))
     cov = np.asarray(start.covariance) * np.outer(ratio, ratio)
@@ -128,6 +150,7 @@ def fit_across_grids(pair: GridPair, options: FitOptions, lower: np.ndarray, upp
     if crop is not None:
         params = levenberg_marquardt(lambda p: l2_fitted(crop, p, go).residual, params, low, high,
                                      max_jacobians=CROP_JACOBIANS, xtol=CROP_XTOL).params
+    loss = options.objective
     if level.corrected:
         plain = params if crop is not None else levenberg_marquardt(
             lambda p: l2_fitted(everything, p, go).residual, params, low, high, **last).params
@@ -137,7 +160,9 @@ def fit_across_grids(pair: GridPair, options: FitOptions, lower: np.ndarray, upp
         solved = corrected_fit(everything, params if crop is not None else plain, low, high, noise,
                                level, go, **last)
         level = level._replace(plain_sigma=np.sqrt(np.diag(model.kernel(plain).covariance)))
-    else:
+        params, jac = solved.params[:model.n_params], solved.jacobian
+        fitted = joint_fitted(everything, solved.params, go)
+    elif loss.least_squares or crop is None:
         gain_offset = {}  # of every vector evaluated: the optimum's without evaluating it again
 
         def residual(p):
@@ -145,15 +170,16 @@ def fit_across_grids(pair: GridPair, options: FitOptions, lower: np.ndarray, upp
             gain_offset[p.tobytes()] = fitted.gain, fitted.offset
             return fitted.residual
         solved = levenberg_marquardt(residual, params, low, high, **last)
-    params, jac = solved.params[:model.n_params], solved.jacobian
-    _check_overlap_holds(pair, model, model.kernel(params))
-    loss = options.objective
-    if loss.has_threshold:
-        loss = loss.with_delta(options.huber_delta or start_fit.huber_delta)
-    fitted = (joint_fitted(everything, solved.params, go) if level.corrected
-              else Fitted(solved.residual, *gain_offset[params.tobytes()]))
+        params, jac = solved.params, solved.jacobian
+        fitted = Fitted(solved.residual, *gain_offset[params.tobytes()])
+    else:  # L1/Huber go on from the crop's L2 optimum: an L2 fit on every pixel would only start them
+        fitted, jac = l2_fitted(crop, params, go), None
+    if loss.has_threshold:  # by default HUBER_K noise sigmas of the L2 fit's residuals, as `fit_blur`
+        scale = np.sqrt(np.pi / 2) * np.mean(np.abs(fitted.residual))
+        loss = loss.with_delta(options.huber_delta or HUBER_K * scale)
     if not loss.least_squares:
-        params, fitted, jac = _robust(everything, crop, params, fitted, options, loss)
+        params, fitted, jac = _robust(everything, crop, params, fitted, options, loss, (low, high))
+    _check_overlap_holds(pair, model, model.kernel(params))
     level = level._replace(corrected_sigma=np.sqrt(np.diag(model.kernel(params).covariance)))
     tick("checking the fit")
     probed = crop or everything
@@ -210,21 +236,52 @@ def _param_bounds(model: GaussianModel, lower: np.ndarray, upper: np.ndarray):
 
 
 def _robust(everything: Evaluator, crop: Evaluator | None, params, fitted: Fitted,
-            options: FitOptions, loss):
-    """L1/Huber from the L2 optimum: on the crop, then a short polish on every pixel."""
-    n = len(params)
-    if crop is not None:  # the crop's gain and offset start the polish
-        params, fitted = robust_fit(crop, params, options, loss, fitted, 20 * STEP, 60 * (n + 1))
-        budget, scale = 4 * (n + 1), 2 * STEP
-    else:
-        budget, scale = 60 * (n + 1), 20 * STEP
-    params, fitted = robust_fit(everything, params, options, loss, fitted, scale, budget)
+            options: FitOptions, loss, bounds: tuple[np.ndarray, np.ndarray]):
+    """L1/Huber from the L2 optimum: Nelder-Mead on the crop, then Newton steps on every pixel.
 
-    def residual(p):
-        f = everything.values(everything.model.kernel(p))
-        return fitted.gain * f + fitted.offset - everything.target
-    jac = np.stack([(residual(params + STEP * e) - fitted.residual) / STEP for e in np.eye(n)], axis=1)
+    Without a crop (a small image), Nelder-Mead on every pixel.
+    """
+    n = len(params)
+    if crop is None:
+        params, fitted = robust_fit(everything, params, options, loss, fitted, 20 * STEP, 60 * (n + 1))
+    else:  # the crop's gain and offset start the polish
+        params, fitted = robust_fit(crop, params, options, loss, fitted, 20 * STEP, 60 * (n + 1))
+        fitted = robust_fitted(everything, params, options, loss, fitted)
+    jac = finite_differences(_fixed_brightness(everything, fitted), params, fitted.residual)
+    if crop is not None:
+        params, fitted = _newton_polish(everything, params, fitted, jac, options, loss, bounds)
     return params, fitted, jac
+
+
+def _fixed_brightness(evaluator: Evaluator, fitted: Fitted):
+    """The residual as a function of the kernel's parameters at ``fitted``'s gain and offset."""
+    def residual(p):
+        f = evaluator.values(evaluator.model.kernel(p))
+        f *= fitted.gain
+        f += fitted.offset - evaluator.target
+        return f
+    return residual
+
+
+def _newton_polish(evaluator: Evaluator, params, fitted: Fitted, jac: np.ndarray, options: FitOptions,
+                   loss, bounds: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, Fitted]:
+    """Up to `POLISH_STEPS` Newton steps on the robust loss, with the one Jacobian ``jac``.
+
+    The Hessian is ``mean rho'' * J^T J`` (the scale `_param_covariance` also uses); a step
+    is kept only where the loss falls. From the crop's optimum one step usually suffices: the
+    crop and every pixel differ by the crop's statistical error.
+    """
+    value = loss.value(fitted.residual)
+    for _ in range(POLISH_STEPS):
+        jtj, gradient = normal_equations(jac, loss.derivative(fitted.residual))
+        step = -np.linalg.lstsq(loss.mean_curvature(fitted.residual) * jtj, gradient, rcond=None)[0]
+        moved = np.clip(params + step, *bounds)
+        trial = robust_fitted(evaluator, moved, options, loss, fitted)
+        trial_value = loss.value(trial.residual)
+        if not trial_value < value:
+            break
+        params, fitted, value = moved, trial, trial_value
+    return params, fitted
 
 
 def _param_covariance(jac: np.ndarray, residual: np.ndarray, loss, n_kernel: int,
@@ -234,7 +291,7 @@ def _param_covariance(jac: np.ndarray, residual: np.ndarray, loss, n_kernel: int
     ``jac`` may have more columns (gain and offset fitted jointly): their block is marginalised.
     ``n_extra``: parameters projected out of ``jac`` (a gain and offset solved in closed form).
     """
-    inverse = np.linalg.pinv(jac.T @ jac)[:n_kernel, :n_kernel]
+    inverse = np.linalg.pinv(normal_equations(jac, residual)[0])[:n_kernel, :n_kernel]
     n = residual.size
     if loss.least_squares:
         return inverse * float(residual @ residual) / max(n - jac.shape[1] - n_extra, 1)

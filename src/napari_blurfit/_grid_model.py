@@ -19,6 +19,7 @@ from ._gaussian import GaussianKernel, GaussianModel
 from ._grid_pair import GridPair
 from ._resample import product_along, reflect_convolution, resample
 from ._whole.spectrum import ReferenceSpectrum
+from ._whole.strategy import FLOAT32_PIXELS
 
 STEP = 1e-3  # finite-difference step: log sigma (or log-Cholesky entry), and px for a shift
 LINES = 256  # lines of the last axis filtered and resampled at a time
@@ -62,7 +63,7 @@ def _used_values(image: np.ndarray, used: np.ndarray | None) -> np.ndarray:
 
 
 def blurred_resampled(frames: np.ndarray, kernel: GaussianKernel, truncate: float,
-                      weights) -> np.ndarray:
+                      weights, dtype=np.float64) -> np.ndarray:
     """``K * frames`` over the spatial (last) axes, reflect borders, resampled by ``weights``.
 
     For a separable ``kernel`` (a rotated one goes through `Evaluator`'s cached spectrum), axis
@@ -70,20 +71,22 @@ def blurred_resampled(frames: np.ndarray, kernel: GaussianKernel, truncate: floa
     are contiguous, by `scipy.ndimage` then resampled; every other axis as one sparse product of
     its resampling and reflect-convolution matrices, which reads rows whole where
     `scipy.ndimage` would gather strided lines, and computes only the destination's rows.
+    ``dtype``: of the arithmetic (float32 on large regions, as `resample`); the result is float64.
     """
     factors = kernel.factors(truncate)
     first = frames.ndim - kernel.ndim
-    out = np.empty(frames.shape[:-1] + (weights[-1].shape[0],))
+    out = np.empty(frames.shape[:-1] + (weights[-1].shape[0],), dtype=dtype)
     lines, into = frames.reshape(-1, frames.shape[-1]), out.reshape(-1, out.shape[-1])
     factor = factors[-1].astype(frames.dtype)
     for start in range(0, len(lines), LINES):  # a block at a time: its temporaries stay small
         block = slice(start, start + LINES)
-        into[block] = resample(ndimage.convolve1d(lines[block], factor, mode="reflect"), [weights[-1]], 1)
+        into[block] = resample(ndimage.convolve1d(lines[block], factor, mode="reflect"), [weights[-1]], 1,
+                               dtype)
     for k in range(kernel.ndim - 1):
         axis = first + k
         operator = weights[k] @ reflect_convolution(factors[k], frames.shape[axis])
-        out = product_along(out, operator, axis)
-    return out
+        out = product_along(out, operator.astype(dtype), axis)
+    return np.asarray(out, dtype=np.float64)
 
 
 class Evaluator:
@@ -97,19 +100,25 @@ class Evaluator:
         self._spectrum: ReferenceSpectrum | None = None  # the region's, for kernels that do not factorise
 
     def values(self, kernel: GaussianKernel) -> np.ndarray:
+        """The model's used destination pixels for ``kernel``, flat: a new array (callers may write)."""
         radius = self.model.radius(kernel)
         margin = tuple(int(1.5 * r) + 2 for r in radius)
         if self.region is None or any(r > room for r, room in zip(radius, self.region.room)):
             self.region, self._spectrum = region(self.pair, self.frames, self.block, margin), None
         self.tick("filtering (fit across grids)")
         self.n_evaluations += 1
+        # float32 arithmetic on large regions, as the one-grid engine: an evaluation there ends
+        # a fit at a coarse step (`_grid_fit.FULL_XTOL`); a crop's fit, to a fine step, needs
+        # float64's smooth loss
+        dtype = np.float32 if self.region.source.size > FLOAT32_PIXELS else np.float64
         if kernel.factors(self.model.truncate) is not None:
-            image = blurred_resampled(self.region.source, kernel, self.model.truncate, self.region.weights)
+            image = blurred_resampled(self.region.source, kernel, self.model.truncate, self.region.weights,
+                                      dtype)
         else:  # a rotated kernel: the source crop's spectrum, made once, times the kernel's
             if self._spectrum is None or any(r > m for r, m in zip(radius, self._spectrum.radius)):
-                self._spectrum = ReferenceSpectrum(self.region.source, margin, None,
-                                                   dtype=self.region.source.dtype)
-            image = resample(self._spectrum.model(self.model.sampled(kernel)), self.region.weights, 1)
+                self._spectrum = ReferenceSpectrum(self.region.source, margin, None, dtype=dtype)
+            image = resample(self._spectrum.model(self.model.sampled(kernel)), self.region.weights, 1,
+                             dtype)
         return _used_values(image, self.region.used)
 
     @property
@@ -129,18 +138,48 @@ class Fitted(NamedTuple):
 
 
 def l2_fitted(evaluator: Evaluator, params: np.ndarray, gain_offset: bool) -> Fitted:
-    f = evaluator.values(evaluator.model.kernel(params))
+    f = evaluator.values(evaluator.model.kernel(params))  # a new array: made the residual in place
     b = evaluator.target
-    if not gain_offset:
-        return Fitted(f - b, 1.0, 0.0)
-    g, o, _ = l2_gain_offset(f, b)
-    return Fitted(g * f + o - b, float(g), float(o))
+    g, o = l2_gain_offset(f, b)[:2] if gain_offset else (1.0, 0.0)
+    if gain_offset:
+        f *= g
+        f += o
+    f -= b
+    return Fitted(f, float(g), float(o))
 
 
 class Solved(NamedTuple):
     params: np.ndarray
     residual: np.ndarray
     jacobian: np.ndarray
+
+
+def empty_jacobian(n_residuals: int, n_params: int) -> np.ndarray:
+    """A Jacobian to fill column by column: float32 above `FLOAT32_PIXELS` rows (half the memory)."""
+    dtype = np.float32 if n_residuals > FLOAT32_PIXELS else np.float64
+    return np.empty((n_residuals, n_params), dtype=dtype, order="F")
+
+
+def finite_differences(fun, params: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """The Jacobian of ``fun`` at ``params`` (where it is ``residual``) by forward differences."""
+    jac = empty_jacobian(residual.size, len(params))
+    for i, e in enumerate(np.eye(len(params))):
+        column = fun(params + STEP * e)  # a new array: worked on in place
+        column -= residual
+        column /= STEP
+        jac[:, i] = column
+    return jac
+
+
+def normal_equations(jac: np.ndarray, residual: np.ndarray,
+                     rows: int = 2**18) -> tuple[np.ndarray, np.ndarray]:
+    """``(J^T J, J^T r)`` summed in float64 a block of ``rows`` at a time (J may be float32)."""
+    hess, grad = np.zeros((jac.shape[1],) * 2), np.zeros(jac.shape[1])
+    for start in range(0, len(jac), rows):
+        block = np.asarray(jac[start:start + rows], dtype=np.float64)
+        hess += block.T @ block
+        grad += block.T @ residual[start:start + rows]
+    return hess, grad
 
 
 def levenberg_marquardt(fun, params: np.ndarray, lower: np.ndarray, upper: np.ndarray, *,
@@ -158,9 +197,8 @@ def levenberg_marquardt(fun, params: np.ndarray, lower: np.ndarray, upper: np.nd
     cost, damping = cost_of(params, r), 1e-4
     jac = None
     for _ in range(max_jacobians):
-        jac = (jacobian(params, r) if jacobian is not None else
-               np.stack([(fun(params + STEP * e) - r) / STEP for e in np.eye(len(params))], axis=1))
-        hess, grad = jac.T @ jac, jac.T @ r
+        jac = jacobian(params, r) if jacobian is not None else finite_differences(fun, params, r)
+        hess, grad = normal_equations(jac, r)
         if penalty is not None:
             grad = grad + 0.5 * penalty(params)[1]
         while True:

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._gaussian import GaussianKernel
-from ._grid_model import STEP, Evaluator, Fitted, Solved, l2_fitted, levenberg_marquardt
+from ._grid_model import STEP, Evaluator, Fitted, Solved, empty_jacobian, l2_fitted, levenberg_marquardt
 from ._stages import NoiseCorrection
 from ._transforms import convolve_valid
 
@@ -114,11 +114,11 @@ def corrected_fit(evaluator: Evaluator, params: np.ndarray, lower, upper, noise:
     scale = evaluator.target.size * level.sd**2
     cache: dict = {}
 
-    def values(theta):
+    def values(theta):  # the last two kernels' (a step in gain/offset alone re-reads them)
         key = theta.tobytes()
         if key not in cache:
-            if len(cache) > n + 2:
-                cache.clear()
+            if len(cache) >= 2:
+                del cache[next(iter(cache))]
             cache[key] = evaluator.values(model.kernel(theta))
         return cache[key]
 
@@ -132,10 +132,15 @@ def corrected_fit(evaluator: Evaluator, params: np.ndarray, lower, upper, noise:
     def jacobian(q, r):
         theta, gain, _ = split(q)
         f = values(theta)
-        columns = [gain * (values(theta + STEP * e) - f) / STEP for e in np.eye(n)]
+        jac = empty_jacobian(f.size, len(q))
+        for i, e in enumerate(np.eye(n)):
+            column = evaluator.values(model.kernel(theta + STEP * e))
+            column -= f
+            column *= gain / STEP
+            jac[:, i] = column
         if gain_offset:
-            columns += [f, np.ones_like(f)]
-        return np.stack(columns, axis=1)
+            jac[:, n], jac[:, n + 1] = f, 1.0
+        return jac
 
     def penalty(q):
         theta, gain, _ = split(q)

@@ -111,8 +111,8 @@ def prepare_grid_pair(reference, target, options: FitOptions) -> GridPair:
     d_shape = tuple(int(dst.shape[a]) for a in d_axes)
     _check_coarser(s_grid, d_grid, roles)
     sampling = tuple(_axis(s_grid, s_shape, d_grid, d_shape, k, roles) for k in range(d))
-    source = _frames(src, s_axes, working_dtype(np.dtype(src.dtype), roles.source))
-    destination = _frames(dst, d_axes, np.float64)
+    source = _frames(src, s_axes, working_dtype(np.dtype(src.dtype), roles.source), copy=False)
+    destination = _frames(dst, d_axes, np.float64, copy=True)
     used = _used(options, dst.shape, d_axes, d_shape, roles)
     source, destination, used, n_nonfinite = _exclude_nonfinite(source, destination, used, sampling)
     inside = (slice(None),) + tuple(s.inside for s in sampling)
@@ -174,11 +174,19 @@ def _axis(source: Grid, s_shape, destination: Grid, d_shape, k: int, roles: Role
     return sampling
 
 
-def _frames(arr, axes, dtype) -> np.ndarray:
-    """Spatial axes last, the frames on one leading axis, as ``dtype`` (a copy; never the input)."""
+def _frames(arr, axes, dtype, *, copy: bool) -> np.ndarray:
+    """Spatial axes last, the frames on one leading axis, as ``dtype``.
+
+    Without ``copy``, a read-only view of the input where its layout and dtype allow (the
+    source: nothing writes to it; `_exclude_nonfinite` fills a copy).
+    """
     moved = np.moveaxis(np.asarray(arr), axes, range(arr.ndim - len(axes), arr.ndim))
     spatial = moved.shape[arr.ndim - len(axes):]
-    return np.array(moved.reshape((-1,) + spatial), dtype=dtype)
+    frames = np.array(moved.reshape((-1,) + spatial), dtype=dtype, copy=copy or None)
+    if not copy:
+        frames = frames.view()
+        frames.flags.writeable = False
+    return frames
 
 
 def _used(options: FitOptions, input_shape, axes, spatial_shape, roles: Roles) -> np.ndarray | None:
@@ -192,7 +200,7 @@ def _used(options: FitOptions, input_shape, axes, spatial_shape, roles: Roles) -
                                 f"dtype {mask.dtype}")
             mask = mask.astype(bool)
         if mask.shape == tuple(input_shape):
-            used = _frames(mask, axes, bool)
+            used = _frames(mask, axes, bool, copy=True)
         elif mask.shape == tuple(spatial_shape):
             used = mask[None]
         else:

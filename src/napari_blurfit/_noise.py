@@ -19,7 +19,7 @@ import numpy as np
 from ._kernels import axis_transfers
 from ._spectral import SAMPLE, SpectralStats, strided
 from ._stages import NoiseCorrection, Problem, Solution
-from ._transforms import fftn
+from ._transforms import picked_fft
 from ._whole.sandwich import kernel_spectrum
 
 BINS = 40  # frequency bins of the regression, equally wide in the transfer H
@@ -129,13 +129,11 @@ def estimate_whole_noise(reference: np.ndarray, residual: np.ndarray, sampled: n
     spatial = reference.shape[-d:]
     if any(k > n for k, n in zip(sampled.shape, spatial)):  # a kernel wider than the image
         return None
-    picked = (Ellipsis, *strided(spatial, SAMPLE))
-    axes = tuple(range(-d, 0))
+    picked = strided(spatial, SAMPLE)
     n = float(np.prod(spatial))
-    # the picked frequencies copied out of each transform at once: one full transform in memory
-    power = [np.mean(np.abs(fftn(x, axes)[picked].copy()) ** 2 / n,
-                     axis=tuple(range(x.ndim - d))).reshape(-1)[1:] for x in (residual, reference)]
-    transfer_ = np.abs(kernel_spectrum(sampled, spatial, picked[1:])).reshape(-1)[1:]
+    power = [np.mean(np.abs(picked_fft(x, picked)) ** 2 / n, axis=tuple(range(x.ndim - d))).reshape(-1)[1:]
+             for x in (residual, reference)]
+    transfer_ = np.abs(kernel_spectrum(sampled, spatial, picked)).reshape(-1)[1:]
     return line(transfer_, power[0], power[1], gain)
 
 

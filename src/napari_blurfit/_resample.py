@@ -91,31 +91,36 @@ def _matrix(rows, cols, vals, shape) -> sparse.csr_matrix:
     return matrix
 
 
-def resample(image: np.ndarray, weights, first_axis: int) -> np.ndarray:
-    """``image`` with each ``weights[k]`` applied along axis ``first_axis + k`` (float64)."""
-    out = np.asarray(image)
+def resample(image: np.ndarray, weights, first_axis: int, dtype=np.float64) -> np.ndarray:
+    """``image`` with each ``weights[k]`` applied along axis ``first_axis + k``, as float64.
+
+    ``dtype``: of the arithmetic. float32 (for large images, where a float32 model is resampled)
+    halves the memory traffic and makes no float64 copy of the source; a destination pixel sums
+    two or three source pixels, well inside float32's precision.
+    """
+    out = np.asarray(image, dtype=dtype)
     for k, matrix in enumerate(weights):
-        out = _along(out, matrix, first_axis + k)
+        out = _along(out, matrix.astype(dtype, copy=False), first_axis + k)
     return np.asarray(out, dtype=np.float64)
 
 
 def _along(image: np.ndarray, matrix: sparse.csr_matrix, axis: int) -> np.ndarray:
-    """``matrix`` applied along ``axis``, in float64.
+    """``matrix`` applied along ``axis`` in ``image``'s dtype.
 
-    Where every row reads a run of adjacent columns (area and point weights do), as a few
-    gathers along the axis weighted in place: no transposed copies, a C-ordered result, the
-    sums taken in the order a sparse product takes them.
+    Along the last axis, where every row reads a run of adjacent columns (area and point weights
+    do), as a few weighted gathers: a C-ordered result, the sums in a sparse product's order.
+    Along any other axis (and the last, otherwise) as sparse products that read its rows whole.
     """
-    band = _band(matrix)
+    band = _band(matrix) if axis == image.ndim - 1 else None
     if band is None:
-        moved = np.moveaxis(np.asarray(image, dtype=np.float64), axis, 0)
-        flat = np.ascontiguousarray(moved).reshape(moved.shape[0], -1)
-        return np.moveaxis((matrix @ flat).reshape((matrix.shape[0],) + moved.shape[1:]), 0, axis)
-    shape = [1] * image.ndim
-    shape[axis] = -1
+        if axis < image.ndim - 1:
+            return product_along(image, matrix, axis)
+        flat = image.reshape(-1, image.shape[-1])
+        return (matrix @ flat.T).T.reshape(image.shape[:-1] + (matrix.shape[0],))
     out = None
     for columns, values in band:
-        term = np.take(image, columns, axis=axis) * values.reshape(shape)
+        term = np.take(image, columns, axis=axis)
+        term *= values.astype(image.dtype)
         out = term if out is None else np.add(out, term, out=out)
     return out
 
@@ -158,16 +163,21 @@ def reflect_convolution(factor: np.ndarray, n: int) -> sparse.csr_matrix:
                              shape=(n, n))
 
 
-def product_along(image: np.ndarray, matrix: sparse.csr_matrix, axis: int) -> np.ndarray:
-    """``matrix`` applied along ``axis`` of a C-ordered ``image``, in float64, without transposes.
+def product_along(image: np.ndarray, matrix: sparse.csr_matrix, axis: int,
+                  block: int = 2**20) -> np.ndarray:
+    """``matrix`` applied along ``axis`` of ``image`` (a view will do), without transposes.
 
-    One sparse product per index of the axes before ``axis``: each is a C-ordered block whose
-    rows along ``axis`` are read whole.
+    Sparse products per index of the axes before ``axis``, each over the columns of at most
+    ``block`` elements that it reads whole along ``axis`` (a sparse product copies a view it
+    is given: a block at a time, the copies stay small). The result has the dtype of
+    ``matrix`` times ``image``.
     """
-    image = np.ascontiguousarray(image)
-    lead = int(np.prod(image.shape[:axis]))
-    blocks = image.reshape(lead, image.shape[axis], -1)
-    out = np.empty((lead, matrix.shape[0], blocks.shape[2]))
-    for i in range(lead):
-        out[i] = matrix @ blocks[i]
-    return out.reshape(image.shape[:axis] + (matrix.shape[0],) + image.shape[axis + 1:])
+    out = np.empty(image.shape[:axis] + (matrix.shape[0],) + image.shape[axis + 1:],
+                   dtype=np.result_type(image.dtype, matrix.dtype))
+    for index in np.ndindex(image.shape[:axis]):
+        lines, into = image[index], out[index]
+        lines, into = lines.reshape(lines.shape[0], -1), into.reshape(into.shape[0], -1)
+        width = max(1, block // lines.shape[0])
+        for start in range(0, lines.shape[1], width):
+            into[:, start:start + width] = matrix @ lines[:, start:start + width]
+    return out

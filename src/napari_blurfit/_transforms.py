@@ -19,7 +19,7 @@ from scipy import signal
 
 __all__ = [
     "c2c", "c2r", "convolve_valid", "fft", "fftfreq", "fftn", "frame_dct", "frame_idct", "ifftn",
-    "irfftn", "next_fast_len", "r2c", "rfft", "rfftn", "threads",
+    "irfftn", "next_fast_len", "picked_fft", "r2c", "rfft", "rfftn", "threads",
 ]
 
 
@@ -74,6 +74,25 @@ def c2r(a: np.ndarray, axes: tuple[int, ...], lastsize: int, *, workers: int | N
     """
     return ducc0.fft.c2r(a, axes=axes, lastsize=lastsize, forward=False, inorm=2, out=out,
                          nthreads=threads(workers), allow_overwriting_input=True)
+
+
+def picked_fft(a: np.ndarray, picked: tuple[slice, ...], *, workers: int | None = -1) -> np.ndarray:
+    """``fftn(a)`` over the last ``len(picked)`` axes of a real ``a``, at the frequencies ``picked``.
+
+    From one real FFT (half a complex one's work, multithreaded), the frequencies past the last
+    axis's half read as ``X[k] = conj(X[-k])``.
+    """
+    d = len(picked)
+    spatial = a.shape[-d:]
+    half = r2c(np.asarray(a), tuple(range(a.ndim - d, a.ndim)), workers=workers)
+    index = [np.arange(n)[chosen] for n, chosen in zip(spatial, picked)]
+    last, n = index[-1], spatial[-1]
+    direct = last <= n // 2
+    out = np.empty(a.shape[:-d] + tuple(len(i) for i in index), dtype=half.dtype)
+    out[..., direct] = half[(Ellipsis, *np.ix_(*index[:-1], last[direct]))]
+    mirrored = [(-i) % m for i, m in zip(index[:-1], spatial[:-1])]
+    out[..., ~direct] = np.conj(half[(Ellipsis, *np.ix_(*mirrored, n - last[~direct]))])
+    return out
 
 
 # plain transforms (small arrays, one-off) -----------------------------------------------------------

@@ -81,10 +81,10 @@ def _reference_terms(reference: np.ndarray, residual: np.ndarray, picked):
     """
     d = len(picked)
     spatial = reference.shape[-d:]
-    axes, n = tuple(range(d)), float(np.prod(spatial))
+    n = float(np.prod(spatial))
     power, cross = 0.0, 0.0
     for a, r in zip(reference.reshape(-1, *spatial), residual.reshape(-1, *spatial)):
-        a_hat = transforms.fftn(a, axes)[picked].copy()  # a copy: the full transform goes now
+        a_hat = transforms.picked_fft(a, picked)
         power = power + np.abs(a_hat) ** 2 / n
-        cross = cross + a_hat * np.conj(transforms.fftn(r, axes)[picked]) / n
+        cross = cross + a_hat * np.conj(transforms.picked_fft(r, picked)) / n
     return power, cross

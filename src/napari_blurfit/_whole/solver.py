@@ -69,7 +69,9 @@ def levenberg_marquardt(problem, point, *, refresh: bool, max_iter: int,
             return Solved(point, matrix, done - 1, Status.NO_DESCENT)
         step = difference(trial, point, len(normal.gradient))
         decrease, point = point.loss - trial.loss, trial
-        if decrease <= max(rtol * abs(point.loss), floor):
+        # within twice the rounding: the next step's decrease, smaller still (the steps converge
+        # superlinearly), could not be told from rounding, and its gradient is a pass or more
+        if decrease <= max(rtol * abs(point.loss), 2 * floor):
             status = Status.CONVERGED
             break
         new = problem.normal(point, matrix=refresh)

@@ -42,7 +42,7 @@ SCOUT_WITHIN = 2.0  # starts scouted: those whose loss is at most this many time
 SCOUT_MOST = 3  # ... and of those the lowest this many
 # a crop solved only for a start stops at this relative decrease: the full image moves the
 # solution by more than a tighter tolerance would gain
-START_RTOL = 1e-6
+START_RTOL = 1e-5
 # L1/Huber Newton steps on the crop when it is only a start: each recomputes the matrix (in 3D six
 # Jacobian images of the crop), and the middle crop's chord steps carry on for a sixteenth of that
 CROP_NEWTON_STEPS = 1

@@ -79,7 +79,7 @@ def noise_aware_fit(data: Data, problem: Problem, *, start_only: bool,
     if isinstance(setting, str) and not opt.gain_offset:
         # the pair's brightness check, made once: the findings (and a whole fit) read it too
         coming = first.reference if first is not None and first.significant else None
-        plain = replace(plain, brightness=_brightness(data.stats, problem, plain, refit, coming))
+        plain = replace(plain, brightness=_brightness_at_plain(data.stats, problem, plain, refit, coming))
     if isinstance(setting, str) and (not readable or _gain_missing(plain, problem)):
         # a gain the model lacks leaves residual power in |K_hat|^2 as noise does: none is read
         return replace(plain, noise=NoiseCorrection(0.0, False, plain.sigma, plain.sigma, True)), data
@@ -101,8 +101,8 @@ def noise_aware_fit(data: Data, problem: Problem, *, start_only: bool,
                    noise=noise, brightness=plain.brightness), data._replace(stats=stats)
 
 
-def _brightness(stats: SpectralStats, problem: Problem, plain: Solution, search: CorrectedSearch,
-                variance: float | None) -> tuple[float, float]:
+def _brightness_at_plain(stats: SpectralStats, problem: Problem, plain: Solution,
+                         search: CorrectedSearch, variance: float | None) -> tuple[float, float]:
     """The pair's brightness check at the plain fit (`brightness_rss`).
 
     Where a correction for ``variance`` is coming, contracted together with the first columns
@@ -310,9 +310,9 @@ class CorrectedSearch:
         step = grid[1] - grid[0] if len(grid) > 1 else 0.0
         want = (grid[i] - 2 * step, grid[i] + 2 * step)
         lo, hi = max(box[0], want[0]), min(box[1], want[1])
-        if not (step > 0 and (lo, hi) == want and 2 <= i <= len(grid) - 3):
-            return self._grid(stats, problem, np.linspace(lo, hi, FINE))
         fine = np.linspace(lo, hi, FINE)
+        if not (step > 0 and (lo, hi) == want and 2 <= i <= len(grid) - 3):
+            return self._grid(stats, problem, fine)
         on_coarse = np.arange(FINE) % ZOOM == 0
         new = self._spared(ZOOM * (i - 2) + np.flatnonzero(~on_coarse))
         if new is None:

@@ -81,6 +81,34 @@ def test_a_minimum_already_reached_is_no_descent():
     np.testing.assert_array_equal(solved.point.x, [1.0, 1.0])
 
 
+class Bowl:
+    """``1 + sum w x^2``: minimum 1 at 0; counts the gradients asked for."""
+
+    def __init__(self):
+        self.w, self.gradients = np.array([1.0, 30.0]), 0
+
+    def evaluate(self, x, gain, offset):
+        return Point(np.asarray(x, dtype=float), gain, offset, float(1.0 + self.w @ x**2))
+
+    def normal(self, point, *, matrix):
+        self.gradients += 1
+        return Normal(np.diag(2.0 * self.w) if matrix else None, 2.0 * self.w * point.x)
+
+
+def test_a_loss_known_to_its_rounding_ends_without_a_gradient_it_cannot_use():
+    """With a loss exact to ``precision`` of itself, the chord stops once the next step's decrease
+    (extrapolated at the last two steps' rate) or this one's is within the rounding: no gradient
+    is taken after the last step, and the loss is within a few roundings of the minimum."""
+    problem, precision = Bowl(), 1e-7
+    start = problem.evaluate(np.array([0.3, -0.2]), 1.0, 0.0)
+    held = np.diag([5.0, 90.0])  # 2.5x and 1.5x the curvature: linear convergence, then secant updates
+    solved = levenberg_marquardt(problem, start, refresh=False, matrix=held, max_iter=40, rtol=1e-14,
+                                 precision=precision)
+    assert solved.status is Status.CONVERGED
+    assert problem.gradients == solved.iterations  # one per step taken, none after the last
+    assert solved.point.loss - 1.0 <= 5 * precision
+
+
 class LinearL1:
     """``sum |a x + g - b|`` over (x, gain as a free offset): a robust line fit, minimum known.
 

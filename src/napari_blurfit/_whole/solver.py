@@ -54,7 +54,7 @@ def levenberg_marquardt(problem, point, *, refresh: bool, max_iter: int,
     if normal.matrix is not None:
         matrix = normal.matrix
     lam, done, status = 1e-4, 0, Status.MAX_ITERATIONS
-    held = not refresh
+    held, last_decrease = not refresh, np.inf  # the last accepted step's decrease
     for done in range(1, max_iter + 1):
         if callback is not None:
             callback(f"whole Gaussian: step {done}")
@@ -69,11 +69,14 @@ def levenberg_marquardt(problem, point, *, refresh: bool, max_iter: int,
             return Solved(point, matrix, done - 1, Status.NO_DESCENT)
         step = difference(trial, point, len(normal.gradient))
         decrease, point = point.loss - trial.loss, trial
-        # within twice the rounding: the next step's decrease, smaller still (the steps converge
-        # superlinearly), could not be told from rounding, and its gradient is a pass or more
-        if decrease <= max(rtol * abs(point.loss), 2 * floor):
+        # the next step's decrease (this one's, at the rate of the last two: the steps converge
+        # at least linearly) within the rounding, or this one within twice it: the next could not
+        # be told from rounding, and its gradient is a pass or more over the image
+        predicted = decrease * decrease / last_decrease if last_decrease < np.inf else np.inf
+        if decrease <= max(rtol * abs(point.loss), 2 * floor) or predicted <= floor:
             status = Status.CONVERGED
             break
+        last_decrease = decrease
         new = problem.normal(point, matrix=refresh)
         matrix = new.matrix if refresh else secant_update(matrix, step, new.gradient - normal.gradient)
         normal = new

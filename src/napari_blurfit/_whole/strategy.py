@@ -287,36 +287,38 @@ def best_start(problem: Problem, starts, callback, *, max_iter: int, rtol: float
                  if losses[i] - losses.min() <= (SCOUT_WITHIN - 1) * abs(losses.min())]
         starts = [starts[i] for i in order]
     best, matrix = None, None
+    precision = FLOAT32_LOSS_JITTER if problem.spectrum.dtype == np.float32 else 0.0
     for kernel in starts:
         point = problem.evaluate(problem.model.params(kernel), 1.0, 0.0)
         steps = max_iter if len(starts) == 1 else scout
         # one exact matrix, at the lowest start, serves every start (the solver's secant updates
         # and its fallback to the problem's own matrix keep the steps honest)
         solved = levenberg_marquardt(problem, point, refresh=False, matrix=matrix, max_iter=steps,
-                                     rtol=rtol, callback=callback)
+                                     rtol=rtol, callback=callback, precision=precision)
         matrix = solved.matrix if matrix is None else matrix
         if best is None or solved.point.loss < best.point.loss:
             best = solved
     if len(starts) > 1:
         best = levenberg_marquardt(problem, best.point, refresh=False, matrix=best.matrix,
-                                   max_iter=max_iter, rtol=rtol, callback=callback)
+                                   max_iter=max_iter, rtol=rtol, callback=callback, precision=precision)
     return best
 
 
 def multistart(frames: Frames, settings: Settings, starts, workers, callback, *, max_iter: int = 40,
-               rtol: float = 1e-10, exact: bool = True) -> tuple[Problem, Solved]:
+               rtol: float = 1e-10, exact: bool = True, dtype=np.float64) -> tuple[Problem, Solved]:
     """Best L2 solution over the start kernels, each solved with a fresh matrix at every step.
 
     The matrix is exact, or without ``exact`` (a crop that only finds the start; no mask) the one
     `KernelSpace` makes from statistics: kernel-sized convolutions instead of three image FFTs per
-    parameter (in 3D, 27 FFTs of the crop per step). Returns the crop's problem (to evaluate other
-    kernels on it) and the solution.
+    parameter (in 3D, 27 FFTs of the crop per step). ``dtype``: of the FFTs (float32 for a crop
+    that only finds a start). Returns the crop's problem (to evaluate other kernels on it) and
+    the solution.
     """
     l2 = settings.with_loss(L2())
     check_starts(starts, settings, frames)
     radius = settings.model.pad_radius(starts)
-    space = None if exact or frames.used is not None else KernelSpace(frames, l2, radius, workers, np.float64)
-    problem = Problem(*frames, l2, radius, workers, space=space)
+    space = None if exact or frames.used is not None else KernelSpace(frames, l2, radius, workers, dtype)
+    problem = Problem(*frames, l2, radius, workers, space=space, dtype=dtype)
     solved = best_start(problem, starts, callback, max_iter=max_iter, rtol=rtol,
                         scout=SCOUT_STEPS.get(settings.ndim, 2))
     return problem, solved
@@ -346,7 +348,9 @@ def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, 
         jtj = solved.matrix / curvature if checked is solved else problem.gauss_newton(checked.point)
         return problem, checked, jtj
     crop, wide = start_crop(frames, settings, starts)
-    local, scout = multistart(crop, settings, starts, workers, callback, rtol=START_RTOL, exact=wide)
+    # in float32: a start needs no more than the loss's float32 resolution (START_RTOL is above it)
+    local, scout = multistart(crop, settings, starts, workers, callback, rtol=START_RTOL, exact=wide,
+                              dtype=np.float32)
     start, crop_content, crop_matrix = scout.point.without_arrays(), content(local), scout.matrix
     del local, scout, crop  # the crop's arrays go before the image's are made
     dtype = np.float32 if size > FLOAT32_PIXELS else np.float64

@@ -31,7 +31,7 @@ class Solved(NamedTuple):
     """The solver's answer."""
 
     point: Any
-    matrix: np.ndarray  # the last Hessian (or model of it) used
+    matrix: np.ndarray  # the last Hessian (or model of it) used, at the point the last step left
     iterations: int  # accepted steps
     status: Status
 
@@ -77,6 +77,8 @@ def levenberg_marquardt(problem, point, *, refresh: bool, max_iter: int,
             status = Status.CONVERGED
             break
         last_decrease = decrease
+        if done == max_iter:  # the budget is spent: no gradient for a step not taken
+            break
         new = problem.normal(point, matrix=refresh)
         matrix = new.matrix if refresh else secant_update(matrix, step, new.gradient - normal.gradient)
         normal = new

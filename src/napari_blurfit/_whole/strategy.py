@@ -431,7 +431,8 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
     full_problem = None if crop_is_image else prefetch(build, 1 if wide else workers)
     # L1/Huber take only a start from the L2 multi-start; masked L2 keeps its matrix (exact)
     local, solved = multistart(crop, settings, starts, workers, callback, exact=least_squares,
-                               rtol=1e-10 if least_squares else START_RTOL)
+                               rtol=1e-10 if least_squares else START_RTOL,
+                               dtype=np.float64 if least_squares or crop_is_image else np.float32)
     if not least_squares:
         local = Problem(*crop, settings, model.pad_radius([solved.point.kernel]), workers)
         point = local.evaluate(solved.point.x, solved.point.gain, solved.point.offset)

@@ -20,6 +20,7 @@ from ._kernels import half_kernels
 from ._noise import CORRECTED_MISFIT, estimate_noise, estimate_reference_noise, estimate_whole_noise
 from ._spectral import SpectralStats, Tabulated, tabulate
 from ._stages import SEARCH_FLOOR, Data, NoiseCorrection, Problem, Solution, spread
+from ._transforms import HalfSpectrum
 from ._whole.sandwich import sandwich_errors
 
 # a whole-Gaussian fit refits with the noise read from its own residual: at most this many times,
@@ -182,11 +183,12 @@ def whole_noise_rounds(problem: Problem, data: Data, start: Solution, fit_whole)
     # swung between 0.06 and 0.18)
     variance = noise.sd**2 if noise is not None and noise.corrected and not rounds else 0.0
     whole = fit_whole(problem, data, start, variance)
+    spectra = WholeSpectra(pair.reference, problem.d)
     if rounds:
         plain = whole.kernel.sigma
         for _ in range(WHOLE_NOISE_ROUNDS):  # the residual of the kernel itself tells best
-            found = estimate_whole_noise(pair.reference.reshape(whole.residual.shape),
-                                         whole.residual, whole.kernel.sampled(opt.truncate), whole.gain)
+            found = estimate_whole_noise(spectra.reference(whole), spectra.residual(whole),
+                                         whole.kernel.sampled(opt.truncate), whole.gain)
             if found is None:
                 break
             new = found.reference if found.significant and found.misfit < CORRECTED_MISFIT else 0.0
@@ -205,16 +207,39 @@ def whole_noise_rounds(problem: Problem, data: Data, start: Solution, fit_whole)
     elif noise is not None and not opt.objective.least_squares:
         noise = noise._replace(corrected=False)
     if noise is not None and opt.objective.least_squares and pair.used is None:
-        whole = coloured_errors(problem, data, whole, noise.sd**2 if noise.corrected else 0.0)
+        whole = coloured_errors(problem, spectra, whole, noise.sd**2 if noise.corrected else 0.0)
     return whole, noise
 
 
-def coloured_errors(problem: Problem, data: Data, whole, noise: float):
+class WholeSpectra:
+    """The transforms the noise rounds and the standard errors read: each made once.
+
+    The reference's, and the residual of the last whole fit asked about (a refit replaces it).
+    """
+
+    def __init__(self, reference: np.ndarray, d: int):
+        self.source, self.d = reference, d
+        self._reference = self._residual = None
+        self._of = None  # the whole fit whose residual `_residual` holds
+
+    def reference(self, whole) -> HalfSpectrum:
+        if self._reference is None:
+            self._reference = HalfSpectrum(self.source.reshape(whole.residual.shape), self.d)
+        return self._reference
+
+    def residual(self, whole) -> HalfSpectrum:
+        if self._of is not whole:
+            self._residual, self._of = None, None  # the old transform goes before the new is made
+            self._residual, self._of = HalfSpectrum(whole.residual, self.d), whole
+        return self._residual
+
+
+def coloured_errors(problem: Problem, spectra: WholeSpectra, whole, noise: float):
     """``whole`` with standard errors that hold for coloured residuals (`sandwich_errors`)."""
     opt, d = problem.options, problem.d
     model = GaussianModel(d, float(opt.truncate), opt.full_covariance, opt.shift, not opt.sigma_per_axis)
-    errors = sandwich_errors(model, whole.kernel, data.pair.reference.reshape(whole.residual.shape),
-                             whole.residual, whole.gain, gain_offset=opt.gain_offset, noise=noise)
+    errors = sandwich_errors(model, whole.kernel, spectra.reference(whole), spectra.residual(whole),
+                             whole.gain, gain_offset=opt.gain_offset, noise=noise)
     if errors is None:
         return whole
     return replace(whole, covariance_stderr=errors["covariance"], shift_stderr=errors["shift"])

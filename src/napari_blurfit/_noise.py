@@ -19,7 +19,7 @@ import numpy as np
 from ._kernels import axis_transfers
 from ._spectral import SAMPLE, SpectralStats, strided
 from ._stages import NoiseCorrection, Problem, Solution
-from ._transforms import picked_fft
+from ._transforms import HalfSpectrum
 from ._whole.sandwich import kernel_spectrum
 
 BINS = 40  # frequency bins of the regression, equally wide in the transfer H
@@ -118,20 +118,22 @@ def estimate_noise(stats: SpectralStats, sigma, gain: float, truncate: float) ->
     return line(np.abs(c.transfer), c.residual, c.reference, gain)
 
 
-def estimate_whole_noise(reference: np.ndarray, residual: np.ndarray, sampled: np.ndarray,
+def estimate_whole_noise(reference: HalfSpectrum, residual: HalfSpectrum, sampled: np.ndarray,
                          gain: float) -> NoiseEstimate | None:
     """`line` for an image-space fit: its residual's Fourier power against the kernel's ``|K_hat|``.
 
-    ``reference`` and ``residual`` are frames first, the kernel's axes last; ``|K_hat|`` does not
-    depend on where the kernel is centred, so a shift needs no care.
+    ``reference`` and ``residual``: the transforms of frames-first arrays over the kernel's axes
+    (made once for every round, and the standard errors); ``|K_hat|`` does not depend on where
+    the kernel is centred, so a shift needs no care.
     """
     d = sampled.ndim
-    spatial = reference.shape[-d:]
+    spatial = reference.spatial
     if any(k > n for k, n in zip(sampled.shape, spatial)):  # a kernel wider than the image
         return None
     picked = strided(spatial, SAMPLE)
     n = float(np.prod(spatial))
-    power = [np.mean(np.abs(picked_fft(x, picked)) ** 2 / n, axis=tuple(range(x.ndim - d))).reshape(-1)[1:]
+    frames = tuple(range(len(reference.shape) - d))
+    power = [np.mean(np.abs(x.picked(picked)) ** 2 / n, axis=frames).reshape(-1)[1:]
              for x in (residual, reference)]
     transfer_ = np.abs(kernel_spectrum(sampled, spatial, picked)).reshape(-1)[1:]
     return line(transfer_, power[0], power[1], gain)

@@ -18,8 +18,8 @@ from scipy import fft as sfft
 from scipy import signal
 
 __all__ = [
-    "c2c", "c2r", "convolve_valid", "fft", "fftfreq", "fftn", "frame_dct", "frame_idct", "ifftn",
-    "irfftn", "next_fast_len", "picked_fft", "r2c", "rfft", "rfftn", "threads",
+    "HalfSpectrum", "c2c", "c2r", "convolve_valid", "fft", "fftfreq", "fftn", "frame_dct", "frame_idct",
+    "ifftn", "irfftn", "next_fast_len", "picked_fft", "r2c", "rfft", "rfftn", "threads",
 ]
 
 
@@ -76,23 +76,34 @@ def c2r(a: np.ndarray, axes: tuple[int, ...], lastsize: int, *, workers: int | N
                          nthreads=threads(workers), allow_overwriting_input=True)
 
 
-def picked_fft(a: np.ndarray, picked: tuple[slice, ...], *, workers: int | None = -1) -> np.ndarray:
-    """``fftn(a)`` over the last ``len(picked)`` axes of a real ``a``, at the frequencies ``picked``.
+class HalfSpectrum:
+    """The real FFT of ``a`` over its last ``ndim`` axes, made once, read at subgrids of frequencies.
 
-    From one real FFT (half a complex one's work, multithreaded), the frequencies past the last
-    axis's half read as ``X[k] = conj(X[-k])``.
+    Half a complex FFT's work, multithreaded; the frequencies past the last axis's half are read
+    as ``X[k] = conj(X[-k])``. ``shape``: ``a``'s.
     """
-    d = len(picked)
-    spatial = a.shape[-d:]
-    half = r2c(np.asarray(a), tuple(range(a.ndim - d, a.ndim)), workers=workers)
-    index = [np.arange(n)[chosen] for n, chosen in zip(spatial, picked)]
-    last, n = index[-1], spatial[-1]
-    direct = last <= n // 2
-    out = np.empty(a.shape[:-d] + tuple(len(i) for i in index), dtype=half.dtype)
-    out[..., direct] = half[(Ellipsis, *np.ix_(*index[:-1], last[direct]))]
-    mirrored = [(-i) % m for i, m in zip(index[:-1], spatial[:-1])]
-    out[..., ~direct] = np.conj(half[(Ellipsis, *np.ix_(*mirrored, n - last[~direct]))])
-    return out
+
+    def __init__(self, a: np.ndarray, ndim: int, *, workers: int | None = -1):
+        a = np.asarray(a)
+        self.shape, self.spatial = a.shape, a.shape[a.ndim - ndim:]
+        self.half = r2c(a, tuple(range(a.ndim - ndim, a.ndim)), workers=workers)
+
+    def picked(self, picked: tuple[slice, ...]) -> np.ndarray:
+        """``fftn(a)`` over the spatial axes at the frequencies ``picked`` (one slice per axis)."""
+        index = [np.arange(n)[chosen] for n, chosen in zip(self.spatial, picked)]
+        last, n = index[-1], self.spatial[-1]
+        direct = last <= n // 2
+        out = np.empty(self.shape[:len(self.shape) - len(picked)] + tuple(len(i) for i in index),
+                       dtype=self.half.dtype)
+        out[..., direct] = self.half[(Ellipsis, *np.ix_(*index[:-1], last[direct]))]
+        mirrored = [(-i) % m for i, m in zip(index[:-1], self.spatial[:-1])]
+        out[..., ~direct] = np.conj(self.half[(Ellipsis, *np.ix_(*mirrored, n - last[~direct]))])
+        return out
+
+
+def picked_fft(a: np.ndarray, picked: tuple[slice, ...], *, workers: int | None = -1) -> np.ndarray:
+    """``fftn(a)`` over the last ``len(picked)`` axes of a real ``a``, at the frequencies ``picked``."""
+    return HalfSpectrum(a, len(picked), workers=workers).picked(picked)
 
 
 # plain transforms (small arrays, one-off) -----------------------------------------------------------

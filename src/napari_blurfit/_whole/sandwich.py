@@ -18,15 +18,17 @@ from .._spectral import strided
 FREQUENCIES = 2**17  # frequencies read at most: a regular subgrid of them
 
 
-def sandwich_errors(model: GaussianModel, kernel, reference: np.ndarray, residual: np.ndarray,
-                    gain: float, *, gain_offset: bool, noise: float) -> dict[str, np.ndarray] | None:
+def sandwich_errors(model: GaussianModel, kernel, reference: transforms.HalfSpectrum,
+                    residual: transforms.HalfSpectrum, gain: float, *, gain_offset: bool,
+                    noise: float) -> dict[str, np.ndarray] | None:
     """``covariance`` (d, d) and ``shift`` (d,) standard errors, or None for a kernel too wide.
 
-    ``reference`` and ``residual`` (``gain * K * reference + offset - target``) are frames first,
-    spatial axes last; ``noise`` is the reference's noise variance the fit was corrected for.
+    ``reference`` and ``residual`` (``gain * K * reference + offset - target``): the transforms of
+    frames-first arrays over the kernel's axes; ``noise`` is the reference's noise variance the
+    fit was corrected for.
     """
     d = model.ndim
-    spatial = reference.shape[-d:]
+    spatial = reference.spatial
     sampled = model.sampled(kernel)
     if any(k > n for k, n in zip(sampled.shape, spatial)):
         return None
@@ -36,7 +38,7 @@ def sandwich_errors(model: GaussianModel, kernel, reference: np.ndarray, residua
     if gain_offset:
         columns.append(k_hat)
     power, cross = _reference_terms(reference, residual, picked)
-    frames = len(reference.reshape(-1, *spatial))
+    frames = int(np.prod(reference.shape[:len(reference.shape) - d]))
     cross = cross - frames * noise * gain * np.conj(k_hat)  # the score of the noise's share
     design = np.stack(columns).reshape(len(columns), -1)
     score = 2.0 * np.real(design * cross.reshape(-1))
@@ -74,17 +76,10 @@ def kernel_spectrum(kernel: np.ndarray, spatial: tuple[int, ...], picked) -> np.
     return out
 
 
-def _reference_terms(reference: np.ndarray, residual: np.ndarray, picked):
-    """``sum_f |A_hat_f|**2 / n`` and ``sum_f A_hat_f conj(R_hat_f) / n`` on ``picked``.
-
-    A frame at a time: one frame's transforms in memory.
-    """
-    d = len(picked)
-    spatial = reference.shape[-d:]
-    n = float(np.prod(spatial))
-    power, cross = 0.0, 0.0
-    for a, r in zip(reference.reshape(-1, *spatial), residual.reshape(-1, *spatial)):
-        a_hat = transforms.picked_fft(a, picked)
-        power = power + np.abs(a_hat) ** 2 / n
-        cross = cross + a_hat * np.conj(transforms.picked_fft(r, picked)) / n
-    return power, cross
+def _reference_terms(reference: transforms.HalfSpectrum, residual: transforms.HalfSpectrum, picked):
+    """``sum_f |A_hat_f|**2 / n`` and ``sum_f A_hat_f conj(R_hat_f) / n`` on ``picked``, over frames."""
+    n = float(np.prod(reference.spatial))
+    a_hat, r_hat = reference.picked(picked), residual.picked(picked)
+    frames = tuple(range(a_hat.ndim - len(picked)))
+    return (np.sum(np.abs(a_hat) ** 2, axis=frames) / n,
+            np.sum(a_hat * np.conj(r_hat), axis=frames) / n)

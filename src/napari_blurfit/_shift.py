@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._transforms import fftfreq, fftn, ifftn
+from ._transforms import fftfreq, irfftn, rfftn
 
 MIN_SIZE = 8  # below this a shift cannot be told from a blur
 
@@ -121,22 +121,34 @@ def estimate_shift(reference, target, *, ndim: int | None = None, max_pixels: in
         window = np.multiply.outer(window, np.hanning(n))
     a = (crop.reference - crop.reference.mean(axis=axes, keepdims=True)) * window
     b = (crop.target - crop.target.mean(axis=axes, keepdims=True)) * window
-    power = (fftn(b, axes=axes, workers=-1) * np.conj(fftn(a, axes=axes, workers=-1))).sum(0)
-    xc = ifftn(power, workers=-1).real
+    shape = crop.reference.shape[1:]
+    # real transforms: the correlation is real, its spectrum Hermitian (half the work)
+    power = (rfftn(b, shape, axes) * np.conj(rfftn(a, shape, axes))).sum(0)
+    xc = irfftn(power, shape, tuple(range(d)))
     peak = np.array(np.unravel_index(np.argmax(xc), xc.shape), dtype=np.float64)
     sizes = np.array(xc.shape)
     peak = np.where(peak > sizes // 2, peak - sizes, peak)
     for step in (0.1, 0.01):
-        peak = _refine_peak(power, peak, step)
+        peak = _refine_peak(power, shape, peak, step)
     return peak
 
 
-def _refine_peak(power: np.ndarray, centre: np.ndarray, step: float, half: int = 15) -> np.ndarray:
-    """Arg-max of the correlation's interpolant on a grid ``centre + step * (-half..half)`` per axis."""
+def _refine_peak(power: np.ndarray, shape, centre: np.ndarray, step: float, half: int = 15) -> np.ndarray:
+    """Arg-max of the correlation's interpolant on a grid ``centre + step * (-half..half)`` per axis.
+
+    ``power``: the correlation's half spectrum (`rfftn` of a ``shape`` image). A real signal's
+    interpolant is the real part of the sum over the half, each frequency but the zero and the
+    Nyquist one counted twice (for its mirror).
+    """
     values = power
-    for axis, n in enumerate(power.shape):
+    for axis, n in enumerate(shape):
         s = centre[axis] + step * np.arange(-half, half + 1)
-        e = np.exp(2j * np.pi * np.outer(s, fftfreq(n)))
+        if axis < len(shape) - 1:
+            e = np.exp(2j * np.pi * np.outer(s, fftfreq(n)))
+        else:
+            k = np.arange(n // 2 + 1)
+            twice = np.where((k == 0) | (2 * k == n), 1.0, 2.0)
+            e = twice * np.exp(2j * np.pi * np.outer(s, k / n))
         moved = np.einsum("pq,q...->p...", e, np.moveaxis(values, axis, 0))  # einsum: no BLAS threads
         values = np.moveaxis(moved, 0, axis)
     best = np.unravel_index(np.argmax(values.real), values.shape)

@@ -145,7 +145,9 @@ def probe_model(reference, target, *, ndim: int | None = None, start_sigma=None,
     # 5-25 s on a 128^3 crop, more than the fit it checks (fit with full_covariance=True to see it)
     settings = _settings(d, truncate, full_covariance=d == 2)
     start = settings.model.starts(start_sigma, shift0)[:1]  # one start: a warning needs the basin only
-    problem, solved = multistart(frames, settings, start, workers, None, max_iter=steps, rtol=1e-6)
+    # in float32: a warning needs the basin, and rtol stays above float32's rounding
+    problem, solved = multistart(frames, settings, start, workers, None, max_iter=steps, rtol=1e-6,
+                                 dtype=np.float32)
     return _probe_result(solved.point, problem)
 
 

@@ -185,7 +185,7 @@ def whole_noise_rounds(problem: Problem, data: Data, start: Solution, fit_whole)
     whole = fit_whole(problem, data, start, variance)
     spectra = WholeSpectra(pair.reference, problem.d)
     if rounds:
-        plain = whole.kernel.sigma
+        plain, fits = whole.kernel.sigma, {0.0: whole}  # a round that reads no noise goes back to it
         for _ in range(WHOLE_NOISE_ROUNDS):  # the residual of the kernel itself tells best
             found = estimate_whole_noise(spectra.reference(whole), spectra.residual(whole),
                                          whole.kernel.sampled(opt.truncate), whole.gain)
@@ -198,7 +198,7 @@ def whole_noise_rounds(problem: Problem, data: Data, start: Solution, fit_whole)
                 new = 0.0
             if abs(new - variance) <= WHOLE_SETTLED * max(new, variance):
                 break
-            variance, whole = new, fit_whole(problem, data, start, new)
+            variance, whole = new, fits[new] if new in fits else fit_whole(problem, data, start, new)
         reading = found.reading if found is not None else noise.sd**2
         noise = noise._replace(sd=float(np.sqrt(variance if variance else reading)),
                                corrected=variance > 0, plain_sigma=plain,

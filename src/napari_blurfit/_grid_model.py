@@ -18,7 +18,7 @@ from ._gain_offset import l2_gain_offset
 from ._gaussian import GaussianKernel, GaussianModel
 from ._grid_pair import GridPair
 from ._resample import product_along, reflect_convolution, resample
-from ._whole.spectrum import ReferenceSpectrum
+from ._whole.spectrum import ReferenceSpectrum, transform_dtype
 from ._whole.strategy import FLOAT32_PIXELS
 
 STEP = 1e-3  # finite-difference step: log sigma (or log-Cholesky entry), and px for a shift
@@ -104,13 +104,10 @@ class Evaluator:
         radius = self.model.radius(kernel)
         margin = tuple(int(1.5 * r) + 2 for r in radius)
         if self.region is None or any(r > room for r, room in zip(radius, self.region.room)):
-            self.region, self._spectrum = region(self.pair, self.frames, self.block, margin), None
+            self._set_region(margin)
         self.tick("filtering (fit across grids)")
         self.n_evaluations += 1
-        # float32 arithmetic on large regions, as the one-grid engine: an evaluation there ends
-        # a fit at a coarse step (`_grid_fit.FULL_XTOL`); a crop's fit, to a fine step, needs
-        # float64's smooth loss
-        dtype = np.float32 if self.region.source.size > FLOAT32_PIXELS else np.float64
+        dtype = self._dtype
         if kernel.factors(self.model.truncate) is not None:
             image = blurred_resampled(self.region.source, kernel, self.model.truncate, self.region.weights,
                                       dtype)
@@ -121,11 +118,20 @@ class Evaluator:
                              dtype)
         return _used_values(image, self.region.used)
 
+    def _set_region(self, margin: tuple[int, ...]) -> None:
+        self.region, self._spectrum = region(self.pair, self.frames, self.block, margin), None
+        # float32 arithmetic on large regions, as the one-grid engine: an evaluation there ends a
+        # fit at a coarse step (`_grid_fit.FULL_XTOL`); a crop's fit, to a fine step, needs
+        # float64's smooth loss
+        large = self.region.source.size > FLOAT32_PIXELS
+        self._dtype = transform_dtype(np.float32 if large else np.float64, self.region.source,
+                                      self.region.destination)
+
     @property
     def target(self) -> np.ndarray:
         """The destination's used pixels of the region (the same whatever the source's margin)."""
         if self.region is None:  # not evaluated yet: the destination needs no margin
-            self.region = region(self.pair, self.frames, self.block, (0,) * self.model.ndim)
+            self._set_region((0,) * self.model.ndim)
         return self.region.destination
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .._kernel_model import KernelModel
 from .._losses import Loss
-from .spectrum import ReferenceSpectrum, dot
+from .spectrum import ReferenceSpectrum, dot, transform_dtype
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,8 @@ class Problem:
         self.n_used = int(target.size if used is None else np.count_nonzero(used))
         self.workers = workers
         self.evaluations = 0
-        self.spectrum = ReferenceSpectrum(reference, tuple(radius), workers, dtype=dtype)
+        self.spectrum = ReferenceSpectrum(reference, tuple(radius), workers,
+                                          dtype=transform_dtype(dtype, reference, target))
         self._residuals: list[tuple[np.ndarray, weakref.ref]] = []  # buffers and their handed-out views
 
     @property

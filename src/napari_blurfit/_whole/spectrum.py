@@ -85,6 +85,22 @@ def reduceat64(a: np.ndarray, idx: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
+FLOAT32_SAFE = 1e18  # largest n * max|x| a float32 transform takes: a product of two spectra stays finite
+
+
+def transform_dtype(dtype, *arrays: np.ndarray) -> np.dtype:
+    """``dtype``, or float64 where a float32 transform of ``arrays`` could overflow.
+
+    A spectrum is at most ``n * max|x|``; lag correlations multiply two of them.
+    """
+    if np.dtype(dtype) != np.float32:
+        return np.dtype(dtype)
+    for a in arrays:
+        if a.size and a.size * max(abs(float(a.max())), abs(float(a.min()))) > FLOAT32_SAFE:
+            return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
 class ReferenceSpectrum:
     """One rFFT of the reflect-padded reference frames (frames first, spatial axes last).
 

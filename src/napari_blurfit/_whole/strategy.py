@@ -24,6 +24,7 @@ from .._shift import Frames, as_frames, central, estimate_shift
 from .kernel_space import KernelSpace
 from .problem import Point, Problem, Settings, check_radius, fits
 from .solver import Solved, Status, levenberg_marquardt
+from .spectrum import transform_dtype
 
 T = TypeVar("T")
 
@@ -317,6 +318,7 @@ def multistart(frames: Frames, settings: Settings, starts, workers, callback, *,
     l2 = settings.with_loss(L2())
     check_starts(starts, settings, frames)
     radius = settings.model.pad_radius(starts)
+    dtype = transform_dtype(dtype, frames.reference, frames.target)
     space = None if exact or frames.used is not None else KernelSpace(frames, l2, radius, workers, dtype)
     problem = Problem(*frames, l2, radius, workers, space=space, dtype=dtype)
     solved = best_start(problem, starts, callback, max_iter=max_iter, rtol=rtol,
@@ -353,7 +355,8 @@ def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, 
                               dtype=np.float32)
     start, crop_content, crop_matrix = scout.point.without_arrays(), content(local), scout.matrix
     del local, scout, crop  # the crop's arrays go before the image's are made
-    dtype = np.float32 if size > FLOAT32_PIXELS else np.float64
+    dtype = transform_dtype(np.float32 if size > FLOAT32_PIXELS else np.float64, frames.reference,
+                            frames.target)
     radius = chord_radius(settings, [start.kernel])
     problem = chord_problem(frames, settings, radius, workers, dtype)
     if statistics_serve(settings, [start.kernel], frames.target.shape[1:]):

@@ -541,3 +541,18 @@ def test_crops_grow_with_the_kernel(cam, monkeypatch):
     fit = fit_whole_gaussian(cam, target, loss="l1", shift=True, start_sigma=(6.0, 6.0))
     assert _rel_frobenius(fit.kernel.covariance, true.covariance) < 0.01
     np.testing.assert_allclose(fit.kernel.shift, true.shift, atol=0.03)
+
+
+def test_a_kernel_far_narrower_than_a_pixel_samples_to_a_point():
+    """A solver's wild trial (sigma 1e-3 px, shifted off the grid) is a point at the nearest
+    offset, not 0 / 0 (a NaN kernel and a RuntimeWarning)."""
+    from napari_blurfit._gaussian import GaussianKernel
+
+    kernel = GaussianKernel(np.diag([1e-6, 4.0]), (0.3, -0.2))
+    sampled = kernel.sampled(4.0)
+    assert np.isfinite(sampled).all() and sampled.sum() == pytest.approx(1.0)
+    row = np.argmax(sampled.sum(axis=1))
+    assert row == sampled.shape[0] // 2  # offset 0, the nearest to 0.3
+    factors = kernel.factors(4.0)
+    assert all(np.isfinite(f).all() for f in factors)
+    np.testing.assert_allclose(np.multiply.outer(*factors), sampled, rtol=1e-9, atol=1e-15)

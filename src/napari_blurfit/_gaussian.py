@@ -33,6 +33,15 @@ IDENTITY_BELOW = 0.165
 IDENTIFIABLE_FROM = 0.3  # below this the sampled kernel is nearly [0, 1, 0] (docs/design.md section 7)
 
 
+def _normalised_exp(exponent: np.ndarray) -> np.ndarray:
+    """``exp(exponent)`` normalised to sum 1, taken relative to its largest entry.
+
+    A kernel far narrower than a pixel (a solver's wild trial) samples to a point, not to 0 / 0.
+    """
+    phi = np.exp(exponent - exponent.max())
+    return phi / phi.sum()
+
+
 def _lower_indices(d: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and column of the strictly lower entries of a d x d matrix, in row order."""
     rows, cols = np.tril_indices(d, -1)
@@ -187,8 +196,7 @@ class GaussianKernel:
         if self.is_diagonal_centred:  # the exact product of scipy's separately normalised kernels
             return _separable(self.sigma, self.grid(truncate))
         z, _ = self._whitened(self.grid(truncate))
-        phi = np.exp(-0.5 * np.einsum("i...,i...->...", z, z))
-        return phi / phi.sum()
+        return _normalised_exp(-0.5 * np.einsum("i...,i...->...", z, z))
 
     def factors(self, truncate: float = 4.0) -> list[np.ndarray] | None:
         """1-D kernels whose outer product is `sampled`, one per axis; None unless Sigma is diagonal.
@@ -200,8 +208,7 @@ class GaussianKernel:
             return None
         out = []
         for s, m, o in zip(sigma, self.shift, self.grid(truncate).offsets):
-            g = np.exp(-0.5 * ((o - m) / s) ** 2)
-            out.append(g / g.sum())
+            out.append(_normalised_exp(-0.5 * ((o - m) / s) ** 2))
         return out
 
     def derivatives(self, truncate: float = 4.0) -> np.ndarray:
@@ -211,8 +218,7 @@ class GaussianKernel:
         """
         d = self.ndim
         z, w = self._whitened(self.grid(truncate))
-        phi = np.exp(-0.5 * np.einsum("i...,i...->...", z, z))
-        kernel = phi / phi.sum()
+        kernel = _normalised_exp(-0.5 * np.einsum("i...,i...->...", z, z))
         lower_diag = np.diag(np.linalg.cholesky(self.covariance))
         rows, cols = _lower_indices(d)
         # d log(phi) / d theta: w_i z_j (times L_ii for the log-diagonal), and w_k for the shift

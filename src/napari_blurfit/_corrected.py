@@ -198,6 +198,7 @@ def whole_noise_rounds(problem: Problem, data: Data, start: Solution, fit_whole)
                 new = 0.0
             if abs(new - variance) <= WHOLE_SETTLED * max(new, variance):
                 break
+            spectra.drop_residual()  # before a refit's arrays are made
             variance, whole = new, fits[new] if new in fits else fit_whole(problem, data, start, new)
         reading = found.reading if found is not None else noise.sd**2
         noise = noise._replace(sd=float(np.sqrt(variance if variance else reading)),
@@ -229,9 +230,12 @@ class WholeSpectra:
 
     def residual(self, whole) -> HalfSpectrum:
         if self._of is not whole:
-            self._residual, self._of = None, None  # the old transform goes before the new is made
+            self.drop_residual()  # the old transform goes before the new is made
             self._residual, self._of = HalfSpectrum(whole.residual, self.d), whole
         return self._residual
+
+    def drop_residual(self) -> None:
+        self._residual = self._of = None
 
 
 def coloured_errors(problem: Problem, spectra: WholeSpectra, whole, noise: float):

@@ -178,9 +178,8 @@ def whole_noise_rounds(problem: Problem, data: Data, start: Solution, fit_whole)
     rounds = (noise is not None and noise.estimated and opt.objective.least_squares
               and pair.used is None)
     # an estimated noise is read again from the whole kernel's own residual, from a plain fit:
-    # the centred, axis-aligned start reads a shift or a rotation it lacks as noise (a clean
-    # volume shifted by (-2.5, 1.2, 0.6) px, sigma (9, 3, 3): sd 0.06 read, and corrections of it
-    # swung between 0.06 and 0.18)
+    # the centred, axis-aligned start reads a shift or a rotation it lacks as noise
+    # (docs/design.md section 16)
     variance = noise.sd**2 if noise is not None and noise.corrected and not rounds else 0.0
     whole = fit_whole(problem, data, start, variance)
     spectra = WholeSpectra(pair.reference, problem.d)

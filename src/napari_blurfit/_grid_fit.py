@@ -31,10 +31,12 @@ from ._grid_model import (
     STEP,
     Evaluator,
     Fitted,
+    brighten_minus,
     finite_differences,
     l2_fitted,
     levenberg_marquardt,
     normal_equations,
+    residual_at,
 )
 from ._grid_noise import NoiseLevel, ResampledNoise, corrected_fit, joint_fitted, noise_level
 from ._grid_pair import GridPair
@@ -66,10 +68,7 @@ def robust_fitted(evaluator: Evaluator, params: np.ndarray, options: FitOptions,
     gain, offset = start.gain, start.offset
     if options.gain_offset:
         gain, offset, _ = best_gain_offset(loss, f, b, gain, offset, n_eff=b.size)
-    f *= gain
-    f += offset
-    f -= b
-    return Fitted(f, float(gain), float(offset))
+    return Fitted(brighten_minus(f, gain, offset, b), float(gain), float(offset))
 
 
 def robust_fit(evaluator: Evaluator, params: np.ndarray, options: FitOptions, loss, start: Fitted,
@@ -247,20 +246,11 @@ def _robust(everything: Evaluator, crop: Evaluator | None, params, fitted: Fitte
     else:  # the crop's gain and offset start the polish
         params, fitted = robust_fit(crop, params, options, loss, fitted, 20 * STEP, 60 * (n + 1))
         fitted = robust_fitted(everything, params, options, loss, fitted)
-    jac = finite_differences(_fixed_brightness(everything, fitted), params, fitted.residual)
+    jac = finite_differences(lambda p: residual_at(everything, p, fitted.gain, fitted.offset), params,
+                             fitted.residual)
     if crop is not None:
         params, fitted = _newton_polish(everything, params, fitted, jac, options, loss, bounds)
     return params, fitted, jac
-
-
-def _fixed_brightness(evaluator: Evaluator, fitted: Fitted):
-    """The residual as a function of the kernel's parameters at ``fitted``'s gain and offset."""
-    def residual(p):
-        f = evaluator.values(evaluator.model.kernel(p))
-        f *= fitted.gain
-        f += fitted.offset - evaluator.target
-        return f
-    return residual
 
 
 def _newton_polish(evaluator: Evaluator, params, fitted: Fitted, jac: np.ndarray, options: FitOptions,

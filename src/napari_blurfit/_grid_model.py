@@ -98,6 +98,7 @@ class Evaluator:
         self.region: Region | None = None
         self.n_evaluations = 0
         self._spectrum: ReferenceSpectrum | None = None  # the region's, for kernels that do not factorise
+        self._dtype = np.dtype(np.float64)  # of the arithmetic, set with the region (`_set_region`)
 
     def values(self, kernel: GaussianKernel) -> np.ndarray:
         """The model's used destination pixels for ``kernel``, flat: a new array (callers may write)."""
@@ -143,15 +144,24 @@ class Fitted(NamedTuple):
     offset: float
 
 
+def residual_at(evaluator: Evaluator, params: np.ndarray, gain: float, offset: float) -> np.ndarray:
+    """``gain * model + offset - target`` over the used pixels, made in the model's new array."""
+    f = evaluator.values(evaluator.model.kernel(params))
+    return brighten_minus(f, gain, offset, evaluator.target)
+
+
+def brighten_minus(f: np.ndarray, gain: float, offset: float, target: np.ndarray) -> np.ndarray:
+    """``gain * f + offset - target`` in ``f``'s memory."""
+    f *= gain
+    f += offset
+    f -= target
+    return f
+
+
 def l2_fitted(evaluator: Evaluator, params: np.ndarray, gain_offset: bool) -> Fitted:
-    f = evaluator.values(evaluator.model.kernel(params))  # a new array: made the residual in place
-    b = evaluator.target
-    g, o = l2_gain_offset(f, b)[:2] if gain_offset else (1.0, 0.0)
-    if gain_offset:
-        f *= g
-        f += o
-    f -= b
-    return Fitted(f, float(g), float(o))
+    f = evaluator.values(evaluator.model.kernel(params))
+    g, o = l2_gain_offset(f, evaluator.target)[:2] if gain_offset else (1.0, 0.0)
+    return Fitted(brighten_minus(f, g, o, evaluator.target), float(g), float(o))
 
 
 class Solved(NamedTuple):

@@ -16,7 +16,16 @@ from typing import NamedTuple
 import numpy as np
 
 from ._gaussian import GaussianKernel
-from ._grid_model import STEP, Evaluator, Fitted, Solved, empty_jacobian, l2_fitted, levenberg_marquardt
+from ._grid_model import (
+    STEP,
+    Evaluator,
+    Fitted,
+    Solved,
+    empty_jacobian,
+    l2_fitted,
+    levenberg_marquardt,
+    residual_at,
+)
 from ._stages import NoiseCorrection
 from ._transforms import convolve_valid
 
@@ -99,8 +108,7 @@ def joint_fitted(evaluator: Evaluator, joint: np.ndarray, gain_offset: bool) -> 
     """The residual at a joint vector ``[kernel params, (gain, offset)]``."""
     n = evaluator.model.n_params
     gain, offset = (joint[n], joint[n + 1]) if gain_offset else (1.0, 0.0)
-    f = evaluator.values(evaluator.model.kernel(joint[:n]))
-    return Fitted(gain * f + offset - evaluator.target, float(gain), float(offset))
+    return Fitted(residual_at(evaluator, joint[:n], gain, offset), float(gain), float(offset))
 
 
 def corrected_fit(evaluator: Evaluator, params: np.ndarray, lower, upper, noise: ResampledNoise,

@@ -19,7 +19,7 @@ from scipy import signal
 
 __all__ = [
     "HalfSpectrum", "c2c", "c2r", "convolve_valid", "fft", "fftfreq", "fftn", "frame_dct", "frame_idct",
-    "ifftn", "irfftn", "next_fast_len", "picked_fft", "r2c", "rfft", "rfftn", "threads",
+    "ifftn", "irfftn", "next_fast_len", "r2c", "rfft", "rfftn", "threads",
 ]
 
 
@@ -99,11 +99,6 @@ class HalfSpectrum:
         mirrored = [(-i) % m for i, m in zip(index[:-1], self.spatial[:-1])]
         out[..., ~direct] = np.conj(self.half[(Ellipsis, *np.ix_(*mirrored, n - last[~direct]))])
         return out
-
-
-def picked_fft(a: np.ndarray, picked: tuple[slice, ...], *, workers: int | None = -1) -> np.ndarray:
-    """``fftn(a)`` over the last ``len(picked)`` axes of a real ``a``, at the frequencies ``picked``."""
-    return HalfSpectrum(a, len(picked), workers=workers).picked(picked)
 
 
 # plain transforms (small arrays, one-off) -----------------------------------------------------------

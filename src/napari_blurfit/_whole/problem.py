@@ -152,6 +152,10 @@ class Problem:
         self.settings = settings
         return self
 
+    def reach(self, kernel) -> None:
+        """Grow the padded grid, if need be, to hold ``kernel`` (a kernel of the model)."""
+        self._ensure_radius(self.model.sampled(kernel))
+
     def _ensure_radius(self, kernel: np.ndarray) -> None:
         radius = tuple((k - 1) // 2 for k in kernel.shape)
         if any(r > p for r, p in zip(radius, self.spectrum.radius)):

@@ -353,20 +353,19 @@ def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, 
     # in float32: a start needs no more than the loss's float32 resolution (START_RTOL is above it)
     local, scout = multistart(crop, settings, starts, workers, callback, rtol=START_RTOL, exact=wide,
                               dtype=np.float32)
-    start, crop_content, crop_matrix = scout.point.without_arrays(), content(local), scout.matrix
+    start = scout.point.without_arrays()
     del local, scout, crop  # the crop's arrays go before the image's are made
     dtype = transform_dtype(np.float32 if size > FLOAT32_PIXELS else np.float64, frames.reference,
                             frames.target)
     radius = chord_radius(settings, [start.kernel])
     problem = chord_problem(frames, settings, radius, workers, dtype)
     if statistics_serve(settings, [start.kernel], frames.target.shape[1:]):
-        space = KernelSpace(frames, settings, radius, workers, dtype)
-        gauss_newton = space.matrix_at
-    else:  # the crop's exact matrix at its solution, scaled by the content the image holds
-        crop_matrix = crop_matrix * (content(problem) / crop_content)
+        gauss_newton = KernelSpace(frames, settings, radius, workers, dtype).matrix_at
+    else:  # from the problem's own grid, at the start: the chord moves the kernel little
+        held = KernelSpace.on_grid(problem, start.kernel).matrix_at(start.kernel, start.gain)
 
         def gauss_newton(kernel, gain):
-            return crop_matrix / curvature
+            return held
     # the crop's gain: the matrix only preconditions
     matrix = curvature * gauss_newton(start.kernel, start.gain)
     # float32 losses are exact to ~1e-8: stop at a relative decrease of 1e-7, and do not chase noise
@@ -379,6 +378,15 @@ def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, 
         # solved again from the centred kernel, far from the crop's solution: the image's matrix
         return problem, checked, problem.gauss_newton(checked.point)
     return problem, checked, gauss_newton(checked.point.kernel, checked.point.gain)
+
+
+def statistics_held(settings: Settings, wide: bool, frames: Frames) -> bool:
+    """Whether a robust fit's chord steps take the image's grid statistics (`KernelSpace.on_grid`).
+
+    Where the start crop is wide (its used voxels few: its matrix fits the image poorly), the
+    loss is not least squares (masked L2 keeps exact matrices) and no mask weighs the voxels.
+    """
+    return wide and frames.used is None and not settings.loss.least_squares
 
 
 def statistics_serve(settings: Settings, kernels, spatial) -> bool:
@@ -442,13 +450,28 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
         settings = settings.with_loss(settings.loss.for_noise(noise_scale(point, local), threshold))
         local = Problem(*crop, settings, model.pad_radius([solved.point.kernel]), workers)
         point = local.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
-        # solved to the end if the crop is the image; else a start and the loss's Hessian for the
-        # chord steps (`CROP_NEWTON_STEPS`)
-        solved = levenberg_marquardt(local, point, refresh=True, rtol=1e-6, callback=callback,
-                                     max_iter=12 if crop_is_image else CROP_NEWTON_STEPS)
     if crop_is_image:  # solved
+        if not least_squares:
+            solved = levenberg_marquardt(local, point, refresh=True, rtol=1e-6, callback=callback,
+                                         max_iter=12)
         problem, jtj = local, None
+    elif statistics_held(settings, wide, frames):
+        # the image's own statistics (`KernelSpace.on_grid`), where the crop's matrix, its used
+        # voxels few, fitted poorly: they are the errors' ``J^T J``, and times the loss's mean
+        # curvature at the crop's L2 solution its Hessian for the chord steps
+        problem = full_problem().with_settings(settings)
+        start = solved.point
+        jtj = KernelSpace.on_grid(problem, start.kernel).matrix_at(start.kernel, start.gain)
+        residual = point.residual if local.used is None else point.residual[local.used > 0]
+        per_pixel = settings.loss.mean_curvature(residual) * jtj / problem.n_used
+        start = start.without_arrays()
+        del local, solved, point
+        start, per_pixel = rehearse(frames, settings, start, per_pixel, workers, callback, rematrix=False)
+        problem, solved = chord(frames, settings, start, per_pixel, workers, callback, problem=problem)
     else:
+        if not least_squares:  # a start, and the loss's Hessian for the chord steps
+            solved = levenberg_marquardt(local, point, refresh=True, rtol=1e-6, callback=callback,
+                                         max_iter=CROP_NEWTON_STEPS)
         per_pixel = solved.matrix / max(local.n_used, 1)  # the crop's matrix, per pixel used
         # standard errors need the least-squares matrix, not the loss's: the crop's at its
         # solution, scaled by the content the image holds; then the crop's arrays go
@@ -482,7 +505,7 @@ def content(frames) -> float:
 
 
 def rehearse(frames: Frames, settings: Settings, start: Point, per_pixel: np.ndarray, workers,
-             callback) -> tuple[Point, np.ndarray]:
+             callback, *, rematrix: bool = True) -> tuple[Point, np.ndarray]:
     """The chord steps on a middle crop (`MIDDLE_EDGE`) first, on images at least 4x larger.
 
     Returns a start and a matrix per pixel used for the full image. The middle crop's chord steps
@@ -500,7 +523,7 @@ def rehearse(frames: Frames, settings: Settings, start: Point, per_pixel: np.nda
     # in float32 whatever its size: a start needs no more than the loss's float32 resolution
     problem, solved = chord(middle, settings, start, per_pixel, workers, callback, dtype=np.float32)
     point = solved.point
-    rematrix_from = REMATRIX_STEPS.get(settings.ndim)
+    rematrix_from = REMATRIX_STEPS.get(settings.ndim) if rematrix else None
     if rematrix_from is None or solved.iterations < rematrix_from:  # the crop's matrix serves
         return point.without_arrays(), per_pixel
     matrix = problem.normal(point, matrix=True).matrix

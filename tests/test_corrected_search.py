@@ -8,7 +8,7 @@ from skimage import data
 from napari_blurfit import fit
 from napari_blurfit._corrected import CorrectedSearch
 from napari_blurfit._findings import brightness_rss, brightness_sigmas
-from napari_blurfit._noise import BINS, _bin_sums, _in_lanes
+from napari_blurfit._noise import BINS, _bin_sums
 from napari_blurfit._options import FitOptions
 
 
@@ -22,13 +22,14 @@ def noisy_camera():
     return fit._statistics(problem).stats, problem
 
 
-def test_bin_sums_in_lanes_are_bincounts():
+def test_bin_sums_by_runs_are_bincounts():
     rng = np.random.default_rng(1)
-    index = rng.integers(0, BINS, 1001)  # not a multiple of the lanes
-    weights = rng.random(1001)
-    lanes = _in_lanes(index.copy())
-    np.testing.assert_array_equal(_bin_sums(lanes), np.bincount(index, minlength=BINS))
-    np.testing.assert_allclose(_bin_sums(lanes, weights), np.bincount(index, weights, BINS), rtol=1e-13)
+    # runs of one bin, as neighbouring coefficients have, and lone ones
+    index = np.repeat(rng.integers(0, BINS, 300), rng.integers(1, 9, 300))
+    weights = rng.random(len(index))
+    counts, sums = _bin_sums(index, weights)
+    np.testing.assert_array_equal(counts, np.bincount(index, minlength=BINS))
+    np.testing.assert_allclose(sums, np.bincount(index, weights, BINS), rtol=1e-13)
 
 
 @pytest.mark.parametrize("expect", [None, "answer", "far"])

@@ -11,20 +11,19 @@ frequency bins of a regular subgrid of coefficients, alternating with the correc
 
 from __future__ import annotations
 
-from functools import lru_cache, reduce
+from functools import reduce
 from typing import NamedTuple
 
 import numpy as np
 
 from ._kernels import axis_transfers
-from ._spectral import SAMPLE, SpectralStats, strided
+from ._spectral import SAMPLE, SpectralStats, column_products, contract, product_vectors, strided
 from ._stages import NoiseCorrection, Problem, Solution
 from ._transforms import HalfSpectrum
 from ._whole.sandwich import kernel_spectrum
 
 BINS = 40  # frequency bins of the regression, equally wide in the transfer H
 REWEIGHT = 3  # weighted least squares with weights from the last line's level
-LANES = 4  # partial sums per bin (`_in_lanes`)
 SIGNIFICANT = 3.0  # a slope this many of its standard errors above 0 is corrected for
 # the bins' residual power off the fitted line by this share on average: not noise but a blur the
 # model lacks (a clean reference against a JPEG, TV-denoised or resampled target reads 1 to 40, a
@@ -74,20 +73,10 @@ class NoiseEstimate(NamedTuple):
         return self.reference if self.misfit < LINE_MISFIT else 0.0
 
 
-def transfer_grid(sigma, shape, truncate: float, picked: tuple[slice, ...], *, derivative: bool = False):
-    """The kernel's transfer ``H`` on a subgrid; with ``derivative`` also ``[dH/dsigma_i]`` per axis."""
-    parts = axis_transfers([[s] for s in sigma], shape, truncate, derivative=derivative)
-    return on_subgrid(parts, picked, derivative=derivative)
-
-
-def on_subgrid(parts: list, picked: tuple[slice, ...], *, derivative: bool = False):
-    """`transfer_grid` from the axes' transfers ``parts`` (`axis_transfers` of one sigma)."""
-    if not derivative:
-        return reduce(np.multiply.outer, [p[:, 0][sl] for p, sl in zip(parts, picked)])
-    hs = [p[0][:, 0][sl] for p, sl in zip(parts, picked)]
-    dhs = [p[1][:, 0][sl] for p, sl in zip(parts, picked)]
-    partial = [reduce(np.multiply.outer, hs[:i] + [dh] + hs[i + 1:]) for i, dh in enumerate(dhs)]
-    return reduce(np.multiply.outer, hs), partial
+def transfer_grid(sigma, shape, truncate: float, picked: tuple[slice, ...]) -> np.ndarray:
+    """The kernel's transfer ``H`` on a subgrid of coefficients (``picked``: a slice per axis)."""
+    parts = axis_transfers([[s] for s in sigma], shape, truncate)
+    return reduce(np.multiply.outer, [p[:, 0][sl] for p, sl in zip(parts, picked)])
 
 
 def sample(stats: SpectralStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,7 +87,8 @@ def sample(stats: SpectralStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     if stats.sample is None:
         picked, f = stats.sample_slices, stats.n_frames
-        stats.sample = tuple(np.divide(p.reshape(-1)[1:], f, dtype=np.float64)
+        # divided straight from the strided views: one pass each
+        stats.sample = tuple(np.divide(p, f, dtype=np.float64).reshape(-1)[1:]
                              for p in (stats.paa[picked], stats.pab[picked], stats.pbb))
     return stats.sample
 
@@ -107,15 +97,20 @@ def coefficients(stats: SpectralStats, sigma, gain: float, truncate: float) -> C
     """Residual and reference power per frame at each coefficient of the subgrid (`Coefficients`)."""
     h = transfer_grid(sigma, stats.shape, truncate, stats.sample_slices).reshape(-1)[1:]
     paa, pab, pbb = sample(stats)
-    gh = gain * h
-    residual = pbb - 2.0 * gh * pab + gh * gh * paa
+    gh = h if gain == 1.0 else gain * h
+    # P_BB - 2 gain H P_AB + (gain H)**2 P_AA as P_BB + gain H (gain H P_AA - 2 P_AB), in one array
+    residual = gh * paa
+    residual -= pab
+    residual -= pab
+    residual *= gh
+    residual += pbb
     return Coefficients(h, residual, paa)
 
 
 def estimate_noise(stats: SpectralStats, sigma, gain: float, truncate: float) -> NoiseEstimate:
     """The reference's (and target's) white-noise variance from the residual at a kernel (`line`)."""
     c = coefficients(stats, sigma, gain, truncate)
-    return line(np.abs(c.transfer), c.residual, c.reference, gain)
+    return line(np.abs(c.transfer, out=c.transfer), c.residual, c.reference, gain)
 
 
 def estimate_whole_noise(reference: HalfSpectrum, residual: HalfSpectrum, sampled: np.ndarray,
@@ -150,56 +145,62 @@ def line(transfer_: np.ndarray, residual: np.ndarray, reference: np.ndarray, gai
     """
     x = gain * transfer_
     x *= x
-    index = _in_lanes(np.minimum((transfer_ * BINS).astype(np.intp), BINS - 1))
-    n = _bin_sums(index).astype(np.float64)
+    index = (transfer_ * BINS).astype(np.intp)
+    np.minimum(index, BINS - 1, out=index)
+    n, sum_x, sum_r, sum_r2, sum_ref = _bin_sums(index, x, residual, residual * residual, reference)
     ok = n >= 8
     if ok.sum() < 3:  # too few coefficients (a tiny image): no line to read
         return NoiseEstimate(0.0, 0.0, float("inf"), 0.0, float("inf"))
-    mean_x = _bin_sums(index, x)[ok] / n[ok]
-    mean_r = _bin_sums(index, residual)[ok] / n[ok]
-    mean_r2 = _bin_sums(index, residual**2)[ok] / n[ok]
+    n = n[ok]
+    mean_x, mean_r, mean_r2 = (v[ok] / n for v in (sum_x, sum_r, sum_r2))
     # each bin's relative scatter (a bin of texture the kernel does not fit scatters more) times
     # the line's level there: weights from the bins' own means would favour the low ones
-    relative = np.maximum(mean_r2 / np.maximum(mean_r**2, 1e-300) - 1.0, 1e-12) / n[ok]
-    cap = float(_bin_sums(index, reference)[ok][0] / n[ok][0])
-    unknown = NoiseEstimate(0.0, float(np.mean(residual)), float("inf"), cap, float("inf"))
-    design = np.stack([np.ones_like(mean_x), mean_x], axis=1)
-    level = mean_r
-    for _ in range(REWEIGHT):
-        weighted = design / (relative * level**2)[:, None]
-        try:
-            cov = np.linalg.inv(design.T @ weighted)
-        except np.linalg.LinAlgError:
-            return unknown
-        intercept, slope = cov @ (weighted.T @ mean_r)
-        level = np.maximum(intercept + slope * mean_x, 0.1 * mean_r)  # a line below zero: no weight
+    relative = np.maximum(mean_r2 / np.maximum(mean_r**2, 1e-300) - 1.0, 1e-12) / n
+    cap = float(sum_ref[ok][0] / n[0])
+    fitted = _weighted_line(mean_x, mean_r, relative)
+    if fitted is None:
+        return NoiseEstimate(0.0, float(np.mean(residual)), float("inf"), cap, float("inf"))
+    intercept, slope, variance = fitted
     slope, intercept = float(np.clip(slope, 0.0, cap)), float(max(intercept, 0.0))
-    fitted = np.maximum(intercept + slope * mean_x, 1e-300)
-    misfit = float(np.sum(n[ok] * np.abs(mean_r / fitted - 1.0)) / np.sum(n[ok]))
-    return NoiseEstimate(slope, intercept, float(np.sqrt(max(cov[1, 1], 0.0))), cap, misfit)
+    level = np.maximum(intercept + slope * mean_x, 1e-300)
+    misfit = float(np.sum(n * np.abs(mean_r / level - 1.0)) / np.sum(n))
+    return NoiseEstimate(slope, intercept, float(np.sqrt(max(variance, 0.0))), cap, misfit)
 
 
-def _in_lanes(index: np.ndarray) -> np.ndarray:
-    """Bin indices spread over `LANES` copies of the bins, in turn (`_bin_sums` adds them up); in place.
+def _weighted_line(x: np.ndarray, y: np.ndarray, relative: np.ndarray) -> tuple[float, float, float] | None:
+    """``(intercept, slope, variance of the slope)`` of the line through ``(x, y)``.
 
-    Neighbouring coefficients mostly share a bin: summed into one total, each addition waits for
-    the last; into `LANES` totals in turn, they do not (``np.bincount`` twice as fast).
+    Weighted least squares, each point weighted by ``1 / (relative * level**2)``: its relative
+    variance times the line's level there, reweighted from the last line `REWEIGHT` times (a
+    line below zero gets no weight from it: the level is floored at a tenth of ``y``). The 2x2
+    normal equations in closed form; None where they are singular.
     """
-    index += _lane_offsets(len(index))
-    return index
+    xx, xy, floor = x * x, x * y, 0.1 * y
+    level = y
+    for _ in range(REWEIGHT):
+        w = 1.0 / (relative * level * level)
+        s0, s1, s2, sy, sxy = w.sum(), w @ x, w @ xx, w @ y, w @ xy
+        det = s0 * s2 - s1 * s1
+        if not det > 0.0:
+            return None
+        intercept, slope = (s2 * sy - s1 * sxy) / det, (s0 * sxy - s1 * sy) / det
+        level = np.maximum(intercept + slope * x, floor)
+    return float(intercept), float(slope), float(s0 / det)
 
 
-@lru_cache(maxsize=4)
-def _lane_offsets(size: int) -> np.ndarray:
-    """``BINS * (k % LANES)`` for each of ``size`` coefficients (read-only: it is shared)."""
-    offsets = BINS * (np.arange(size) % LANES)
-    offsets.flags.writeable = False
-    return offsets
+def _bin_sums(index: np.ndarray, *weights: np.ndarray) -> list[np.ndarray]:
+    """Per bin of ``index`` (`BINS` of them), the count and the sum of each of ``weights``.
 
-
-def _bin_sums(lanes: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """Per bin, the sum of ``weights`` (the count without) over indices from `_in_lanes`."""
-    return np.bincount(lanes, weights, BINS * LANES).reshape(LANES, BINS).sum(axis=0)
+    Neighbouring coefficients mostly share a bin: each run of one bin is summed first
+    (``np.add.reduceat``, vectorised), and only the runs' sums are binned (``np.bincount`` over
+    every coefficient waits on each addition to the same bin: three times slower).
+    """
+    if not len(index):
+        return [np.zeros(BINS) for _ in range(len(weights) + 1)]
+    starts = np.concatenate([[0], np.flatnonzero(index[1:] != index[:-1]) + 1])
+    bins = index[starts]
+    counts = np.bincount(bins, np.diff(starts, append=len(index)), BINS)
+    return [counts] + [np.bincount(bins, np.add.reduceat(w, starts), BINS) for w in weights]
 
 
 class Reading(NamedTuple):
@@ -301,31 +302,39 @@ def sandwich_stderr(stats: SpectralStats, sigma, gain: float, *, per_axis: bool,
     out of ``P_AA`` (noise in the reference looks like information in a plain ``J^T J``), ``B``
     the sum of each coefficient's squared score, which carries whatever residual it has (target
     and reference noise, a blur that is not quite this Gaussian) at its own frequency. Read on
-    `informative` coefficients; the DC coefficient (the offset's) is left out.
+    `informative` coefficients; the DC coefficient (the offset's) is left out. The Jacobian's
+    columns are separable, so each side is one outer-grid contraction (as `normal_matrix`).
     """
     parts = axis_transfers([[s] for s in sigma], stats.shape, truncate, derivative=True)
     picked, weight = informative(parts)
-    h, partial = on_subgrid(parts, picked, derivative=True)
-    f = stats.n_frames
-    paa, pab = (np.asarray(p[picked].reshape(-1)[1:], dtype=np.float64) for p in (stats.paa, stats.pab))
-    info = paa - f * stats.noise
-    score = pab - gain * h.reshape(-1)[1:] * info
-    partial = [p.reshape(-1)[1:] for p in partial]
-    columns = [gain * p for p in partial] if per_axis else [gain * sum(partial)]
-    if gain_offset:
-        columns.append(h.reshape(-1)[1:])
-    design = np.stack(columns)
-    # einsum, not a BLAS product: a few long rows, where BLAS threads only wait for each other
-    bread = np.einsum("ik,jk->ij", design * info, design)
-    meat = np.einsum("ik,jk->ij", design * (score * score), design)
+    h, dh = ([p[k][sl] for p, sl in zip(parts, picked)] for k in (0, 1))
+    info = np.subtract(stats.paa[picked], stats.n_frames * stats.noise, dtype=np.float64)
+    score = _score(info, stats.pab[picked], h, gain)
+    info.flat[0] = score.flat[0] = 0.0  # the DC coefficient: the offset's
+    vecs = [product_vectors(*axis) for axis in zip(h, dh)]
+    bread, meat = (column_products(contract(x, vecs, joint=False), gain, per_axis=per_axis,
+                                   gain_column=gain_offset) for x in (info, score))
     with np.errstate(all="ignore"):
         try:
             inverse = np.linalg.inv(bread)
         except np.linalg.LinAlgError:
             return np.full(len(sigma), np.nan)
-        var = np.diag(inverse @ meat @ inverse)[: len(design) - (1 if gain_offset else 0)] / weight
+        var = np.diag(inverse @ meat @ inverse)[: len(bread) - (1 if gain_offset else 0)] / weight
     se = np.where(var >= 0, np.sqrt(np.abs(var)), np.nan)
     return se if per_axis else np.full(len(sigma), se[0])
+
+
+def _score(info: np.ndarray, pab: np.ndarray, h: list[np.ndarray], gain: float) -> np.ndarray:
+    """Each coefficient's squared score ``(P_AB - gain H P_AA)**2`` (``P_AA`` deflated: ``info``).
+
+    ``h``: the transfer's columns per axis on the same coefficients.
+    """
+    score = reduce(np.multiply.outer, [v[:, 0] for v in h])
+    score *= info
+    score *= -gain
+    score += pab
+    score *= score
+    return score
 
 
 def informative(parts: list, limit: int = SANDWICH_COEFFICIENTS):

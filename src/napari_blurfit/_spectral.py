@@ -373,12 +373,32 @@ def normal_matrix(stats, sigma, gain: float, *, per_axis: bool, gain_offset: boo
     gain and the unit DC vector (times sqrt(n), per frame) for the offset. Every product needed is
     one entry of a single outer-grid contraction of ``P_AA`` with ``[h^2, h*dh, dh^2]`` per axis.
     """
-    d = len(sigma)
-    vecs = []
-    for s, n in zip(sigma, stats.shape):
-        h, dh = transfer([s], n, truncate, derivative=True)
-        vecs.append(np.concatenate([h * h, h * dh, dh * dh], axis=1))
+    vecs = [product_vectors(*transfer([s], n, truncate, derivative=True))
+            for s, n in zip(sigma, stats.shape)]
     table = deflate(contract(stats.paa, vecs, joint=False), stats, vecs, joint=False)
+    products = column_products(table, gain, per_axis=per_axis, gain_column=gain_offset)
+    if not gain_offset:
+        return products
+    p = len(products)
+    jtj = np.zeros((p + 1, p + 1))
+    jtj[:p, :p] = products
+    jtj[p - 1, p] = jtj[p, p - 1] = np.sqrt(stats.n_pixels) * stats.dc_a.sum()
+    jtj[p, p] = stats.n_frames * stats.n_pixels
+    return jtj
+
+
+def product_vectors(h: np.ndarray, dh: np.ndarray) -> np.ndarray:
+    """``[h^2, h*dh, dh^2]`` of one axis's transfer and its derivative (columns, `column_products`)."""
+    return np.concatenate([h * h, h * dh, dh * dh], axis=1)
+
+
+def column_products(table: np.ndarray, gain: float, *, per_axis: bool, gain_column: bool) -> np.ndarray:
+    """The products of the Jacobian's columns (sigmas..., [gain]) summed against some spectrum.
+
+    ``table``: that spectrum contracted on the outer grid of `product_vectors` per axis. Column
+    ``i`` is ``gain * dH/dsigma_i`` (one column, their sum, for a shared sigma), the gain's ``H``.
+    """
+    d = table.ndim
 
     def term(i: int | None, j: int | None) -> float:
         # per axis: 0 -> h*h, 1 -> h*dh (one derivative on it), 2 -> dh*dh (both)
@@ -389,13 +409,11 @@ def normal_matrix(stats, sigma, gain: float, *, per_axis: bool, gain_offset: boo
     if not per_axis:  # one sigma moves every axis: its column is the sum of the axis columns
         ss = np.array([[ss.sum()]])
         sg = np.array([sg.sum()])
-    if not gain_offset:
+    if not gain_column:
         return ss
     p = len(sg)
-    jtj = np.zeros((p + 2, p + 2))
-    jtj[:p, :p] = ss
-    jtj[:p, p] = jtj[p, :p] = sg
-    jtj[p, p] = term(None, None)
-    jtj[p, p + 1] = jtj[p + 1, p] = np.sqrt(stats.n_pixels) * stats.dc_a.sum()
-    jtj[p + 1, p + 1] = stats.n_frames * stats.n_pixels
-    return jtj
+    out = np.empty((p + 1, p + 1))
+    out[:p, :p] = ss
+    out[:p, p] = out[p, :p] = sg
+    out[p, p] = term(None, None)
+    return out

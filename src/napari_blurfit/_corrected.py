@@ -32,13 +32,16 @@ FINE = 13  # points of the zoom about the coarse grid's best, two coarse spacing
 ZOOM = (FINE - 1) // 4  # fine spacings per coarse one
 
 
-def solution_at(stats: SpectralStats, problem: Problem, sigma: np.ndarray, profile=None) -> Solution:
+def solution_at(stats: SpectralStats, problem: Problem, sigma: np.ndarray, profile=None,
+                table: Tabulated | None = None) -> Solution:
     """The spectral L2 solution at ``sigma``: best gain/offset, and the images' own RSS.
 
     Corrected for ``stats.noise``, the gain and offset are the corrected objective's, the RSS the
-    residual's as the images have it (the noise's share is not taken out).
+    residual's as the images have it (the noise's share is not taken out). ``table``: the
+    contraction at ``sigma``, where made already.
     """
-    table = tabulate(stats, [[s] for s in sigma], joint=True, truncate=problem.options.truncate)
+    if table is None:
+        table = tabulate(stats, [[s] for s in sigma], joint=True, truncate=problem.options.truncate)
     rss, gain, offset = (float(x[0]) for x in table.project(stats, gain_offset=problem.options.gain_offset))
     if stats.noise:
         rss = float(table.residual_ss(stats, gain, offset)[0])
@@ -71,16 +74,18 @@ def noise_aware_fit(data: Data, problem: Problem, *, start_only: bool,
     the global spectral L2 fit of statistics (`napari_blurfit.fit`'s).
     """
     setting, opt = problem.options.reference_noise, problem.options
-    plain = spectral_fit(data.stats, problem, start_only=start_only)
+    # with "auto" and no gain/offset, the pair's brightness check is made here, once (the findings
+    # and a whole fit read it too): its contraction holds the plain fit's column, solved from it
+    checked = isinstance(setting, str) and not opt.gain_offset
+    plain = spectral_fit(data.stats, problem, start_only=start_only, solve=not checked)
     refit = CorrectedSearch(spectral_fit)
     # the statistics hold the excluded pixels too (garbage, maybe, or NaNs filled): they cannot
     # tell the reference's noise; a border band alone excludes real pixels
     readable = isinstance(setting, str) and opt.mask is None and not data.n_nonfinite
     first = estimate_noise(data.stats, plain.sigma, plain.gain, opt.truncate) if readable else None
-    if isinstance(setting, str) and not opt.gain_offset:
-        # the pair's brightness check, made once: the findings (and a whole fit) read it too
+    if checked:
         coming = first.reference if first is not None and first.significant else None
-        plain = replace(plain, brightness=_brightness_at_plain(data.stats, problem, plain, refit, coming))
+        plain = _solved_with_brightness(data.stats, problem, plain, refit, coming)
     if isinstance(setting, str) and (not readable or _gain_missing(plain, problem)):
         # a gain the model lacks leaves residual power in |K_hat|^2 as noise does: none is read
         return replace(plain, noise=NoiseCorrection(0.0, False, plain.sigma, plain.sigma, True)), data
@@ -102,18 +107,25 @@ def noise_aware_fit(data: Data, problem: Problem, *, start_only: bool,
                    noise=noise, brightness=plain.brightness), data._replace(stats=stats)
 
 
-def _brightness_at_plain(stats: SpectralStats, problem: Problem, plain: Solution,
-                         search: CorrectedSearch, variance: float | None) -> tuple[float, float]:
-    """The pair's brightness check at the plain fit (`brightness_rss`).
+def _solved_with_brightness(stats: SpectralStats, problem: Problem, plain: Solution,
+                            search: CorrectedSearch, variance: float | None) -> Solution:
+    """The plain fit (``plain``: its sigma found, unsolved) solved, with the pair's brightness check.
 
-    Where a correction for ``variance`` is coming, contracted together with the first columns
-    of its ``search`` (`CorrectedSearch.prefetch`): one pass over the statistics for both.
+    One contraction at `brightness_sigmas`, whose last column is the plain fit's own sigma (a
+    factor of 1): its solution and `brightness_rss` read it. Where a correction for ``variance``
+    is coming, the first columns of its ``search`` ride on it too (`CorrectedSearch.prefetch`).
     """
-    sigmas, table = brightness_sigmas(plain.sigma), None
-    if variance is not None:
+    sigmas, truncate, table = brightness_sigmas(plain.sigma), problem.options.truncate, None
+    if variance is not None:  # None back where the search is its fallback's (sigmas per axis)
         table = search.prefetch(stats, problem, plain.sigma, sigmas,
                                 expect=_expected(stats, problem, plain, variance))
-    return brightness_rss(stats, plain.sigma, problem.options.truncate, plain_rss=plain.rss, table=table)
+    if table is None:
+        table = tabulate(stats, sigmas, joint=True, truncate=truncate)
+    own = all(s[-1] == p for s, p in zip(sigmas, plain.sigma))
+    solved = solution_at(stats, problem, plain.sigma, plain.profile,
+                         table=table.columns(slice(-1, None)) if own else None)
+    brightness = brightness_rss(stats, plain.sigma, truncate, plain_rss=solved.rss, table=table)
+    return replace(solved, grid=plain.grid, brightness=brightness)
 
 
 def _expected(stats: SpectralStats, problem: Problem, plain: Solution, variance: float) -> float | None:

@@ -359,16 +359,19 @@ def _grid_table(stats: SpectralStats, problem: Problem, sigmas: list[np.ndarray]
 
 
 def _spectral_fit(stats: SpectralStats, problem: Problem, *, start_only: bool = False,
-                  near=None) -> Solution:
+                  near=None, solve: bool = True) -> Solution:
     """The exact global L2 optimum from the statistics (all pixels).
 
     With ``start_only`` (the start of a whole-Gaussian fit, which moves on from it) to
     `START_TOL` only: each zoom of the per-axis grid costs two passes over the statistics.
     Statistics corrected for reference noise (``stats.noise``) give the corrected optimum, and
     its residual sum of squares as the images have it (the noise's share is not taken out).
-    ``near``: a local search (`_search_spectral`).
+    ``near``: a local search (`_search_spectral`). ``solve=False``: the sigma found, with the
+    gain 1, the offset 0 and no RSS, for a caller that contracts its column with others.
     """
     sigma, profile, grid = _search_spectral(stats, problem, start_only=start_only, near=near)
+    if not solve:
+        return Solution(sigma, 1.0, 0.0, np.nan, np.nan, profile, grid=grid)
     return replace(solution_at(stats, problem, sigma, profile), grid=grid)
 
 

@@ -80,7 +80,7 @@ def transfer_grid(sigma, shape, truncate: float, picked: tuple[slice, ...]) -> n
 
 
 def sample(stats: SpectralStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``P_AA``, ``P_AB``, ``P_BB`` per frame on the statistics' sample (flat, float64, DC left out).
+    """``P_AA``, ``2 P_AB``, ``P_BB`` per frame on the statistics' sample (flat, float64, DC left out).
 
     Read once and kept on the statistics (``stats.sample``; their `with_noise` copies share it):
     every round of the estimate reads the same coefficients (``P_BB`` is kept there only).
@@ -88,20 +88,19 @@ def sample(stats: SpectralStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if stats.sample is None:
         picked, f = stats.sample_slices, stats.n_frames
         # divided straight from the strided views: one pass each
-        stats.sample = tuple(np.divide(p, f, dtype=np.float64).reshape(-1)[1:]
-                             for p in (stats.paa[picked], stats.pab[picked], stats.pbb))
+        stats.sample = tuple(np.divide(p, d, dtype=np.float64).reshape(-1)[1:]
+                             for p, d in ((stats.paa[picked], f), (stats.pab[picked], f / 2), (stats.pbb, f)))
     return stats.sample
 
 
 def coefficients(stats: SpectralStats, sigma, gain: float, truncate: float) -> Coefficients:
     """Residual and reference power per frame at each coefficient of the subgrid (`Coefficients`)."""
     h = transfer_grid(sigma, stats.shape, truncate, stats.sample_slices).reshape(-1)[1:]
-    paa, pab, pbb = sample(stats)
+    paa, pab2, pbb = sample(stats)
     gh = h if gain == 1.0 else gain * h
     # P_BB - 2 gain H P_AB + (gain H)**2 P_AA as P_BB + gain H (gain H P_AA - 2 P_AB), in one array
     residual = gh * paa
-    residual -= pab
-    residual -= pab
+    residual -= pab2
     residual *= gh
     residual += pbb
     return Coefficients(h, residual, paa)
@@ -143,10 +142,11 @@ def line(transfer_: np.ndarray, residual: np.ndarray, reference: np.ndarray, gai
     reweighted from the last line `REWEIGHT` times. The slope is clamped to [0, ``cap``], the
     reference's own mean power in the highest-frequency bin (noise cannot exceed it).
     """
-    x = gain * transfer_
-    x *= x
-    index = (transfer_ * BINS).astype(np.intp)
-    np.minimum(index, BINS - 1, out=index)
+    x = transfer_ * transfer_
+    if gain != 1.0:
+        x *= gain * gain
+    index = transfer_ * BINS
+    np.floor(index, out=index)  # the bin, as a float: an integer cast costs twice as much
     n, sum_x, sum_r, sum_r2, sum_ref = _bin_sums(index, x, residual, residual * residual, reference)
     ok = n >= 8
     if ok.sum() < 3:  # too few coefficients (a tiny image): no line to read
@@ -189,8 +189,9 @@ def _weighted_line(x: np.ndarray, y: np.ndarray, relative: np.ndarray) -> tuple[
 
 
 def _bin_sums(index: np.ndarray, *weights: np.ndarray) -> list[np.ndarray]:
-    """Per bin of ``index`` (`BINS` of them), the count and the sum of each of ``weights``.
+    """Per bin of ``index`` (whole numbers, of any dtype), the count and the sum of each of ``weights``.
 
+    `BINS` bins: an index of ``BINS`` (a transfer of 1, give or take its rounding) counts in the last.
     Neighbouring coefficients mostly share a bin: each run of one bin is summed first
     (``np.add.reduceat``, vectorised), and only the runs' sums are binned (``np.bincount`` over
     every coefficient waits on each addition to the same bin: three times slower).
@@ -198,7 +199,7 @@ def _bin_sums(index: np.ndarray, *weights: np.ndarray) -> list[np.ndarray]:
     if not len(index):
         return [np.zeros(BINS) for _ in range(len(weights) + 1)]
     starts = np.concatenate([[0], np.flatnonzero(index[1:] != index[:-1]) + 1])
-    bins = index[starts]
+    bins = np.minimum(index[starts], BINS - 1).astype(np.intp)
     counts = np.bincount(bins, np.diff(starts, append=len(index)), BINS)
     return [counts] + [np.bincount(bins, np.add.reduceat(w, starts), BINS) for w in weights]
 

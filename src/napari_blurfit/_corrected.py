@@ -17,7 +17,14 @@ import numpy as np
 from ._findings import brightness_rss, brightness_sigmas
 from ._gaussian import GaussianModel
 from ._kernels import half_kernels
-from ._noise import CORRECTED_MISFIT, estimate_noise, estimate_reference_noise, estimate_whole_noise
+from ._noise import (
+    CORRECTED_MISFIT,
+    edge_band,
+    estimate_noise,
+    estimate_reference_noise,
+    estimate_whole_noise,
+    off_band,
+)
 from ._spectral import SpectralStats, Tabulated, tabulate
 from ._stages import SEARCH_FLOOR, Data, NoiseCorrection, Problem, Solution, spread
 from ._transforms import HalfSpectrum
@@ -198,8 +205,9 @@ def whole_noise_rounds(problem: Problem, data: Data, start: Solution, fit_whole)
     if rounds:
         plain, fits = whole.kernel.sigma, {0.0: whole}  # a round that reads no noise goes back to it
         for _ in range(WHOLE_NOISE_ROUNDS):  # the residual of the kernel itself tells best
-            found = estimate_whole_noise(spectra.reference(whole), spectra.residual(whole),
-                                         whole.kernel.sampled(opt.truncate), whole.gain)
+            sampled = whole.kernel.sampled(opt.truncate)
+            interior, kept = spectra.interior(whole, sampled.shape)
+            found = estimate_whole_noise(spectra.reference(whole), interior, sampled, whole.gain, kept=kept)
             if found is None:
                 break
             new = found.reference if found.significant and found.misfit < CORRECTED_MISFIT else 0.0
@@ -226,13 +234,16 @@ def whole_noise_rounds(problem: Problem, data: Data, start: Solution, fit_whole)
 class WholeSpectra:
     """The transforms the noise rounds and the standard errors read: each made once.
 
-    The reference's, and the residual of the last whole fit asked about (a refit replaces it).
+    The reference's, and one of the last whole fit asked about (a refit replaces it): its
+    residual's, or that of its residual off the edge band (`interior`).
     """
 
     def __init__(self, reference: np.ndarray, d: int):
         self.source, self.d = reference, d
         self._reference = self._residual = None
-        self._of = None  # the whole fit whose residual `_residual` holds
+        self._of = None  # the whole fit whose residual `_residual` holds ...
+        self._band: tuple[int, ...] | None = None  # ... off this edge band
+        self._kept = 1.0  # the share of pixels `_residual` holds
 
     def reference(self, whole) -> HalfSpectrum:
         if self._reference is None:
@@ -240,13 +251,29 @@ class WholeSpectra:
         return self._reference
 
     def residual(self, whole) -> HalfSpectrum:
-        if self._of is not whole:
+        if self._of is not whole or self._band is not None:
             self.drop_residual()  # the old transform goes before the new is made
             self._residual, self._of = HalfSpectrum(whole.residual, self.d), whole
         return self._residual
 
+    def interior(self, whole, kernel_shape: tuple[int, ...]) -> tuple[HalfSpectrum, float]:
+        """The transform of ``whole``'s residual off its edge band, and the share of pixels kept.
+
+        The band is where a kernel of ``kernel_shape`` reaches past the edge (`edge_band`); where
+        it would leave too few pixels, the whole residual's transform, share 1.
+        """
+        band = edge_band(whole.residual.shape[whole.residual.ndim - self.d:], kernel_shape)
+        if band is None:
+            return self.residual(whole), 1.0
+        if self._of is not whole or self._band != band:
+            self.drop_residual()
+            inner, self._kept = off_band(whole.residual, band)
+            self._residual, self._of, self._band = HalfSpectrum(inner, self.d), whole, band
+        return self._residual, self._kept
+
     def drop_residual(self) -> None:
-        self._residual = self._of = None
+        self._residual = self._of = self._band = None
+        self._kept = 1.0
 
 
 def coloured_errors(problem: Problem, spectra: WholeSpectra, whole, noise: float):

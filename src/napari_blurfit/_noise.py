@@ -40,10 +40,11 @@ NUDGE = 0.02  # log-sigma step that measures how the estimate follows sigma (`lo
 MAX_LOOP_GAIN = 0.9  # errors amplified tenfold at most (a gain near 1: the estimate is unsure)
 SANDWICH_COEFFICIENTS = 2**17  # coefficients a standard error reads at most
 NEGLIGIBLE = 1e-3  # a transfer (or its derivative) this far below its peak carries no information
-# the coefficients an image-space fit's estimate reads at most: all of a 1024x1024 half spectrum.
-# A quarter of them (the spectral estimate's 2**16 on 512x512) scattered s_A by 1.4-1.8% per
-# draw (rotated + shifted camera, s_A 0.05), all of them by 0.7%
-WHOLE_SAMPLE = 2**20
+# the coefficients an image-space fit's estimate reads at most: all of a 512x512 half spectrum.
+# A quarter of them (the spectral estimate's 2**16 there) scattered s_A by 1.4-1.8% per draw
+# (rotated + shifted camera, s_A 0.05), all of them by 0.7%; read on 1024x1024, each estimate
+# takes 7 ms (2**20 of them: 25 ms)
+WHOLE_SAMPLE = 2**18
 MIN_INTERIOR = 0.25  # the share of pixels off the edge band an image-space fit's estimate reads at least
 
 

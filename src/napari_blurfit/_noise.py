@@ -82,7 +82,17 @@ class NoiseEstimate(NamedTuple):
 def transfer_grid(sigma, shape, truncate: float, picked: tuple[slice, ...]) -> np.ndarray:
     """The kernel's transfer ``H`` on a subgrid of coefficients (``picked``: a slice per axis)."""
     parts = axis_transfers([[s] for s in sigma], shape, truncate)
-    return reduce(np.multiply.outer, [p[:, 0][sl] for p, sl in zip(parts, picked)])
+    return outer([p[:, 0][sl] for p, sl in zip(parts, picked)])
+
+
+def outer(vectors: list[np.ndarray]) -> np.ndarray:
+    """The outer product of 1-D ``vectors``.
+
+    Of two, einsum's takes half the time of ``np.multiply.outer``'s; of three, more.
+    """
+    if len(vectors) == 2:
+        return np.einsum("i,j->ij", *vectors)
+    return reduce(np.multiply.outer, vectors)
 
 
 def sample(stats: SpectralStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -374,7 +384,7 @@ def _score(info: np.ndarray, pab: np.ndarray, h: list[np.ndarray], gain: float) 
 
     ``h``: the transfer's columns per axis on the same coefficients.
     """
-    score = reduce(np.multiply.outer, [v[:, 0] for v in h])
+    score = outer([v[:, 0] for v in h])
     score *= info
     score *= -gain
     score += pab

@@ -214,25 +214,6 @@ class ReferenceSpectrum:
                               workers=self.nthreads)
         return full[self.crop]
 
-    def autocorrelation(self, lags: tuple[int, ...]) -> np.ndarray:
-        """The padded grid's circular autocorrelation at ``|n_i| <= lags_i``, per crop's worth of pixels.
-
-        ``sum_y A_pad(y) A_pad(y + n)`` over the grid (and frames), scaled by the crop's share of
-        the grid: a stand-in for the crop's own sum that costs one inverse FFT of the spectrum
-        kept, no grid of its own. The reflected pad wraps where the image's other face would be:
-        it preconditions (`KernelSpace.on_grid`), it is not a statistic to search on. Overwrites the
-        model buffer.
-        """
-        power = np.conjugate(self.spectrum, out=self._complex)
-        power *= self.spectrum
-        spec = power.sum(axis=0) if len(power) > 1 else power[0]
-        self._holds_reference = False
-        full = transforms.c2r(spec, tuple(range(self.d)), self.lengths[-1], out=self._padded[0],
-                              workers=self.nthreads)
-        index = np.ix_(*[np.arange(-n, n + 1) % length for n, length in zip(lags, self.lengths)])
-        share = np.prod(self.spatial, dtype=np.float64) / np.prod(self.lengths, dtype=np.float64)
-        return full[index].astype(np.float64) * share
-
     def lag_correlation(self, image: np.ndarray, radius: tuple[int, ...], *,
                         transform=None) -> tuple[np.ndarray, float]:
         """``c[n] = sum_x f(x) A_pad(x + m - n)`` summed over frames, for lags ``|n_i| <= radius_i``.

@@ -341,9 +341,9 @@ def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, 
 
     Images of at most `EXACT_MATRIX_PIXELS` are solved directly with the exact matrix at each step.
     Larger ones start from the crop's solution and keep one matrix, the whole image's Gauss-Newton
-    matrix from `KernelSpace` where it serves (`statistics_serve`), else the crop's exact one scaled
-    (the chord method: each step follows the exact gradient and must lower the exact loss), in
-    float32 above
+    matrix from `KernelSpace` where it serves (`statistics_serve`), else from the image problem's
+    own grid (`KernelSpace.on_grid`), at the start, also for the errors (the chord method: each
+    step follows the exact gradient and must lower the exact loss), in float32 above
     `FLOAT32_PIXELS`. The solution is never worse than the ``centred`` kernel (`not_worse_than`).
     Also returns ``J^T J`` at the solution, for the standard errors.
     """
@@ -432,7 +432,10 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
     image, else for `CROP_NEWTON_STEPS` (a start, and the matrix at it). The full image then keeps
     the crop's matrix scaled to its pixel count (the chord method: every step follows the exact
     gradient of the true loss and must lower it), so a full-image step costs one model and one
-    gradient, not a Jacobian image per parameter; in float32 above `FLOAT32_PIXELS`. On a large
+    gradient, not a Jacobian image per parameter; in float32 above `FLOAT32_PIXELS`. Where the
+    start crop is wide and nothing is masked (`statistics_held`), the L1/Huber chord takes the
+    image's own ``J^T J`` (`KernelSpace.on_grid`) times the loss's mean curvature instead, from
+    the crop's L2 solution: no matrix is made on the crop. On a large
     image a middle crop (`MIDDLE_EDGE`) takes those chord steps first: its solution starts the full
     image closer. Meanwhile the full image's problem is built on a thread of its own (`prefetch`).
     ``threshold``: a Huber threshold given by the user. The solution is never worse than the

@@ -467,18 +467,20 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
                                          max_iter=12)
         problem, jtj = local, None
     elif statistics_held(settings, wide, frames):
-        # the image's own statistics (`KernelSpace.on_grid`), where the crop's matrix, its used
-        # voxels few, fitted poorly: they are the errors' ``J^T J``, and times the loss's mean
-        # curvature at the crop's L2 solution its Hessian for the chord steps
-        problem = full_problem().with_settings(settings)
-        start = solved.point
-        jtj = KernelSpace.on_grid(problem, start.kernel).matrix_at(start.kernel, start.gain)
+        # the loss's Hessian taken as its mean curvature (at the crop's L2 solution) times J^T J:
+        # the crop's L2 matrix for the middle crop, then the image's own statistics
+        # (`KernelSpace.on_grid`) for its chord steps and errors, where the crop's, its used voxels
+        # few, fitted poorly. The image's problem is made after the middle crop's is gone
         residual = point.residual if local.used is None else point.residual[local.used > 0]
-        per_pixel = settings.loss.mean_curvature(residual) * jtj / problem.n_used
-        start = start.without_arrays()
-        del local, solved, point
-        start, per_pixel = rehearse(frames, settings, start, per_pixel, workers, callback, rematrix=False)
-        problem, solved = chord(frames, settings, start, per_pixel, workers, callback, problem=problem)
+        curvature = settings.loss.mean_curvature(residual)
+        rough = solved.matrix * (curvature / L2.constant_curvature) / max(local.n_used, 1)
+        start = solved.point.without_arrays()
+        del local, solved, point, residual
+        start, _ = rehearse(frames, settings, start, rough, workers, callback, rematrix=False)
+        problem = full_problem().with_settings(settings)
+        jtj = KernelSpace.on_grid(problem, start.kernel).matrix_at(start.kernel, start.gain)
+        problem, solved = chord(frames, settings, start, curvature * jtj / problem.n_used, workers,
+                                callback, problem=problem)
     else:
         if not least_squares:  # a start, and the loss's Hessian for the chord steps
             solved = levenberg_marquardt(local, point, refresh=True, rtol=1e-6, callback=callback,

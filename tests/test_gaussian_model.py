@@ -116,6 +116,40 @@ def test_kernel_derivatives_match_finite_differences(d):
         np.testing.assert_allclose(analytic[p], (plus - minus) / (2 * h), atol=1e-8)
 
 
+@pytest.mark.parametrize("d, isotropic, loss", [(2, False, "l2"), (2, True, "huber"), (3, False, "l1"),
+                                                (3, True, "l2")])
+def test_separable_gradient_is_the_lag_correlations(cam, vol, d, isotropic, loss, monkeypatch):
+    """A factorising kernel's gradient by one forward FFT (`axis_correlation`) is the general one.
+
+    Two frames, a shift, gain and offset; against the lag correlation's gradient (a kernel the
+    model cannot factorise takes that path) and, for the smooth losses, finite differences.
+    """
+    rng = np.random.default_rng(20 + d)
+    image = (cam if d == 2 else vol[:, :40, :40])
+    reference = np.stack([image, image[::-1].copy()])
+    sigma = (1.7,) * d if isotropic else (1.3, 2.1, 1.6)[:d]
+    kernel = GaussianKernel.from_sigma(sigma, rng.normal(0, 0.6, d))
+    target = np.stack([0.9 * kernel.apply(f) + 0.1 for f in reference]) + rng.normal(0, 0.01, reference.shape)
+    model = GaussianModel(d, 4.0, shift=True, isotropic=isotropic)
+    settings = Settings(model, get_loss(loss).for_noise(0.01), gain_offset=True)
+    problem = Problem(reference, target, None, settings, model.pad_radius([kernel]), None)
+    trial = GaussianKernel.from_sigma(np.array(sigma) * 1.1, kernel.shift + 0.2)
+    x, gain, offset = model.params(trial), 0.85, 0.12
+    point = problem.evaluate(x, gain, offset)
+    assert model.axis_derivatives(trial) is not None
+    fast = problem.normal(point, matrix=False).gradient
+    monkeypatch.setattr(GaussianModel, "axis_derivatives", lambda self, kernel: None)  # the lag path
+    general = problem.normal(problem.evaluate(x, gain, offset), matrix=False).gradient
+    np.testing.assert_allclose(fast, general, rtol=1e-9, atol=1e-9 * np.abs(general).max())
+    h = 1e-6
+    for p in range(len(x) if loss != "l1" else 0):  # L1's kinks (smoothed at 1e-5) bend a difference
+        step = np.zeros(len(x))
+        step[p] = h
+        up, down = problem.evaluate(x + step, gain, offset), problem.evaluate(x - step, gain, offset)
+        slope = (up.loss - down.loss) / (2 * h)
+        assert fast[p] == pytest.approx(slope, rel=1e-4, abs=1e-6 * np.abs(fast).max())
+
+
 def test_estimate_shift(cam):
     mu = np.array([0.37, -1.62])
     target = GaussianKernel.from_basicsr(2.5, 1.2, 0.5, mu).apply(cam)

@@ -364,6 +364,26 @@ class GaussianModel(KernelModel):
     def derivatives(self, kernel: GaussianKernel) -> np.ndarray:
         return np.tensordot(self.tie.T, kernel.derivatives(self.truncate), axes=1)
 
+    def axis_derivatives(self, kernel: GaussianKernel) -> tuple[list[np.ndarray], np.ndarray] | None:
+        """Per axis: the factor, its derivatives by that axis's log sigma and shift; None if rotated.
+
+        ``d phi / d log sigma_i = (n_i - mu_i)^2 / sigma_i^2`` and ``d phi / d mu_i = (n_i - mu_i) /
+        sigma_i^2`` in log, each less its mean under the kernel (the normalisation), as in
+        `GaussianKernel.derivatives` for a diagonal covariance.
+        """
+        factors = None if self.full_covariance else kernel.factors(self.truncate)
+        if factors is None:
+            return None
+        d, nc = self.ndim, n_cholesky(self.ndim)
+        rows = []
+        for f, s, m, o in zip(factors, kernel.sigma, kernel.shift, kernel.grid(self.truncate).offsets):
+            dlog = [((o - m) / s) ** 2, (o - m) / s**2]
+            rows.append(np.stack([f] + [f * (g - np.dot(f, g)) for g in dlog]))
+        full = np.zeros((nc + d, 2 * d))  # the full vector's log sigma_i and mu_i, axis by axis
+        full[np.arange(d), 2 * np.arange(d)] = 1.0
+        full[nc + np.arange(d), 2 * np.arange(d) + 1] = 1.0
+        return rows, self.tie.T @ full
+
     def radius(self, kernel: GaussianKernel) -> tuple[int, ...]:
         return kernel.grid(self.truncate).radius
 

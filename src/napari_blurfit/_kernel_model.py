@@ -53,6 +53,17 @@ class KernelModel(ABC):
         """1-D kernels whose outer product is `sampled`, or None when it does not factorise."""
         return None
 
+    def axis_derivatives(self, kernel: Any) -> tuple[list[np.ndarray], np.ndarray] | None:
+        """A factorising kernel's derivatives axis by axis, or None (the default).
+
+        ``(rows, mapping)``: ``rows[i]`` stacks the factor along axis ``i`` (`factors`), then its
+        derivatives by the parameters that act along that axis alone; ``mapping`` (``n_params``
+        by their total count, axis by axis) sends those parameters' gradients to the free
+        vector's. A gradient then needs no derivative kernel of the full dimension
+        (`ReferenceSpectrum.axis_correlation`).
+        """
+        return None
+
     @abstractmethod
     def derivatives(self, kernel: Any) -> np.ndarray:
         """``d sampled / d params``, shape ``(n_params, *sampled.shape)`` (support held fixed)."""

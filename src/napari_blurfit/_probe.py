@@ -147,7 +147,7 @@ def probe_model(reference, target, *, ndim: int | None = None, start_sigma=None,
     start = settings.model.starts(start_sigma, shift0)[:1]  # one start: a warning needs the basin only
     # in float32: a warning needs the basin, and rtol stays above float32's rounding
     problem, solved = multistart(frames, settings, start, workers, None, max_iter=steps, rtol=1e-6,
-                                 dtype=np.float32)
+                                 exact=False, dtype=np.float32)
     return _probe_result(solved.point, problem)
 
 

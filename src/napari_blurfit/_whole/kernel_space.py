@@ -25,18 +25,20 @@ class KernelSpace:
         self.settings, self.frames = settings, frames
         self.workers, self.dtype = workers, dtype
         self.n_used = frames.target.size
+        self.mean_square = 0.0  # T holds the mean (`on_grid`'s is of the centred reference)
         self._build(tuple(radius))
 
     @classmethod
     def on_grid(cls, problem, kernel) -> KernelSpace:
-        """The statistics from an unmasked L2 problem's own spectrum: one inverse FFT, no grid.
+        """The statistics from an L2 problem's own grid: two FFTs, no grid of their own.
 
-        ``T`` is the padded grid's circular autocorrelation (`ReferenceSpectrum.autocorrelation`)
-        and the box sums the reference's sum at every lag: near the faces less exact than the
-        statistics of a grid of their own, which take a grid ``2 radius`` wider per side (in 3D
-        with a sigma-9 axial kernel, 1.2 filter passes to build); as close as those on textured
-        volumes where the kernel spans much of an axis (diagonal within 0.5%). It holds kernels
-        up to the problem's radius, grown first to hold ``kernel``; larger ones raise ``ValueError``.
+        ``T`` is read at lags up to twice the grid's margin, so beyond it they wrap into the
+        opposite face's reflection: on the 3D rows of ``benchmarks/bench_volumes.py`` (kernels
+        spanning a third of an axis) the diagonal moved by under 0.1% against statistics on a grid
+        ``2 radius`` wider per side, which took 1.2 filter passes to build. The box sums are the
+        reference's mean at every lag. A mask's voxels are taken to hold the crop's statistics
+        (``T`` scaled by their share). The problem's grid is grown first to hold ``kernel``;
+        kernels beyond its radius raise ``ValueError``.
         """
         problem.reach(kernel)
         space = cls.__new__(cls)
@@ -44,11 +46,18 @@ class KernelSpace:
         space.settings, space.frames, space.n_used = problem.settings, None, problem.n_used
         space.workers = problem.workers
         space.radius = tuple(min(r, (n - 1) // 4) for r, n in zip(spectrum.radius, spectrum.lengths))
-        space.t = spectrum.autocorrelation(tuple(2 * r for r in space.radius))
-        space.s = None
+        share = problem.n_used / max(problem.target.size, 1)
+        # of the reference less its mean: a mean far above the detail (a background of 100)
+        # swamped the detail's share of an uncentred T, whose window-cut errors then made the
+        # matrix indefinite. The kernel rows never see the mean (a derivative kernel sums to 0);
+        # the gain's row gets it back exactly (`_matrix`)
+        mean = float(np.mean(problem.reference, dtype=np.float64))
+        t, _ = spectrum.lag_correlation(problem.reference, tuple(2 * r for r in space.radius),
+                                        transform=lambda a, out: np.subtract(a, mean, out=out))
+        space.t = 0.5 * (t + t[(slice(None, None, -1),) * t.ndim]) * share
+        space.mean_square, space.s = mean * mean, None
         if problem.settings.gain_offset:
-            total = float(problem.reference.sum(dtype=np.float64))
-            space.s = np.full(tuple(2 * r + 1 for r in space.radius), total)
+            space.s = np.full(tuple(2 * r + 1 for r in space.radius), mean * problem.n_used)
         return space
 
     def _build(self, radius: tuple[int, ...]) -> None:
@@ -117,7 +126,7 @@ class KernelSpace:
         out = np.zeros((q + 2, q + 2) if go else (q, q))
         out[:q, :q] = g * g * grams[:q, :q]
         if go:
-            sff, sf = grams[q, q], dot(k, s)
+            sff, sf = grams[q, q] + self.n_used * self.mean_square * float(k.sum()) ** 2, dot(k, s)
             out[:q, q] = out[q, :q] = g * grams[:q, q]
             out[:q, q + 1] = out[q + 1, :q] = g * np.einsum("pi,i->p", flat, s.ravel())
             out[q, q], out[q, q + 1], out[q + 1, q], out[q + 1, q + 1] = sff, sf, sf, self.n_used

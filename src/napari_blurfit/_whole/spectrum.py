@@ -214,24 +214,66 @@ class ReferenceSpectrum:
                               workers=self.nthreads)
         return full[self.crop]
 
-    def autocorrelation(self, lags: tuple[int, ...]) -> np.ndarray:
-        """The padded grid's circular autocorrelation at ``|n_i| <= lags_i``, per crop's worth of pixels.
+    def _place(self, image: np.ndarray, transform, *, flip: bool) -> np.ndarray:
+        """``f`` (``image``, or what ``transform(image, out)`` writes) in the real buffer, zero around.
 
-        ``sum_y A_pad(y) A_pad(y + n)`` over the grid (and frames), scaled by the crop's share of
-        the grid: a stand-in for the crop's own sum that costs one inverse FFT of the spectrum
-        kept, no grid of its own. The reflected pad wraps where the image's other face would be:
-        it preconditions (`KernelSpace.on_grid`), it is not a statistic to search on. Overwrites the
-        model buffer.
+        At the crop, ``flip``-ped along every spatial axis or not; the model buffer is overwritten.
         """
-        power = np.conjugate(self.spectrum, out=self._complex)
-        power *= self.spectrum
-        spec = power.sum(axis=0) if len(power) > 1 else power[0]
-        self._holds_reference = False
-        full = transforms.c2r(spec, tuple(range(self.d)), self.lengths[-1], out=self._padded[0],
-                              workers=self.nthreads)
-        index = np.ix_(*[np.arange(-n, n + 1) % length for n, length in zip(lags, self.lengths)])
-        share = np.prod(self.spatial, dtype=np.float64) / np.prod(self.lengths, dtype=np.float64)
-        return full[index].astype(np.float64) * share
+        real, self._holds_reference = self._padded, False
+        place = real[self.crop]
+        if flip:
+            place = place[(slice(None),) + (slice(None, None, -1),) * self.d]
+        if transform is None:
+            place[...] = image
+        else:
+            transform(image, place)
+        for axis, (m, n) in enumerate(zip(self.margin, self.spatial), start=1):
+            edge = [slice(None)] * real.ndim
+            edge[axis] = slice(0, m)
+            real[tuple(edge)] = 0.0
+            edge[axis] = slice(m + n, None)
+            real[tuple(edge)] = 0.0
+        return real
+
+    def axis_correlation(self, image: np.ndarray, rows: list[np.ndarray], *,
+                         transform=None) -> tuple[np.ndarray, float]:
+        """``t[j_0, .., j_d-1] = sum_x f(x) (A_pad * (rows_0[j_0] x .. x rows_d-1[j_d-1]))(x)`` and ``sum f``.
+
+        For separable kernels: each ``rows[i]`` stacks 1-D kernels along axis ``i`` (offset 0 at
+        the centre), and ``t`` holds ``f``'s correlation with the model of every outer product of
+        one row per axis, summed over frames. By Parseval on the grid: one forward FFT of ``f``
+        and a contraction of its product with the reference's spectrum against the rows' line
+        spectra, where `lag_correlation` takes an inverse FFT of the grid too. ``f`` and
+        ``transform`` as in `lag_correlation`; overwrites the model buffer.
+        """
+        real = self._place(image, transform, flip=False)
+        z = transforms.r2c(real, self.axes, out=self._complex, workers=self.nthreads)
+        total = float(z[(slice(None),) + (0,) * self.d].real.sum(dtype=np.float64))
+        np.conjugate(z, out=z)
+        z *= self.spectrum
+        product = z.sum(axis=0) if len(z) > 1 else z[0]
+        lines = [self._line_spectra(r, n, last=axis == self.d - 1)
+                 for axis, (r, n) in enumerate(zip(rows, self.lengths))]
+        # the halved last axis: every frequency but 0 and Nyquist stands for two
+        weight = np.full(product.shape[-1], 2.0)
+        weight[0] = 1.0
+        if self.lengths[-1] % 2 == 0:
+            weight[-1] = 1.0
+        # the last axis in the spectrum's precision (a BLAS product over one line: short sums),
+        # the rest, over most of the grid, in float64
+        out = (product @ (lines[-1] * weight).T.astype(product.dtype)).astype(np.complex128)
+        for axis in range(self.d - 2, -1, -1):  # each contraction appends the rows' axis
+            out = np.tensordot(out, lines[axis], axes=([axis], [1]))
+        table = np.transpose(out, tuple(range(self.d - 1, -1, -1))).real
+        return table / np.prod(self.lengths, dtype=np.float64), total
+
+    @staticmethod
+    def _line_spectra(rows: np.ndarray, length: int, *, last: bool) -> np.ndarray:
+        """DFTs (float64) of 1-D kernels with offset 0 at the origin, on a grid axis of ``length``."""
+        r = (rows.shape[1] - 1) // 2
+        line = np.zeros((len(rows), length))
+        line[:, np.arange(-r, r + 1) % length] = rows
+        return transforms.rfft(line) if last else transforms.fft(line)
 
     def lag_correlation(self, image: np.ndarray, radius: tuple[int, ...], *,
                         transform=None) -> tuple[np.ndarray, float]:
@@ -245,18 +287,7 @@ class ReferenceSpectrum:
         spectrum. Overwrites the model buffer: a view returned by `model` is invalid afterwards
         (``image`` may be that view).
         """
-        real, self._holds_reference = self._padded, False
-        flipped = real[self.crop][(slice(None),) + (slice(None, None, -1),) * self.d]
-        if transform is None:
-            flipped[...] = image
-        else:
-            transform(image, flipped)
-        for axis, (m, n) in enumerate(zip(self.margin, self.spatial), start=1):
-            edge = [slice(None)] * real.ndim
-            edge[axis] = slice(0, m)
-            real[tuple(edge)] = 0.0
-            edge[axis] = slice(m + n, None)
-            real[tuple(edge)] = 0.0
+        real = self._place(image, transform, flip=True)
         z = transforms.r2c(real, self.axes, out=self._complex, workers=self.nthreads)
         total = float(z[(slice(None),) + (0,) * self.d].real.sum(dtype=np.float64))
         z *= self.spectrum

@@ -218,9 +218,8 @@ def start_crop(frames: Frames, settings: Settings, starts) -> tuple[Frames, bool
     """The multi-start's central crop (`crop_edges`, up to 4 frames), and whether it is wide.
 
     Wide: `KernelSpace`'s statistics would not serve it (the kernel spans much of an axis). A band
-    of the kernel's radius along the faces it cut is then left out of the loss (`cut_band`): the
-    crop is solved with exact matrices anyway, and its answer is the image's, not one biased by
-    the faces.
+    of the kernel's radius along the faces it cut is then left out of the loss (`cut_band`): its
+    answer is then the image's, not one biased by the faces.
     """
     spatial = frames.target.shape[1:]
     edges = crop_edges(settings, starts, spatial, CROP_EDGE.get(settings.ndim, 64))
@@ -276,11 +275,14 @@ def check_starts(starts: list, settings: Settings, crop: Frames) -> None:
         check_radius(settings.model.radius(kernel), crop.target.shape[1:])
 
 
-def best_start(problem: Problem, starts, callback, *, max_iter: int, rtol: float, scout: int) -> Solved:
-    """A few exact-matrix steps from each start decide the basin; the best one goes on to the end.
+def best_start(problem: Problem, starts, callback, *, max_iter: int, rtol: float, scout: int,
+               statistics: KernelSpace | None = None) -> Solved:
+    """A few steps from each start decide the basin; the best one goes on to the end.
 
-    Only the `SCOUT_MOST` lowest starts within `SCOUT_WITHIN` of the lowest are scouted: a start
-    that far above (the centred one beside a shift read clearly) costs steps and never won.
+    The first matrix, at the lowest start, is the exact one, or where ``statistics`` are given
+    their ``J^T J``. Only the `SCOUT_MOST` lowest starts within `SCOUT_WITHIN` of the lowest are
+    scouted: a start that far above (the centred one beside a shift read clearly) costs steps and
+    never won.
     """
     if len(starts) > 1:
         losses = np.array([problem.loss_at(kernel, 1.0, 0.0) for kernel in starts])
@@ -291,6 +293,8 @@ def best_start(problem: Problem, starts, callback, *, max_iter: int, rtol: float
     precision = FLOAT32_LOSS_JITTER if problem.spectrum.dtype == np.float32 else 0.0
     for kernel in starts:
         point = problem.evaluate(problem.model.params(kernel), 1.0, 0.0)
+        if matrix is None and statistics is not None:
+            matrix = L2.constant_curvature * statistics.matrix_at(point.kernel, point.gain)
         steps = max_iter if len(starts) == 1 else scout
         # one exact matrix, at the lowest start, serves every start (the solver's secant updates
         # and its fallback to the problem's own matrix keep the steps honest)
@@ -307,11 +311,13 @@ def best_start(problem: Problem, starts, callback, *, max_iter: int, rtol: float
 
 def multistart(frames: Frames, settings: Settings, starts, workers, callback, *, max_iter: int = 40,
                rtol: float = 1e-10, exact: bool = True, dtype=np.float64) -> tuple[Problem, Solved]:
-    """Best L2 solution over the start kernels, each solved with a fresh matrix at every step.
+    """Best L2 solution over the start kernels.
 
-    The matrix is exact, or without ``exact`` (a crop that only finds the start; no mask) the one
-    `KernelSpace` makes from statistics: kernel-sized convolutions instead of three image FFTs per
-    parameter (in 3D, 27 FFTs of the crop per step). ``dtype``: of the FFTs (float32 for a crop
+    The matrix is exact, or without ``exact`` (a crop that only finds a start, a probe) one from
+    statistics: kernel-sized products instead of three image FFTs per parameter (in 3D, 27 FFTs
+    of the crop per step). Unmasked, `KernelSpace`'s at every step; with a band along the cut
+    faces (a wide kernel, `start_crop`), the crop grid's own (`KernelSpace.on_grid`) to begin
+    with, which the solver's secant updates correct. ``dtype``: of the FFTs (float32 for a crop
     that only finds a start). Returns the crop's problem (to evaluate other kernels on it) and
     the solution.
     """
@@ -319,10 +325,12 @@ def multistart(frames: Frames, settings: Settings, starts, workers, callback, *,
     check_starts(starts, settings, frames)
     radius = settings.model.pad_radius(starts)
     dtype = transform_dtype(dtype, frames.reference, frames.target)
-    space = None if exact or frames.used is not None else KernelSpace(frames, l2, radius, workers, dtype)
+    from_statistics = not exact and frames.used is None
+    space = KernelSpace(frames, l2, radius, workers, dtype) if from_statistics else None
     problem = Problem(*frames, l2, radius, workers, space=space, dtype=dtype)
+    on_grid = None if exact or from_statistics else KernelSpace.on_grid(problem, starts[0])
     solved = best_start(problem, starts, callback, max_iter=max_iter, rtol=rtol,
-                        scout=SCOUT_STEPS.get(settings.ndim, 2))
+                        scout=SCOUT_STEPS.get(settings.ndim, 2), statistics=on_grid)
     return problem, solved
 
 
@@ -333,9 +341,9 @@ def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, 
 
     Images of at most `EXACT_MATRIX_PIXELS` are solved directly with the exact matrix at each step.
     Larger ones start from the crop's solution and keep one matrix, the whole image's Gauss-Newton
-    matrix from `KernelSpace` where it serves (`statistics_serve`), else the crop's exact one scaled
-    (the chord method: each step follows the exact gradient and must lower the exact loss), in
-    float32 above
+    matrix from `KernelSpace` where it serves (`statistics_serve`), else from the image problem's
+    own grid (`KernelSpace.on_grid`), at the start, also for the errors (the chord method: each
+    step follows the exact gradient and must lower the exact loss), in float32 above
     `FLOAT32_PIXELS`. The solution is never worse than the ``centred`` kernel (`not_worse_than`).
     Also returns ``J^T J`` at the solution, for the standard errors.
     """
@@ -349,9 +357,9 @@ def fit_l2(frames: Frames, settings: Settings, starts, centred: GaussianKernel, 
         checked = not_worse_than(problem, solved, centred, callback, centred_loss)
         jtj = solved.matrix / curvature if checked is solved else problem.gauss_newton(checked.point)
         return problem, checked, jtj
-    crop, wide = start_crop(frames, settings, starts)
+    crop, _ = start_crop(frames, settings, starts)
     # in float32: a start needs no more than the loss's float32 resolution (START_RTOL is above it)
-    local, scout = multistart(crop, settings, starts, workers, callback, rtol=START_RTOL, exact=wide,
+    local, scout = multistart(crop, settings, starts, workers, callback, rtol=START_RTOL, exact=False,
                               dtype=np.float32)
     start = scout.point.without_arrays()
     del local, scout, crop  # the crop's arrays go before the image's are made
@@ -424,7 +432,10 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
     image, else for `CROP_NEWTON_STEPS` (a start, and the matrix at it). The full image then keeps
     the crop's matrix scaled to its pixel count (the chord method: every step follows the exact
     gradient of the true loss and must lower it), so a full-image step costs one model and one
-    gradient, not a Jacobian image per parameter; in float32 above `FLOAT32_PIXELS`. On a large
+    gradient, not a Jacobian image per parameter; in float32 above `FLOAT32_PIXELS`. Where the
+    start crop is wide and nothing is masked (`statistics_held`), the L1/Huber chord takes the
+    image's own ``J^T J`` (`KernelSpace.on_grid`) times the loss's mean curvature instead, from
+    the crop's L2 solution: no matrix is made on the crop. On a large
     image a middle crop (`MIDDLE_EDGE`) takes those chord steps first: its solution starts the full
     image closer. Meanwhile the full image's problem is built on a thread of its own (`prefetch`).
     ``threshold``: a Huber threshold given by the user. The solution is never worse than the
@@ -456,18 +467,20 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
                                          max_iter=12)
         problem, jtj = local, None
     elif statistics_held(settings, wide, frames):
-        # the image's own statistics (`KernelSpace.on_grid`), where the crop's matrix, its used
-        # voxels few, fitted poorly: they are the errors' ``J^T J``, and times the loss's mean
-        # curvature at the crop's L2 solution its Hessian for the chord steps
-        problem = full_problem().with_settings(settings)
-        start = solved.point
-        jtj = KernelSpace.on_grid(problem, start.kernel).matrix_at(start.kernel, start.gain)
+        # the loss's Hessian taken as its mean curvature (at the crop's L2 solution) times J^T J:
+        # the crop's L2 matrix for the middle crop, then the image's own statistics
+        # (`KernelSpace.on_grid`) for its chord steps and errors, where the crop's, its used voxels
+        # few, fitted poorly. The image's problem is made after the middle crop's is gone
         residual = point.residual if local.used is None else point.residual[local.used > 0]
-        per_pixel = settings.loss.mean_curvature(residual) * jtj / problem.n_used
-        start = start.without_arrays()
-        del local, solved, point
-        start, per_pixel = rehearse(frames, settings, start, per_pixel, workers, callback, rematrix=False)
-        problem, solved = chord(frames, settings, start, per_pixel, workers, callback, problem=problem)
+        curvature = settings.loss.mean_curvature(residual)
+        rough = solved.matrix * (curvature / L2.constant_curvature) / max(local.n_used, 1)
+        start = solved.point.without_arrays()
+        del local, solved, point, residual
+        start, _ = rehearse(frames, settings, start, rough, workers, callback, rematrix=False)
+        problem = full_problem().with_settings(settings)
+        jtj = KernelSpace.on_grid(problem, start.kernel).matrix_at(start.kernel, start.gain)
+        problem, solved = chord(frames, settings, start, curvature * jtj / problem.n_used, workers,
+                                callback, problem=problem)
     else:
         if not least_squares:  # a start, and the loss's Hessian for the chord steps
             solved = levenberg_marquardt(local, point, refresh=True, rtol=1e-6, callback=callback,

@@ -292,10 +292,8 @@ class ReferenceSpectrum:
         total = float(z[(slice(None),) + (0,) * self.d].real.sum(dtype=np.float64))
         z *= self.spectrum
         spec = z.sum(axis=0) if len(z) > 1 else z[0]
-        # into the model buffer (its first frame): a model view taken before is overwritten
-        full = transforms.c2r(spec, tuple(range(self.d)), self.lengths[-1], out=self._padded[0],
-                              workers=self.nthreads)
         # f(x) sits at y = m + N - 1 - x: the convolution at q holds the lag 2m + N - 1 - q
         lags = [(2 * m + n - 1 - np.arange(-r, r + 1)) % length
                 for m, n, r, length in zip(self.margin, self.spatial, radius, self.lengths)]
-        return full[np.ix_(*lags)].astype(np.float64), total
+        corr = transforms.c2r_at(spec, lags, self.lengths[-1], workers=self.nthreads)
+        return corr.astype(np.float64), total

@@ -70,13 +70,13 @@ def c2r_at(a: np.ndarray, picks: list[np.ndarray], lastsize: int, *,
            workers: int | None = None) -> np.ndarray:
     """`c2r` over every axis of ``a`` read only at ``picks[i]`` along axis ``i`` (a pruned inverse).
 
-    Axis by axis, each complex one transformed in place and cut to its picks before the next:
-    where few outputs are read (a kernel's lags on an image's grid), the later axes transform
-    a fraction of the lines. In 3D with a third of the first axis read, about half a full inverse.
-    ``a`` is overwritten.
+    Axis by axis, each complex one transformed in place and cut to its picks before the next,
+    the one cut most first: where few outputs are read (a kernel's lags on an image's grid), the
+    later axes transform a fraction of the lines, and the copies stay small. In 3D, about a
+    third of a full inverse. ``a`` is overwritten.
     """
     nthreads = threads(workers)
-    for axis in range(a.ndim - 1):
+    for axis in sorted(range(a.ndim - 1), key=lambda k: len(picks[k]) / a.shape[k]):
         a = ducc0.fft.c2c(a, axes=(axis,), forward=False, inorm=2, out=a, nthreads=nthreads)
         a = np.take(a, picks[axis], axis=axis)
     last = ducc0.fft.c2r(a, axes=(a.ndim - 1,), lastsize=lastsize, forward=False, inorm=2,

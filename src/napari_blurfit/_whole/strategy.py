@@ -435,7 +435,7 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
     gradient, not a Jacobian image per parameter; in float32 above `FLOAT32_PIXELS`. Where the
     start crop is wide and nothing is masked (`statistics_held`), the L1/Huber chord takes the
     image's own ``J^T J`` (`KernelSpace.on_grid`) times the loss's mean curvature instead, from
-    the crop's L2 solution: no matrix is made on the crop. On a large
+    the crop's L2 solution, with no matrix made on the crop and no middle crop. On a large
     image a middle crop (`MIDDLE_EDGE`) takes those chord steps first: its solution starts the full
     image closer. Meanwhile the full image's problem is built on a thread of its own (`prefetch`).
     ``threshold``: a Huber threshold given by the user. The solution is never worse than the
@@ -467,16 +467,14 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
                                          max_iter=12)
         problem, jtj = local, None
     elif statistics_held(settings, wide, frames):
-        # the loss's Hessian taken as its mean curvature (at the crop's L2 solution) times J^T J:
-        # the crop's L2 matrix for the middle crop, then the image's own statistics
-        # (`KernelSpace.on_grid`) for its chord steps and errors, where the crop's, its used voxels
-        # few, fitted poorly. The image's problem is made after the middle crop's is gone
+        # the loss's Hessian taken as its mean curvature (at the crop's L2 solution) times the
+        # image's own J^T J (`KernelSpace.on_grid`), also the errors', where the crop's matrix,
+        # its used voxels few, fitted poorly. So close a matrix needs no middle crop's rehearsal:
+        # it took as many full-image evaluations (L1, 3D) and a quarter of a volume's more
         residual = point.residual if local.used is None else point.residual[local.used > 0]
         curvature = settings.loss.mean_curvature(residual)
-        rough = solved.matrix * (curvature / L2.constant_curvature) / max(local.n_used, 1)
         start = solved.point.without_arrays()
-        del local, solved, point, residual
-        start, _ = rehearse(frames, settings, start, rough, workers, callback, rematrix=False)
+        del local, solved, point, residual  # the crop's arrays go before the image's are made
         problem = full_problem().with_settings(settings)
         jtj = KernelSpace.on_grid(problem, start.kernel).matrix_at(start.kernel, start.gain)
         problem, solved = chord(frames, settings, start, curvature * jtj / problem.n_used, workers,
@@ -518,7 +516,7 @@ def content(frames) -> float:
 
 
 def rehearse(frames: Frames, settings: Settings, start: Point, per_pixel: np.ndarray, workers,
-             callback, *, rematrix: bool = True) -> tuple[Point, np.ndarray]:
+             callback) -> tuple[Point, np.ndarray]:
     """The chord steps on a middle crop (`MIDDLE_EDGE`) first, on images at least 4x larger.
 
     Returns a start and a matrix per pixel used for the full image. The middle crop's chord steps
@@ -536,7 +534,7 @@ def rehearse(frames: Frames, settings: Settings, start: Point, per_pixel: np.nda
     # in float32 whatever its size: a start needs no more than the loss's float32 resolution
     problem, solved = chord(middle, settings, start, per_pixel, workers, callback, dtype=np.float32)
     point = solved.point
-    rematrix_from = REMATRIX_STEPS.get(settings.ndim) if rematrix else None
+    rematrix_from = REMATRIX_STEPS.get(settings.ndim)
     if rematrix_from is None or solved.iterations < rematrix_from:  # the crop's matrix serves
         return point.without_arrays(), per_pixel
     matrix = problem.normal(point, matrix=True).matrix

@@ -163,3 +163,19 @@ def test_binned_statistics_give_the_full_statistics_answer(shape, ndim):
     for field in ("frequency", "measured", "model", "stderr", "energy"):
         np.testing.assert_allclose(getattr(got.transfer, field), getattr(want.transfer, field),
                                    rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape, ndim", [((300, 410), 2), ((40, 70, 90), 3), ((3, 64, 80), 2)])
+def test_binned_pairs_are_each_pairs_binned_statistics(shape, ndim):
+    """Three transforms' pairs in one pass (float32 products formed in float64): `binned_stats`."""
+    from napari_blurfit._adequacy import binned_pairs, binned_stats
+    from napari_blurfit._spectral import frame_dct
+
+    rng = np.random.default_rng(6)
+    hats = [frame_dct(rng.random(shape).astype(np.float32), ndim) for _ in range(3)]
+    pairs = [(2, 1), (0, 1), (0, 2)]
+    for got, (i, j) in zip(binned_pairs(hats, pairs, ndim), pairs):
+        want = binned_stats(hats[i], hats[j], ndim)
+        for field in ("paa", "pab", "dc_aa", "dc_ab", "cbb", "dc_b"):
+            np.testing.assert_allclose(getattr(got, field), getattr(want, field), rtol=1e-12)
+

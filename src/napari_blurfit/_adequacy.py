@@ -196,9 +196,8 @@ def binned_stats(ref_hat: np.ndarray, tgt_hat: np.ndarray, ndim: int) -> BinnedS
 def binned_pairs(hats: list[np.ndarray], pairs: list[tuple[int, int]], ndim: int) -> list[BinnedStats]:
     """`binned_stats` of several pairs of transformed frame stacks, in one pass over them.
 
-    ``pairs`` index ``hats``; each transform's block of rows is made float64 once and each
-    product (``A^2``, ``A B``) summed once however many pairs share it: exactly the sums
-    `binned_stats` makes pair by pair.
+    ``pairs`` index ``hats``; each product (``A^2``, ``A B``) is formed in float64 and summed
+    once however many pairs share it: the sums `binned_stats` makes pair by pair.
     """
     shape = hats[0].shape[hats[0].ndim - ndim :]
     flat = [h.reshape(-1, *shape) for h in hats]
@@ -207,12 +206,15 @@ def binned_pairs(hats: list[np.ndarray], pairs: list[tuple[int, int]], ndim: int
     sums = {key: np.empty([len(s) for s in starts]) for key in products}
     squares = dict.fromkeys({j for _, j in pairs}, 0.0)
     edges = np.append(starts[0], shape[0])
+    letters = "cdefgh"[:ndim - 1]
+    summed = f"ab{letters},ab{letters}->{letters}"  # over frames and the block's rows
     for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-        rows = {i: f[:, lo:hi].astype(np.float64) for i, f in enumerate(flat)}  # exact products
+        rows = {i: f[:, lo:hi] for i, f in enumerate(flat)}
         for j in squares:
-            squares[j] += float(np.vdot(rows[j], rows[j]))
+            squares[j] += float(np.einsum(f"ab{letters},ab{letters}->", rows[j], rows[j], dtype=np.float64))
         for (i, j), out in sums.items():
-            block = (rows[i] * rows[j]).sum(axis=(0, 1))
+            # products in float64 (exact for float32 transforms), summed with no temporary
+            block = np.einsum(summed, rows[i], rows[j], dtype=np.float64)
             for axis, first in enumerate(starts[1:]):
                 block = np.add.reduceat(block, first, axis=axis)
             out[k] = block

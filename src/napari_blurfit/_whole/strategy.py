@@ -282,28 +282,28 @@ def best_start(problem: Problem, starts, callback, *, max_iter: int, rtol: float
     The first matrix, at the lowest start, is the exact one, or where ``statistics`` are given
     their ``J^T J``. Only the `SCOUT_MOST` lowest starts within `SCOUT_WITHIN` of the lowest are
     scouted: a start that far above (the centred one beside a shift read clearly) costs steps and
-    never won.
+    never won. Each start is evaluated once: the scouted ones' points are kept for their steps.
     """
-    if len(starts) > 1:
-        losses = np.array([problem.loss_at(kernel, 1.0, 0.0) for kernel in starts])
+    points = [problem.evaluate(problem.model.params(kernel), 1.0, 0.0) for kernel in starts]
+    if len(points) > 1:
+        losses = np.array([point.loss for point in points])
         order = [i for i in np.argsort(losses, kind="stable")[:SCOUT_MOST]
                  if losses[i] - losses.min() <= (SCOUT_WITHIN - 1) * abs(losses.min())]
-        starts = [starts[i] for i in order]
+        points = [points[i] for i in order]
     best, matrix = None, None
     precision = FLOAT32_LOSS_JITTER if problem.spectrum.dtype == np.float32 else 0.0
-    for kernel in starts:
-        point = problem.evaluate(problem.model.params(kernel), 1.0, 0.0)
+    for point in points:
         if matrix is None and statistics is not None:
             matrix = L2.constant_curvature * statistics.matrix_at(point.kernel, point.gain)
-        steps = max_iter if len(starts) == 1 else scout
-        # one exact matrix, at the lowest start, serves every start (the solver's secant updates
-        # and its fallback to the problem's own matrix keep the steps honest)
+        steps = max_iter if len(points) == 1 else scout
+        # one matrix (the exact one or the statistics'), at the lowest start, serves every start
+        # (the solver's secant updates and its fallback to the problem's own keep the steps honest)
         solved = levenberg_marquardt(problem, point, refresh=False, matrix=matrix, max_iter=steps,
                                      rtol=rtol, callback=callback, precision=precision)
         matrix = solved.matrix if matrix is None else matrix
         if best is None or solved.point.loss < best.point.loss:
             best = solved
-    if len(starts) > 1:
+    if len(points) > 1:
         best = levenberg_marquardt(problem, best.point, refresh=False, matrix=best.matrix,
                                    max_iter=max_iter, rtol=rtol, callback=callback, precision=precision)
     return best

@@ -103,18 +103,54 @@ class KernelSpace:
         placed = np.zeros((len(kernels) + 1, *shape))
         for grid, a in zip(placed, [*kernels, t]):  # centred on the origin, circularly
             grid[np.ix_(*[np.arange(-(n // 2), n // 2 + 1) % m for n, m in zip(a.shape, shape)])] = a
-        workers = -1 if self.workers is None else self.workers
-        spectra = transforms.r2c(placed, tuple(range(1, t.ndim + 1)), workers=workers)
-        # T is even: its spectrum is real. On the halved last axis every frequency but 0 and
-        # Nyquist stands for two
-        weight = np.full(spectra.shape[-1], 2.0)
-        weight[0] = 1.0
-        if shape[-1] % 2 == 0:
-            weight[-1] = 1.0
-        weighted = (spectra[-1].real * weight).reshape(-1)
+        spectra = transforms.r2c(placed, tuple(range(1, t.ndim + 1)), workers=self._threads())
+        # T is even: its spectrum is real
+        weighted = (spectra[-1].real * _half_weight(shape[-1], spectra.shape[-1])).reshape(-1)
         flat = spectra[:-1].reshape(len(kernels), -1)
         gram = (flat.real * weighted) @ flat.real.T + (flat.imag * weighted) @ flat.imag.T
         return gram / np.prod(shape, dtype=np.float64)
+
+    def _axis_grams(self, t: np.ndarray, rows: list[np.ndarray], mapping: np.ndarray,
+                    with_kernel: bool) -> np.ndarray:
+        """`_grams` of a factorising kernel's derivatives (then the kernel), from its factors.
+
+        ``rows`` and ``mapping`` as `KernelModel.axis_derivatives` gives them. Each derivative
+        is an outer product of one row per axis, so every Gram is ``T``'s spectrum contracted
+        with one pair of rows' line spectra per axis: one small FFT (``T``'s), not one per
+        derivative kernel.
+        """
+        shape = tuple(transforms.next_fast_len(n) for n in t.shape)
+        grid = np.zeros(shape)
+        grid[np.ix_(*[np.arange(-(n // 2), n // 2 + 1) % m for n, m in zip(t.shape, shape)])] = t
+        table = transforms.r2c(grid, tuple(range(t.ndim)), workers=self._threads()).real
+        table *= _half_weight(shape[-1], table.shape[-1])
+        for axis in range(t.ndim - 1, -1, -1):  # each contraction appends the axis's row pair
+            r = (rows[axis].shape[1] - 1) // 2
+            line = np.zeros((len(rows[axis]), shape[axis]))
+            line[:, np.arange(-r, r + 1) % shape[axis]] = rows[axis]
+            spec = transforms.rfft(line) if axis == t.ndim - 1 else transforms.fft(line)
+            pairs = spec[:, None, :] * np.conj(spec[None, :, :])
+            table = np.tensordot(table, pairs, axes=([axis], [2]))
+        # axes now (v, u) per spatial axis, last axis first: put them in axis order
+        order = [a for j in range(t.ndim - 1, -1, -1) for a in (2 * j, 2 * j + 1)]
+        table = np.transpose(table, order).real / np.prod(shape, dtype=np.float64)
+        # the derivatives by each axis's own parameters, then the kernel (every row 0)
+        terms = [(axis, j) for axis, axis_rows in enumerate(rows) for j in range(1, len(axis_rows))]
+        terms.append((None, 0))
+
+        def index(a, b):
+            (ia, ja), (ib, jb) = a, b
+            return tuple(x for axis in range(t.ndim)
+                         for x in (ja if axis == ia else 0, jb if axis == ib else 0))
+
+        full = np.array([[table[index(a, b)] for b in terms] for a in terms])
+        lift = np.zeros((len(mapping) + 1, len(terms)))
+        lift[:-1, :-1], lift[-1, -1] = mapping, 1.0
+        grams = lift @ full @ lift.T
+        return grams if with_kernel else grams[:-1, :-1]
+
+    def _threads(self) -> int:
+        return -1 if self.workers is None else self.workers
 
     def _matrix(self, kernel, g: float, k: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
         """``J^T J`` over kernel params (and gain, offset) from ``T`` and the box sums."""
@@ -122,7 +158,11 @@ class KernelSpace:
         flat = derivs.reshape(len(derivs), -1)
         q = len(flat)
         go = self.settings.gain_offset
-        grams = self._grams(t, np.concatenate([derivs, k[None]]) if go else derivs)
+        separable = self.settings.model.axis_derivatives(kernel)
+        if separable is not None:
+            grams = self._axis_grams(t, *separable, with_kernel=go)
+        else:
+            grams = self._grams(t, np.concatenate([derivs, k[None]]) if go else derivs)
         out = np.zeros((q + 2, q + 2) if go else (q, q))
         out[:q, :q] = g * g * grams[:q, :q]
         if go:
@@ -131,3 +171,13 @@ class KernelSpace:
             out[:q, q + 1] = out[q + 1, :q] = g * np.einsum("pi,i->p", flat, s.ravel())
             out[q, q], out[q, q + 1], out[q + 1, q], out[q + 1, q + 1] = sff, sf, sf, self.n_used
         return 0.5 * (out + out.T)
+
+
+def _half_weight(length: int, half: int) -> np.ndarray:
+    """On a real FFT's halved last axis, every frequency but 0 and Nyquist stands for two."""
+    weight = np.full(half, 2.0)
+    weight[0] = 1.0
+    if length % 2 == 0:
+        weight[-1] = 1.0
+    return weight
+

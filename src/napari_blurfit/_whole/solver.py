@@ -71,14 +71,9 @@ def levenberg_marquardt(problem, point, *, refresh: bool, max_iter: int,
         decrease, point = point.loss - trial.loss, trial
         # the next step's decrease (this one's, at the rate of the last two: the steps converge
         # at least linearly) within the rounding, or this one within twice it: the next could not
-        # be told from rounding, and its gradient is a pass or more over the image. Unless the
-        # quadratic model mispredicted this step by more than twice the rounding: that share of
-        # its decrease may be still to come (a float32 Huber chord whose step fell 38% short of
-        # its prediction stopped 2e-5 above the minimum)
-        missed = abs(decrease - predicted_decrease(step, matrix, normal.gradient))
+        # be told from rounding, and its gradient is a pass or more over the image
         predicted = decrease * decrease / last_decrease if last_decrease < np.inf else np.inf
-        if decrease <= max(rtol * abs(point.loss), 2 * floor) or (predicted <= floor
-                                                                   and missed <= 2 * floor):
+        if decrease <= max(rtol * abs(point.loss), 2 * floor) or predicted <= floor:
             status = Status.CONVERGED
             break
         last_decrease = decrease

@@ -51,6 +51,7 @@ CROP_NEWTON_STEPS = 1
 # loss's own matrix is taken at its end for the full volume (`rehearse`). Not in 2D, where it cost
 # the rows without gain/offset more full-image evaluations than it saved
 REMATRIX_STEPS = {3: 4}
+CURVATURE_AGREES = 1.3  # a robust loss's crop Hessian within this factor of mean curvature x J^T J
 EXACT_MATRIX_PIXELS = 2**18  # up to this many pixels the exact L2 polish recomputes the exact matrix
 FLOAT32_PIXELS = 2**20  # above this many pixels the full-image stage runs its FFTs in float32
 L1_WINDOW_PIXELS = 2**18  # the exact L1 gain/offset's first window: as sure as a start from this many
@@ -397,6 +398,18 @@ def statistics_held(settings: Settings, wide: bool, frames: Frames) -> bool:
     return wide and frames.used is None and not settings.loss.least_squares
 
 
+def curvature_serves(hessian: np.ndarray, scaled: np.ndarray, n_kernel: int) -> bool:
+    """Whether a robust loss's Hessian on the crop is its mean curvature times ``J^T J``.
+
+    Compared on the kernel parameters' diagonal, within `CURVATURE_AGREES` either way. It is
+    where the residual is noise; where the model misfits (an L1 fit with no gain/offset of a
+    target at 0.8 gain), the residual's large values leave the loss flat where the detail is, and
+    a chord on the scaled ``J^T J`` ran out of steps (then 50 s of exact Hessians on 128 x 512 x 512).
+    """
+    ratio = np.diag(hessian)[:n_kernel] / np.maximum(np.diag(scaled)[:n_kernel], 1e-300)
+    return bool(np.all(np.abs(np.log(np.maximum(ratio, 1e-300))) <= np.log(CURVATURE_AGREES)))
+
+
 def statistics_serve(settings: Settings, kernels, spatial) -> bool:
     """Whether `KernelSpace`'s matrix from statistics serves an image of ``spatial`` shape.
 
@@ -433,9 +446,9 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
     the crop's matrix scaled to its pixel count (the chord method: every step follows the exact
     gradient of the true loss and must lower it), so a full-image step costs one model and one
     gradient, not a Jacobian image per parameter; in float32 above `FLOAT32_PIXELS`. Where the
-    start crop is wide and nothing is masked (`statistics_held`), the L1/Huber chord takes the
-    image's own ``J^T J`` (`KernelSpace.on_grid`) times the loss's mean curvature instead, from
-    the crop's L2 solution, with no matrix made on the crop and no middle crop. On a large
+    start crop is wide, nothing is masked (`statistics_held`) and the crop's Hessian is the loss's
+    mean curvature times ``J^T J`` (`curvature_serves`), the L1/Huber chord takes the image's own
+    ``J^T J`` (`KernelSpace.on_grid`) times that curvature instead, with no middle crop. On a large
     image a middle crop (`MIDDLE_EDGE`) takes those chord steps first: its solution starts the full
     image closer. Meanwhile the full image's problem is built on a thread of its own (`prefetch`).
     ``threshold``: a Huber threshold given by the user. The solution is never worse than the
@@ -451,8 +464,11 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
         return chord_problem(frames, settings, chord_radius(settings, starts), workers).page_in()
 
     full_problem = None if crop_is_image else prefetch(build, 1 if wide else workers)
-    # L1/Huber take only a start from the L2 multi-start; masked L2 keeps its matrix (exact)
-    local, solved = multistart(crop, settings, starts, workers, callback, exact=least_squares,
+    # L1/Huber take only a start from the L2 multi-start; masked L2 keeps its matrix (exact), and
+    # so does a wide crop: from its grid's statistics a misfit L1 crop (no gain/offset for a
+    # target at 0.8 gain, 128 x 512 x 512) stopped early, and the volume's chord ran out of
+    # steps (73 s against 21 s)
+    local, solved = multistart(crop, settings, starts, workers, callback, exact=least_squares or wide,
                                rtol=1e-10 if least_squares else START_RTOL,
                                dtype=np.float64 if least_squares or crop_is_image else np.float32)
     if not least_squares:
@@ -466,32 +482,36 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
             solved = levenberg_marquardt(local, point, refresh=True, rtol=1e-6, callback=callback,
                                          max_iter=12)
         problem, jtj = local, None
-    elif statistics_held(settings, wide, frames):
-        # the loss's Hessian taken as its mean curvature (at the crop's L2 solution) times the
-        # image's own J^T J (`KernelSpace.on_grid`), also the errors', where the crop's matrix,
-        # its used voxels few, fitted poorly. So close a matrix needs no middle crop's rehearsal:
-        # it took as many full-image evaluations (L1, 3D) and a quarter of a volume's more
-        residual = point.residual if local.used is None else point.residual[local.used > 0]
-        curvature = settings.loss.mean_curvature(residual)
-        start = solved.point.without_arrays()
-        del local, solved, point, residual  # the crop's arrays go before the image's are made
-        problem = full_problem().with_settings(settings)
-        jtj = KernelSpace.on_grid(problem, start.kernel).matrix_at(start.kernel, start.gain)
-        problem, solved = chord(frames, settings, start, curvature * jtj / problem.n_used, workers,
-                                callback, problem=problem)
     else:
+        l2_matrix = solved.matrix  # the crop's L2 Hessian at its solution (statistics, updated)
         if not least_squares:  # a start, and the loss's Hessian for the chord steps
+            residual = point.residual if local.used is None else point.residual[local.used > 0]
+            curvature = settings.loss.mean_curvature(residual)
+            del residual
             solved = levenberg_marquardt(local, point, refresh=True, rtol=1e-6, callback=callback,
                                          max_iter=CROP_NEWTON_STEPS)
-        per_pixel = solved.matrix / max(local.n_used, 1)  # the crop's matrix, per pixel used
-        # standard errors need the least-squares matrix, not the loss's: the crop's at its
-        # solution, scaled by the content the image holds; then the crop's arrays go
-        jtj = local.gauss_newton(solved.point) * (content(frames) / content(local))
-        start = solved.point.without_arrays()
-        del local, solved
-        start, per_pixel = rehearse(frames, settings, start, per_pixel, workers, callback)
-        problem, solved = chord(frames, settings, start, per_pixel, workers, callback,
-                                problem=full_problem().with_settings(settings))
+        if statistics_held(settings, wide, frames) and curvature_serves(
+                solved.matrix, curvature * l2_matrix / L2.constant_curvature, model.n_params):
+            # the loss's Hessian is its mean curvature times J^T J here: the image's own
+            # (`KernelSpace.on_grid`), also the errors', where the crop's matrix, its used voxels
+            # few, fitted poorly; so close a matrix needs no middle crop's rehearsal (it took as
+            # many full-image evaluations, L1 in 3D, and a quarter of a volume's more)
+            start = solved.point.without_arrays()
+            del local, solved, point  # the crop's arrays go before the image's are made
+            problem = full_problem().with_settings(settings)
+            jtj = KernelSpace.on_grid(problem, start.kernel).matrix_at(start.kernel, start.gain)
+            per_pixel = curvature * jtj / problem.n_used
+            problem, solved = chord(frames, settings, start, per_pixel, workers, callback, problem=problem)
+        else:
+            per_pixel = solved.matrix / max(local.n_used, 1)  # the crop's matrix, per pixel used
+            # standard errors need the least-squares matrix, not the loss's: the crop's at its
+            # solution, scaled by the content the image holds; then the crop's arrays go
+            jtj = local.gauss_newton(solved.point) * (content(frames) / content(local))
+            start = solved.point.without_arrays()
+            del local, solved
+            start, per_pixel = rehearse(frames, settings, start, per_pixel, workers, callback)
+            problem, solved = chord(frames, settings, start, per_pixel, workers, callback,
+                                    problem=full_problem().with_settings(settings))
     checked = not_worse_than(problem, settle(problem, solved, callback), centred, callback)
     if jtj is None or checked is not solved:  # solved on the image, or again far from the crop's
         jtj = problem.gauss_newton(checked.point)

@@ -404,7 +404,7 @@ def curvature_serves(hessian: np.ndarray, scaled: np.ndarray, n_kernel: int) -> 
     Compared on the kernel parameters' diagonal, within `CURVATURE_AGREES` either way. It is
     where the residual is noise; where the model misfits (an L1 fit with no gain/offset of a
     target at 0.8 gain), the residual's large values leave the loss flat where the detail is, and
-    a chord on the scaled ``J^T J`` ran out of steps (then 50 s of exact Hessians on 128 x 512 x 512).
+    a chord on the scaled ``J^T J`` ran out of steps (then 44 s of exact Hessians on 128 x 512 x 512).
     """
     ratio = np.diag(hessian)[:n_kernel] / np.maximum(np.diag(scaled)[:n_kernel], 1e-300)
     return bool(np.all(np.abs(np.log(np.maximum(ratio, 1e-300))) <= np.log(CURVATURE_AGREES)))
@@ -483,7 +483,7 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
                                          max_iter=12)
         problem, jtj = local, None
     else:
-        l2_matrix = solved.matrix  # the crop's L2 Hessian at its solution (statistics, updated)
+        l2_matrix = solved.matrix  # the crop's L2 Hessian at its solution (secant-updated)
         if not least_squares:  # a start, and the loss's Hessian for the chord steps
             residual = point.residual if local.used is None else point.residual[local.used > 0]
             curvature = settings.loss.mean_curvature(residual)

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import _transforms as transforms
 from .problem import Settings, check_radius
-from .spectrum import ReferenceSpectrum, dot
+from .spectrum import ReferenceSpectrum, dot, half_weight, line_spectra
 
 
 class KernelSpace:
@@ -101,11 +101,11 @@ class KernelSpace:
         """
         shape = tuple(transforms.next_fast_len(n) for n in t.shape)
         placed = np.zeros((len(kernels) + 1, *shape))
-        for grid, a in zip(placed, [*kernels, t]):  # centred on the origin, circularly
-            grid[np.ix_(*[np.arange(-(n // 2), n // 2 + 1) % m for n, m in zip(a.shape, shape)])] = a
+        for grid, a in zip(placed, [*kernels, t]):
+            _at_origin(grid, a)
         spectra = transforms.r2c(placed, tuple(range(1, t.ndim + 1)), workers=self._threads())
         # T is even: its spectrum is real
-        weighted = (spectra[-1].real * _half_weight(shape[-1], spectra.shape[-1])).reshape(-1)
+        weighted = (spectra[-1].real * half_weight(shape[-1], spectra.shape[-1])).reshape(-1)
         flat = spectra[:-1].reshape(len(kernels), -1)
         gram = (flat.real * weighted) @ flat.real.T + (flat.imag * weighted) @ flat.imag.T
         return gram / np.prod(shape, dtype=np.float64)
@@ -121,14 +121,11 @@ class KernelSpace:
         """
         shape = tuple(transforms.next_fast_len(n) for n in t.shape)
         grid = np.zeros(shape)
-        grid[np.ix_(*[np.arange(-(n // 2), n // 2 + 1) % m for n, m in zip(t.shape, shape)])] = t
+        _at_origin(grid, t)
         table = transforms.r2c(grid, tuple(range(t.ndim)), workers=self._threads()).real
-        table *= _half_weight(shape[-1], table.shape[-1])
+        table *= half_weight(shape[-1], table.shape[-1])
         for axis in range(t.ndim - 1, -1, -1):  # each contraction appends the axis's row pair
-            r = (rows[axis].shape[1] - 1) // 2
-            line = np.zeros((len(rows[axis]), shape[axis]))
-            line[:, np.arange(-r, r + 1) % shape[axis]] = rows[axis]
-            spec = transforms.rfft(line) if axis == t.ndim - 1 else transforms.fft(line)
+            spec = line_spectra(rows[axis], shape[axis], last=axis == t.ndim - 1)
             pairs = spec[:, None, :] * np.conj(spec[None, :, :])
             table = np.tensordot(table, pairs, axes=([axis], [2]))
         # axes now (v, u) per spatial axis, last axis first: put them in axis order
@@ -154,11 +151,12 @@ class KernelSpace:
 
     def _matrix(self, kernel, g: float, k: np.ndarray, s: np.ndarray, t: np.ndarray) -> np.ndarray:
         """``J^T J`` over kernel params (and gain, offset) from ``T`` and the box sums."""
-        derivs = self.settings.model.derivatives(kernel)
-        flat = derivs.reshape(len(derivs), -1)
-        q = len(flat)
-        go = self.settings.gain_offset
-        separable = self.settings.model.axis_derivatives(kernel)
+        model = self.settings.model
+        q, go = model.n_params, self.settings.gain_offset
+        separable = model.axis_derivatives(kernel)
+        # the derivative kernels themselves: for the Grams of one that does not factorise, and
+        # for the offset's column
+        derivs = model.derivatives(kernel) if go or separable is None else None
         if separable is not None:
             grams = self._axis_grams(t, *separable, with_kernel=go)
         else:
@@ -168,16 +166,11 @@ class KernelSpace:
         if go:
             sff, sf = grams[q, q] + self.n_used * self.mean_square * float(k.sum()) ** 2, dot(k, s)
             out[:q, q] = out[q, :q] = g * grams[:q, q]
-            out[:q, q + 1] = out[q + 1, :q] = g * np.einsum("pi,i->p", flat, s.ravel())
+            out[:q, q + 1] = out[q + 1, :q] = g * np.einsum("pi,i->p", derivs.reshape(q, -1), s.ravel())
             out[q, q], out[q, q + 1], out[q + 1, q], out[q + 1, q + 1] = sff, sf, sf, self.n_used
         return 0.5 * (out + out.T)
 
 
-def _half_weight(length: int, half: int) -> np.ndarray:
-    """On a real FFT's halved last axis, every frequency but 0 and Nyquist stands for two."""
-    weight = np.full(half, 2.0)
-    weight[0] = 1.0
-    if length % 2 == 0:
-        weight[-1] = 1.0
-    return weight
-
+def _at_origin(grid: np.ndarray, a: np.ndarray) -> None:
+    """Write ``a`` (odd sizes, offset 0 at the centre) into ``grid`` at the origin, circularly."""
+    grid[np.ix_(*[np.arange(-(n // 2), n // 2 + 1) % m for n, m in zip(a.shape, grid.shape)])] = a

@@ -101,6 +101,27 @@ def transform_dtype(dtype, *arrays: np.ndarray) -> np.dtype:
     return np.dtype(np.float32)
 
 
+def line_spectra(rows: np.ndarray, length: int, *, last: bool, dtype=np.float64) -> np.ndarray:
+    """DFTs of 1-D kernels (rows, offset 0 at the centre) placed at the origin of a grid axis.
+
+    ``last``: the grid's real, halved last axis (`rfft`), else a complex one (`fft`). ``dtype``:
+    of the placed lines (a float32 problem's models keep their float32 lines).
+    """
+    r = (rows.shape[-1] - 1) // 2
+    line = np.zeros((len(rows), length), dtype=dtype)
+    line[:, np.arange(-r, r + 1) % length] = rows
+    return transforms.rfft(line) if last else transforms.fft(line)
+
+
+def half_weight(length: int, half: int) -> np.ndarray:
+    """On a real FFT's halved last axis, every frequency but 0 and Nyquist stands for two."""
+    weight = np.full(half, 2.0)
+    weight[0] = 1.0
+    if length % 2 == 0:
+        weight[-1] = 1.0
+    return weight
+
+
 class ReferenceSpectrum:
     """One rFFT of the reflect-padded reference frames (frames first, spatial axes last).
 
@@ -178,11 +199,7 @@ class ReferenceSpectrum:
         """DFTs of 1-D kernels (offset 0 at the origin) along each axis, shaped to broadcast."""
         out = []
         for axis, (f, n) in enumerate(zip(factors, self.lengths)):
-            r = (len(f) - 1) // 2
-            line = np.zeros(n, dtype=self.dtype)
-            line[np.arange(-r, r + 1) % n] = f
-            last = axis == self.d - 1
-            spec = transforms.rfft(line) if last else transforms.fft(line)
+            spec = line_spectra(np.asarray(f)[None], n, last=axis == self.d - 1, dtype=self.dtype)[0]
             shape = [1] * (self.d + 1)
             shape[axis + 1] = len(spec)
             out.append(spec.astype(self._complex.dtype).reshape(shape))
@@ -252,13 +269,9 @@ class ReferenceSpectrum:
         np.conjugate(z, out=z)
         z *= self.spectrum
         product = z.sum(axis=0) if len(z) > 1 else z[0]
-        lines = [self._line_spectra(r, n, last=axis == self.d - 1)
+        lines = [line_spectra(r, n, last=axis == self.d - 1)
                  for axis, (r, n) in enumerate(zip(rows, self.lengths))]
-        # the halved last axis: every frequency but 0 and Nyquist stands for two
-        weight = np.full(product.shape[-1], 2.0)
-        weight[0] = 1.0
-        if self.lengths[-1] % 2 == 0:
-            weight[-1] = 1.0
+        weight = half_weight(self.lengths[-1], product.shape[-1])
         # the last axis in the spectrum's precision (a BLAS product over one line: short sums),
         # the rest, over most of the grid, in float64
         out = (product @ (lines[-1] * weight).T.astype(product.dtype)).astype(np.complex128)
@@ -266,14 +279,6 @@ class ReferenceSpectrum:
             out = np.tensordot(out, lines[axis], axes=([axis], [1]))
         table = np.transpose(out, tuple(range(self.d - 1, -1, -1))).real
         return table / np.prod(self.lengths, dtype=np.float64), total
-
-    @staticmethod
-    def _line_spectra(rows: np.ndarray, length: int, *, last: bool) -> np.ndarray:
-        """DFTs (float64) of 1-D kernels with offset 0 at the origin, on a grid axis of ``length``."""
-        r = (rows.shape[1] - 1) // 2
-        line = np.zeros((len(rows), length))
-        line[:, np.arange(-r, r + 1) % length] = rows
-        return transforms.rfft(line) if last else transforms.fft(line)
 
     def lag_correlation(self, image: np.ndarray, radius: tuple[int, ...], *,
                         transform=None) -> tuple[np.ndarray, float]:

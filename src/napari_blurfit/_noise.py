@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._kernels import axis_transfers
+from ._kernels import axis_transfers, kernel_radius, transfer
 from ._spectral import SpectralStats, column_products, contract, product_vectors, strided
 from ._stages import NoiseCorrection, Problem, Solution
 from ._transforms import HalfSpectrum
@@ -46,6 +46,7 @@ NEGLIGIBLE = 1e-3  # a transfer (or its derivative) this far below its peak carr
 # takes 7 ms (2**20 of them: 25 ms)
 WHOLE_SAMPLE = 2**18
 MIN_INTERIOR = 0.25  # the share of pixels off the edge band an image-space fit's estimate reads at least
+DIRECT_TERMS = 2**13  # a sampled transfer is summed directly up to this many cosines (`_sampled_transfer`)
 
 
 class Coefficients(NamedTuple):
@@ -81,8 +82,39 @@ class NoiseEstimate(NamedTuple):
 
 def transfer_grid(sigma, shape, truncate: float, picked: tuple[slice, ...]) -> np.ndarray:
     """The kernel's transfer ``H`` on a subgrid of coefficients (``picked``: a slice per axis)."""
-    parts = axis_transfers([[s] for s in sigma], shape, truncate)
-    return outer([p[:, 0][sl] for p, sl in zip(parts, picked)])
+    return outer(sampled_transfers(sigma, shape, truncate, picked))
+
+
+def sampled_transfers(sigma, shape, truncate: float, picked: tuple[slice, ...]) -> list[np.ndarray]:
+    """The kernel's transfer along each axis at the subgrid's coefficients (``picked``: every m-th).
+
+    ``H`` is their outer product. Axes of one length and sigma share one array (for reading).
+    """
+    out: dict[tuple[float, int, int], np.ndarray] = {}
+    for s, n, sl in zip(sigma, shape, picked):
+        key = (float(s), n, sl.step or 1)
+        if key not in out:
+            out[key] = _sampled_transfer(*key, truncate)
+    return [out[(float(s), n, sl.step or 1)] for s, n, sl in zip(sigma, shape, picked)]
+
+
+def _sampled_transfer(sigma: float, size: int, step: int, truncate: float) -> np.ndarray:
+    """`transfer` at every ``step``-th coefficient of an axis of ``size``.
+
+    A short kernel's is summed directly there, ``g[0] + 2 sum_n g[n] cos(pi k n / size)`` (the
+    transform of the whole axis costs more than the sum at the few coefficients read; the two
+    agree to 1e-16); a long one's is read off the whole axis's.
+    """
+    radius = kernel_radius(sigma, truncate)
+    k = np.arange(0, size, step, dtype=np.float64)
+    if len(k) * radius > DIRECT_TERMS:
+        return transfer([sigma], size, truncate)[::step, 0]
+    if not radius:
+        return np.ones(len(k))
+    n = np.arange(radius + 1, dtype=np.float64)
+    g = np.exp(-0.5 * n**2 / sigma**2)  # `half_kernels`'s, for one sigma
+    g /= g[0] + 2.0 * g[1:].sum()
+    return g[0] + np.cos(np.multiply.outer(k, n[1:] * (np.pi / size))) @ (2.0 * g[1:])
 
 
 def outer(vectors: list[np.ndarray]) -> np.ndarray:
@@ -112,6 +144,11 @@ def sample(stats: SpectralStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def coefficients(stats: SpectralStats, sigma, gain: float, truncate: float) -> Coefficients:
     """Residual and reference power per frame at each coefficient of the subgrid (`Coefficients`)."""
     h = transfer_grid(sigma, stats.shape, truncate, stats.sample_slices).reshape(-1)[1:]
+    return Coefficients(h, _residual(stats, h, gain), sample(stats)[0])
+
+
+def _residual(stats: SpectralStats, h: np.ndarray, gain: float) -> np.ndarray:
+    """``|B_hat - gain H A_hat|**2`` per frame at the sample's coefficients, ``h`` the transfer there."""
     paa, pab2, pbb = sample(stats)
     gh = h if gain == 1.0 else gain * h
     # P_BB - 2 gain H P_AB + (gain H)**2 P_AA as P_BB + gain H (gain H P_AA - 2 P_AB), in one array
@@ -119,13 +156,25 @@ def coefficients(stats: SpectralStats, sigma, gain: float, truncate: float) -> C
     residual -= pab2
     residual *= gh
     residual += pbb
-    return Coefficients(h, residual, paa)
+    return residual
 
 
 def estimate_noise(stats: SpectralStats, sigma, gain: float, truncate: float) -> NoiseEstimate:
-    """The reference's (and target's) white-noise variance from the residual at a kernel (`line`)."""
-    c = coefficients(stats, sigma, gain, truncate)
-    return line(np.abs(c.transfer, out=c.transfer), c.residual, c.reference, gain)
+    """The reference's (and target's) white-noise variance from the residual at a kernel.
+
+    `line`'s regression, its bins found from the transfer per axis (`sample_bins`): per
+    coefficient only the residual is formed and summed over the bins' runs.
+    """
+    parts = sampled_transfers(sigma, stats.shape, truncate, stats.sample_slices)
+    residual = _residual(stats, outer(parts).reshape(-1)[1:], gain)
+    runs = sample_bins(parts)
+
+    def binned(values):
+        return np.bincount(runs.bins, values, BINS)
+
+    reference = sample(stats)[0]
+    sums = [np.add.reduceat(w, runs.starts) for w in (residual, residual * residual, reference)]
+    return fitted_line(binned(runs.lengths), binned(runs.squares) * (gain * gain), *map(binned, sums))
 
 
 def estimate_whole_noise(reference: HalfSpectrum, residual: HalfSpectrum, sampled: np.ndarray,
@@ -188,32 +237,101 @@ def off_band(residual: np.ndarray, band: tuple[int, ...]) -> tuple[np.ndarray, f
 
 
 def line(transfer_: np.ndarray, residual: np.ndarray, reference: np.ndarray, gain: float) -> NoiseEstimate:
-    """The straight line of residual power in ``(gain * H)**2`` over `BINS` frequency bins.
+    """The straight line of residual power in ``(gain * H)**2`` over `BINS` frequency bins (`fitted_line`).
 
-    Weighted least squares of the bins' mean residual power on their mean ``gain**2 H**2``, each
-    bin weighted by the inverse variance of its mean: its own relative scatter (a bin of texture
-    the kernel does not fit scatters more and counts little) times the line's level there,
-    reweighted from the last line `REWEIGHT` times. The slope is clamped to [0, ``cap``], the
-    reference's own mean power in the highest-frequency bin (noise cannot exceed it).
+    ``transfer_``: ``|H|`` per coefficient, whose bin is ``floor(BINS |H|)`` (the last takes a
+    transfer of 1); each bin's sums are taken over its runs (`_bin_sums`).
     """
     x = transfer_ * transfer_
     if gain != 1.0:
         x *= gain * gain
     index = transfer_ * BINS
     np.floor(index, out=index)  # the bin, as a float: an integer cast costs twice as much
-    n, sum_x, sum_r, sum_r2, sum_ref = _bin_sums(index, x, residual, residual * residual, reference)
+    return fitted_line(*_bin_sums(index, x, residual, residual * residual, reference))
+
+
+class Runs(NamedTuple):
+    """The estimate's bins on its sample as runs of neighbouring coefficients (`sample_bins`).
+
+    Positions count in the flat sample, DC left out (`sample`); the runs tile it in order.
+    """
+
+    starts: np.ndarray  # each run's first coefficient, increasing
+    bins: np.ndarray  # its bin
+    lengths: np.ndarray  # its number of coefficients
+    squares: np.ndarray  # its sum of ``H**2``
+
+
+def sample_bins(parts: list[np.ndarray]) -> Runs:
+    """The bin ``floor(BINS |H|)`` of each coefficient of the sample, as runs within its rows.
+
+    ``parts``: the transfer per axis at the sample's coefficients (`sampled_transfers`); ``|H|``
+    is a row's factor (the outer product of all axes' but the last) times the last axis's, each at
+    most 1 (give or take its rounding). Where either factor alone keeps ``|H|`` under the lowest
+    bin's upper end in every coefficient (the rows of high frequency, and the high-frequency end of
+    each row: at sigma 1.5 px three quarters of the coefficients) the bin is 0 without a look; the
+    bins of the rest are the same floating-point products as `line`'s, so the same bins. A run
+    ends with its row, so its sum of ``H**2`` is the row's factor squared times a difference of the
+    last axis's suffix sums.
+    """
+    mags = [np.abs(p) for p in parts]
+    last, width = mags[-1], len(mags[-1])
+    rows = outer(mags[:-1]).reshape(-1) if len(mags) > 1 else np.ones(1)
+    # a margin for the rounding: |H| * BINS stays under 1 where either factor reaches only this
+    edge = 0.999 / BINS
+    active = np.flatnonzero(rows * max(float(last.max()), 1.0) >= edge)
+    reach = np.maximum.accumulate(last[::-1])[::-1]  # the most |H| a column or any after it has
+    head = int(np.count_nonzero(reach * max(float(rows.max()), 1.0) >= edge))
+    block = np.multiply.outer(rows[active], last[:head])
+    block *= BINS
+    np.floor(block, out=block)
+    change = np.zeros((len(rows), width), dtype=bool)
+    change[:, 0] = True  # runs end with their row
+    change[active, 1:head] = block[:, 1:] != block[:, :-1]
+    if head < width:
+        change[active, head] = block[:, -1] != 0.0
+    change.reshape(-1)[1] = True  # the DC coefficient alone, left out
+    starts = np.flatnonzero(change)[1:]
+    row, column = np.divmod(starts, width)
+    lengths = np.empty_like(starts)
+    lengths[:-1] = starts[1:] - starts[:-1]
+    lengths[-1:] = change.size - starts[-1:]
+    within = np.full(len(rows), -1)
+    within[active] = np.arange(len(active))
+    looked = (column < head) & (within[row] >= 0)
+    bins = np.zeros(len(starts), dtype=np.intp)
+    bins[looked] = np.minimum(block[within[row[looked]], column[looked]], BINS - 1)
+    tail = np.zeros(width + 1)
+    tail[:-1] = np.cumsum((last * last)[::-1])[::-1]  # the last axis's H**2 from a column on
+    squares = rows[row] ** 2 * (tail[column] - tail[column + lengths])
+    return Runs(starts - 1, bins, lengths, squares)
+
+
+def fitted_line(n: np.ndarray, sum_x: np.ndarray, sum_r: np.ndarray, sum_r2: np.ndarray,
+                sum_ref: np.ndarray) -> NoiseEstimate:
+    """The line through the bins' mean residual power against their mean ``(gain H)**2``.
+
+    Per bin: its coefficients ``n`` and their sums of ``(gain H)**2``, of the residual power, of
+    its square and of the reference's power. Weighted least squares of the bins' mean residual
+    power on their mean ``gain**2 H**2``, each bin weighted by the inverse variance of its mean:
+    its own relative scatter (a bin of texture the kernel does not fit scatters more and counts
+    little) times the line's level there, reweighted from the last line `REWEIGHT` times. The
+    slope is clamped to [0, ``cap``], the reference's own mean power in the highest-frequency bin
+    (noise cannot exceed it).
+    """
     ok = n >= 8
     if ok.sum() < 3:  # too few coefficients (a tiny image): no line to read
         return NoiseEstimate(0.0, 0.0, float("inf"), 0.0, float("inf"))
+    mean_residual = float(np.sum(sum_r) / np.sum(n))
     n = n[ok]
-    mean_x, mean_r, mean_r2 = (v[ok] / n for v in (sum_x, sum_r, sum_r2))
+    mean_x, mean_r, mean_r2 = np.stack([sum_x, sum_r, sum_r2])[:, ok] / n
     # each bin's relative scatter (a bin of texture the kernel does not fit scatters more) times
     # the line's level there: weights from the bins' own means would favour the low ones
     relative = np.maximum(mean_r2 / np.maximum(mean_r**2, 1e-300) - 1.0, 1e-12) / n
     cap = float(sum_ref[ok][0] / n[0])
     fitted = _weighted_line(mean_x, mean_r, relative)
     if fitted is None:
-        return NoiseEstimate(0.0, float(np.mean(residual)), float("inf"), cap, float("inf"))
+        return NoiseEstimate(0.0, mean_residual, float("inf"), cap, float("inf"))
     intercept, slope, variance = fitted
     slope, intercept = float(np.clip(slope, 0.0, cap)), float(max(intercept, 0.0))
     level = np.maximum(intercept + slope * mean_x, 1e-300)
@@ -229,11 +347,10 @@ def _weighted_line(x: np.ndarray, y: np.ndarray, relative: np.ndarray) -> tuple[
     line below zero gets no weight from it: the level is floored at a tenth of ``y``). The 2x2
     normal equations in closed form; None where they are singular.
     """
-    xx, xy, floor = x * x, x * y, 0.1 * y
-    level = y
+    terms = np.stack([np.ones_like(x), x, x * x, y, x * y])  # each weighted sum is one row's
+    floor, level = 0.1 * y, y
     for _ in range(REWEIGHT):
-        w = 1.0 / (relative * level * level)
-        s0, s1, s2, sy, sxy = w.sum(), w @ x, w @ xx, w @ y, w @ xy
+        s0, s1, s2, sy, sxy = terms @ (1.0 / (relative * level * level))
         det = s0 * s2 - s1 * s1
         if not det > 0.0:
             return None

@@ -1,0 +1,50 @@
+"""The reference-noise estimate's fast binning reads the same bins and sums as the plain one."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_blurfit import fit
+from napari_blurfit._kernels import transfer
+from napari_blurfit._noise import coefficients, estimate_noise, line, sample_bins, sampled_transfers
+from napari_blurfit._options import FitOptions
+
+
+def _stats(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    image = ndimage.gaussian_filter(rng.random(shape), 1.0) + rng.normal(0, 0.02, shape)
+    target = ndimage.gaussian_filter(image, 1.2) + rng.normal(0, 0.01, shape)
+    return fit._statistics(fit._problem(image, target, FitOptions(per_axis=True))).stats
+
+
+@pytest.mark.parametrize("shape", [(96, 80), (300, 7), (5, 300), (9, 9), (12, 30, 40)])
+@pytest.mark.parametrize("scale", [0.0, 0.3, 0.8, 1.5, 2.5, 30.0])
+@pytest.mark.parametrize("gain", [1.0, 0.7])
+def test_estimate_matches_per_coefficient_bins(shape, scale, gain):
+    """The bins from the transfer per axis (`sample_bins`) are `line`'s, coefficient by coefficient.
+
+    Wide kernels too, whose truncated tails ripple about 0 and go negative.
+    """
+    stats = _stats(shape)
+    for sigma in (np.full(len(shape), scale), scale * np.linspace(0.5, 1.3, len(shape))):
+        c = coefficients(stats, sigma, gain, 4.0)
+        want = line(np.abs(c.transfer), c.residual, c.reference, gain)
+        got = estimate_noise(stats, sigma, gain, 4.0)
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-300)
+
+
+def test_runs_tile_the_sample():
+    stats = _stats((64, 48), seed=1)
+    parts = sampled_transfers([1.1, 0.6], stats.shape, 4.0, stats.sample_slices)
+    runs = sample_bins(parts)
+    size = np.prod([len(p) for p in parts]) - 1  # the DC coefficient left out
+    assert runs.starts[0] == 0 and np.all(runs.lengths > 0)
+    np.testing.assert_array_equal(runs.starts[1:], np.cumsum(runs.lengths)[:-1])
+    assert runs.starts[-1] + runs.lengths[-1] == size
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.4, 1.5, 7.0, 60.0])
+@pytest.mark.parametrize("size, step", [(1024, 4), (1000, 3), (37, 1)])
+def test_sampled_transfer_is_the_axis_transfer(sigma, size, step):
+    got = sampled_transfers([sigma], (size,), 4.0, (slice(None, None, step),))[0]
+    np.testing.assert_allclose(got, transfer([sigma], size, 4.0)[::step, 0], rtol=0, atol=1e-15)

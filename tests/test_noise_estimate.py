@@ -6,7 +6,7 @@ from scipy import ndimage
 
 from napari_blurfit import fit
 from napari_blurfit._kernels import transfer
-from napari_blurfit._noise import coefficients, estimate_noise, line, sample_bins, sampled_transfers
+from napari_blurfit._noise import BINS, Reach, coefficients, estimate_noise, line, sampled_transfers
 from napari_blurfit._options import FitOptions
 
 
@@ -33,14 +33,18 @@ def test_estimate_matches_per_coefficient_bins(shape, scale, gain):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-300)
 
 
-def test_runs_tile_the_sample():
-    stats = _stats((64, 48), seed=1)
-    parts = sampled_transfers([1.1, 0.6], stats.shape, 4.0, stats.sample_slices)
-    runs = sample_bins(parts)
-    size = np.prod([len(p) for p in parts]) - 1  # the DC coefficient left out
-    assert runs.starts[0] == 0 and np.all(runs.lengths > 0)
-    np.testing.assert_array_equal(runs.starts[1:], np.cumsum(runs.lengths)[:-1])
-    assert runs.starts[-1] + runs.lengths[-1] == size
+@pytest.mark.parametrize("sigma", [(0.7, 0.7), (1.5, 1.5), (1.1, 2.6), (3.0, 0.5), (9.0, 9.0)])
+def test_reach_splits_the_sample(sigma):
+    """The block and the regions left in the lowest bin cover the sample once; those are in it."""
+    parts = sampled_transfers(sigma, (512, 384), 4.0, (slice(None, None, 2),) * 2)
+    bins = np.floor(np.abs(np.multiply.outer(*parts)) * BINS)
+    reach = Reach.of(np.abs(parts[0]), np.abs(parts[1]))
+    covered = np.zeros(bins.shape, dtype=int)
+    covered[reach.rows, : reach.head] += 1
+    for picked in reach.lowest():
+        covered[picked] += 1
+        assert not bins[picked].any()
+    assert np.all(covered == 1)
 
 
 @pytest.mark.parametrize("sigma", [0.0, 0.4, 1.5, 7.0, 60.0])

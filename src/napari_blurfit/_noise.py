@@ -128,28 +128,32 @@ def outer(vectors: list[np.ndarray]) -> np.ndarray:
 
 
 def sample(stats: SpectralStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``P_AA``, ``2 P_AB``, ``P_BB`` per frame on the statistics' sample (flat, float64, DC left out).
+    """``P_AA``, ``2 P_AB``, ``P_BB`` per frame on the statistics' sample (float64, DC included).
 
-    Read once and kept on the statistics (``stats.sample``; their `with_noise` copies share it):
-    every round of the estimate reads the same coefficients (``P_BB`` is kept there only).
+    In rows along the last axis: shape (the other axes' coefficients, the last's). Read once and
+    kept on the statistics (``stats.sample``; their `with_noise` copies share it): every round of
+    the estimate reads the same coefficients (``P_BB`` is kept there only).
     """
     if stats.sample is None:
         picked, f = stats.sample_slices, stats.n_frames
         # divided straight from the strided views: one pass each
-        stats.sample = tuple(np.divide(p, d, dtype=np.float64).reshape(-1)[1:]
+        stats.sample = tuple(np.divide(p, d, dtype=np.float64).reshape(-1, p.shape[-1])
                              for p, d in ((stats.paa[picked], f), (stats.pab[picked], f / 2), (stats.pbb, f)))
     return stats.sample
 
 
 def coefficients(stats: SpectralStats, sigma, gain: float, truncate: float) -> Coefficients:
-    """Residual and reference power per frame at each coefficient of the subgrid (`Coefficients`)."""
+    """Residual and reference power per frame at every coefficient of the sample, flat, DC left out.
+
+    What `estimate_noise` reads, one coefficient at a time (`line` bins it so).
+    """
     h = transfer_grid(sigma, stats.shape, truncate, stats.sample_slices).reshape(-1)[1:]
-    return Coefficients(h, _residual(stats, h, gain), sample(stats)[0])
+    paa, pab2, pbb = (x.reshape(-1)[1:] for x in sample(stats))
+    return Coefficients(h, _residual(h, paa, pab2, pbb, gain), paa)
 
 
-def _residual(stats: SpectralStats, h: np.ndarray, gain: float) -> np.ndarray:
-    """``|B_hat - gain H A_hat|**2`` per frame at the sample's coefficients, ``h`` the transfer there."""
-    paa, pab2, pbb = sample(stats)
+def _residual(h: np.ndarray, paa: np.ndarray, pab2: np.ndarray, pbb: np.ndarray, gain: float) -> np.ndarray:
+    """``|B_hat - gain H A_hat|**2`` per frame from the sample's ``P_AA``, ``2 P_AB``, ``P_BB`` at ``h``."""
     gh = h if gain == 1.0 else gain * h
     # P_BB - 2 gain H P_AB + (gain H)**2 P_AA as P_BB + gain H (gain H P_AA - 2 P_AB), in one array
     residual = gh * paa
@@ -162,19 +166,126 @@ def _residual(stats: SpectralStats, h: np.ndarray, gain: float) -> np.ndarray:
 def estimate_noise(stats: SpectralStats, sigma, gain: float, truncate: float) -> NoiseEstimate:
     """The reference's (and target's) white-noise variance from the residual at a kernel.
 
-    `line`'s regression, its bins found from the transfer per axis (`sample_bins`): per
-    coefficient only the residual is formed and summed over the bins' runs.
+    `line`'s regression on the sample (the same bins and sums, `coefficients` binned by `line`),
+    read in parts (`Reach`): where ``|H|`` can leave the lowest bin, each coefficient binned
+    (`block_sums`); elsewhere all in the lowest bin, summed whole (`lowest_sums`).
     """
     parts = sampled_transfers(sigma, stats.shape, truncate, stats.sample_slices)
-    residual = _residual(stats, outer(parts).reshape(-1)[1:], gain)
-    runs = sample_bins(parts)
+    rows = outer(parts[:-1]).reshape(-1) if len(parts) > 1 else np.ones(1)  # the rows' factors of H
+    reach = Reach.of(np.abs(rows), np.abs(parts[-1]))
+    arrays = sample(stats)
+    sums = block_sums(reach, rows, parts[-1], arrays, gain)
+    for picked in reach.lowest():
+        sums[:, 0] += lowest_sums(picked, rows, parts[-1], arrays, gain)
+    return fitted_line(*sums)
 
-    def binned(values):
-        return np.bincount(runs.bins, values, BINS)
 
-    reference = sample(stats)[0]
-    sums = [np.add.reduceat(w, runs.starts) for w in (residual, residual * residual, reference)]
-    return fitted_line(binned(runs.lengths), binned(runs.squares) * (gain * gain), *map(binned, sums))
+class Reach(NamedTuple):
+    """Where on the sample ``|H|`` can reach above the lowest bin: some rows' first columns.
+
+    Rows along the last axis (`sample`); ``|H|`` is a row's factor times the last axis's transfer,
+    each at most 1 (give or take its rounding), so where either alone keeps ``BINS |H|`` under 1
+    the bin is 0 without a look: the rows of high frequency, and the high-frequency end of every
+    row (at sigma 1.5 px two thirds of the coefficients; at 0.7 px none).
+    """
+
+    rows: np.ndarray | slice  # the rows that can (always the first: the DC's)
+    head: int  # ... in their first columns (at least 1)
+    others: np.ndarray | slice  # the other rows
+    width: int  # the last axis's coefficients
+
+    @classmethod
+    def of(cls, rows: np.ndarray, last: np.ndarray) -> Reach:
+        """From the rows' factors of ``|H|`` and the last axis's ``|transfer|``."""
+        edge = 0.999 / BINS  # a margin for the rounding of the products
+        reach = np.maximum.accumulate(last[::-1])[::-1]  # the most a column or any after it has
+        head = max(1, int(np.count_nonzero(reach * max(float(rows.max()), 1.0) >= edge)))
+        active = rows * max(float(last.max()), 1.0) >= edge
+        active[0] = True
+        picked, others = (_as_slice(np.flatnonzero(a)) for a in (active, ~active))
+        return cls(picked, head, others, len(last))
+
+    def lowest(self) -> list[tuple]:
+        """The regions all in the lowest bin, as (rows, columns) indices of the sample."""
+        regions = [(self.rows, slice(self.head, None))] if self.head < self.width else []
+        return regions + ([(self.others, slice(None))] if _count(self.others) else [])
+
+
+def _as_slice(index: np.ndarray) -> np.ndarray | slice:
+    """``index`` as a slice where its steps are equal (rows of the sample read as a view, no copy)."""
+    if len(index) == 1:
+        return slice(int(index[0]), int(index[0]) + 1)
+    if len(index) > 1 and np.all(np.diff(index) == index[1] - index[0]):
+        return slice(int(index[0]), int(index[-1]) + 1, int(index[1] - index[0]))
+    return index
+
+
+def _count(rows: np.ndarray | slice) -> int:
+    return len(range(rows.start, rows.stop, rows.step or 1)) if isinstance(rows, slice) else len(rows)
+
+
+def block_sums(reach: Reach, rows: np.ndarray, last: np.ndarray, arrays, gain: float) -> np.ndarray:
+    """Per bin, the count and the sums of ``(gain H)**2``, residual power, its square and ``P_AA``.
+
+    Over every coefficient where ``|H|`` can leave the lowest bin (`Reach`; the DC left out), each
+    binned as `line` bins it: ``floor(BINS |H|)`` of the same floating-point products. Runs of one
+    bin are summed first (`np.add.reduceat`: a `bincount` over every coefficient waits on each
+    addition to the same bin); they end with their row, so a run's sum of ``H**2`` is its row's
+    factor squared times a difference of the last axis's suffix sums. Shape (5, `BINS`).
+    """
+    picked = (reach.rows, slice(None, reach.head))
+    factors, columns = rows[reach.rows], last[: reach.head]
+    h = np.multiply.outer(factors, columns)
+    paa = arrays[0][picked]
+    residual = _residual(h, paa, arrays[1][picked], arrays[2][picked], gain)
+    index = np.abs(h, out=h)
+    index *= BINS
+    np.floor(index, out=index)  # the bin, as a float: an integer cast costs twice as much
+    runs = _runs(index)
+    within, column = np.divmod(runs.starts, reach.head)
+    tail = np.zeros(reach.head + 1)
+    tail[:-1] = np.cumsum((columns * columns)[::-1])[::-1]  # H**2 of the last axis from a column on
+    squares = factors[within] ** 2 * (tail[column] - tail[column + runs.lengths]) * (gain * gain)
+    summed = [np.add.reduceat(w.reshape(-1), runs.starts) for w in (residual, residual * residual, paa)]
+    counted = (runs.lengths, squares, *summed)
+    return np.array([np.bincount(runs.bins, w, BINS) for w in counted], dtype=np.float64)
+
+
+class Runs(NamedTuple):
+    """Runs of one bin within the rows of a block of coefficients (`_runs`), the DC's left out."""
+
+    starts: np.ndarray  # each run's first coefficient in the flat block, increasing
+    bins: np.ndarray  # its bin
+    lengths: np.ndarray  # its number of coefficients
+
+
+def _runs(index: np.ndarray) -> Runs:
+    """The runs of equal ``index`` (each coefficient's bin, unclipped) along the rows of a 2-D block.
+
+    The first coefficient (the DC) is a run of its own, left out; the last bin takes the bins
+    above it (a transfer of 1, give or take its rounding).
+    """
+    change = np.empty(index.shape, dtype=bool)
+    change[:, 0] = True  # runs end with their row
+    np.not_equal(index[:, 1:], index[:, :-1], out=change[:, 1:])
+    flat = change.reshape(-1)
+    flat[1:2] = True
+    starts = np.flatnonzero(flat)[1:]
+    lengths = np.empty_like(starts)
+    lengths[:-1] = starts[1:] - starts[:-1]
+    lengths[-1:] = flat.size - starts[-1:]
+    bins = np.minimum(index.reshape(-1)[starts], BINS - 1).astype(np.intp)
+    return Runs(starts, bins, lengths)
+
+
+def lowest_sums(picked: tuple, rows: np.ndarray, last: np.ndarray, arrays, gain: float) -> np.ndarray:
+    """`block_sums`'s five sums over a region all in the lowest bin (``picked``: rows, columns)."""
+    factors, columns = rows[picked[0]], last[picked[1]]
+    paa = arrays[0][picked]
+    residual = _residual(np.multiply.outer(factors, columns), paa, arrays[1][picked], arrays[2][picked], gain)
+    flat = residual.reshape(-1)
+    x = gain * gain * float(factors @ factors) * float(columns @ columns)  # sum of (gain H)**2: separable
+    return np.array([flat.size, x, flat.sum(), flat @ flat, paa.sum()])
 
 
 def estimate_whole_noise(reference: HalfSpectrum, residual: HalfSpectrum, sampled: np.ndarray,
@@ -248,63 +359,6 @@ def line(transfer_: np.ndarray, residual: np.ndarray, reference: np.ndarray, gai
     index = transfer_ * BINS
     np.floor(index, out=index)  # the bin, as a float: an integer cast costs twice as much
     return fitted_line(*_bin_sums(index, x, residual, residual * residual, reference))
-
-
-class Runs(NamedTuple):
-    """The estimate's bins on its sample as runs of neighbouring coefficients (`sample_bins`).
-
-    Positions count in the flat sample, DC left out (`sample`); the runs tile it in order.
-    """
-
-    starts: np.ndarray  # each run's first coefficient, increasing
-    bins: np.ndarray  # its bin
-    lengths: np.ndarray  # its number of coefficients
-    squares: np.ndarray  # its sum of ``H**2``
-
-
-def sample_bins(parts: list[np.ndarray]) -> Runs:
-    """The bin ``floor(BINS |H|)`` of each coefficient of the sample, as runs within its rows.
-
-    ``parts``: the transfer per axis at the sample's coefficients (`sampled_transfers`); ``|H|``
-    is a row's factor (the outer product of all axes' but the last) times the last axis's, each at
-    most 1 (give or take its rounding). Where either factor alone keeps ``|H|`` under the lowest
-    bin's upper end in every coefficient (the rows of high frequency, and the high-frequency end of
-    each row: at sigma 1.5 px three quarters of the coefficients) the bin is 0 without a look; the
-    bins of the rest are the same floating-point products as `line`'s, so the same bins. A run
-    ends with its row, so its sum of ``H**2`` is the row's factor squared times a difference of the
-    last axis's suffix sums.
-    """
-    mags = [np.abs(p) for p in parts]
-    last, width = mags[-1], len(mags[-1])
-    rows = outer(mags[:-1]).reshape(-1) if len(mags) > 1 else np.ones(1)
-    # a margin for the rounding: |H| * BINS stays under 1 where either factor reaches only this
-    edge = 0.999 / BINS
-    active = np.flatnonzero(rows * max(float(last.max()), 1.0) >= edge)
-    reach = np.maximum.accumulate(last[::-1])[::-1]  # the most |H| a column or any after it has
-    head = int(np.count_nonzero(reach * max(float(rows.max()), 1.0) >= edge))
-    block = np.multiply.outer(rows[active], last[:head])
-    block *= BINS
-    np.floor(block, out=block)
-    change = np.zeros((len(rows), width), dtype=bool)
-    change[:, 0] = True  # runs end with their row
-    change[active, 1:head] = block[:, 1:] != block[:, :-1]
-    if head < width:
-        change[active, head] = block[:, -1] != 0.0
-    change.reshape(-1)[1] = True  # the DC coefficient alone, left out
-    starts = np.flatnonzero(change)[1:]
-    row, column = np.divmod(starts, width)
-    lengths = np.empty_like(starts)
-    lengths[:-1] = starts[1:] - starts[:-1]
-    lengths[-1:] = change.size - starts[-1:]
-    within = np.full(len(rows), -1)
-    within[active] = np.arange(len(active))
-    looked = (column < head) & (within[row] >= 0)
-    bins = np.zeros(len(starts), dtype=np.intp)
-    bins[looked] = np.minimum(block[within[row[looked]], column[looked]], BINS - 1)
-    tail = np.zeros(width + 1)
-    tail[:-1] = np.cumsum((last * last)[::-1])[::-1]  # the last axis's H**2 from a column on
-    squares = rows[row] ** 2 * (tail[column] - tail[column + lengths])
-    return Runs(starts - 1, bins, lengths, squares)
 
 
 def fitted_line(n: np.ndarray, sum_x: np.ndarray, sum_r: np.ndarray, sum_r2: np.ndarray,

@@ -11,6 +11,7 @@ frequency bins of a regular subgrid of coefficients, alternating with the correc
 
 from __future__ import annotations
 
+import math
 from functools import reduce
 from typing import NamedTuple
 
@@ -373,27 +374,30 @@ def fitted_line(n: np.ndarray, sum_x: np.ndarray, sum_r: np.ndarray, sum_r2: np.
     slope is clamped to [0, ``cap``], the reference's own mean power in the highest-frequency bin
     (noise cannot exceed it).
     """
-    ok = n >= 8
-    if ok.sum() < 3:  # too few coefficients (a tiny image): no line to read
+    # 40 bins: Python's floats beat numpy's calls on arrays this small
+    binned = (n, sum_x, sum_r, sum_r2, sum_ref)
+    counts, sx, sr, sr2, sref = (np.asarray(v, dtype=np.float64).tolist() for v in binned)
+    kept = [k for k, c in enumerate(counts) if c >= 8]
+    if len(kept) < 3:  # too few coefficients (a tiny image): no line to read
         return NoiseEstimate(0.0, 0.0, float("inf"), 0.0, float("inf"))
-    mean_residual = float(np.sum(sum_r) / np.sum(n))
-    n = n[ok]
-    mean_x, mean_r, mean_r2 = np.stack([sum_x, sum_r, sum_r2])[:, ok] / n
+    mean_residual = sum(sr) / sum(counts)
+    n = [counts[k] for k in kept]
+    x, y, y2 = ([v[k] / counts[k] for k in kept] for v in (sx, sr, sr2))
     # each bin's relative scatter (a bin of texture the kernel does not fit scatters more) times
     # the line's level there: weights from the bins' own means would favour the low ones
-    relative = np.maximum(mean_r2 / np.maximum(mean_r**2, 1e-300) - 1.0, 1e-12) / n
-    cap = float(sum_ref[ok][0] / n[0])
-    fitted = _weighted_line(mean_x, mean_r, relative)
+    relative = [max(m2 / max(m * m, 1e-300) - 1.0, 1e-12) / c for m, m2, c in zip(y, y2, n)]
+    cap = sref[kept[0]] / counts[kept[0]]
+    fitted = _weighted_line(x, y, relative)
     if fitted is None:
         return NoiseEstimate(0.0, mean_residual, float("inf"), cap, float("inf"))
     intercept, slope, variance = fitted
-    slope, intercept = float(np.clip(slope, 0.0, cap)), float(max(intercept, 0.0))
-    level = np.maximum(intercept + slope * mean_x, 1e-300)
-    misfit = float(np.sum(n * np.abs(mean_r / level - 1.0)) / np.sum(n))
-    return NoiseEstimate(slope, intercept, float(np.sqrt(max(variance, 0.0))), cap, misfit)
+    slope, intercept = min(max(slope, 0.0), cap), max(intercept, 0.0)
+    misfit = sum(c * abs(m / max(intercept + slope * xi, 1e-300) - 1.0) for c, m, xi in zip(n, y, x)) / sum(n)
+    return NoiseEstimate(slope, intercept, math.sqrt(max(variance, 0.0)), cap, misfit)
 
 
-def _weighted_line(x: np.ndarray, y: np.ndarray, relative: np.ndarray) -> tuple[float, float, float] | None:
+def _weighted_line(x: list[float], y: list[float],
+                   relative: list[float]) -> tuple[float, float, float] | None:
     """``(intercept, slope, variance of the slope)`` of the line through ``(x, y)``.
 
     Weighted least squares, each point weighted by ``1 / (relative * level**2)``: its relative
@@ -401,16 +405,18 @@ def _weighted_line(x: np.ndarray, y: np.ndarray, relative: np.ndarray) -> tuple[
     line below zero gets no weight from it: the level is floored at a tenth of ``y``). The 2x2
     normal equations in closed form; None where they are singular.
     """
-    terms = np.stack([np.ones_like(x), x, x * x, y, x * y])  # each weighted sum is one row's
-    floor, level = 0.1 * y, y
+    level = y
     for _ in range(REWEIGHT):
-        s0, s1, s2, sy, sxy = terms @ (1.0 / (relative * level * level))
+        s0 = s1 = s2 = sy = sxy = 0.0
+        for xi, yi, ri, li in zip(x, y, relative, level):
+            w = 1.0 / (ri * li * li)
+            s0, s1, s2, sy, sxy = s0 + w, s1 + w * xi, s2 + w * xi * xi, sy + w * yi, sxy + w * xi * yi
         det = s0 * s2 - s1 * s1
         if not det > 0.0:
             return None
         intercept, slope = (s2 * sy - s1 * sxy) / det, (s0 * sxy - s1 * sy) / det
-        level = np.maximum(intercept + slope * x, floor)
-    return float(intercept), float(slope), float(s0 / det)
+        level = [max(intercept + slope * xi, 0.1 * yi) for xi, yi in zip(x, y)]
+    return intercept, slope, s0 / det
 
 
 def _bin_sums(index: np.ndarray, *weights: np.ndarray) -> list[np.ndarray]:

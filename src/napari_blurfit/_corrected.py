@@ -10,6 +10,7 @@ contracted once (`CorrectedSearch`). `noise_penalty` corrects an image-space L2 
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -19,16 +20,18 @@ from ._gaussian import GaussianModel
 from ._kernels import half_kernels
 from ._noise import (
     CORRECTED_MISFIT,
+    WHOLE_SAMPLE,
     edge_band,
     estimate_noise,
     estimate_reference_noise,
     estimate_whole_noise,
+    half_sample,
     off_band,
 )
 from ._spectral import SpectralStats, Tabulated, tabulate
 from ._stages import SEARCH_FLOOR, Data, NoiseCorrection, Problem, Solution, spread
 from ._transforms import HalfSpectrum
-from ._whole.sandwich import sandwich_errors
+from ._whole.sandwich import sandwich_errors, subgrid
 
 # a whole-Gaussian fit refits with the noise read from its own residual: at most this many times,
 # until the variance moves by less than this share
@@ -247,14 +250,24 @@ class WholeSpectra:
 
     def reference(self, whole) -> HalfSpectrum:
         if self._reference is None:
-            self._reference = HalfSpectrum(self.source.reshape(whole.residual.shape), self.d)
+            self._reference = self._transform(self.source.reshape(whole.residual.shape))
         return self._reference
 
     def residual(self, whole) -> HalfSpectrum:
         if self._of is not whole or self._band is not None:
             self.drop_residual()  # the old transform goes before the new is made
-            self._residual, self._of = HalfSpectrum(whole.residual, self.d), whole
+            self._residual, self._of = self._transform(whole.residual), whole
         return self._residual
+
+    def _transform(self, a: np.ndarray) -> HalfSpectrum:
+        """``a``'s transform at the frequencies both readers sample (`half_sample`, `subgrid`).
+
+        Their strides' common divisor, where it divides every axis: the transform of ``a``
+        `folded` by it (in 3D three whole transforms took 0.5 filter passes).
+        """
+        spatial = a.shape[a.ndim - self.d:]
+        step = math.gcd(half_sample(spatial, WHOLE_SAMPLE)[0].step, subgrid(spatial)[0][0].step)
+        return HalfSpectrum(a, self.d, step=step if all(n % step == 0 for n in spatial) else 1)
 
     def interior(self, whole, kernel_shape: tuple[int, ...]) -> tuple[HalfSpectrum, float]:
         """The transform of ``whole``'s residual off its edge band, and the share of pixels kept.
@@ -268,7 +281,7 @@ class WholeSpectra:
         if self._of is not whole or self._band != band:
             self.drop_residual()
             inner, self._kept = off_band(whole.residual, band)
-            self._residual, self._of, self._band = HalfSpectrum(inner, self.d), whole, band
+            self._residual, self._of, self._band = self._transform(inner), whole, band
         return self._residual, self._kept
 
     def drop_residual(self) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+from scipy import linalg
 
 from . import _transforms as transforms
 from ._kernel_model import KernelModel
@@ -185,10 +186,12 @@ class GaussianKernel:
     def _whitened(self, grid: KernelGrid) -> tuple[np.ndarray, np.ndarray]:
         """``z = L^-1 (n - mu)`` and ``w = Sigma^-1 (n - mu)`` at every offset, shape (d, *kernel)."""
         delta = np.stack(np.meshgrid(*[o - m for o, m in zip(grid.offsets, self.shift)], indexing="ij"))
-        lower = np.linalg.cholesky(self.covariance)
+        # the d x d inverse of the Cholesky factor, then products: a solve against the
+        # kernel-sized right-hand side took 1-2 ms a call, 0.4 filter passes of a 3D fit
+        inverse = linalg.solve_triangular(np.linalg.cholesky(self.covariance), np.eye(self.ndim), lower=True)
         flat = delta.reshape(self.ndim, -1)
-        z = np.linalg.solve(lower, flat)
-        w = np.linalg.solve(lower.T, z)
+        z = inverse @ flat
+        w = inverse.T @ z
         return z.reshape(delta.shape), w.reshape(delta.shape)
 
     def sampled(self, truncate: float = 4.0) -> np.ndarray:

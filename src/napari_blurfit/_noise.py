@@ -20,7 +20,7 @@ import numpy as np
 from ._kernels import axis_transfers, kernel_radius, transfer
 from ._spectral import SpectralStats, column_products, contract, product_vectors, strided
 from ._stages import NoiseCorrection, Problem, Solution
-from ._transforms import HalfSpectrum
+from ._transforms import HalfSpectrum, dividing_stride
 from ._whole.sandwich import kernel_spectrum
 
 BINS = 40  # frequency bins of the regression, equally wide in the transfer H
@@ -315,10 +315,11 @@ def half_sample(spatial: tuple[int, ...], limit: int) -> tuple[slice, ...]:
     """Every m-th frequency of a real transform's half spectrum, m the least that keeps ``limit``.
 
     The last axis up to its half: each independent coefficient once, not as ``X[k]`` and again
-    as ``conj(X[-k])`` (which counts it twice in the line's standard error).
+    as ``conj(X[-k])`` (which counts it twice in the line's standard error). Where a stride up
+    to twice m divides every axis, that one: the sample is then read from a `folded` transform.
     """
     half = (*spatial[:-1], spatial[-1] // 2 + 1)
-    step = strided(half, limit)[0].step
+    step = dividing_stride(spatial, strided(half, limit)[0].step)
     return (*[slice(None, None, step)] * (len(spatial) - 1), slice(0, half[-1], step))
 
 

@@ -32,7 +32,7 @@ def sandwich_errors(model: GaussianModel, kernel, reference: transforms.HalfSpec
     sampled = model.sampled(kernel)
     if any(k > n for k, n in zip(sampled.shape, spatial)):
         return None
-    picked, weight = _subgrid(spatial)
+    picked, weight = subgrid(spatial)
     columns = [gain * kernel_spectrum(dk, spatial, picked) for dk in model.derivatives(kernel)]
     k_hat = kernel_spectrum(sampled, spatial, picked)
     if gain_offset:
@@ -55,10 +55,14 @@ def sandwich_errors(model: GaussianModel, kernel, reference: transforms.HalfSpec
     return model.standard_errors(kernel, cov[:count, :count])
 
 
-def _subgrid(spatial: tuple[int, ...]) -> tuple[tuple[slice, ...], float]:
-    """Every m-th frequency along each axis (at most `FREQUENCIES`), and ``m**d``."""
-    picked = strided(spatial, FREQUENCIES)
-    return picked, float(picked[0].step ** len(spatial))
+def subgrid(spatial: tuple[int, ...]) -> tuple[tuple[slice, ...], float]:
+    """Every m-th frequency along each axis (at most `FREQUENCIES`), and ``m**d``.
+
+    Where a stride up to twice the least divides every axis, that one (`dividing_stride`): the
+    transforms are then read from the images `folded`.
+    """
+    step = transforms.dividing_stride(spatial, strided(spatial, FREQUENCIES)[0].step)
+    return (slice(None, None, step),) * len(spatial), float(step ** len(spatial))
 
 
 def kernel_spectrum(kernel: np.ndarray, spatial: tuple[int, ...], picked) -> np.ndarray:

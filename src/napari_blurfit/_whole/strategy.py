@@ -43,7 +43,7 @@ SCOUT_WITHIN = 2.0  # starts scouted: those whose loss is at most this many time
 SCOUT_MOST = 3  # ... and of those the lowest this many
 # a crop solved only for a start stops at this relative decrease: the full image moves the
 # solution by more than a tighter tolerance would gain
-START_RTOL = 1e-5
+START_RTOL = 1e-4
 # L1/Huber Newton steps on the crop when it is only a start: each recomputes the matrix (in 3D six
 # Jacobian images of the crop), and the middle crop's chord steps carry on for a sixteenth of that
 CROP_NEWTON_STEPS = 1
@@ -475,8 +475,9 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
         local = Problem(*crop, settings, model.pad_radius([solved.point.kernel]), workers)
         point = local.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
         settings = settings.with_loss(settings.loss.for_noise(noise_scale(point, local), threshold))
-        local = Problem(*crop, settings, model.pad_radius([solved.point.kernel]), workers)
-        point = local.evaluate(solved.point.x, solved.point.gain, solved.point.offset)
+        # the loss's threshold moves its value, not the residual: no second grid or model
+        local = local.with_settings(settings)
+        point = point._replace(loss=local.loss_of(point.residual))
     if crop_is_image:  # solved
         if not least_squares:
             solved = levenberg_marquardt(local, point, refresh=True, rtol=1e-6, callback=callback,

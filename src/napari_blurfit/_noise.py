@@ -129,27 +129,23 @@ def outer(vectors: list[np.ndarray]) -> np.ndarray:
 
 
 def sample(stats: SpectralStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``P_AA``, ``2 P_AB``, ``P_BB`` per frame on the statistics' sample (float64, DC included).
+    """``P_AA``, ``2 P_AB``, ``P_BB`` per frame on the statistics' sample (flat, float64, DC left out).
 
-    In rows along the last axis: shape (the other axes' coefficients, the last's). Read once and
-    kept on the statistics (``stats.sample``; their `with_noise` copies share it): every round of
-    the estimate reads the same coefficients (``P_BB`` is kept there only).
+    Read once and kept on the statistics (``stats.sample``; their `with_noise` copies share it):
+    every round of the estimate reads the same coefficients (``P_BB`` is kept there only).
     """
     if stats.sample is None:
         picked, f = stats.sample_slices, stats.n_frames
         # divided straight from the strided views: one pass each
-        stats.sample = tuple(np.divide(p, d, dtype=np.float64).reshape(-1, p.shape[-1])
+        stats.sample = tuple(np.divide(p, d, dtype=np.float64).reshape(-1)[1:]
                              for p, d in ((stats.paa[picked], f), (stats.pab[picked], f / 2), (stats.pbb, f)))
     return stats.sample
 
 
 def coefficients(stats: SpectralStats, sigma, gain: float, truncate: float) -> Coefficients:
-    """Residual and reference power per frame at every coefficient of the sample, flat, DC left out.
-
-    What `estimate_noise` reads, one coefficient at a time (`line` bins it so).
-    """
+    """Residual and reference power per frame at each coefficient of the subgrid (`Coefficients`)."""
     h = transfer_grid(sigma, stats.shape, truncate, stats.sample_slices).reshape(-1)[1:]
-    paa, pab2, pbb = (x.reshape(-1)[1:] for x in sample(stats))
+    paa, pab2, pbb = sample(stats)
     return Coefficients(h, _residual(h, paa, pab2, pbb, gain), paa)
 
 
@@ -165,128 +161,14 @@ def _residual(h: np.ndarray, paa: np.ndarray, pab2: np.ndarray, pbb: np.ndarray,
 
 
 def estimate_noise(stats: SpectralStats, sigma, gain: float, truncate: float) -> NoiseEstimate:
-    """The reference's (and target's) white-noise variance from the residual at a kernel.
-
-    `line`'s regression on the sample (the same bins and sums, `coefficients` binned by `line`),
-    read in parts (`Reach`): where ``|H|`` can leave the lowest bin, each coefficient binned
-    (`block_sums`); elsewhere all in the lowest bin, summed whole (`lowest_sums`).
-    """
+    """The reference's (and target's) white-noise variance from the residual at a kernel (`line`)."""
     parts = sampled_transfers(sigma, stats.shape, truncate, stats.sample_slices)
-    rows = outer(parts[:-1]).reshape(-1) if len(parts) > 1 else np.ones(1)  # the rows' factors of H
-    reach = Reach.of(np.abs(rows), np.abs(parts[-1]))
-    arrays = sample(stats)
-    sums = block_sums(reach, rows, parts[-1], arrays, gain)
-    for picked in reach.lowest():
-        sums[:, 0] += lowest_sums(picked, rows, parts[-1], arrays, gain)
-    return fitted_line(*sums)
-
-
-class Reach(NamedTuple):
-    """Where on the sample ``|H|`` can reach above the lowest bin: some rows' first columns.
-
-    Rows along the last axis (`sample`); ``|H|`` is a row's factor times the last axis's transfer,
-    each at most 1 (give or take its rounding), so where either alone keeps ``BINS |H|`` under 1
-    the bin is 0 without a look: the rows of high frequency, and the high-frequency end of every
-    row (at sigma 1.5 px two thirds of the coefficients; at 0.7 px none).
-    """
-
-    rows: np.ndarray | slice  # the rows that can (always the first: the DC's)
-    head: int  # ... in their first columns (at least 1)
-    others: np.ndarray | slice  # the other rows
-    width: int  # the last axis's coefficients
-
-    @classmethod
-    def of(cls, rows: np.ndarray, last: np.ndarray) -> Reach:
-        """From the rows' factors of ``|H|`` and the last axis's ``|transfer|``."""
-        edge = 0.999 / BINS  # a margin for the rounding of the products
-        reach = np.maximum.accumulate(last[::-1])[::-1]  # the most a column or any after it has
-        head = max(1, int(np.count_nonzero(reach * max(float(rows.max()), 1.0) >= edge)))
-        active = rows * max(float(last.max()), 1.0) >= edge
-        active[0] = True
-        picked, others = (_as_slice(np.flatnonzero(a)) for a in (active, ~active))
-        return cls(picked, head, others, len(last))
-
-    def lowest(self) -> list[tuple]:
-        """The regions all in the lowest bin, as (rows, columns) indices of the sample."""
-        regions = [(self.rows, slice(self.head, None))] if self.head < self.width else []
-        return regions + ([(self.others, slice(None))] if _count(self.others) else [])
-
-
-def _as_slice(index: np.ndarray) -> np.ndarray | slice:
-    """``index`` as a slice where its steps are equal (rows of the sample read as a view, no copy)."""
-    if len(index) == 1:
-        return slice(int(index[0]), int(index[0]) + 1)
-    if len(index) > 1 and np.all(np.diff(index) == index[1] - index[0]):
-        return slice(int(index[0]), int(index[-1]) + 1, int(index[1] - index[0]))
-    return index
-
-
-def _count(rows: np.ndarray | slice) -> int:
-    return len(range(rows.start, rows.stop, rows.step or 1)) if isinstance(rows, slice) else len(rows)
-
-
-def block_sums(reach: Reach, rows: np.ndarray, last: np.ndarray, arrays, gain: float) -> np.ndarray:
-    """Per bin, the count and the sums of ``(gain H)**2``, residual power, its square and ``P_AA``.
-
-    Over every coefficient where ``|H|`` can leave the lowest bin (`Reach`; the DC left out), each
-    binned as `line` bins it: ``floor(BINS |H|)`` of the same floating-point products. Runs of one
-    bin are summed first (`np.add.reduceat`: a `bincount` over every coefficient waits on each
-    addition to the same bin); they end with their row, so a run's sum of ``H**2`` is its row's
-    factor squared times a difference of the last axis's suffix sums. Shape (5, `BINS`).
-    """
-    picked = (reach.rows, slice(None, reach.head))
-    factors, columns = rows[reach.rows], last[: reach.head]
-    h = np.multiply.outer(factors, columns)
-    paa = arrays[0][picked]
-    residual = _residual(h, paa, arrays[1][picked], arrays[2][picked], gain)
-    index = np.abs(h, out=h)
-    index *= BINS
-    np.floor(index, out=index)  # the bin, as a float: an integer cast costs twice as much
-    runs = _runs(index)
-    within, column = np.divmod(runs.starts, reach.head)
-    tail = np.zeros(reach.head + 1)
-    tail[:-1] = np.cumsum((columns * columns)[::-1])[::-1]  # H**2 of the last axis from a column on
-    squares = factors[within] ** 2 * (tail[column] - tail[column + runs.lengths]) * (gain * gain)
-    summed = [np.add.reduceat(w.reshape(-1), runs.starts) for w in (residual, residual * residual, paa)]
-    counted = (runs.lengths, squares, *summed)
-    return np.array([np.bincount(runs.bins, w, BINS) for w in counted], dtype=np.float64)
-
-
-class Runs(NamedTuple):
-    """Runs of one bin within the rows of a block of coefficients (`_runs`), the DC's left out."""
-
-    starts: np.ndarray  # each run's first coefficient in the flat block, increasing
-    bins: np.ndarray  # its bin
-    lengths: np.ndarray  # its number of coefficients
-
-
-def _runs(index: np.ndarray) -> Runs:
-    """The runs of equal ``index`` (each coefficient's bin, unclipped) along the rows of a 2-D block.
-
-    The first coefficient (the DC) is a run of its own, left out; the last bin takes the bins
-    above it (a transfer of 1, give or take its rounding).
-    """
-    change = np.empty(index.shape, dtype=bool)
-    change[:, 0] = True  # runs end with their row
-    np.not_equal(index[:, 1:], index[:, :-1], out=change[:, 1:])
-    flat = change.reshape(-1)
-    flat[1:2] = True
-    starts = np.flatnonzero(flat)[1:]
-    lengths = np.empty_like(starts)
-    lengths[:-1] = starts[1:] - starts[:-1]
-    lengths[-1:] = flat.size - starts[-1:]
-    bins = np.minimum(index.reshape(-1)[starts], BINS - 1).astype(np.intp)
-    return Runs(starts, bins, lengths)
-
-
-def lowest_sums(picked: tuple, rows: np.ndarray, last: np.ndarray, arrays, gain: float) -> np.ndarray:
-    """`block_sums`'s five sums over a region all in the lowest bin (``picked``: rows, columns)."""
-    factors, columns = rows[picked[0]], last[picked[1]]
-    paa = arrays[0][picked]
-    residual = _residual(np.multiply.outer(factors, columns), paa, arrays[1][picked], arrays[2][picked], gain)
-    flat = residual.reshape(-1)
-    x = gain * gain * float(factors @ factors) * float(columns @ columns)  # sum of (gain H)**2: separable
-    return np.array([flat.size, x, flat.sum(), flat @ flat, paa.sum()])
+    h = outer(parts).reshape(-1)[1:]
+    paa, pab2, pbb = sample(stats)
+    residual = _residual(h, paa, pab2, pbb, gain)
+    if any(p.min() < 0.0 for p in parts):  # a wide kernel's truncated tails ripple below 0 (1e-5)
+        np.abs(h, out=h)
+    return line(h, residual, paa, gain)
 
 
 def estimate_whole_noise(reference: HalfSpectrum, residual: HalfSpectrum, sampled: np.ndarray,
@@ -352,7 +234,7 @@ def off_band(residual: np.ndarray, band: tuple[int, ...]) -> tuple[np.ndarray, f
 def line(transfer_: np.ndarray, residual: np.ndarray, reference: np.ndarray, gain: float) -> NoiseEstimate:
     """The straight line of residual power in ``(gain * H)**2`` over `BINS` frequency bins (`fitted_line`).
 
-    ``transfer_``: ``|H|`` per coefficient, whose bin is ``floor(BINS |H|)`` (the last takes a
+    ``transfer_``: ``|H|`` per coefficient, binned by ``floor(BINS |H|)`` (the last bin takes a
     transfer of 1); each bin's sums are taken over its runs (`_bin_sums`).
     """
     x = transfer_ * transfer_
@@ -373,15 +255,14 @@ def fitted_line(n: np.ndarray, sum_x: np.ndarray, sum_r: np.ndarray, sum_r2: np.
     its own relative scatter (a bin of texture the kernel does not fit scatters more and counts
     little) times the line's level there, reweighted from the last line `REWEIGHT` times. The
     slope is clamped to [0, ``cap``], the reference's own mean power in the highest-frequency bin
-    (noise cannot exceed it).
+    (noise cannot exceed it). In Python's floats: on 40 bins numpy's calls cost more, the more so
+    with the caches cold after the estimate's passes (92 us against 139 a line).
     """
-    # 40 bins: Python's floats beat numpy's calls on arrays this small
     binned = (n, sum_x, sum_r, sum_r2, sum_ref)
     counts, sx, sr, sr2, sref = (np.asarray(v, dtype=np.float64).tolist() for v in binned)
     kept = [k for k, c in enumerate(counts) if c >= 8]
     if len(kept) < 3:  # too few coefficients (a tiny image): no line to read
         return NoiseEstimate(0.0, 0.0, float("inf"), 0.0, float("inf"))
-    mean_residual = sum(sr) / sum(counts)
     n = [counts[k] for k in kept]
     x, y, y2 = ([v[k] / counts[k] for k in kept] for v in (sx, sr, sr2))
     # each bin's relative scatter (a bin of texture the kernel does not fit scatters more) times
@@ -390,7 +271,7 @@ def fitted_line(n: np.ndarray, sum_x: np.ndarray, sum_r: np.ndarray, sum_r2: np.
     cap = sref[kept[0]] / counts[kept[0]]
     fitted = _weighted_line(x, y, relative)
     if fitted is None:
-        return NoiseEstimate(0.0, mean_residual, float("inf"), cap, float("inf"))
+        return NoiseEstimate(0.0, sum(sr) / sum(counts), float("inf"), cap, float("inf"))
     intercept, slope, variance = fitted
     slope, intercept = min(max(slope, 0.0), cap), max(intercept, 0.0)
     misfit = sum(c * abs(m / max(intercept + slope * xi, 1e-300) - 1.0) for c, m, xi in zip(n, y, x)) / sum(n)
@@ -430,7 +311,10 @@ def _bin_sums(index: np.ndarray, *weights: np.ndarray) -> list[np.ndarray]:
     """
     if not len(index):
         return [np.zeros(BINS) for _ in range(len(weights) + 1)]
-    starts = np.concatenate([[0], np.flatnonzero(index[1:] != index[:-1]) + 1])
+    change = np.empty(len(index), dtype=bool)
+    change[0] = True
+    np.not_equal(index[1:], index[:-1], out=change[1:])
+    starts = np.flatnonzero(change)
     bins = np.minimum(index[starts], BINS - 1).astype(np.intp)
     counts = np.bincount(bins, np.diff(starts, append=len(index)), BINS)
     return [counts] + [np.bincount(bins, np.add.reduceat(w, starts), BINS) for w in weights]

@@ -57,8 +57,8 @@ class SpectralStats:
     pbb: np.ndarray | None = None
     sample_step: int = 1
     noise: float = 0.0
-    # ``P_AA``, ``2 P_AB``, ``P_BB`` per frame on a subgrid of coefficients, in rows along the last
-    # axis: the noise estimate's sample (`napari_blurfit._noise.sample`), kept by `with_noise` copies
+    # ``P_AA``, ``P_AB``, ``P_BB`` per frame on a subgrid of coefficients, flat, DC left out: the
+    # noise estimate's sample (`napari_blurfit._noise.sample`), kept by `with_noise` copies
     sample: tuple[np.ndarray, np.ndarray, np.ndarray] | None = dataclasses.field(
         default=None, repr=False, compare=False)
 

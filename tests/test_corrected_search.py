@@ -6,7 +6,7 @@ from scipy import ndimage
 from skimage import data
 
 from napari_blurfit import fit
-from napari_blurfit._corrected import CorrectedSearch
+from napari_blurfit._corrected import CorrectedSearch, _interpolated, solution_at
 from napari_blurfit._findings import brightness_rss, brightness_sigmas
 from napari_blurfit._noise import BINS, _bin_sums
 from napari_blurfit._options import FitOptions
@@ -49,3 +49,26 @@ def test_grids_read_ahead_give_the_fresh_answer(noisy_camera, expect):
     assert wanted[0] == pytest.approx(1.5, rel=0.03)  # corrected: the plain fit reads ~1.6
     assert brightness_rss(stats, plain.sigma, 4.0, table=table) == pytest.approx(
         brightness_rss(stats, plain.sigma, 4.0), rel=1e-12)
+
+
+def test_corrected_rss_read_off_the_zoom_is_the_contraction_s(noisy_camera):
+    """The corrected fit's RSS from its search's fine table, to 1e-9 of its own contraction."""
+    stats, problem = noisy_camera
+    plain = fit._spectral_fit(stats, problem)
+    search = CorrectedSearch(fit._spectral_fit)
+    corrected = stats.with_noise(0.0024)
+    sol = search(corrected, problem, near=plain.sigma)
+    read = search.residual_at(corrected, problem, sol.sigma)
+    assert read is not None
+    assert read == pytest.approx(solution_at(corrected, problem, sol.sigma).rss, rel=1e-9)
+    assert search.residual_at(corrected, problem, sol.sigma * 1.01) is None  # not one of its answers
+
+
+@pytest.mark.parametrize("t", [0.0, 0.013, -0.05, 0.11, 0.1199])
+def test_interpolated_is_exact_or_declines(t):
+    grid = np.linspace(-0.12, 0.12, 13)
+    f = lambda u: 100.0 + 50.0 * (u - 0.01) ** 2 + 30.0 * np.exp(3.0 * u)  # noqa: E731
+    got = _interpolated(grid, f(grid), t)
+    assert got is None or got == pytest.approx(f(t), rel=1e-10)
+    if abs(t) < 0.06:  # mid-grid it reads
+        assert got is not None

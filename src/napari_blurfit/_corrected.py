@@ -39,6 +39,12 @@ WHOLE_NOISE_ROUNDS, WHOLE_SETTLED = 2, 0.05
 # the local grid, in log-sigma about the plain fit's sigma (a correction moves sigma down)
 NEAR_BELOW, NEAR_ABOVE, COARSE = -0.7, 0.2, 17
 FINE = 13  # points of the zoom about the coarse grid's best, two coarse spacings each way
+# the corrected fit's RSS at its sigma is read off the zoom's table through this many points:
+# their polynomial gives the contraction's value to 1e-11 where the answer lies mid-grid (seven
+# points: 1e-11 - 3e-10 on the bench texture and camera at sigma 0.7-2), to 1e-6 near the grid's
+# end; it is kept where the polynomial through one point fewer agrees to this share, else the RSS
+# is contracted
+RSS_POINTS, RSS_AGREE = 8, 1e-10
 ZOOM = (FINE - 1) // 4  # fine spacings per coarse one
 
 
@@ -110,11 +116,24 @@ def noise_aware_fit(data: Data, problem: Problem, *, start_only: bool,
         sd, corrected, error, loop = float(setting), True, 0.0, (1.0, None)
         sol = refit(data.stats.with_noise(sd**2), problem, start_only=start_only, near=plain.sigma)
     stats = data.stats.with_noise(sd**2 if corrected else 0.0)
-    sol = solution_at(stats, problem, sol.sigma) if corrected else sol  # the refits' were rough
+    sol = _corrected_solution(stats, problem, sol, refit) if corrected else sol  # the refits' were rough
     noise = NoiseCorrection(sd, corrected, plain.sigma, sol.sigma, isinstance(setting, str), error,
                             *loop)
     return replace(sol, profile=corrected_profile(stats, problem, plain) if corrected else plain.profile,
                    noise=noise, brightness=plain.brightness), data._replace(stats=stats)
+
+
+def _corrected_solution(stats: SpectralStats, problem: Problem, sol: Solution,
+                        search: CorrectedSearch) -> Solution:
+    """The corrected fit's exact solution at its sigma (``sol``: the search's answer).
+
+    Without a gain/offset its RSS is all there is to it, read off the search's own tables
+    (`CorrectedSearch.residual_at`); else, or where they do not hold it, one contraction.
+    """
+    rss = search.residual_at(stats, problem, sol.sigma)
+    if rss is None:
+        return solution_at(stats, problem, sol.sigma)
+    return Solution(sol.sigma, 1.0, 0.0, rss, rss, {}, sst=spread(stats))
 
 
 def _solved_with_brightness(stats: SpectralStats, problem: Problem, plain: Solution,
@@ -316,15 +335,33 @@ class CorrectedSearch:
         # zoom columns contracted ahead (`prefetch`): their indices on the coarse grid refined
         # `ZOOM` times, and their table
         self._spare: tuple[np.ndarray, Tabulated] | None = None
+        self._read: dict[float, tuple[np.ndarray, Tabulated]] = {}  # each answer's fine grid and table
 
     def __call__(self, stats: SpectralStats, problem: Problem, *, start_only: bool = False,
                  near=None) -> Solution:
         if problem.options.sigma_per_axis or near is None:
             return self.fallback(stats, problem, start_only=start_only, near=near)
         problem.tick("correcting for the reference's noise")
-        t, gain, offset = self._best(stats, problem, float(np.log(max(near[0], SEARCH_FLOOR))))
+        t, gain, offset, fine = self._best(stats, problem, float(np.log(max(near[0], SEARCH_FLOOR))))
+        sigma = np.full(problem.d, np.exp(t))
+        self._read[float(sigma[0])] = fine
         # enough for the next estimate; `noise_aware_fit` makes the answer's exact solution
-        return Solution(np.full(problem.d, np.exp(t)), gain, offset, np.nan, np.nan, {})
+        return Solution(sigma, gain, offset, np.nan, np.nan, {})
+
+    def residual_at(self, stats: SpectralStats, problem: Problem, sigma) -> float | None:
+        """The images' own RSS at ``sigma`` (gain 1, no offset), one of this search's answers.
+
+        Interpolated in log-sigma through the `RSS_POINTS` points of the fine grid it was read
+        from nearest to it (that grid's table re-projected for ``stats``: a pass over the
+        statistics saved). None with a gain/offset (then the gain and offset need the
+        contraction too) or where the search did not give ``sigma``.
+        """
+        fine = self._read.get(float(sigma[0]))
+        if fine is None or problem.options.gain_offset:
+            return None
+        grid, table = fine
+        values = table.residual_ss(stats, np.ones(len(grid)), np.zeros(len(grid)))
+        return _interpolated(grid, values, float(np.log(sigma[0])))
 
     def prefetch(self, stats: SpectralStats, problem: Problem, near, extra: list[np.ndarray], *,
                  expect: float | None = None):
@@ -360,8 +397,8 @@ class CorrectedSearch:
         j = int(np.argmin(rss))
         return _vertex(grid, rss), float(gain[j]), float(offset[j])
 
-    def _best(self, stats, problem, t: float) -> tuple[float, float, float]:
-        """The corrected objective's best log-sigma, gain and offset, from the tables.
+    def _best(self, stats, problem, t: float) -> tuple[float, float, float, tuple[np.ndarray, Tabulated]]:
+        """The corrected objective's best log-sigma, gain and offset, and the fine grid they came from.
 
         The tables are made when first needed and kept while the best point stays inside.
         """
@@ -378,7 +415,7 @@ class CorrectedSearch:
         if i not in self._fine:
             self._fine[i] = self._zoom(stats, problem, i, box)
         fine, table = self._fine[i]
-        return self._at_best(table, fine, stats, problem)
+        return (*self._at_best(table, fine, stats, problem), self._fine[i])
 
     def _zoom(self, stats, problem, i: int, box) -> tuple[np.ndarray, Tabulated]:
         """The `FINE` grid about the coarse grid's point ``i``, two coarse spacings each way.
@@ -441,6 +478,31 @@ def _interleaved(coarse: Tabulated, columns: slice, new: Tabulated, on_coarse: n
         out[on_coarse], out[~on_coarse] = getattr(shared, name), getattr(new, name)
         parts[name] = out
     return Tabulated(**parts)
+
+
+def _interpolated(grid: np.ndarray, values: np.ndarray, t: float) -> float | None:
+    """``values`` on ``grid`` at ``t``: the polynomial through the `RSS_POINTS` points nearest.
+
+    None where the grid has fewer, where a value is not positive (an RSS clamped at 0 is not
+    smooth), or where the polynomial through one point fewer differs by more than `RSS_AGREE`.
+    """
+    if len(grid) < RSS_POINTS:
+        return None
+    near = np.argsort(np.abs(grid - t))[:RSS_POINTS]  # nearest first
+    x, y = grid[near] - t, values[near]
+    if not np.all(y > 0.0):
+        return None
+    if np.any(x == 0.0):
+        return float(y[x == 0.0][0])
+    value, fewer = (_at_zero(x[:k], y[:k]) for k in (RSS_POINTS, RSS_POINTS - 1))
+    return value if abs(value - fewer) <= RSS_AGREE * abs(value) else None
+
+
+def _at_zero(x: np.ndarray, y: np.ndarray) -> float:
+    """The polynomial through ``(x, y)`` at 0 (Lagrange: weight j the product of x_m / (x_m - x_j))."""
+    gaps = x[None, :] - x[:, None]
+    np.fill_diagonal(gaps, 1.0)
+    return float((np.prod(x[None, :] / gaps, axis=1) / x) @ y)
 
 
 def _vertex(grid: np.ndarray, values: np.ndarray) -> float:

@@ -630,3 +630,22 @@ def test_a_kernel_far_narrower_than_a_pixel_samples_to_a_point():
     factors = kernel.factors(4.0)
     assert all(np.isfinite(f).all() for f in factors)
     np.testing.assert_allclose(np.multiply.outer(*factors), sampled, rtol=1e-9, atol=1e-15)
+
+
+def test_a_kernel_the_image_cannot_hold_is_refused_even_where_the_grid_would():
+    """Every kernel is checked against the image, not only one that outgrows the padded grid.
+
+    The grid grows half as much again as the kernel that needed it, so it held kernels the image
+    could not: a misfit 3D fit's crop (a target at 0.8 gain, no gain/offset) ran off to a z
+    radius of 88 on 128 planes and failed deep inside the statistics. The solver's damped step
+    takes the refusal as too long a step.
+    """
+    image = data.camera()[:40, :40].astype(np.float64)
+    model = GaussianModel(2, 4.0, shift=True)
+    settings = Settings(model, get_loss("l2"), False)
+    problem = Problem(image[None], image[None], None, settings, (2, 2), None)
+    problem.evaluate(model.params(GaussianKernel.from_sigma((3.0, 3.0))), 1.0, 0.0)  # radius 12
+    assert problem.spectrum.radius[0] >= 19  # the grid grew past what the image holds
+    refused = r"spatial shape \(40, 40\)\) is too small for a kernel of radius \(20, 20\)"
+    with pytest.raises(ValueError, match=refused):
+        problem.evaluate(model.params(GaussianKernel.from_sigma((5.0, 5.0))), 1.0, 0.0)

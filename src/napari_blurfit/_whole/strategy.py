@@ -466,11 +466,11 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
         return chord_problem(frames, settings, chord_radius(settings, starts), workers).page_in()
 
     full_problem = None if crop_is_image else prefetch(build, 1 if wide else workers)
-    # L1/Huber take only a start from the L2 multi-start; masked L2 keeps its matrix (exact), and
-    # so does a wide crop: from its grid's statistics a misfit L1 crop (no gain/offset for a
-    # target at 0.8 gain, 128 x 512 x 512) stopped early, and the volume's chord ran out of
-    # steps (73 s against 21 s)
-    local, solved = multistart(crop, settings, starts, workers, callback, exact=least_squares or wide,
+    # L1/Huber take only a start from the L2 multi-start, from the crop's statistics; masked L2
+    # keeps its matrix (exact). (A misfit L1 fit, no gain/offset for a target at 0.8 gain on
+    # 128 x 512 x 512, once took 73 s against 21 s so: its chord ran out of steps into a settle
+    # of exact matrices at every step; with one exact matrix there, 40 s either way on one core)
+    local, solved = multistart(crop, settings, starts, workers, callback, exact=least_squares,
                                rtol=1e-10 if least_squares else START_RTOL,
                                dtype=np.float64 if least_squares or crop_is_image else np.float32)
     if not least_squares:

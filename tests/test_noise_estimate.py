@@ -71,3 +71,10 @@ def test_fitted_line_in_python_floats_is_numpy_s(seed):
     r2 = r**2 / np.maximum(n, 1) * rng.uniform(1.5, 3.0, 40)
     ref = rng.uniform(1e-3, 1e-2, 40) * n
     np.testing.assert_allclose(fitted_line(n, x, r, r2, ref), _numpy_line(n, x, r, r2, ref), rtol=1e-12)
+
+
+def test_fitted_line_of_no_residual_reads_no_line():
+    """Bins without any residual power (an identical pair at the identity): no line, no error."""
+    n = np.full(40, 100.0)
+    estimate = fitted_line(n, np.linspace(0.0, 1.0, 40) * n, np.zeros(40), np.zeros(40), np.ones(40))
+    assert estimate.reference == 0.0 and not np.isfinite(estimate.stderr)

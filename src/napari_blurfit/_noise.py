@@ -291,7 +291,10 @@ def _weighted_line(x: list[float], y: list[float],
     for _ in range(REWEIGHT):
         s0 = s1 = s2 = sy = sxy = 0.0
         for xi, yi, ri, li in zip(x, y, relative, level):
-            w = 1.0 / (ri * li * li)
+            spread = ri * li * li
+            if not spread > 0.0:  # a level of 0 (no residual at all): numpy's weight was inf
+                return None
+            w = 1.0 / spread
             s0, s1, s2, sy, sxy = s0 + w, s1 + w * xi, s2 + w * xi * xi, sy + w * yi, sxy + w * xi * yi
         det = s0 * s2 - s1 * s1
         if not det > 0.0:

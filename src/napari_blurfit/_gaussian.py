@@ -366,7 +366,9 @@ class GaussianModel(KernelModel):
         return kernel.factors(self.truncate)
 
     def derivatives(self, kernel: GaussianKernel) -> np.ndarray:
-        return np.tensordot(self.tie.T, kernel.derivatives(self.truncate), axes=1)
+        # by einsum, not BLAS: OpenBLAS's threads spun on after the product and took a core
+        # from the gradient's transforms (a rotated 3D normal 92 ms became 131 ms)
+        return np.einsum("fp,f...->p...", self.tie, kernel.derivatives(self.truncate))
 
     def axis_derivatives(self, kernel: GaussianKernel) -> tuple[list[np.ndarray], np.ndarray] | None:
         """Per axis: the factor, its derivatives by that axis's log sigma and shift; None if rotated.

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._kernels import axis_transfers, kernel_radius, transfer
+from ._kernels import axis_transfers, half_kernels, kernel_radius, transfer
 from ._spectral import SpectralStats, column_products, contract, product_vectors, strided
 from ._stages import NoiseCorrection, Problem, Solution
 from ._transforms import HalfSpectrum, dividing_stride
@@ -112,10 +112,9 @@ def _sampled_transfer(sigma: float, size: int, step: int, truncate: float) -> np
         return transfer([sigma], size, truncate)[::step, 0]
     if not radius:
         return np.ones(len(k))
-    n = np.arange(radius + 1, dtype=np.float64)
-    g = np.exp(-0.5 * n**2 / sigma**2)  # `half_kernels`'s, for one sigma
-    g /= g[0] + 2.0 * g[1:].sum()
-    return g[0] + np.cos(np.multiply.outer(k, n[1:] * (np.pi / size))) @ (2.0 * g[1:])
+    g = half_kernels([sigma], truncate)[0]
+    n = np.arange(1, radius + 1, dtype=np.float64)
+    return g[0] + np.cos(np.multiply.outer(k, n * (np.pi / size))) @ (2.0 * g[1:])
 
 
 def outer(vectors: list[np.ndarray]) -> np.ndarray:

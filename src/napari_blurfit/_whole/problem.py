@@ -158,9 +158,8 @@ class Problem:
 
     def _ensure_radius(self, kernel: np.ndarray) -> None:
         radius = tuple((k - 1) // 2 for k in kernel.shape)
-        # every kernel against the image, not only one that outgrows the grid: grown half as
-        # much again, the grid held kernels the image could not (a misfit 3D fit's crop ran off
-        # to a z radius of 88 on 128 planes, then failed deep inside)
+        # every kernel against the image, not only one that outgrows the grid: the grid grows half
+        # as much again as the kernel that needed it, so it holds kernels the image cannot
         check_radius(radius, self.target.shape[1:])
         if any(r > p for r, p in zip(radius, self.spectrum.radius)):
             grown = tuple(max(r, p) * 3 // 2 + 2 for r, p in zip(radius, self.spectrum.radius))

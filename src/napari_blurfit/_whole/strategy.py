@@ -240,11 +240,10 @@ def shift_start(frames: Frames, settings: Settings, centred: GaussianKernel) -> 
 def settle(problem: Problem, solved: Solved, callback) -> Solved:
     """``solved``, or where a held matrix's chord ran out of steps still descending, finished.
 
-    The problem's own matrix there (a Jacobian image per parameter), then chord steps with it: a
-    crop that misled the start (a small one with a band, hot pixels) left an L1 chord 12 steps
-    short of a rotated 3D kernel (relative error 0.8). With a new matrix at every step the steps
-    converged no faster and took 27 s on a misfit 128 x 256 x 256 (a target at 0.8 gain fitted
-    without gain/offset).
+    The problem's own matrix there (a Jacobian image per parameter), then chord steps with it,
+    secant-updated: a crop that misleads the start (a small one with a band, hot pixels, a misfit)
+    leaves a chord short of the minimum. A new matrix at every step converges no faster and costs
+    the Jacobian images each time (27 s of them on a misfit 128 x 256 x 256, against 9 s).
     """
     if solved.status is not Status.MAX_ITERATIONS:
         return solved
@@ -466,10 +465,8 @@ def fit_general(frames: Frames, settings: Settings, starts, centred: GaussianKer
         return chord_problem(frames, settings, chord_radius(settings, starts), workers).page_in()
 
     full_problem = None if crop_is_image else prefetch(build, 1 if wide else workers)
-    # L1/Huber take only a start from the L2 multi-start, from the crop's statistics; masked L2
-    # keeps its matrix (exact). (A misfit L1 fit, no gain/offset for a target at 0.8 gain on
-    # 128 x 512 x 512, once took 73 s against 21 s so: its chord ran out of steps into a settle
-    # of exact matrices at every step; with one exact matrix there, 40 s either way on one core)
+    # L1/Huber take only a start from the L2 multi-start, whose first matrix the crop's statistics
+    # serve (the robust Newton step below takes the exact one); masked L2 keeps its exact matrix
     local, solved = multistart(crop, settings, starts, workers, callback, exact=least_squares,
                                rtol=1e-10 if least_squares else START_RTOL,
                                dtype=np.float64 if least_squares or crop_is_image else np.float32)

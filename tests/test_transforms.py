@@ -44,8 +44,10 @@ def test_a_folded_half_spectrum_reads_the_transform_at_its_subgrid(shape, step, 
 
 
 def test_dividing_stride():
-    """The least stride from the given one up to twice it that divides every axis."""
-    assert dividing_stride((128, 256, 256), 3) == 4
+    """The largest stride from the given one down to half of it that divides every axis: never
+    fewer frequencies than the limit allows."""
+    assert dividing_stride((128, 256, 256), 3) == 2
     assert dividing_stride((1024, 1024), 2) == 2
-    assert dividing_stride((256, 256), 5) == 8
-    assert dividing_stride((257, 256), 3) == 3  # none divides 257: the least, read unfolded
+    assert dividing_stride((256, 256), 5) == 4
+    assert dividing_stride((64, 160, 160), 3) == 2
+    assert dividing_stride((257, 256), 3) == 3  # none divides 257: the given one, read unfolded

@@ -196,8 +196,8 @@ def half_sample(spatial: tuple[int, ...], limit: int) -> tuple[slice, ...]:
     """Every m-th frequency of a real transform's half spectrum, m the least that keeps ``limit``.
 
     The last axis up to its half: each independent coefficient once, not as ``X[k]`` and again
-    as ``conj(X[-k])`` (which counts it twice in the line's standard error). Where a stride up
-    to twice m divides every axis, that one: the sample is then read from a `folded` transform.
+    as ``conj(X[-k])`` (which counts it twice in the line's standard error). Where a stride down
+    to half of m divides every axis, that one: the sample is then read from a `folded` transform.
     """
     half = (*spatial[:-1], spatial[-1] // 2 + 1)
     step = dividing_stride(spatial, strided(half, limit)[0].step)

@@ -140,11 +140,13 @@ def folded(a: np.ndarray, ndim: int, step: int) -> np.ndarray:
 
 
 def dividing_stride(spatial: tuple[int, ...], least: int) -> int:
-    """The least stride from ``least`` up to twice it that divides every axis, else ``least``.
+    """The largest stride from ``least`` down to half of it that divides every axis, else ``least``.
 
-    A subgrid of frequencies at a dividing stride is read from a `folded` transform.
+    A subgrid of frequencies at a dividing stride is read from a `folded` transform; down, not
+    up, so a subgrid never holds fewer frequencies than its limit allows (up, 64 x 160 x 160 kept
+    26k of them where 64k were allowed, and its error bars moved by 40%).
     """
-    for step in range(least, 2 * least + 1):
+    for step in range(least, max(1, -(-least // 2)) - 1, -1):
         if all(n % step == 0 for n in spatial):
             return step
     return least

@@ -58,7 +58,7 @@ def sandwich_errors(model: GaussianModel, kernel, reference: transforms.HalfSpec
 def subgrid(spatial: tuple[int, ...]) -> tuple[tuple[slice, ...], float]:
     """Every m-th frequency along each axis (at most `FREQUENCIES`), and ``m**d``.
 
-    Where a stride up to twice the least divides every axis, that one (`dividing_stride`): the
+    Where a stride down to half the least divides every axis, that one (`dividing_stride`): the
     transforms are then read from the images `folded`.
     """
     step = transforms.dividing_stride(spatial, strided(spatial, FREQUENCIES)[0].step)
